@@ -1,0 +1,59 @@
+# Everything a developer runs. `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(wildcard protos/eventmgmt/v1/*.proto)
+THIRD_PARTY := build/third_party
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create or refresh the virtual environment with everything installed.
+
+.PHONY: run
+run: $(STAMP) ## Run the gRPC server and the Envoy REST gateway on ./data/eventmgmt.db.
+	$(VENV)/bin/eventmgmt serve
+
+.PHONY: test
+test: $(STAMP) ## Run the test suite (PostgreSQL tests need EVENTMGMT_TEST_POSTGRES_URL).
+	$(VENV)/bin/pytest
+
+$(THIRD_PARTY): $(STAMP)
+	$(PY) -m eventmgmt.protogen third-party $(THIRD_PARTY)
+
+.PHONY: generate
+generate: $(STAMP) ## Regenerate the Python code in service/v1 from protos/.
+	$(PY) -m eventmgmt.protogen python
+
+.PHONY: checkgenerate
+checkgenerate: $(STAMP) ## Fail when the generated code in service/v1 is stale.
+	$(PY) -m eventmgmt.protogen check
+
+.PHONY: lint
+lint: $(STAMP) $(THIRD_PARTY) checkgenerate ## ruff, mypy, buf lint and buf breaking against main.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy service persistence gateway
+	$(VENV)/bin/buf lint
+	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
+	  $(VENV)/bin/buf breaking --against '.git#branch=main' ; \
+	else echo "buf breaking: no buf.yaml on main yet, nothing to compare"; fi
+
+.PHONY: bench
+bench: $(STAMP) ## Measure create rates over gRPC and REST against a no-database RPC.
+	$(PY) tests/benchmarks/bench.py
+
+.PHONY: clean
+clean: ## Remove the virtual environment, build output and local data.
+	rm -rf $(VENV) build data

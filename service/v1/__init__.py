@@ -1,0 +1,1 @@
+"""Generated from protos/eventmgmt/v1; never edit."""

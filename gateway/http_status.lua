@@ -1,0 +1,67 @@
+-- Shapes the transcoded REST answer on its way back to the client.
+-- Runs before the transcoder in http_filters, so on the response path it sees the REST answer.
+
+-- The google.rpc.Code that the transcoder maps to each HTTP status; anything else is UNKNOWN.
+local GRPC_CODE_FOR_STATUS = {
+  [400] = 3,   -- INVALID_ARGUMENT
+  [401] = 16,  -- UNAUTHENTICATED
+  [403] = 7,   -- PERMISSION_DENIED
+  [404] = 5,   -- NOT_FOUND
+  [409] = 6,   -- ALREADY_EXISTS
+  [413] = 8,   -- RESOURCE_EXHAUSTED
+  [429] = 8,   -- RESOURCE_EXHAUSTED
+  [501] = 12,  -- UNIMPLEMENTED
+  [503] = 14,  -- UNAVAILABLE
+}
+
+local JSON_ESCAPES = {
+  ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
+  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
+}
+
+local function json_string(text)
+  local escaped = text:gsub('[%c"\\]', function(c)
+    return JSON_ESCAPES[c] or string.format("\\u%04x", c:byte())
+  end)
+  return '"' .. escaped .. '"'
+end
+
+function envoy_on_response(response_handle)
+  local headers = response_handle:headers()
+  local content_type = headers:get("content-type") or ""
+  -- Native gRPC clients pass through this listener too; their answers stay untouched.
+  if content_type:find("^application/grpc") then
+    return
+  end
+
+  -- The service chooses the REST status (201, ...) through initial metadata. Only a successful
+  -- gRPC call may use it: when the call failed after sending metadata, the error status that
+  -- convert_grpc_status chose wins.
+  local http_code = headers:get("x-http-code")
+  if http_code ~= nil then
+    if headers:get(":status") == "200" then
+      headers:replace(":status", http_code)
+    end
+    headers:remove("x-http-code")
+  end
+  headers:remove("grpc-status")
+  headers:remove("grpc-message")
+  headers:remove("grpc-status-details-bin")
+
+  -- Envoy's own transcoding errors (unknown query parameter, bad query value, ...) are text.
+  local status = tonumber(headers:get(":status")) or 0
+  if status >= 400 and content_type:find("^text/plain") then
+    -- Before body(): after it the header handle may no longer be used.
+    headers:replace("content-type", "application/json")
+    local body = response_handle:body()
+    local text = ""
+    if body ~= nil then
+      text = body:getBytes(0, body:length())
+    end
+    local json = string.format('{"code":%d,"message":%s}',
+      GRPC_CODE_FOR_STATUS[status] or 2, json_string(text))
+    if body ~= nil then
+      body:setBytes(json)
+    end
+  end
+end

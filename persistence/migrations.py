@@ -1,0 +1,105 @@
+"""Versioned schema migrations, applied in order on start.
+
+Each migration is frozen once released: never edit one, add the next. Migrations run in one
+transaction each; on PostgreSQL an advisory lock keeps replicas that start together from
+applying the same one twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import peewee
+
+from eventmgmt.persistence.database import is_postgres
+
+log = logging.getLogger(__name__)
+_ADVISORY_LOCK_KEY = 7_301_245_001
+
+
+def _v1_initial(db: peewee.Database) -> None:
+    blob = "BYTEA" if is_postgres(db) else "BLOB"
+    statements = [
+        """CREATE TABLE tenants (
+            id VARCHAR(64) PRIMARY KEY,
+            name VARCHAR(255) NOT NULL,
+            create_time BIGINT NOT NULL)""",
+        """CREATE TABLE api_keys (
+            id VARCHAR(32) PRIMARY KEY,
+            tenant_id VARCHAR(64) NOT NULL REFERENCES tenants (id),
+            name VARCHAR(128) NOT NULL,
+            key_hash CHAR(64) NOT NULL UNIQUE,
+            role SMALLINT NOT NULL,
+            domain VARCHAR(1024) NOT NULL,
+            create_time BIGINT NOT NULL,
+            revoke_time BIGINT)""",
+        f"""CREATE TABLE events (
+            id VARCHAR(36) PRIMARY KEY,
+            tenant_id VARCHAR(64) NOT NULL,
+            type_id VARCHAR(64) NOT NULL,
+            correlation_id VARCHAR(128) NOT NULL,
+            entity_type VARCHAR(64) NOT NULL,
+            entity_id VARCHAR(128) NOT NULL,
+            domain VARCHAR(1024) NOT NULL,
+            ts BIGINT NOT NULL,
+            create_time BIGINT NOT NULL,
+            update_time BIGINT NOT NULL,
+            etag BIGINT NOT NULL,
+            severity SMALLINT NOT NULL,
+            code VARCHAR(32) NOT NULL,
+            description TEXT NOT NULL,
+            source TEXT,
+            classification VARCHAR(16) NOT NULL,
+            category VARCHAR(128) NOT NULL,
+            ack_required BOOLEAN NOT NULL,
+            acknowledged BOOLEAN NOT NULL,
+            acknowledged_at BIGINT,
+            acknowledged_by VARCHAR(128) NOT NULL,
+            app_id VARCHAR(64) NOT NULL,
+            internal BOOLEAN NOT NULL,
+            payload_type VARCHAR(255),
+            payload_data {blob},
+            custom TEXT)""",
+        # The list queries: a tenant's events by time, by entity and time, by type and time.
+        # The id closes each index so that paging by (time, id) stays an index range scan.
+        "CREATE INDEX events_tenant_ts ON events (tenant_id, ts, id)",
+        "CREATE INDEX events_tenant_entity_ts ON events (tenant_id, entity_id, ts)",
+        "CREATE INDEX events_tenant_type_ts ON events (tenant_id, type_id, ts)",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
+    (1, "tenants, api keys and events with their list indexes", _v1_initial),
+]
+
+
+def migrate(db: peewee.Database) -> list[int]:
+    """Applies the migrations the database lacks; returns their versions."""
+    applied: list[int] = []
+    with db.connection_context():
+        if is_postgres(db):
+            db.execute_sql("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
+        try:
+            db.execute_sql(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, description VARCHAR(255) NOT NULL, "
+                "applied_time BIGINT NOT NULL)")
+            done = {row[0] for row in db.execute_sql("SELECT version FROM schema_migrations")}
+            for version, description, apply in MIGRATIONS:
+                if version in done:
+                    continue
+                with db.atomic():
+                    apply(db)
+                    db.execute_sql(
+                        f"INSERT INTO schema_migrations VALUES ({db.param}, {db.param}, {db.param})",
+                        (version, description, time.time_ns() // 1000))
+                log.info("applied schema migration %s: %s", version, description)
+                applied.append(version)
+        finally:
+            if is_postgres(db):
+                db.execute_sql("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK_KEY,))
+    return applied

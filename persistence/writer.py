@@ -1,0 +1,84 @@
+"""Group commit: concurrent writes share one transaction on one writer thread.
+
+One commit per row caps a store at a few thousand rows per second; here every write that
+arrives while a transaction is in flight joins the next one. A write's future resolves only
+after its transaction committed, so an answer to the client means the row is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import peewee
+
+log = logging.getLogger(__name__)
+
+# A batch applies many operations with one cursor; it returns one result per operation.
+BatchApply = Callable[[Any, Sequence[Any]], list[Any]]
+
+
+class GroupCommitWriter:
+    """Queues write operations and applies them in batches, one transaction per batch."""
+
+    def __init__(self, database: peewee.Database, apply: BatchApply, max_batch: int = 1000) -> None:
+        self._database = database
+        self._apply = apply
+        self._max_batch = max_batch
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, operation: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((operation, future))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                operations = [operation for operation, _ in batch]
+                try:
+                    results = await loop.run_in_executor(self._executor, self._commit, operations)
+                except Exception as error:  # the database itself failed: fail the whole batch
+                    results = [error] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():  # the caller went away; the write stands regardless
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._flusher = None
+
+    def _commit(self, operations: list[Any]) -> list[Any]:
+        db = self._database
+        db.connect(reuse_if_open=True)
+        try:
+            with db.atomic():
+                return self._apply(db.cursor(), operations)
+        except peewee.DatabaseError as error:
+            if len(operations) == 1:
+                return [error]
+            log.info("a batch of %s writes failed (%s); applying them one by one", len(operations), error)
+        results: list[Any] = []
+        for operation in operations:
+            try:
+                with db.atomic():
+                    results.extend(self._apply(db.cursor(), [operation]))
+            except peewee.DatabaseError as error:
+                results.append(error)
+        return results
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

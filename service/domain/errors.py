@@ -1,0 +1,71 @@
+"""The domain's own failures. One layer (eventmgmt.errors) turns them into gRPC statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class DomainError(Exception):
+    """Base of every failure the domain reports to callers; `reason` is stable UPPER_SNAKE."""
+
+    reason = "UNKNOWN"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One broken rule: the field (its REST JSON name, dotted for nested fields) and the rule."""
+
+    field: str
+    rule: str
+
+
+class InvalidInput(DomainError):
+    """The request breaks one or more input rules; nothing was changed."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Iterable[FieldViolation], reason: str | None = None) -> None:
+        self.violations = tuple(violations)
+        message = "; ".join(f"{v.field}: {v.rule}" for v in self.violations)
+        super().__init__(message or "invalid request", reason)
+
+
+def invalid(field: str, rule: str, reason: str | None = None) -> InvalidInput:
+    return InvalidInput([FieldViolation(field, rule)], reason)
+
+
+class NotFound(DomainError):
+    """The thing does not exist, or the caller may not know that it does."""
+
+    reason = "NOT_FOUND"
+
+
+class StaleEtag(DomainError):
+    """The caller's etag is not the stored one; nothing was changed."""
+
+    reason = "ETAG_MISMATCH"
+
+
+class Unauthenticated(DomainError):
+    """No credentials, or credentials that match no active key."""
+
+    reason = "API_KEY_INVALID"
+
+
+class PermissionDenied(DomainError):
+    """Valid credentials that do not allow this call."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(DomainError):
+    """A size or rate limit was reached."""
+
+    reason = "RESOURCE_EXHAUSTED"

@@ -1,0 +1,332 @@
+"""The canonical event and the rules for creating, reading, updating and acknowledging it.
+
+Field values arrive already typed (the REST codec and the proto converter do the syntax);
+this module checks the semantics (lengths, ranges, scope, updatability) and names fields by
+their REST JSON names, which are also the proto3 JSON names gRPC clients know.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eventmgmt.domain.access import Principal, Role, check_domain_path
+from eventmgmt.domain.errors import (
+    FieldViolation,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    StaleEtag,
+    invalid,
+)
+
+STANDARD_EVENT = "StandardEvent"
+CLASSIFICATIONS = ("INTERNAL", "ALARM", "WARNING", "NOTIFICATION")
+MAX_SEVERITY = 5
+
+# Canonical attribute name -> REST/proto3 JSON name, for every field a caller may send.
+JSON_NAMES: dict[str, str] = {
+    "type_id": "typeId",
+    "correlation_id": "correlationId",
+    "entity_type": "entityType",
+    "entity_id": "entityId",
+    "domain": "domain",
+    "timestamp": "timestamp",
+    "severity": "severity",
+    "code": "code",
+    "description": "description",
+    "source": "source",
+    "classification": "classification",
+    "category": "category",
+    "acknowledgement_required": "acknowledgementRequired",
+    "acknowledged": "acknowledged",
+    "app_id": "appId",
+    "internal": "internal",
+    "payload": "payload",
+}
+# What PUT may change; the rest identifies the event or is changed by dedicated calls.
+UPDATABLE = frozenset(
+    {"severity", "code", "description", "source", "classification", "category",
+     "acknowledgement_required", "payload"}
+)
+_MACHINE_NAME = re.compile(r"^[A-Za-z0-9._:\-]+$")
+_TEXT_LIMITS = {
+    "correlation_id": 128,
+    "entity_id": 128,
+    "code": 32,
+    "description": 4096,
+    "category": 128,
+    "app_id": 64,
+}
+_NAME_LIMITS = {"type_id": 64, "entity_type": 64}
+MAX_SOURCE_BYTES = 16 * 1024
+MAX_PAYLOAD_BYTES = 256 * 1024
+# Timestamps are kept as integer microseconds since the epoch, 1970 to 9999.
+MAX_TIMESTAMP_US = 253402300799_999999
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True)
+class Payload:
+    """Content attached to an event; JSON data is kept as the client's JSON text."""
+
+    content_type: str
+    data: bytes
+
+    @property
+    def is_json(self) -> bool:
+        return self.content_type.split(";")[0].strip().endswith(("/json", "+json"))
+
+
+@dataclass(slots=True)
+class Event:
+    """One stored event (SPEC section 2). Times are integer microseconds since the epoch."""
+
+    id: str
+    tenant_id: str
+    type_id: str = STANDARD_EVENT
+    correlation_id: str = ""
+    entity_type: str = ""
+    entity_id: str = ""
+    domain: str = "/"
+    timestamp: int = 0
+    create_time: int = 0
+    update_time: int = 0
+    etag: int = 1
+    severity: int = 0
+    code: str = ""
+    description: str = ""
+    # None, a string, or any JSON value decoded with its exact types.
+    source: Any = None
+    classification: str = ""
+    category: str = ""
+    acknowledgement_required: bool = False
+    acknowledged: bool = False
+    acknowledged_at: int | None = None
+    acknowledged_by: str = ""
+    app_id: str = ""
+    internal: bool = False
+    payload: Payload | None = None
+    custom_fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    field: str
+    descending: bool
+
+
+SORTABLE = {
+    "timestamp": "timestamp",
+    "severity": "severity",
+    "code": "code",
+    "typeId": "type_id",
+    "entityId": "entity_id",
+    "createTime": "create_time",
+    "updateTime": "update_time",
+}
+DEFAULT_SORT = (SortKey("timestamp", descending=True),)
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """What a list call asks for: sort keys (canonical names), offset and limit."""
+
+    sort: tuple[SortKey, ...] = DEFAULT_SORT
+    offset: int = 0
+    limit: int = DEFAULT_PAGE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[Event]
+    total: int
+    query: EventQuery
+
+
+def parse_sort(keys: list[tuple[str, str]]) -> tuple[SortKey, ...]:
+    """Turns (JSON field name, direction) pairs into sort keys; direction is asc, desc or ''."""
+    result = []
+    for name, direction in keys:
+        column = SORTABLE.get(name)
+        if column is None:
+            raise invalid("sort", f"cannot sort by {name!r}; sortable: {', '.join(SORTABLE)}")
+        if direction.lower() not in ("", "asc", "desc"):
+            raise invalid("sort", f"direction of {name!r} must be asc or desc, not {direction!r}")
+        result.append(SortKey(column, direction.lower() == "desc"))
+    return tuple(result) or DEFAULT_SORT
+
+
+def check_page_size(size: int, field_name: str) -> int:
+    if size == 0:
+        return DEFAULT_PAGE_SIZE
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise invalid(field_name, f"must be between 1 and {MAX_PAGE_SIZE}")
+    return size
+
+
+class EventRepository(Protocol):
+    """What the domain needs from the store; every call is scoped by the principal."""
+
+    async def insert(self, event: Event) -> None: ...
+
+    async def get(self, principal: Principal, event_id: str, *,
+                  whole_tenant: bool = False) -> Event | None:
+        """Reads within the principal's domain subtree, or its whole tenant when asked."""
+        ...
+
+    async def list(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]: ...
+
+    async def replace(self, event: Event, expected_etag: int) -> bool: ...
+
+
+def check_event_id(event_id: str) -> str:
+    try:
+        return str(uuid.UUID(event_id))
+    except ValueError:
+        raise invalid("id", "must be a UUID such as 3f1c0d2e-8b7a-4c55-9d1e-2a6b4f0c9e11") from None
+
+
+def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
+    violations = []
+    for name, limit in _TEXT_LIMITS.items():
+        value = fields.get(name)
+        if value is not None and len(value) > limit:
+            violations.append(FieldViolation(JSON_NAMES[name], f"at most {limit} characters"))
+    for name, limit in _NAME_LIMITS.items():
+        value = fields.get(name)
+        if value and (len(value) > limit or not _MACHINE_NAME.match(value)):
+            violations.append(FieldViolation(
+                JSON_NAMES[name], f"a machine name of at most {limit} letters, digits or ._:-"))
+    severity = fields.get("severity")
+    if severity is not None and not 0 <= severity <= MAX_SEVERITY:
+        violations.append(FieldViolation("severity", "must be between 0 and 5"))
+    classification = fields.get("classification")
+    if classification and classification not in CLASSIFICATIONS:
+        violations.append(FieldViolation(
+            "classification", f"must be one of {', '.join(CLASSIFICATIONS)}"))
+    timestamp = fields.get("timestamp")
+    if timestamp is not None and not 0 <= timestamp <= MAX_TIMESTAMP_US:
+        violations.append(FieldViolation("timestamp", "must lie between 1970 and 9999"))
+    source = fields.get("source")
+    if source is not None and not isinstance(source, str) and (
+            len(json.dumps(source)) > MAX_SOURCE_BYTES):
+        violations.append(FieldViolation("source", f"at most {MAX_SOURCE_BYTES} bytes of JSON"))
+    if isinstance(source, str) and len(source) > 1024:
+        violations.append(FieldViolation("source", "at most 1024 characters"))
+    payload = fields.get("payload")
+    if payload is not None and len(payload.data) > MAX_PAYLOAD_BYTES:
+        violations.append(FieldViolation("payload.data", f"at most {MAX_PAYLOAD_BYTES} bytes"))
+    if fields.get("internal"):
+        violations.append(FieldViolation("internal", "only the platform records internal events"))
+    if fields.get("acknowledged"):
+        violations.append(FieldViolation(
+            "acknowledged", "cannot be set on create or update; use acknowledge"))
+    return violations
+
+
+class EventManager:
+    """The event operations, each authorised against the calling principal."""
+
+    def __init__(self, repository: EventRepository) -> None:
+        self._repository = repository
+
+    async def create(self, principal: Principal, fields: Mapping[str, Any]) -> Event:
+        principal.require(Role.READ_WRITE)
+        violations = _check_fields(fields)
+        type_id = fields.get("type_id") or STANDARD_EVENT
+        if type_id != STANDARD_EVENT:
+            violations.append(FieldViolation("typeId", f"unknown event type {type_id!r}"))
+        domain = fields.get("domain") or principal.domain
+        try:
+            check_domain_path(domain)
+        except InvalidInput as error:
+            violations.extend(error.violations)
+        if violations:
+            raise InvalidInput(violations)
+        if not principal.covers(domain):
+            raise PermissionDenied(
+                f"domain {domain} is outside this key's domain {principal.domain}",
+                reason="NOT_AUTHORIZED_DOMAIN")
+        now = now_us()
+        values = {k: v for k, v in fields.items() if k in JSON_NAMES and v is not None}
+        values.update(
+            type_id=type_id,
+            domain=domain,
+            timestamp=fields.get("timestamp") or now,
+            acknowledged=False,
+            internal=False,
+        )
+        event = Event(id=str(uuid.uuid4()), tenant_id=principal.tenant_id,
+                      create_time=now, update_time=now, etag=1, **values)
+        await self._repository.insert(event)
+        return event
+
+    async def get(self, principal: Principal, event_id: str, *,
+                  whole_tenant: bool = False) -> Event:
+        event = await self._repository.get(principal, check_event_id(event_id),
+                                           whole_tenant=whole_tenant)
+        if event is None:
+            raise NotFound(f"event {event_id} not found", reason="EVENT_NOT_FOUND")
+        return event
+
+    async def list(self, principal: Principal, query: EventQuery) -> EventPage:
+        events, total = await self._repository.list(principal, query)
+        return EventPage(events, total, query)
+
+    async def update(self, principal: Principal, event_id: str, fields: Mapping[str, Any],
+                     expected_etag: int | None) -> tuple[Event, list[str]]:
+        """Applies the updatable fields; returns the new event and the fields left unchanged
+        because they are not updatable (reported to the caller, never silently dropped)."""
+        principal.require(Role.READ_WRITE)
+        violations = _check_fields(fields)
+        if violations:
+            raise InvalidInput(violations)
+        # Same-tenant events outside the key's subtree answer NOT_AUTHORIZED_DOMAIN (seed 002).
+        stored = await self.get(principal, event_id, whole_tenant=True)
+        self._check_writable(principal, stored)
+        if expected_etag is not None and expected_etag != stored.etag:
+            raise StaleEtag(
+                f"etag {expected_etag} is stale; the event is at etag {stored.etag}")
+        changes = {k: v for k, v in fields.items() if k in UPDATABLE}
+        kept = sorted(JSON_NAMES[k] for k, v in fields.items()
+                      if k not in UPDATABLE and v is not None and v != getattr(stored, k))
+        updated = dataclasses.replace(stored, **changes, etag=stored.etag + 1,
+                                      update_time=now_us())
+        if not await self._repository.replace(updated, stored.etag):
+            raise StaleEtag(f"event {event_id} changed concurrently; read it again")
+        return updated, kept
+
+    async def acknowledge(self, principal: Principal, event_id: str) -> Event:
+        principal.require(Role.READ_WRITE)
+        stored = await self.get(principal, event_id, whole_tenant=True)
+        self._check_writable(principal, stored)
+        if stored.acknowledged:
+            return stored
+        updated = dataclasses.replace(
+            stored, acknowledged=True, acknowledged_at=now_us(), acknowledged_by=principal.name,
+            etag=stored.etag + 1, update_time=now_us())
+        if not await self._repository.replace(updated, stored.etag):
+            raise StaleEtag(f"event {event_id} changed concurrently; try again")
+        return updated
+
+    @staticmethod
+    def _check_writable(principal: Principal, event: Event) -> None:
+        if event.tenant_id != principal.tenant_id:
+            raise PermissionDenied("events shared with this tenant are read-only",
+                                   reason="SHARED_EVENT_READ_ONLY")
+        if not principal.covers(event.domain):
+            raise PermissionDenied(
+                f"event {event.id} is outside this key's domain {principal.domain}",
+                reason="NOT_AUTHORIZED_DOMAIN")

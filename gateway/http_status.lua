@@ -44,11 +44,20 @@ function envoy_on_response(response_handle)
     end
     headers:remove("x-http-code")
   end
-  headers:remove("grpc-status")
-  headers:remove("grpc-message")
-  headers:remove("grpc-status-details-bin")
+  -- grpc-status, grpc-message, grpc-status-details-bin, grpc-accept-encoding, ... mean nothing
+  -- to a REST client. Collected first: removing while iterating is not safe.
+  local grpc_headers = {}
+  for name, _ in pairs(headers) do
+    if name:find("^grpc%-") then
+      grpc_headers[#grpc_headers + 1] = name
+    end
+  end
+  for _, name in ipairs(grpc_headers) do
+    headers:remove(name)
+  end
 
-  -- Envoy's own transcoding errors (unknown query parameter, bad query value, ...) are text.
+  -- Envoy's own errors (unknown query parameter, bad query value, ...) are text/plain. The
+  -- local_reply_config mappers already turn the usual statuses into JSON; this catches the rest.
   local status = tonumber(headers:get(":status")) or 0
   if status >= 400 and content_type:find("^text/plain") then
     -- Before body(): after it the header handle may no longer be used.

@@ -1,0 +1,402 @@
+"""The Envoy REST gateway's own behaviour, checked against the real Envoy binary."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from eventmgmt.gateway.launcher import (
+    Envoy,
+    EnvoyStartError,
+    GatewaySettings,
+    find_envoy,
+    render_config,
+)
+from eventmgmt.protogen import build_descriptor_set
+from eventmgmt.v1 import event_rest_service_pb2 as rest_pb2
+from eventmgmt.v1 import event_rest_service_pb2_grpc as rest_grpc
+from google.api import httpbody_pb2
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+pytestmark = pytest.mark.integration
+
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Call:
+    method: str
+    request: object
+    metadata: dict[str, str]
+
+
+@dataclass
+class CannedUpstream(rest_grpc.EventRestServiceServicer):
+    """A test-only upstream standing in for the real service.
+
+    It answers with canned bytes and errors and records what arrived, so that the gateway's own
+    behaviour (transcoding, status rewriting, error shapes) is checked in isolation; the real
+    service's end-to-end tests through Envoy are written elsewhere.
+    """
+
+    calls: list[Call] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _record(self, method: str, request: object, context: grpc.ServicerContext) -> None:
+        metadata = {key: value for key, value in context.invocation_metadata()
+                    if isinstance(value, str)}
+        with self.lock:
+            self.calls.append(Call(method, request, metadata))
+
+    def last_call(self) -> Call:
+        with self.lock:
+            return self.calls[-1]
+
+    def RestCreateEvent(self, request, context):
+        self._record("RestCreateEvent", request, context)
+        context.send_initial_metadata((
+            ("x-http-code", "201"),
+            ("location", "http://gateway.test/events/e1"),
+        ))
+        return httpbody_pb2.HttpBody(content_type="application/hal+json",
+                                     data=b'{"id": "e1", "value": 1.0}')
+
+    def RestGetEvent(self, request, context):
+        self._record("RestGetEvent", request, context)
+        if request.id in ERRORS:
+            context.abort_with_status(rpc_status.to_status(ERRORS[request.id]))
+        if request.id == "late-error":
+            # Metadata with a success status first, then a failure: the failure must win.
+            context.send_initial_metadata((("x-http-code", "201"),))
+            context.abort_with_status(rpc_status.to_status(ERRORS["invalid"]))
+        if request.id == "huge":
+            return httpbody_pb2.HttpBody(content_type="application/json",
+                                         data=b'"' + b"x" * (4 * 1024 * 1024) + b'"')
+        return httpbody_pb2.HttpBody(content_type="application/json",
+                                     data=json.dumps({"id": request.id}).encode())
+
+    def RestListEvents(self, request, context):
+        self._record("RestListEvents", request, context)
+        return httpbody_pb2.HttpBody(content_type="application/hal+json", data=b'{"page": {}}')
+
+    def RestUpdateEvent(self, request, context):
+        self._record("RestUpdateEvent", request, context)
+        return httpbody_pb2.HttpBody(content_type="application/json", data=request.body.data)
+
+    def RestAcknowledgeEvent(self, request, context):
+        self._record("RestAcknowledgeEvent", request, context)
+        return httpbody_pb2.HttpBody(content_type="application/json", data=b'{"ok": true}')
+
+
+def _status(code: int, message: str, *details: object) -> status_pb2.Status:
+    packed = []
+    for detail in details:
+        wrapper = any_pb2.Any()
+        wrapper.Pack(detail)
+        packed.append(wrapper)
+    return status_pb2.Status(code=code, message=message, details=packed)
+
+
+ERRORS = {
+    "invalid": _status(
+        code_pb2.INVALID_ARGUMENT, "severity is not valid",
+        error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field="severity", description="unknown"),
+        ]),
+        error_details_pb2.ErrorInfo(reason="INVALID_FIELD", domain="eventmgmt"),
+    ),
+    "missing": _status(code_pb2.NOT_FOUND, "event not found"),
+    "forbidden": _status(code_pb2.PERMISSION_DENIED, "not your tenant"),
+    "anonymous": _status(code_pb2.UNAUTHENTICATED, "no api key"),
+}
+
+
+@dataclass
+class Gateway:
+    envoy: Envoy
+    upstream: CannedUpstream
+
+    @property
+    def port(self) -> int:
+        return self.envoy.settings.listen_port
+
+
+@pytest.fixture(scope="module")
+def upstream_server() -> Iterator[tuple[CannedUpstream, int]]:
+    upstream = CannedUpstream()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    rest_grpc.add_EventRestServiceServicer_to_server(upstream, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield upstream, port
+    server.stop(grace=None).wait()
+
+
+def _settings(work_dir: Path, grpc_port: int) -> GatewaySettings:
+    return GatewaySettings(
+        listen_host="127.0.0.1", listen_port=free_port(), admin_port=free_port(),
+        grpc_host="127.0.0.1", grpc_port=grpc_port, work_dir=work_dir,
+        max_request_bytes=MAX_REQUEST_BYTES,
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream_server, tmp_path_factory) -> Iterator[Gateway]:
+    upstream, grpc_port = upstream_server
+    with Envoy(_settings(tmp_path_factory.mktemp("gateway"), grpc_port)) as envoy:
+        yield Gateway(envoy, upstream)
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict:
+        assert self.headers.get("content-type", "").startswith("application/json"), self
+        return json.loads(self.body)
+
+
+def send(port: int, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> Answer:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+    finally:
+        connection.close()
+
+
+def assert_no_grpc_headers(answer: Answer) -> None:
+    leaked = [name for name in answer.headers if name.startswith("grpc-") or name == "x-http-code"]
+    assert not leaked, answer.headers
+
+
+# --- config -------------------------------------------------------------------------------
+
+def test_rendered_config_is_valid_for_envoy_and_carries_the_settings(tmp_path):
+    settings = GatewaySettings(
+        listen_host="0.0.0.0", listen_port=8080, admin_port=9901, grpc_host="service",
+        grpc_port=50051, work_dir=tmp_path, max_request_bytes=1234,
+        services=("eventmgmt.v1.EventRestService", "eventmgmt.v1.EventService"),
+    )
+    descriptor = build_descriptor_set(tmp_path / "api.pb")
+    config = render_config(settings, descriptor)
+    (tmp_path / "envoy.yaml").write_text(config)
+
+    validation = subprocess.run(
+        [find_envoy(), "--mode", "validate", "--config-path", str(tmp_path / "envoy.yaml"),
+         "--use-dynamic-base-id", "--log-level", "error"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert validation.returncode == 0, validation.stdout + validation.stderr
+    filters = re.findall(r"- name: envoy\.filters\.http\.(\w+)", config)
+    assert filters == ["buffer", "lua", "grpc_json_transcoder", "router"]
+    assert "max_request_bytes: 1234\n" in config
+    assert 'services: ["eventmgmt.v1.EventRestService", "eventmgmt.v1.EventService"]' in config
+    assert f'proto_descriptor: "{descriptor.resolve()}"' in config
+    assert "{address: 127.0.0.1, port_value: 9901}" in config
+    assert "{address: service, port_value: 50051}" in config
+
+
+def test_start_failure_names_the_cause(tmp_path, upstream_server):
+    _, grpc_port = upstream_server
+    settings = _settings(tmp_path, grpc_port)
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", settings.admin_port))
+        taken.listen()
+        envoy = Envoy(settings)
+        with pytest.raises(EnvoyStartError, match="envoy exited"):
+            envoy.start()
+        envoy.stop()  # idempotent after a failed start
+    finally:
+        taken.close()
+
+
+# --- success paths ------------------------------------------------------------------------
+
+def test_post_passes_raw_json_and_the_service_chooses_201(gateway):
+    sent = b'{"value": 1.0, "unknownField": {"n": 1},  "severity": "HIGH"}'
+    answer = send(gateway.port, "POST", "/events", sent,
+                  {"Content-Type": "application/json", "X-Forwarded-Host": "evil.example"})
+
+    assert answer.status == 201
+    assert answer.headers["content-type"] == "application/hal+json"
+    assert answer.body == b'{"id": "e1", "value": 1.0}'
+    assert answer.headers["location"] == "http://gateway.test/events/e1"
+    assert_no_grpc_headers(answer)
+    call = gateway.upstream.last_call()
+    assert call.method == "RestCreateEvent"
+    assert call.request.body.data == sent
+    assert call.request.body.content_type == "application/json"
+    # The client's own value is replaced: links must name the host the client really used.
+    assert call.metadata["x-forwarded-host"] == f"127.0.0.1:{gateway.port}"
+
+
+def test_put_passes_path_id_and_raw_body(gateway):
+    answer = send(gateway.port, "PUT", "/events/e7", b'{"acknowledged": true}',
+                  {"Content-Type": "application/json", "If-Match": '"3"'})
+
+    assert answer.status == 200
+    assert answer.body == b'{"acknowledged": true}'
+    call = gateway.upstream.last_call()
+    assert (call.method, call.request.id) == ("RestUpdateEvent", "e7")
+    assert call.metadata["if-match"] == '"3"'
+    assert_no_grpc_headers(answer)
+
+
+def test_list_maps_query_parameters_including_repeated_sort(gateway):
+    answer = send(gateway.port, "GET", "/events?page=1&size=5&sort=timestamp,desc&sort=severity")
+
+    assert answer.status == 200
+    assert answer.headers["content-type"] == "application/hal+json"
+    assert_no_grpc_headers(answer)
+    request = gateway.upstream.last_call().request
+    assert isinstance(request, rest_pb2.RestListEventsRequest)
+    assert (request.page, request.size) == (1, 5)
+    assert list(request.sort) == ["timestamp,desc", "severity"]
+
+
+def test_acknowledge_without_body(gateway):
+    answer = send(gateway.port, "POST", "/events/e9/acknowledge")
+
+    assert (answer.status, answer.json()) == (200, {"ok": True})
+    assert gateway.upstream.last_call().request.id == "e9"
+
+
+def test_native_grpc_clients_pass_through_untouched(gateway):
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        reply = rest_grpc.EventRestServiceStub(channel).RestGetEvent(
+            rest_pb2.RestGetEventRequest(id="e3"), timeout=5)
+        assert json.loads(reply.data) == {"id": "e3"}
+        with pytest.raises(grpc.RpcError) as failure:
+            rest_grpc.EventRestServiceStub(channel).RestGetEvent(
+                rest_pb2.RestGetEventRequest(id="missing"), timeout=5)
+        assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+        health_reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5)
+        assert health_reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- errors from the service --------------------------------------------------------------
+
+def test_invalid_argument_with_details_is_400_json(gateway):
+    answer = send(gateway.port, "GET", "/events/invalid")
+
+    assert answer.status == 400
+    body = answer.json()
+    assert body["code"] == code_pb2.INVALID_ARGUMENT
+    assert body["message"] == "severity is not valid"
+    types = [detail["@type"] for detail in body["details"]]
+    assert types == ["type.googleapis.com/google.rpc.BadRequest",
+                     "type.googleapis.com/google.rpc.ErrorInfo"]
+    violation = body["details"][0]["fieldViolations"][0]
+    assert (violation["field"], violation["description"]) == ("severity", "unknown")
+    assert_no_grpc_headers(answer)
+
+
+@pytest.mark.parametrize(("event_id", "status", "code"), [
+    ("missing", 404, code_pb2.NOT_FOUND),
+    ("forbidden", 403, code_pb2.PERMISSION_DENIED),
+    ("anonymous", 401, code_pb2.UNAUTHENTICATED),
+])
+def test_grpc_errors_map_to_http_statuses(gateway, event_id, status, code):
+    answer = send(gateway.port, "GET", f"/events/{event_id}")
+
+    assert answer.status == status
+    assert answer.json()["code"] == code
+    assert_no_grpc_headers(answer)
+
+
+def test_error_after_x_http_code_metadata_keeps_the_error_status(gateway):
+    answer = send(gateway.port, "GET", "/events/late-error")
+
+    assert answer.status == 400
+    assert answer.json()["code"] == code_pb2.INVALID_ARGUMENT
+    assert_no_grpc_headers(answer)
+
+
+# --- errors from Envoy itself -------------------------------------------------------------
+
+def test_unknown_query_parameter_is_400_json(gateway):
+    answer = send(gateway.port, "GET", "/events?page=1&sizee=5")
+
+    assert answer.status == 400
+    body = answer.json()
+    assert body["code"] == code_pb2.INVALID_ARGUMENT
+    assert "sizee" in body["message"]
+
+
+def test_bad_query_value_is_400_json(gateway):
+    answer = send(gateway.port, "GET", "/events?page=first")
+
+    assert answer.status == 400
+    assert answer.json()["code"] == code_pb2.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/nope"),
+    ("DELETE", "/events/x"),
+    # A plain HTTP request spelling the internal gRPC path must not reach the server raw.
+    ("POST", "/eventmgmt.v1.EventRestService/RestGetEvent"),
+])
+def test_unrouted_requests_are_404_json(gateway, method, path):
+    answer = send(gateway.port, method, path)
+
+    assert answer.status == 404
+    assert answer.json() == {"code": 5, "message": "no route for this path"}
+
+
+def test_body_over_the_limit_is_413_json(gateway):
+    answer = send(gateway.port, "POST", "/events", b"x" * (MAX_REQUEST_BYTES + 1),
+                  {"Content-Type": "application/json"})
+
+    assert answer.status == 413
+    assert answer.json()["code"] == code_pb2.RESOURCE_EXHAUSTED
+
+
+def test_response_over_the_buffer_is_json(gateway):
+    answer = send(gateway.port, "GET", "/events/huge")
+
+    assert answer.status >= 500
+    assert "code" in answer.json()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_device_path_allows_only_post(gateway, method):
+    answer = send(gateway.port, method, "/rest/v1/api/tenants/t1/devices/d1/events?x=1")
+
+    assert answer.status == 405
+    assert answer.headers["allow"] == "POST"
+    assert answer.json() == {"error": 6, "message": "method not allowed; use POST"}
+
+
+def test_service_down_is_503_json(tmp_path):
+    with Envoy(_settings(tmp_path, free_port())) as envoy:
+        answer = send(envoy.settings.listen_port, "GET", "/events/e1")
+
+    assert answer.status == 503
+    assert answer.json()["code"] == code_pb2.UNAVAILABLE

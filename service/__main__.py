@@ -1,0 +1,3 @@
+from eventmgmt.cli import main
+
+raise SystemExit(main())

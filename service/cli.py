@@ -1,0 +1,112 @@
+"""`eventmgmt`: the one console command. `serve` runs the service and its REST gateway;
+`admin` manages tenants and API keys; `migrate` applies schema migrations."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from eventmgmt.domain.access import check_domain_path, Role
+from eventmgmt.domain.errors import DomainError
+from eventmgmt.persistence.store import Store
+from eventmgmt.server import ServerSettings, serve
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"EVENTMGMT_{name}", default)
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = ServerSettings()
+    parser = argparse.ArgumentParser(prog="eventmgmt", description=__doc__)
+    parser.add_argument(
+        "--database", default=_env("DATABASE_URL", defaults.database_url),
+        help="sqlite:///path.db or postgresql://user@host/db (env EVENTMGMT_DATABASE_URL)")
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", help="run the gRPC server and the Envoy REST gateway")
+    run.add_argument("--grpc-address", default=_env("GRPC_ADDRESS", defaults.grpc_address))
+    run.add_argument("--rest-host", default=_env("REST_HOST", defaults.rest_host))
+    run.add_argument("--rest-port", type=int, default=int(_env("REST_PORT", str(defaults.rest_port))))
+    run.add_argument("--admin-port", type=int,
+                     default=int(_env("ADMIN_PORT", str(defaults.admin_port))))
+    run.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir))))
+    run.add_argument("--no-gateway", action="store_true", help="gRPC only, no Envoy")
+    run.add_argument("--production", action="store_true",
+                     default=_env("PRODUCTION", "") in ("1", "true"),
+                     help="no development tenant or key (env EVENTMGMT_PRODUCTION=1)")
+
+    commands.add_parser("migrate", help="apply schema migrations and exit")
+
+    admin = commands.add_parser("admin", help="manage tenants and API keys")
+    actions = admin.add_subparsers(dest="action", required=True)
+    tenant = actions.add_parser("create-tenant", help="create a tenant")
+    tenant.add_argument("tenant_id")
+    tenant.add_argument("--name", default="")
+    key = actions.add_parser("create-key", help="create an API key; prints the secret once")
+    key.add_argument("--tenant", required=True)
+    key.add_argument("--role", required=True, help="Read, ReadWrite or Admin")
+    key.add_argument("--domain", default="/", help="domain subtree, such as /root/sub1")
+    key.add_argument("--name", default="api-key")
+    listing = actions.add_parser("list-keys", help="list API keys (never their secrets)")
+    listing.add_argument("--tenant")
+    revoke = actions.add_parser("revoke-key", help="revoke an API key by its id")
+    revoke.add_argument("key_id")
+    return parser
+
+
+def _admin(store: Store, args: argparse.Namespace) -> int:
+    if args.action == "create-tenant":
+        created = store.keys.create_tenant(args.tenant_id, args.name or args.tenant_id)
+        print(f"tenant {args.tenant_id} {'created' if created else 'already exists'}")
+        return 0
+    if args.action == "create-key":
+        if not store.keys.tenant_exists(args.tenant):
+            print(f"no tenant {args.tenant}; create it with `eventmgmt admin create-tenant`",
+                  file=sys.stderr)
+            return 1
+        issued = store.keys.create_key(args.tenant, args.name, Role.parse(args.role),
+                                       check_domain_path(args.domain))
+        print(f"key id {issued.key_id} ({issued.role.title}, tenant {issued.tenant_id}, "
+              f"domain {issued.domain}); the secret is shown once:", file=sys.stderr)
+        print(issued.secret)
+        return 0
+    if args.action == "list-keys":
+        for row in store.keys.list_keys(args.tenant):
+            state = "revoked" if row["revoke_time"] else "active"
+            print(f"{row['id']}  {row['tenant_id']}  {Role(row['role']).title:9}  "
+                  f"{row['domain']}  {row['name']}  {state}")
+        return 0
+    revoked = store.keys.revoke_key(args.key_id)
+    print(f"key {args.key_id} {'revoked' if revoked else 'not found or already revoked'}")
+    return 0 if revoked else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        settings = ServerSettings(
+            database_url=args.database, grpc_address=args.grpc_address,
+            rest_host=args.rest_host, rest_port=args.rest_port, admin_port=args.admin_port,
+            data_dir=args.data_dir, gateway=not args.no_gateway, production=args.production)
+        asyncio.run(serve(settings))
+        return 0
+    store = Store(args.database)
+    try:
+        applied = store.migrate()
+        if args.command == "migrate":
+            print(f"applied migrations: {applied or 'none, schema is current'}")
+            return 0
+        return _admin(store, args)
+    except DomainError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()

@@ -1,0 +1,272 @@
+"""The REST view of events: strict parsing of client JSON and the documented response shapes
+(seed 003's event with top-level custom fields, HAL pages, seed 002's acknowledge answer)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from eventmgmt.domain.errors import FieldViolation, InvalidInput, invalid
+from eventmgmt.domain.events import JSON_NAMES, Event, EventPage, Payload
+
+MAX_BODY_BYTES = 1024 * 1024
+_CANONICAL = {json_name: name for name, json_name in JSON_NAMES.items()}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _Reject(Exception):
+    """Raised by a field parser: the value breaks `rule`."""
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def loads(raw: bytes, what: str = "body") -> Any:
+    """Parses JSON strictly: UTF-8, no duplicate keys, no NaN or Infinity."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise invalid(what, f"at most {MAX_BODY_BYTES} bytes", reason="BODY_TOO_LARGE")
+    try:
+        return json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise invalid(what, f"must be valid JSON: {error}", reason="MALFORMED_JSON") from None
+
+
+def dumps(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Reject("must be a string")
+    return value
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Reject("must be an integer")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Reject("must be true or false")
+    return value
+
+
+def _code(value: Any) -> str:
+    # Seed 003 sends "123", seed 001 numbers: both are kept as the string of digits or text.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    return _string(value)
+
+
+def _source(value: Any) -> Any:
+    if not isinstance(value, str | dict):
+        raise _Reject("must be a string or a JSON object")
+    return value
+
+
+def parse_time(value: Any) -> int:
+    """An ISO-8601 time with a zone (`2018-07-29T06:09:29.743Z`) or epoch milliseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value * 1000
+    if not isinstance(value, str):
+        raise _Reject("must be an ISO-8601 time such as 2018-07-29T06:09:29.743Z or epoch millis")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Reject("must be an ISO-8601 time such as 2018-07-29T06:09:29.743Z") from None
+    if moment.tzinfo is None:
+        raise _Reject("must include a time zone, such as Z or +02:00")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _payload(value: Any) -> Payload:
+    if not isinstance(value, dict):
+        raise _Reject("must be an object {contentType, data}")
+    unknown = sorted(set(value) - {"contentType", "data"})
+    if unknown:
+        raise _Reject(f"unknown fields {', '.join(unknown)}; allowed: contentType, data")
+    content_type = value.get("contentType", "application/json")
+    if not isinstance(content_type, str) or not content_type:
+        raise _Reject("contentType must be a media type such as application/json")
+    payload = Payload(content_type, b"")
+    data = value.get("data")
+    if payload.is_json:
+        payload.data = dumps(data) if "data" in value else b""
+    elif isinstance(data, str):
+        payload.data = data.encode()
+    else:
+        raise _Reject("data must be a string unless contentType is JSON")
+    return payload
+
+
+def _classification(value: Any) -> str:
+    return _string(value).upper()
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "type_id": _string,
+    "correlation_id": _string,
+    "entity_type": _string,
+    "entity_id": _string,
+    "domain": _string,
+    "timestamp": parse_time,
+    "severity": _integer,
+    "code": _code,
+    "description": _string,
+    "source": _source,
+    "classification": _classification,
+    "category": _string,
+    "acknowledgement_required": _boolean,
+    "acknowledged": _boolean,
+    "app_id": _string,
+    "internal": _boolean,
+    "payload": _payload,
+}
+
+
+def parse_event(raw: bytes, extra: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parses an event body into canonical fields; `extra` JSON names (such as `id`, `etag` on
+    update) are returned apart. Unknown fields and wrong types fail together, by name."""
+    document = loads(raw)
+    if not isinstance(document, dict):
+        raise invalid("body", "must be a JSON object")
+    fields: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    violations: list[FieldViolation] = []
+    unknown = []
+    for json_name, value in document.items():
+        if json_name in extra:
+            extras[json_name] = value
+            continue
+        name = _CANONICAL.get(json_name)
+        if name is None:
+            unknown.append(json_name)
+            continue
+        if value is None:
+            continue
+        try:
+            fields[name] = _PARSERS[name](value)
+        except _Reject as rejection:
+            violations.append(FieldViolation(json_name, rejection.rule))
+    if unknown:
+        violations.append(FieldViolation(
+            ", ".join(unknown), f"unknown field{'s' if len(unknown) > 1 else ''}: "
+            f"{', '.join(unknown)}; the standard event has no such field"))
+    if violations:
+        raise InvalidInput(violations)
+    return fields, extras
+
+
+def format_time(micros: int) -> str:
+    seconds, fraction = divmod(micros, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if fraction % 1000 == 0:
+        return f"{moment}.{fraction // 1000:03d}Z"
+    return f"{moment}.{fraction:06d}Z"
+
+
+def _payload_json(payload: Payload) -> dict[str, Any]:
+    data: Any
+    if payload.is_json:
+        data = json.loads(payload.data) if payload.data else None
+    else:
+        data = payload.data.decode("utf-8", "replace")
+    return {"contentType": payload.content_type, "data": data}
+
+
+def event_document(event: Event, base_url: str) -> dict[str, Any]:
+    """Seed 003's event JSON; custom fields sit at the top level."""
+    doc: dict[str, Any] = {"id": event.id, "typeId": event.type_id}
+    if event.correlation_id:
+        doc["correlationId"] = event.correlation_id
+    doc["timestamp"] = format_time(event.timestamp)
+    if event.entity_type:
+        doc["entityType"] = event.entity_type
+    if event.entity_id:
+        doc["entityId"] = event.entity_id
+    doc["domain"] = event.domain
+    doc["etag"] = event.etag
+    doc["_links"] = {"self": {"href": f"{base_url}/events/{event.id}"}}
+    doc["severity"] = event.severity
+    if event.code:
+        doc["code"] = event.code
+    doc["acknowledged"] = event.acknowledged
+    if event.acknowledgement_required:
+        doc["acknowledgementRequired"] = True
+    if event.acknowledged_at is not None:
+        doc["acknowledgedAt"] = format_time(event.acknowledged_at)
+        doc["acknowledgedBy"] = event.acknowledged_by
+    if event.description:
+        doc["description"] = event.description
+    if event.source is not None:
+        doc["source"] = event.source
+    if event.classification:
+        doc["classification"] = event.classification
+    if event.category:
+        doc["category"] = event.category
+    if event.app_id:
+        doc["appId"] = event.app_id
+    if event.internal:
+        doc["internal"] = True
+    if event.payload is not None:
+        doc["payload"] = _payload_json(event.payload)
+    doc["createTime"] = format_time(event.create_time)
+    doc["updateTime"] = format_time(event.update_time)
+    doc.update(event.custom_fields)
+    return doc
+
+
+def acknowledge_document(event: Event) -> dict[str, Any]:
+    """Seed 002's acknowledge answer: its field names, times in epoch milliseconds."""
+    return {
+        "id": event.id,
+        "timestamp": event.timestamp // 1000,
+        "message": event.description,
+        "classification": event.classification or None,
+        "acknowledgementRequired": event.acknowledgement_required,
+        "acknowledged": event.acknowledged,
+        "acknowledgedAt": None if event.acknowledged_at is None else event.acknowledged_at // 1000,
+        "acknowledgedBy": event.acknowledged_by,
+        "type": event.type_id,
+        "source": event.source,
+        "etag": event.etag,
+    }
+
+
+def page_document(page: EventPage, base_url: str, query_string: Callable[[int], str]) -> dict[str, Any]:
+    """A HAL page; `query_string(n)` gives the query of page n for the links."""
+    size = page.query.limit
+    number = page.query.offset // size
+    total_pages = (page.total + size - 1) // size
+    links: dict[str, Any] = {"self": {"href": f"{base_url}/events?{query_string(number)}"}}
+    links["first"] = {"href": f"{base_url}/events?{query_string(0)}"}
+    if number > 0:
+        links["prev"] = {"href": f"{base_url}/events?{query_string(number - 1)}"}
+    if number + 1 < total_pages:
+        links["next"] = {"href": f"{base_url}/events?{query_string(number + 1)}"}
+    if total_pages > 0:
+        links["last"] = {"href": f"{base_url}/events?{query_string(total_pages - 1)}"}
+    return {
+        "_embedded": {"events": [event_document(e, base_url) for e in page.events]},
+        "_links": links,
+        "page": {"size": size, "totalElements": page.total, "totalPages": total_pages,
+                 "number": number},
+    }

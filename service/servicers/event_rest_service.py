@@ -1,0 +1,109 @@
+"""EventRestService: the documented REST paths behind Envoy. Parses the client's raw JSON
+strictly, calls the domain, and answers with the documented JSON and HTTP status."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+import grpc
+from google.api import httpbody_pb2
+
+from eventmgmt import rest_json
+from eventmgmt.auth import current_principal
+from eventmgmt.domain.errors import invalid
+from eventmgmt.domain.events import EventManager, EventQuery, check_page_size, parse_sort
+from eventmgmt.servicers import kept_warning
+from eventmgmt.v1 import event_rest_service_pb2 as pb
+from eventmgmt.v1 import event_rest_service_pb2_grpc
+
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+JSON = "application/json"
+HAL_JSON = "application/hal+json"
+
+
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return str(value)
+    return None
+
+
+def base_url(context: grpc.aio.ServicerContext) -> str:
+    """The client-facing origin, from the headers the gateway adds."""
+    host = _metadata(context, "x-forwarded-host") or "localhost"
+    scheme = _metadata(context, "x-forwarded-proto") or "http"
+    return f"{scheme}://{host}"
+
+
+def _body(document: Any, content_type: str = JSON) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(content_type=content_type, data=rest_json.dumps(document))
+
+
+def _expected_etag(context: grpc.aio.ServicerContext, body_etag: Any) -> int | None:
+    header = _metadata(context, "if-match")
+    from_header = None
+    if header is not None:
+        match = _ETAG.match(header.strip())
+        if match is None:
+            raise invalid("If-Match", 'must be the integer etag, such as 3 or "3"')
+        from_header = int(match.group(1))
+    if body_etag is not None and (isinstance(body_etag, bool) or not isinstance(body_etag, int)):
+        raise invalid("etag", "must be an integer")
+    if from_header is not None and body_etag is not None and from_header != body_etag:
+        raise invalid("etag", "differs from the If-Match header; send one or make them equal")
+    return from_header if from_header is not None else body_etag
+
+
+class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
+    def __init__(self, events: EventManager) -> None:
+        self._events = events
+
+    async def RestCreateEvent(self, request: pb.RestCreateEventRequest,
+                              context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+        fields, _ = rest_json.parse_event(request.body.data)
+        event = await self._events.create(current_principal(), fields)
+        base = base_url(context)
+        await context.send_initial_metadata(
+            [("x-http-code", "201"), ("location", f"{base}/events/{event.id}")])
+        return _body(rest_json.event_document(event, base))
+
+    async def RestGetEvent(self, request: pb.RestGetEventRequest,
+                           context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+        event = await self._events.get(current_principal(), request.id)
+        return _body(rest_json.event_document(event, base_url(context)))
+
+    async def RestListEvents(self, request: pb.RestListEventsRequest,
+                             context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+        if request.page < 0:
+            raise invalid("page", "must be 0 or more")
+        size = check_page_size(request.size, "size")
+        keys = [(name.strip(), direction.strip()) for name, _, direction in
+                (s.partition(",") for s in request.sort if s)]
+        query = EventQuery(sort=parse_sort(keys), offset=request.page * size, limit=size)
+        page = await self._events.list(current_principal(), query)
+
+        def query_string(number: int) -> str:
+            params: list[tuple[str, Any]] = [("page", number), ("size", size)]
+            params += [("sort", s) for s in request.sort]
+            return urlencode(params)
+
+        document = rest_json.page_document(page, base_url(context), query_string)
+        return _body(document, HAL_JSON)
+
+    async def RestUpdateEvent(self, request: pb.RestUpdateEventRequest,
+                              context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+        fields, extras = rest_json.parse_event(request.body.data, extra=("id", "etag"))
+        if extras.get("id") not in (None, request.id):
+            raise invalid("id", "differs from the id in the path")
+        expected = _expected_etag(context, extras.get("etag"))
+        event, kept = await self._events.update(current_principal(), request.id, fields, expected)
+        if kept:
+            await context.send_initial_metadata([("warning", kept_warning(kept))])
+        return _body(rest_json.event_document(event, base_url(context)))
+
+    async def RestAcknowledgeEvent(self, request: pb.RestAcknowledgeEventRequest,
+                                   context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+        event = await self._events.acknowledge(current_principal(), request.id)
+        return _body(rest_json.acknowledge_document(event))

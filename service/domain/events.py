@@ -246,7 +246,7 @@ class EventManager:
         principal.require(Role.READ_WRITE)
         violations = _check_fields(fields)
         type_id = fields.get("type_id") or STANDARD_EVENT
-        if type_id != STANDARD_EVENT:
+        if type_id != STANDARD_EVENT and not any(v.field == "typeId" for v in violations):
             violations.append(FieldViolation("typeId", f"unknown event type {type_id!r}"))
         domain = fields.get("domain") or principal.domain
         try:

@@ -64,8 +64,10 @@ class GroupCommitWriter:
     def _commit(self, operations: list[Any]) -> list[Any]:
         db = self._database
         db.connect(reuse_if_open=True)
+        # The wrapper turns the driver's errors (sqlite3, psycopg2) into peewee's, which the
+        # one-by-one retry below catches; the raw cursor does not convert them itself.
         try:
-            with db.atomic():
+            with db.atomic(), peewee.__exception_wrapper__:
                 return self._apply(db.cursor(), operations)
         except peewee.DatabaseError as error:
             if len(operations) == 1:
@@ -74,7 +76,7 @@ class GroupCommitWriter:
         results: list[Any] = []
         for operation in operations:
             try:
-                with db.atomic():
+                with db.atomic(), peewee.__exception_wrapper__:
                     results.extend(self._apply(db.cursor(), [operation]))
             except peewee.DatabaseError as error:
                 results.append(error)

@@ -140,10 +140,12 @@ def _scope(principal: Principal, param: str, *, whole_tenant: bool = False) -> t
     """The WHERE clause that keeps a query inside the principal's tenant and domain subtree."""
     clause, args = f"tenant_id = {param}", [principal.tenant_id]
     if not whole_tenant and principal.domain != ROOT_DOMAIN:
-        # A range instead of LIKE: '_' in a domain name is no wildcard, and the range uses
-        # an index. '0' is the character after '/', so it bounds every path below the subtree.
-        clause += f" AND (domain = {param} OR (domain >= {param} AND domain < {param}))"
-        args += [principal.domain, principal.domain + "/", principal.domain + "0"]
+        # A prefix compared by equality, not LIKE ('_' in a domain name is no wildcard) nor a
+        # range: under a natural-language collation (ICU, en_US) a range lets /root/Sub1/x
+        # into /root/sub1, while equality stays exact under every deterministic collation.
+        subtree = principal.domain + "/"
+        clause += f" AND (domain = {param} OR substr(domain, 1, {param}) = {param})"
+        args += [principal.domain, len(subtree), subtree]
     return clause, args
 
 

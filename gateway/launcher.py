@@ -41,6 +41,16 @@ class GatewaySettings:
     services: tuple[str, ...] = ("eventmgmt.v1.EventRestService",)
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: Linux sends it SIGTERM when the thread that started it
+    dies, so a server killed with -9 leaves no orphan gateway holding the REST port."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _package_text(name: str) -> str:
     return resources.files("eventmgmt.gateway").joinpath(name).read_text(encoding="utf-8")
 
@@ -117,7 +127,8 @@ class Envoy:
         with self.log_path.open("ab") as early_output:
             # Output before --log-path takes effect (bad flags, exec failure) lands here too.
             self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=early_output, stderr=early_output
+                argv, stdin=subprocess.DEVNULL, stdout=early_output, stderr=early_output,
+                preexec_fn=_die_with_parent,
             )
         try:
             self._wait_until_ready()

@@ -92,14 +92,16 @@ async def serve(settings: ServerSettings) -> None:
                 admin_port=settings.admin_port,
                 grpc_host="127.0.0.1" if grpc_host in ("0.0.0.0", "", "::") else grpc_host,
                 grpc_port=port, work_dir=settings.data_dir / "gateway"))
-            await loop.run_in_executor(None, envoy.start)
+            # Started from the main thread: the gateway is tied to this thread's life
+            # (see the launcher), and start-up may block the loop for the moment it takes.
+            envoy.start()
             log.info("REST (Envoy) listening on http://%s:%s", settings.rest_host, settings.rest_port)
         _print_welcome(settings, port, dev_key)
         await stop.wait()
         log.info("shutting down")
     finally:
         if envoy is not None:
-            await loop.run_in_executor(None, envoy.stop)
+            envoy.stop()
         await server.stop(settings.grace_seconds)
         store.close()
 

@@ -44,6 +44,10 @@ def loads(raw: bytes, what: str = "body") -> Any:
         return json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as error:
         raise invalid(what, f"must be valid JSON: {error}", reason="MALFORMED_JSON") from None
+    except RecursionError:  # a few hundred kilobytes of '[' exhaust the parser's stack
+        raise invalid(
+            what, "must not nest arrays and objects this deeply", reason="MALFORMED_JSON"
+        ) from None
 
 
 def dumps(document: Any) -> bytes:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import peewee
 import pytest
+
 from eventmgmt.domain.access import Principal, Role
 from eventmgmt.domain.events import Event, EventManager, EventQuery, Payload, SortKey
 from eventmgmt.persistence.migrations import MIGRATIONS
@@ -334,6 +335,7 @@ def icu_postgres_store() -> Iterator[Store]:
     """A PostgreSQL database whose default collation is ICU en-US, like many production
     servers (a natural-language collation, not C)."""
     import psycopg2
+
     from conftest import postgres_server_url
 
     server_url = postgres_server_url()

@@ -12,8 +12,11 @@ THIRD_PARTY := build/third_party
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
+# Debian's python3 lacks the venv module unless python3-venv is installed: fall back to
+# virtualenv from PyPI, so that a machine with only python3, pip and make works.
 $(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
+	python3 -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+	  python3 -m pip install --quiet --user virtualenv && python3 -m virtualenv --quiet $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
@@ -46,8 +49,13 @@ lint: $(STAMP) $(THIRD_PARTY) checkgenerate ## ruff, mypy, buf lint and buf brea
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy service persistence gateway
 	$(VENV)/bin/buf lint
-	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
-	  $(VENV)/bin/buf breaking --against '.git#branch=main' ; \
+	@# buf cannot read the googleapis module out of git (it is copied, not committed), so
+	@# main's protos are unpacked beside a copy of it and compared as a directory.
+	@if git cat-file -e main:buf.yaml 2>/dev/null; then \
+	  rm -rf build/against && mkdir -p build/against && \
+	  git archive main buf.yaml protos | tar -x -C build/against && \
+	  mkdir -p build/against/build && cp -r $(THIRD_PARTY) build/against/build/ && \
+	  $(VENV)/bin/buf breaking --against build/against && echo "buf breaking: none against main"; \
 	else echo "buf breaking: no buf.yaml on main yet, nothing to compare"; fi
 
 .PHONY: bench

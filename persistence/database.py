@@ -28,7 +28,9 @@ def open_database(url: str) -> peewee.Database:
     elif scheme == "":
         path = url
     else:
-        raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://"
+        )
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, autoconnect=True)

@@ -87,16 +87,19 @@ def migrate(db: peewee.Database) -> list[int]:
             db.execute_sql(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 "version INTEGER PRIMARY KEY, description VARCHAR(255) NOT NULL, "
-                "applied_time BIGINT NOT NULL)")
+                "applied_time BIGINT NOT NULL)"
+            )
             done = {row[0] for row in db.execute_sql("SELECT version FROM schema_migrations")}
             for version, description, apply in MIGRATIONS:
                 if version in done:
                     continue
                 with db.atomic():
                     apply(db)
+                    p = db.param
                     db.execute_sql(
-                        f"INSERT INTO schema_migrations VALUES ({db.param}, {db.param}, {db.param})",
-                        (version, description, time.time_ns() // 1000))
+                        f"INSERT INTO schema_migrations VALUES ({p}, {p}, {p})",
+                        (version, description, time.time_ns() // 1000),
+                    )
                 log.info("applied schema migration %s: %s", version, description)
                 applied.append(version)
         finally:

@@ -5,6 +5,7 @@ scoped by the calling principal, so no query runs unscoped."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import hashlib
 import json
@@ -26,15 +27,42 @@ from eventmgmt.persistence.writer import GroupCommitWriter
 T = TypeVar("T")
 
 EVENT_COLUMNS = (
-    "id", "tenant_id", "type_id", "correlation_id", "entity_type", "entity_id", "domain", "ts",
-    "create_time", "update_time", "etag", "severity", "code", "description", "source",
-    "classification", "category", "ack_required", "acknowledged", "acknowledged_at",
-    "acknowledged_by", "app_id", "internal", "payload_type", "payload_data", "custom",
+    "id",
+    "tenant_id",
+    "type_id",
+    "correlation_id",
+    "entity_type",
+    "entity_id",
+    "domain",
+    "ts",
+    "create_time",
+    "update_time",
+    "etag",
+    "severity",
+    "code",
+    "description",
+    "source",
+    "classification",
+    "category",
+    "ack_required",
+    "acknowledged",
+    "acknowledged_at",
+    "acknowledged_by",
+    "app_id",
+    "internal",
+    "payload_type",
+    "payload_data",
+    "custom",
 )
 _SELECT_EVENT = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
 _SORT_COLUMNS = {
-    "timestamp": "ts", "severity": "severity", "code": "code", "type_id": "type_id",
-    "entity_id": "entity_id", "create_time": "create_time", "update_time": "update_time",
+    "timestamp": "ts",
+    "severity": "severity",
+    "code": "code",
+    "type_id": "type_id",
+    "entity_id": "entity_id",
+    "create_time": "create_time",
+    "update_time": "update_time",
 }
 
 
@@ -44,10 +72,31 @@ def _event_row(e: Event) -> tuple[Any, ...]:
     payload_type = e.payload.content_type if e.payload else None
     payload_data = e.payload.data if e.payload else None
     return (
-        e.id, e.tenant_id, e.type_id, e.correlation_id, e.entity_type, e.entity_id, e.domain,
-        e.timestamp, e.create_time, e.update_time, e.etag, e.severity, e.code, e.description,
-        source, e.classification, e.category, e.acknowledgement_required, e.acknowledged,
-        e.acknowledged_at, e.acknowledged_by, e.app_id, e.internal, payload_type, payload_data,
+        e.id,
+        e.tenant_id,
+        e.type_id,
+        e.correlation_id,
+        e.entity_type,
+        e.entity_id,
+        e.domain,
+        e.timestamp,
+        e.create_time,
+        e.update_time,
+        e.etag,
+        e.severity,
+        e.code,
+        e.description,
+        source,
+        e.classification,
+        e.category,
+        e.acknowledgement_required,
+        e.acknowledged,
+        e.acknowledged_at,
+        e.acknowledged_by,
+        e.app_id,
+        e.internal,
+        payload_type,
+        payload_data,
         custom,
     )
 
@@ -55,13 +104,31 @@ def _event_row(e: Event) -> tuple[Any, ...]:
 def _event_from_row(r: Sequence[Any]) -> Event:
     payload = None if r[23] is None else Payload(r[23], bytes(r[24] or b""))
     return Event(
-        id=r[0], tenant_id=r[1], type_id=r[2], correlation_id=r[3], entity_type=r[4],
-        entity_id=r[5], domain=r[6], timestamp=r[7], create_time=r[8], update_time=r[9],
-        etag=r[10], severity=r[11], code=r[12], description=r[13],
-        source=None if r[14] is None else json.loads(r[14]), classification=r[15],
-        category=r[16], acknowledgement_required=bool(r[17]), acknowledged=bool(r[18]),
-        acknowledged_at=r[19], acknowledged_by=r[20], app_id=r[21], internal=bool(r[22]),
-        payload=payload, custom_fields=json.loads(r[25]) if r[25] else {},
+        id=r[0],
+        tenant_id=r[1],
+        type_id=r[2],
+        correlation_id=r[3],
+        entity_type=r[4],
+        entity_id=r[5],
+        domain=r[6],
+        timestamp=r[7],
+        create_time=r[8],
+        update_time=r[9],
+        etag=r[10],
+        severity=r[11],
+        code=r[12],
+        description=r[13],
+        source=None if r[14] is None else json.loads(r[14]),
+        classification=r[15],
+        category=r[16],
+        acknowledgement_required=bool(r[17]),
+        acknowledged=bool(r[18]),
+        acknowledged_at=r[19],
+        acknowledged_by=r[20],
+        app_id=r[21],
+        internal=bool(r[22]),
+        payload=payload,
+        custom_fields=json.loads(r[25]) if r[25] else {},
     )
 
 
@@ -102,9 +169,8 @@ class Store:
 
     def run_sync(self, work: Callable[[peewee.Database], T]) -> T:
         """For commands and start-up, where no event loop runs."""
-        with self.database.connection_context():
-            with self.database.atomic():
-                return work(self.database)
+        with self.database.connection_context(), self.database.atomic():
+            return work(self.database)
 
     def _apply_writes(self, cursor: Any, operations: Sequence[Any]) -> list[Any]:
         p = self.database.param
@@ -114,8 +180,12 @@ class Store:
             if self.postgres:
                 from psycopg2.extras import execute_values
 
-                execute_values(cursor, f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES %s",
-                               inserts, page_size=1000)
+                execute_values(
+                    cursor,
+                    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES %s",
+                    inserts,
+                    page_size=1000,
+                )
             else:
                 placeholders = ", ".join([p] * len(EVENT_COLUMNS))
                 cursor.executemany(f"INSERT INTO events VALUES ({placeholders})", inserts)
@@ -124,7 +194,8 @@ class Store:
             if isinstance(op, _Replace):
                 cursor.execute(
                     f"UPDATE events SET {assignments} WHERE id = {p} AND etag = {p}",
-                    (*op.row[1:], op.row[0], op.expected_etag))
+                    (*op.row[1:], op.row[0], op.expected_etag),
+                )
                 results[index] = cursor.rowcount == 1
             elif callable(op):
                 results[index] = op(cursor)
@@ -136,7 +207,9 @@ class Store:
         self.database.close()
 
 
-def _scope(principal: Principal, param: str, *, whole_tenant: bool = False) -> tuple[str, list[Any]]:
+def _scope(
+    principal: Principal, param: str, *, whole_tenant: bool = False
+) -> tuple[str, list[Any]]:
     """The WHERE clause that keeps a query inside the principal's tenant and domain subtree."""
     clause, args = f"tenant_id = {param}", [principal.tenant_id]
     if not whole_tenant and principal.domain != ROOT_DOMAIN:
@@ -162,31 +235,38 @@ class EventRepository:
         replaced: bool = await self._store.writer.submit(_Replace(_event_row(event), expected_etag))
         return replaced
 
-    async def get(self, principal: Principal, event_id: str, *,
-                  whole_tenant: bool = False) -> Event | None:
-        return await self._store.read(functools.partial(
-            self._get, principal, event_id, whole_tenant))
+    async def get(
+        self, principal: Principal, event_id: str, *, whole_tenant: bool = False
+    ) -> Event | None:
+        return await self._store.read(
+            functools.partial(self._get, principal, event_id, whole_tenant)
+        )
 
-    def _get(self, principal: Principal, event_id: str, whole_tenant: bool,
-             db: peewee.Database) -> Event | None:
+    def _get(
+        self, principal: Principal, event_id: str, whole_tenant: bool, db: peewee.Database
+    ) -> Event | None:
         where, args = _scope(principal, db.param, whole_tenant=whole_tenant)
-        row = db.execute_sql(f"{_SELECT_EVENT} WHERE id = {db.param} AND {where}",
-                             (event_id, *args)).fetchone()
+        row = db.execute_sql(
+            f"{_SELECT_EVENT} WHERE id = {db.param} AND {where}", (event_id, *args)
+        ).fetchone()
         return None if row is None else _event_from_row(row)
 
     async def list(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]:
         return await self._store.read(functools.partial(self._list, principal, query))
 
-    def _list(self, principal: Principal, query: EventQuery,
-              db: peewee.Database) -> tuple[list[Event], int]:
+    def _list(
+        self, principal: Principal, query: EventQuery, db: peewee.Database
+    ) -> tuple[builtins.list[Event], int]:
         where, args = _scope(principal, db.param)
-        order = ", ".join(f"{_SORT_COLUMNS[k.field]} {'DESC' if k.descending else 'ASC'}"
-                          for k in query.sort)
+        order = ", ".join(
+            f"{_SORT_COLUMNS[k.field]} {'DESC' if k.descending else 'ASC'}" for k in query.sort
+        )
         last_direction = "DESC" if query.sort[-1].descending else "ASC"
         rows = db.execute_sql(
             f"{_SELECT_EVENT} WHERE {where} ORDER BY {order}, id {last_direction} "
             f"LIMIT {db.param} OFFSET {db.param}",
-            (*args, query.limit, query.offset)).fetchall()
+            (*args, query.limit, query.offset),
+        ).fetchall()
         total = db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {where}", args).fetchone()[0]
         return [_event_from_row(r) for r in rows], total
 
@@ -220,18 +300,28 @@ class KeyRepository:
 
     def create_tenant(self, tenant_id: str, name: str) -> bool:
         """Creates the tenant; False when it already exists."""
+
         def work(db: peewee.Database) -> bool:
             p = db.param
             if db.execute_sql(f"SELECT 1 FROM tenants WHERE id = {p}", (tenant_id,)).fetchone():
                 return False
-            db.execute_sql(f"INSERT INTO tenants VALUES ({p}, {p}, {p})",
-                           (tenant_id, name, time.time_ns() // 1000))
+            db.execute_sql(
+                f"INSERT INTO tenants VALUES ({p}, {p}, {p})",
+                (tenant_id, name, time.time_ns() // 1000),
+            )
             return True
+
         return self._store.run_sync(work)
 
     def tenant_exists(self, tenant_id: str) -> bool:
-        return self._store.run_sync(lambda db: db.execute_sql(
-            f"SELECT 1 FROM tenants WHERE id = {db.param}", (tenant_id,)).fetchone() is not None)
+        return self._store.run_sync(
+            lambda db: (
+                db.execute_sql(
+                    f"SELECT 1 FROM tenants WHERE id = {db.param}", (tenant_id,)
+                ).fetchone()
+                is not None
+            )
+        )
 
     def create_key(self, tenant_id: str, name: str, role: Role, domain: str) -> IssuedKey:
         key_id = secrets.token_hex(8)
@@ -241,8 +331,17 @@ class KeyRepository:
             p = db.param
             db.execute_sql(
                 f"INSERT INTO api_keys VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, NULL)",
-                (key_id, tenant_id, name, hash_api_key(secret), int(role), domain,
-                 time.time_ns() // 1000))
+                (
+                    key_id,
+                    tenant_id,
+                    name,
+                    hash_api_key(secret),
+                    int(role),
+                    domain,
+                    time.time_ns() // 1000,
+                ),
+            )
+
         self._store.run_sync(work)
         return IssuedKey(key_id, tenant_id, name, role, domain, secret)
 
@@ -250,8 +349,11 @@ class KeyRepository:
         def work(db: peewee.Database) -> bool:
             cursor = db.execute_sql(
                 f"UPDATE api_keys SET revoke_time = {db.param} "
-                f"WHERE id = {db.param} AND revoke_time IS NULL", (time.time_ns() // 1000, key_id))
+                f"WHERE id = {db.param} AND revoke_time IS NULL",
+                (time.time_ns() // 1000, key_id),
+            )
             return bool(cursor.rowcount == 1)
+
         return self._store.run_sync(work)
 
     def list_keys(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
@@ -261,8 +363,11 @@ class KeyRepository:
             if tenant_id:
                 sql, args = sql + f" WHERE tenant_id = {db.param}", (tenant_id,)
             names = ("id", "tenant_id", "name", "role", "domain", "create_time", "revoke_time")
-            return [dict(zip(names, row, strict=True))
-                    for row in db.execute_sql(sql + " ORDER BY create_time", args)]
+            return [
+                dict(zip(names, row, strict=True))
+                for row in db.execute_sql(sql + " ORDER BY create_time", args)
+            ]
+
         return self._store.run_sync(work)
 
     async def principal_for(self, secret: str) -> Principal | None:
@@ -272,9 +377,13 @@ class KeyRepository:
         def work(db: peewee.Database) -> Principal | None:
             row = db.execute_sql(
                 f"SELECT id, tenant_id, name, role, domain FROM api_keys "
-                f"WHERE key_hash = {db.param} AND revoke_time IS NULL", (key_hash,)).fetchone()
+                f"WHERE key_hash = {db.param} AND revoke_time IS NULL",
+                (key_hash,),
+            ).fetchone()
             if row is None:
                 return None
-            return Principal(tenant_id=row[1], key_id=row[0], name=row[2], role=Role(row[3]),
-                             domain=row[4])
+            return Principal(
+                tenant_id=row[1], key_id=row[0], name=row[2], role=Role(row[3]), domain=row[4]
+            )
+
         return await self._store.read(work)

@@ -67,16 +67,18 @@ class GroupCommitWriter:
         # The wrapper turns the driver's errors (sqlite3, psycopg2) into peewee's, which the
         # one-by-one retry below catches; the raw cursor does not convert them itself.
         try:
-            with db.atomic(), peewee.__exception_wrapper__:
+            with db.atomic(), peewee.__exception_wrapper__:  # type: ignore[attr-defined]
                 return self._apply(db.cursor(), operations)
         except peewee.DatabaseError as error:
             if len(operations) == 1:
                 return [error]
-            log.info("a batch of %s writes failed (%s); applying them one by one", len(operations), error)
+            log.info(
+                "a batch of %s writes failed (%s); applying them one by one", len(operations), error
+            )
         results: list[Any] = []
         for operation in operations:
             try:
-                with db.atomic(), peewee.__exception_wrapper__:
+                with db.atomic(), peewee.__exception_wrapper__:  # type: ignore[attr-defined]
                     results.extend(self._apply(db.cursor(), [operation]))
             except peewee.DatabaseError as error:
                 results.append(error)

@@ -29,8 +29,12 @@ class KeyResolver:
     """Finds the principal of an API key, remembering answers for `ttl` seconds so that a
     busy client costs one lookup per key and interval (a revoked key stops within `ttl`)."""
 
-    def __init__(self, lookup: Callable[[str], Awaitable[Principal | None]], ttl: float = 10.0,
-                 max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        lookup: Callable[[str], Awaitable[Principal | None]],
+        ttl: float = 10.0,
+        max_entries: int = 10_000,
+    ) -> None:
         self._lookup = lookup
         self._ttl = ttl
         self._max_entries = max_entries
@@ -38,8 +42,9 @@ class KeyResolver:
 
     async def resolve(self, key: str | None) -> Principal:
         if not key:
-            raise Unauthenticated("an API key is required in the x-api-key header",
-                                  reason="API_KEY_MISSING")
+            raise Unauthenticated(
+                "an API key is required in the x-api-key header", reason="API_KEY_MISSING"
+            )
         cache_key = hash_api_key(key)
         now = time.monotonic()
         cached = self._cache.get(cache_key)
@@ -82,15 +87,19 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
             return handler
         try:
             principal: Principal | BaseException = await self._resolver.resolve(
-                _api_key(handler_call_details.invocation_metadata))
+                _api_key(handler_call_details.invocation_metadata)
+            )
         except Unauthenticated as error:
             principal = error
         return _wrap(handler, principal)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, principal: Principal | BaseException) -> grpc.RpcMethodHandler:
+def _wrap(
+    handler: grpc.RpcMethodHandler, principal: Principal | BaseException
+) -> grpc.RpcMethodHandler:
     def guard(behavior: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
         if streaming_response:
+
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 if isinstance(principal, BaseException):
                     await context.abort_with_status(to_status(principal))
@@ -100,6 +109,7 @@ def _wrap(handler: grpc.RpcMethodHandler, principal: Principal | BaseException) 
                         yield item
                 except Exception as error:
                     await context.abort_with_status(to_status(error))
+
             return stream
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -110,20 +120,29 @@ def _wrap(handler: grpc.RpcMethodHandler, principal: Principal | BaseException) 
                 return await behavior(request, context)
             except Exception as error:
                 await context.abort_with_status(to_status(error))
+
         return unary
 
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            guard(handler.unary_unary, False), handler.request_deserializer,
-            handler.response_serializer)
+            guard(handler.unary_unary, False),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            guard(handler.unary_stream, True), handler.request_deserializer,
-            handler.response_serializer)
+            guard(handler.unary_stream, True),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            guard(handler.stream_unary, False), handler.request_deserializer,
-            handler.response_serializer)
+            guard(handler.stream_unary, False),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
     return grpc.stream_stream_rpc_method_handler(
-        guard(handler.stream_stream, True), handler.request_deserializer,
-        handler.response_serializer)
+        guard(handler.stream_stream, True),
+        handler.request_deserializer,
+        handler.response_serializer,
+    )

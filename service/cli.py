@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from eventmgmt.domain.access import check_domain_path, Role
+from eventmgmt.domain.access import Role, check_domain_path
 from eventmgmt.domain.errors import DomainError
 from eventmgmt.persistence.store import Store
 from eventmgmt.server import ServerSettings, serve
@@ -24,22 +24,32 @@ def _parser() -> argparse.ArgumentParser:
     defaults = ServerSettings()
     parser = argparse.ArgumentParser(prog="eventmgmt", description=__doc__)
     parser.add_argument(
-        "--database", default=_env("DATABASE_URL", defaults.database_url),
-        help="sqlite:///path.db or postgresql://user@host/db (env EVENTMGMT_DATABASE_URL)")
+        "--database",
+        default=_env("DATABASE_URL", defaults.database_url),
+        help="sqlite:///path.db or postgresql://user@host/db (env EVENTMGMT_DATABASE_URL)",
+    )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("serve", help="run the gRPC server and the Envoy REST gateway")
     run.add_argument("--grpc-address", default=_env("GRPC_ADDRESS", defaults.grpc_address))
     run.add_argument("--rest-host", default=_env("REST_HOST", defaults.rest_host))
-    run.add_argument("--rest-port", type=int, default=int(_env("REST_PORT", str(defaults.rest_port))))
-    run.add_argument("--admin-port", type=int,
-                     default=int(_env("ADMIN_PORT", str(defaults.admin_port))))
-    run.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir))))
+    run.add_argument(
+        "--rest-port", type=int, default=int(_env("REST_PORT", str(defaults.rest_port)))
+    )
+    run.add_argument(
+        "--admin-port", type=int, default=int(_env("ADMIN_PORT", str(defaults.admin_port)))
+    )
+    run.add_argument(
+        "--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir)))
+    )
     run.add_argument("--no-gateway", action="store_true", help="gRPC only, no Envoy")
-    run.add_argument("--production", action="store_true",
-                     default=_env("PRODUCTION", "") in ("1", "true"),
-                     help="no development tenant or key (env EVENTMGMT_PRODUCTION=1)")
+    run.add_argument(
+        "--production",
+        action="store_true",
+        default=_env("PRODUCTION", "") in ("1", "true"),
+        help="no development tenant or key (env EVENTMGMT_PRODUCTION=1)",
+    )
 
     commands.add_parser("migrate", help="apply schema migrations and exit")
 
@@ -67,20 +77,28 @@ def _admin(store: Store, args: argparse.Namespace) -> int:
         return 0
     if args.action == "create-key":
         if not store.keys.tenant_exists(args.tenant):
-            print(f"no tenant {args.tenant}; create it with `eventmgmt admin create-tenant`",
-                  file=sys.stderr)
+            print(
+                f"no tenant {args.tenant}; create it with `eventmgmt admin create-tenant`",
+                file=sys.stderr,
+            )
             return 1
-        issued = store.keys.create_key(args.tenant, args.name, Role.parse(args.role),
-                                       check_domain_path(args.domain))
-        print(f"key id {issued.key_id} ({issued.role.title}, tenant {issued.tenant_id}, "
-              f"domain {issued.domain}); the secret is shown once:", file=sys.stderr)
+        issued = store.keys.create_key(
+            args.tenant, args.name, Role.parse(args.role), check_domain_path(args.domain)
+        )
+        print(
+            f"key id {issued.key_id} ({issued.role.title}, tenant {issued.tenant_id}, "
+            f"domain {issued.domain}); the secret is shown once:",
+            file=sys.stderr,
+        )
         print(issued.secret)
         return 0
     if args.action == "list-keys":
         for row in store.keys.list_keys(args.tenant):
             state = "revoked" if row["revoke_time"] else "active"
-            print(f"{row['id']}  {row['tenant_id']}  {Role(row['role']).title:9}  "
-                  f"{row['domain']}  {row['name']}  {state}")
+            print(
+                f"{row['id']}  {row['tenant_id']}  {Role(row['role']).title:9}  "
+                f"{row['domain']}  {row['name']}  {state}"
+            )
         return 0
     revoked = store.keys.revoke_key(args.key_id)
     print(f"key {args.key_id} {'revoked' if revoked else 'not found or already revoked'}")
@@ -89,13 +107,20 @@ def _admin(store: Store, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.command == "serve":
         settings = ServerSettings(
-            database_url=args.database, grpc_address=args.grpc_address,
-            rest_host=args.rest_host, rest_port=args.rest_port, admin_port=args.admin_port,
-            data_dir=args.data_dir, gateway=not args.no_gateway, production=args.production)
+            database_url=args.database,
+            grpc_address=args.grpc_address,
+            rest_host=args.rest_host,
+            rest_port=args.rest_port,
+            admin_port=args.admin_port,
+            data_dir=args.data_dir,
+            gateway=not args.no_gateway,
+            production=args.production,
+        )
         asyncio.run(serve(settings))
         return 0
     store = Store(args.database)

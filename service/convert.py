@@ -17,9 +17,21 @@ _CLASSIFICATION_TO_PROTO = {name: index for index, name in enumerate(CLASSIFICAT
 _CLASSIFICATION_FROM_PROTO = {v: k for k, v in _CLASSIFICATION_TO_PROTO.items()}
 # Proto field name -> canonical attribute, for the fields a caller may send.
 _SETTABLE = (
-    "type_id", "correlation_id", "entity_type", "entity_id", "domain", "timestamp", "severity",
-    "code", "description", "source", "classification", "category", "acknowledgement_required",
-    "app_id", "payload",
+    "type_id",
+    "correlation_id",
+    "entity_type",
+    "entity_id",
+    "domain",
+    "timestamp",
+    "severity",
+    "code",
+    "description",
+    "source",
+    "classification",
+    "category",
+    "acknowledgement_required",
+    "app_id",
+    "payload",
 )
 
 
@@ -34,16 +46,27 @@ def _from_timestamp(ts: Timestamp) -> int:
 
 def event_to_proto(event: Event) -> event_pb2.Event:
     message = event_pb2.Event(
-        id=event.id, tenant_id=event.tenant_id, type_id=event.type_id,
-        correlation_id=event.correlation_id, entity_type=event.entity_type,
-        entity_id=event.entity_id, domain=event.domain,
-        timestamp=_to_timestamp(event.timestamp), create_time=_to_timestamp(event.create_time),
-        update_time=_to_timestamp(event.update_time), etag=event.etag,
-        severity=event.severity, code=event.code, description=event.description,  # type: ignore[arg-type]
+        id=event.id,
+        tenant_id=event.tenant_id,
+        type_id=event.type_id,
+        correlation_id=event.correlation_id,
+        entity_type=event.entity_type,
+        entity_id=event.entity_id,
+        domain=event.domain,
+        timestamp=_to_timestamp(event.timestamp),
+        create_time=_to_timestamp(event.create_time),
+        update_time=_to_timestamp(event.update_time),
+        etag=event.etag,
+        severity=event.severity,
+        code=event.code,
+        description=event.description,  # type: ignore[arg-type]
         classification=_CLASSIFICATION_TO_PROTO.get(event.classification, 0),  # type: ignore[arg-type]
-        category=event.category, acknowledgement_required=event.acknowledgement_required,
-        acknowledged=event.acknowledged, acknowledged_by=event.acknowledged_by,
-        app_id=event.app_id, internal=event.internal,
+        category=event.category,
+        acknowledgement_required=event.acknowledgement_required,
+        acknowledged=event.acknowledged,
+        acknowledged_by=event.acknowledged_by,
+        app_id=event.app_id,
+        internal=event.internal,
     )
     if event.acknowledged_at is not None:
         message.acknowledged_at.CopyFrom(_to_timestamp(event.acknowledged_at))
@@ -80,8 +103,9 @@ def _field_value(message: event_pb2.Event, name: str) -> Any:
     if name == "classification":
         return _CLASSIFICATION_FROM_PROTO.get(message.classification, "")
     if name == "payload":
-        return Payload(message.payload.content_type or "application/octet-stream",
-                       message.payload.data)
+        return Payload(
+            message.payload.content_type or "application/octet-stream", message.payload.data
+        )
     if name == "severity":
         return int(message.severity)
     return getattr(message, name)

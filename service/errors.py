@@ -45,7 +45,16 @@ def to_status(error: BaseException) -> grpc.Status:
         message = f"internal error (incident {incident})"
     details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))]
     if isinstance(error, errors.InvalidInput):
-        details.append(_pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.rule)
-            for v in error.violations])))
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.rule
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
     return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=details))

@@ -55,7 +55,9 @@ def _protoc(*args: str) -> None:
 def generate_python(out: Path = GENERATED) -> None:
     """Writes *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for protos/eventmgmt/v1 into `out`."""
     with tempfile.TemporaryDirectory() as tmp:
-        _protoc(f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", *proto_files())
+        _protoc(
+            f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", *proto_files()
+        )
         produced = Path(tmp) / "eventmgmt" / "v1"
         out.mkdir(parents=True, exist_ok=True)
         for old in out.glob("*_pb2*.py*"):
@@ -72,9 +74,15 @@ def check_generated() -> int:
         generate_python(fresh)
         comparison = filecmp.dircmp(fresh, GENERATED, ignore=["__pycache__"])
         stale = comparison.left_only + comparison.right_only + comparison.diff_files
-        stale += [n for n in comparison.common_files if not filecmp.cmp(fresh / n, GENERATED / n, shallow=False)]
+        stale += [
+            n
+            for n in comparison.common_files
+            if not filecmp.cmp(fresh / n, GENERATED / n, shallow=False)
+        ]
     if stale:
-        print(f"generated code is stale: {sorted(set(stale))}; run `make generate`", file=sys.stderr)
+        print(
+            f"generated code is stale: {sorted(set(stale))}; run `make generate`", file=sys.stderr
+        )
         return 1
     print("generated code is up to date")
     return 0
@@ -83,8 +91,13 @@ def check_generated() -> int:
 def build_descriptor_set(out: Path) -> Path:
     """Writes the descriptor set (with imports and source info) that Envoy transcodes with."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    _protoc("--include_imports", "--include_source_info", f"--descriptor_set_out={out}",
-            *proto_files(), *STATUS_FILES)
+    _protoc(
+        "--include_imports",
+        "--include_source_info",
+        f"--descriptor_set_out={out}",
+        *proto_files(),
+        *STATUS_FILES,
+    )
     return out
 
 

@@ -171,9 +171,13 @@ def parse_event(raw: bytes, extra: tuple[str, ...] = ()) -> tuple[dict[str, Any]
         except _Reject as rejection:
             violations.append(FieldViolation(json_name, rejection.rule))
     if unknown:
-        violations.append(FieldViolation(
-            ", ".join(unknown), f"unknown field{'s' if len(unknown) > 1 else ''}: "
-            f"{', '.join(unknown)}; the standard event has no such field"))
+        violations.append(
+            FieldViolation(
+                ", ".join(unknown),
+                f"unknown field{'s' if len(unknown) > 1 else ''}: "
+                f"{', '.join(unknown)}; the standard event has no such field",
+            )
+        )
     if violations:
         raise InvalidInput(violations)
     return fields, extras
@@ -255,7 +259,9 @@ def acknowledge_document(event: Event) -> dict[str, Any]:
     }
 
 
-def page_document(page: EventPage, base_url: str, query_string: Callable[[int], str]) -> dict[str, Any]:
+def page_document(
+    page: EventPage, base_url: str, query_string: Callable[[int], str]
+) -> dict[str, Any]:
     """A HAL page; `query_string(n)` gives the query of page n for the links."""
     size = page.query.limit
     number = page.query.offset // size
@@ -271,6 +277,10 @@ def page_document(page: EventPage, base_url: str, query_string: Callable[[int], 
     return {
         "_embedded": {"events": [event_document(e, base_url) for e in page.events]},
         "_links": links,
-        "page": {"size": size, "totalElements": page.total, "totalPages": total_pages,
-                 "number": number},
+        "page": {
+            "size": size,
+            "totalElements": page.total,
+            "totalPages": total_pages,
+            "number": number,
+        },
     }

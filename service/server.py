@@ -48,12 +48,15 @@ def create_server(store: Store, address: str) -> tuple[grpc.aio.Server, int]:
     events = EventManager(store.events)
     server = grpc.aio.server(
         interceptors=[PrincipalInterceptor(KeyResolver(store.keys.principal_for))],
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
     )
     event_service_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(events), server)
     event_rest_service_pb2_grpc.add_EventRestServiceServicer_to_server(
-        EventRestServicer(events), server)
+        EventRestServicer(events), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [
@@ -87,15 +90,22 @@ async def serve(settings: ServerSettings) -> None:
     try:
         if settings.gateway:
             grpc_host = settings.grpc_address.rsplit(":", 1)[0].strip("[]")
-            envoy = Envoy(GatewaySettings(
-                listen_host=settings.rest_host, listen_port=settings.rest_port,
-                admin_port=settings.admin_port,
-                grpc_host="127.0.0.1" if grpc_host in ("0.0.0.0", "", "::") else grpc_host,
-                grpc_port=port, work_dir=settings.data_dir / "gateway"))
+            envoy = Envoy(
+                GatewaySettings(
+                    listen_host=settings.rest_host,
+                    listen_port=settings.rest_port,
+                    admin_port=settings.admin_port,
+                    grpc_host="127.0.0.1" if grpc_host in ("0.0.0.0", "", "::") else grpc_host,
+                    grpc_port=port,
+                    work_dir=settings.data_dir / "gateway",
+                )
+            )
             # Started from the main thread: the gateway is tied to this thread's life
             # (see the launcher), and start-up may block the loop for the moment it takes.
             envoy.start()
-            log.info("REST (Envoy) listening on http://%s:%s", settings.rest_host, settings.rest_port)
+            log.info(
+                "REST (Envoy) listening on http://%s:%s", settings.rest_host, settings.rest_port
+            )
         _print_welcome(settings, port, dev_key)
         await stop.wait()
         log.info("shutting down")
@@ -114,10 +124,10 @@ def _print_welcome(settings: ServerSettings, port: int, dev_key: Path | None) ->
         if dev_key is not None:
             lines += [
                 f"Development API key (Admin, tenant 'dev'): stored in {dev_key}. Try:",
-                f"  curl -s -X POST {url}/events -H \"x-api-key: $(cat {dev_key})\" "
+                f'  curl -s -X POST {url}/events -H "x-api-key: $(cat {dev_key})" '
                 "-H 'Content-Type: application/json' "
-                "-d '{\"description\": \"Error happened in the engine\", \"severity\": 2}'",
-                f"  curl -s {url}/events -H \"x-api-key: $(cat {dev_key})\"",
+                '-d \'{"description": "Error happened in the engine", "severity": 2}\'',
+                f'  curl -s {url}/events -H "x-api-key: $(cat {dev_key})"',
             ]
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)

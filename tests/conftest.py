@@ -125,24 +125,52 @@ class Service:
         return f"127.0.0.1:{self.grpc_port}"
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([*EVENTMGMT, "--database", self.database_url, *args],
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [*EVENTMGMT, "--database", self.database_url, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         if done.returncode != 0:
             raise AssertionError(f"eventmgmt {' '.join(args)} failed: {done.stderr}")
         return done.stdout.strip()
 
     def create_key(self, tenant: str, role: str, domain: str = "/", name: str = "test-key") -> str:
         self.cli("admin", "create-tenant", tenant)
-        return self.cli("admin", "create-key", "--tenant", tenant, "--role", role,
-                        "--domain", domain, "--name", name)
+        return self.cli(
+            "admin",
+            "create-key",
+            "--tenant",
+            tenant,
+            "--role",
+            role,
+            "--domain",
+            domain,
+            "--name",
+            name,
+        )
 
     def start(self) -> None:
         log = open(self.data_dir / "serve.log", "ab")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(
-            [*EVENTMGMT, "--database", self.database_url, "serve",
-             "--grpc-address", self.grpc_target, "--rest-port", str(self.rest_port),
-             "--admin-port", str(self.admin_port), "--data-dir", str(self.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                *EVENTMGMT,
+                "--database",
+                self.database_url,
+                "serve",
+                "--grpc-address",
+                self.grpc_target,
+                "--rest-port",
+                str(self.rest_port),
+                "--admin-port",
+                str(self.admin_port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -165,22 +193,31 @@ class Service:
             self.process.send_signal(sig)
         return self.process.wait(timeout=30)
 
-    def request(self, method: str, path: str, body: Any = None, key: str | None = None,
-                headers: dict[str, str] | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
         all_headers = {"Content-Type": "application/json", **(headers or {})}
         if key is not None:
             all_headers["x-api-key"] = key
-        request = urllib.request.Request(self.rest_url + path, data=data, method=method,
-                                         headers=all_headers)
+        request = urllib.request.Request(
+            self.rest_url + path, data=data, method=method, headers=all_headers
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
-                return Response(answer.status, {k.lower(): v for k, v in answer.headers.items()},
-                                answer.read())
+                return Response(
+                    answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
+                )
         except urllib.error.HTTPError as error:
             with error:
-                return Response(error.code, {k.lower(): v for k, v in error.headers.items()},
-                                error.read())
+                return Response(
+                    error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+                )
 
 
 @dataclass
@@ -195,11 +232,17 @@ class Keys:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            postgres_databases: Any) -> Iterator[Service]:
+def service(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_databases: Any,
+) -> Iterator[Service]:
     data_dir = tmp_path_factory.mktemp(f"service-{request.param}")
-    url = (f"sqlite:///{data_dir / 'events.db'}" if request.param == "sqlite"
-           else str(postgres_databases()))
+    url = (
+        f"sqlite:///{data_dir / 'events.db'}"
+        if request.param == "sqlite"
+        else str(postgres_databases())
+    )
     running = Service(url, data_dir)
     running.start()
     yield running

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from eventmgmt.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from conftest import Service
+from eventmgmt.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
 if TYPE_CHECKING:
     from conftest import Keys
@@ -55,44 +55,64 @@ def details(error: grpc.RpcError) -> tuple[str, dict[str, str]]:
     return reason, fields
 
 
-def test_event_lifecycle_over_grpc(stub: event_service_pb2_grpc.EventServiceStub,
-                                   keys: Keys) -> None:
-    draft = event_pb2.Event(description="pump overheating", severity=event_pb2.SEVERITY_HIGH,
-                            entity_type="Device", entity_id="pump-7", code="10042",
-                            classification=event_pb2.CLASSIFICATION_ALARM,
-                            acknowledgement_required=True)
+def test_event_lifecycle_over_grpc(
+    stub: event_service_pb2_grpc.EventServiceStub, keys: Keys
+) -> None:
+    draft = event_pb2.Event(
+        description="pump overheating",
+        severity=event_pb2.SEVERITY_HIGH,
+        entity_type="Device",
+        entity_id="pump-7",
+        code="10042",
+        classification=event_pb2.CLASSIFICATION_ALARM,
+        acknowledgement_required=True,
+    )
     draft.source_object.update({"thingName": "pump-7", "rule": "temp"})
-    created = stub.CreateEvent(event_service_pb2.CreateEventRequest(event=draft),
-                               metadata=auth(keys.writer)).event
+    created = stub.CreateEvent(
+        event_service_pb2.CreateEventRequest(event=draft), metadata=auth(keys.writer)
+    ).event
 
     assert created.id and created.etag == 1 and created.tenant_id == "acme"
     assert created.timestamp.seconds > 0
-    got = stub.GetEvent(event_service_pb2.GetEventRequest(id=created.id),
-                        metadata=auth(keys.read)).event
+    got = stub.GetEvent(
+        event_service_pb2.GetEventRequest(id=created.id), metadata=auth(keys.read)
+    ).event
     assert got == created
 
     changed = event_pb2.Event(description="pump cooled down", etag=1)
-    updated = stub.UpdateEvent(event_service_pb2.UpdateEventRequest(id=created.id, event=changed),
-                               metadata=auth(keys.writer)).event
+    updated = stub.UpdateEvent(
+        event_service_pb2.UpdateEventRequest(id=created.id, event=changed),
+        metadata=auth(keys.writer),
+    ).event
     assert updated.etag == 2 and updated.description == "pump cooled down"
     assert updated.severity == event_pb2.SEVERITY_HIGH
 
-    acked = stub.AcknowledgeEvent(event_service_pb2.AcknowledgeEventRequest(id=created.id),
-                                  metadata=auth(keys.writer)).event
+    acked = stub.AcknowledgeEvent(
+        event_service_pb2.AcknowledgeEventRequest(id=created.id), metadata=auth(keys.writer)
+    ).event
     assert acked.acknowledged and acked.acknowledged_by == "test-key" and acked.etag == 3
 
 
-def test_list_pages_with_tokens(service: Service,
-                                stub: event_service_pb2_grpc.EventServiceStub) -> None:
+def test_list_pages_with_tokens(
+    service: Service, stub: event_service_pb2_grpc.EventServiceStub
+) -> None:
     key = service.create_key("paging-tenant", "ReadWrite")
     for number in range(5):
-        stub.CreateEvent(event_service_pb2.CreateEventRequest(
-            event=event_pb2.Event(description=f"e{number}", severity=number)), metadata=auth(key))
+        stub.CreateEvent(
+            event_service_pb2.CreateEventRequest(
+                event=event_pb2.Event(description=f"e{number}", severity=number)
+            ),
+            metadata=auth(key),
+        )
 
     seen, token = [], ""
     while True:
-        page = stub.ListEvents(event_service_pb2.ListEventsRequest(
-            page_size=2, page_token=token, order_by="severity asc"), metadata=auth(key))
+        page = stub.ListEvents(
+            event_service_pb2.ListEventsRequest(
+                page_size=2, page_token=token, order_by="severity asc"
+            ),
+            metadata=auth(key),
+        )
         assert page.total_size == 5
         seen += [e.description for e in page.events]
         token = page.next_page_token
@@ -101,23 +121,30 @@ def test_list_pages_with_tokens(service: Service,
     assert seen == ["e0", "e1", "e2", "e3", "e4"]
 
 
-def test_errors_carry_reason_and_field_violations(stub: event_service_pb2_grpc.EventServiceStub,
-                                                  keys: Keys) -> None:
+def test_errors_carry_reason_and_field_violations(
+    stub: event_service_pb2_grpc.EventServiceStub, keys: Keys
+) -> None:
     with pytest.raises(grpc.RpcError) as invalid:
-        stub.CreateEvent(event_service_pb2.CreateEventRequest(
-            event=event_pb2.Event(description="x", domain="no-slash")), metadata=auth(keys.writer))
+        stub.CreateEvent(
+            event_service_pb2.CreateEventRequest(
+                event=event_pb2.Event(description="x", domain="no-slash")
+            ),
+            metadata=auth(keys.writer),
+        )
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "domain" in details(invalid.value)[1]
 
     with pytest.raises(grpc.RpcError) as bad_size:
-        stub.ListEvents(event_service_pb2.ListEventsRequest(page_size=5000),
-                        metadata=auth(keys.read))
+        stub.ListEvents(
+            event_service_pb2.ListEventsRequest(page_size=5000), metadata=auth(keys.read)
+        )
     assert bad_size.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_size" in details(bad_size.value)[1]
 
     with pytest.raises(grpc.RpcError) as bad_token:
-        stub.ListEvents(event_service_pb2.ListEventsRequest(page_token="garbage"),
-                        metadata=auth(keys.read))
+        stub.ListEvents(
+            event_service_pb2.ListEventsRequest(page_token="garbage"), metadata=auth(keys.read)
+        )
     assert "page_token" in details(bad_token.value)[1]
 
     with pytest.raises(grpc.RpcError) as unauthenticated:
@@ -126,39 +153,54 @@ def test_errors_carry_reason_and_field_violations(stub: event_service_pb2_grpc.E
     assert details(unauthenticated.value)[0] == "API_KEY_MISSING"
 
     with pytest.raises(grpc.RpcError) as read_only:
-        stub.CreateEvent(event_service_pb2.CreateEventRequest(event=event_pb2.Event()),
-                         metadata=auth(keys.read))
+        stub.CreateEvent(
+            event_service_pb2.CreateEventRequest(event=event_pb2.Event()), metadata=auth(keys.read)
+        )
     assert read_only.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert details(read_only.value)[0] == "ROLE_TOO_LOW"
 
 
-def test_stale_etag_changes_nothing(stub: event_service_pb2_grpc.EventServiceStub,
-                                    keys: Keys) -> None:
-    created = stub.CreateEvent(event_service_pb2.CreateEventRequest(
-        event=event_pb2.Event(description="before")), metadata=auth(keys.writer)).event
+def test_stale_etag_changes_nothing(
+    stub: event_service_pb2_grpc.EventServiceStub, keys: Keys
+) -> None:
+    created = stub.CreateEvent(
+        event_service_pb2.CreateEventRequest(event=event_pb2.Event(description="before")),
+        metadata=auth(keys.writer),
+    ).event
 
     with pytest.raises(grpc.RpcError) as stale:
-        stub.UpdateEvent(event_service_pb2.UpdateEventRequest(
-            id=created.id, event=event_pb2.Event(description="after", etag=7)),
-            metadata=auth(keys.writer))
+        stub.UpdateEvent(
+            event_service_pb2.UpdateEventRequest(
+                id=created.id, event=event_pb2.Event(description="after", etag=7)
+            ),
+            metadata=auth(keys.writer),
+        )
 
     assert stale.value.code() == grpc.StatusCode.ABORTED
     assert details(stale.value)[0] == "ETAG_MISMATCH"
-    again = stub.GetEvent(event_service_pb2.GetEventRequest(id=created.id),
-                          metadata=auth(keys.read)).event
+    again = stub.GetEvent(
+        event_service_pb2.GetEventRequest(id=created.id), metadata=auth(keys.read)
+    ).event
     assert again.description == "before" and again.etag == 1
 
 
-def test_cross_tenant_ids_are_not_found(stub: event_service_pb2_grpc.EventServiceStub,
-                                        keys: Keys) -> None:
-    created = stub.CreateEvent(event_service_pb2.CreateEventRequest(
-        event=event_pb2.Event(description="mine")), metadata=auth(keys.writer)).event
+def test_cross_tenant_ids_are_not_found(
+    stub: event_service_pb2_grpc.EventServiceStub, keys: Keys
+) -> None:
+    created = stub.CreateEvent(
+        event_service_pb2.CreateEventRequest(event=event_pb2.Event(description="mine")),
+        metadata=auth(keys.writer),
+    ).event
 
     for call, request in (
         (stub.GetEvent, event_service_pb2.GetEventRequest(id=created.id)),
         (stub.AcknowledgeEvent, event_service_pb2.AcknowledgeEventRequest(id=created.id)),
-        (stub.UpdateEvent, event_service_pb2.UpdateEventRequest(
-            id=created.id, event=event_pb2.Event(description="theirs"))),
+        (
+            stub.UpdateEvent,
+            event_service_pb2.UpdateEventRequest(
+                id=created.id, event=event_pb2.Event(description="theirs")
+            ),
+        ),
     ):
         with pytest.raises(grpc.RpcError) as error:
             call(request, metadata=auth(keys.other_tenant))
@@ -170,8 +212,9 @@ def test_health_and_reflection_need_no_key(channel: grpc.Channel) -> None:
     assert health.status == health_pb2.HealthCheckResponse.SERVING
 
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-    answers = reflection.ServerReflectionInfo(iter([
-        reflection_pb2.ServerReflectionRequest(list_services="")]))
+    answers = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     names = {s.name for answer in answers for s in answer.list_services_response.service}
     assert {"eventmgmt.v1.EventService", "eventmgmt.v1.EventRestService"} <= names
 
@@ -188,8 +231,10 @@ def own_service(tmp_path: Path) -> Iterator[Service]:
 
 def test_a_201_survives_kill_9(own_service: Service) -> None:
     key = own_service.create_key("durable", "ReadWrite")
-    ids = [own_service.request("POST", "/events", {"description": f"d{n}"}, key=key).json()["id"]
-           for n in range(20)]
+    ids = [
+        own_service.request("POST", "/events", {"description": f"d{n}"}, key=key).json()["id"]
+        for n in range(20)
+    ]
 
     own_service.stop(signal.SIGKILL)
     own_service.start()  # on the same ports: the killed server's gateway went with it

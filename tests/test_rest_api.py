@@ -59,10 +59,20 @@ def test_seed_003_standard_event_is_created_as_documented(service: Service, keys
 
 
 def test_data_keeps_its_json_types(service: Service, keys: Keys) -> None:
-    data = {"source": "Software", "version": 2.5, "build": 7, "active": True,
-            "tags": ["a", 1, None], "nested": {"big": 12345678901234567890}}
-    body = create(service, keys.writer, payload={"contentType": "application/json", "data": data},
-                  source={"thingName": "000001", "thingType": "1", "attempt": 3})
+    data = {
+        "source": "Software",
+        "version": 2.5,
+        "build": 7,
+        "active": True,
+        "tags": ["a", 1, None],
+        "nested": {"big": 12345678901234567890},
+    }
+    body = create(
+        service,
+        keys.writer,
+        payload={"contentType": "application/json", "data": data},
+        source={"thingName": "000001", "thingType": "1", "attempt": 3},
+    )
 
     fetched = service.request("GET", f"/events/{body['id']}", key=keys.read).json()
     assert fetched["payload"]["data"] == data
@@ -71,21 +81,25 @@ def test_data_keeps_its_json_types(service: Service, keys: Keys) -> None:
     assert fetched["source"] == {"thingName": "000001", "thingType": "1", "attempt": 3}
 
 
-@pytest.mark.parametrize(("body", "field", "rule"), [
-    ({"severity": "5"}, "severity", "must be an integer"),
-    ({"severity": 5.0}, "severity", "must be an integer"),
-    ({"severity": 9}, "severity", "must be between 0 and 5"),
-    ({"acknowledgementRequired": "yes"}, "acknowledgementRequired", "must be true or false"),
-    ({"timestamp": "yesterday"}, "timestamp", "ISO-8601"),
-    ({"timestamp": "2018-07-29T06:09:29"}, "timestamp", "time zone"),
-    ({"description": 12}, "description", "must be a string"),
-    ({"typeId": "no such type"}, "typeId", "machine name"),
-    ({"domain": "root"}, "domain", "must be / or a path"),
-    ({"internal": True}, "internal", "only the platform"),
-    ({"description": "x" * 4097}, "description", "at most 4096"),
-])
-def test_wrong_field_values_are_rejected_by_name(service: Service, keys: Keys, body: dict[str, Any],
-                                                 field: str, rule: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "field", "rule"),
+    [
+        ({"severity": "5"}, "severity", "must be an integer"),
+        ({"severity": 5.0}, "severity", "must be an integer"),
+        ({"severity": 9}, "severity", "must be between 0 and 5"),
+        ({"acknowledgementRequired": "yes"}, "acknowledgementRequired", "must be true or false"),
+        ({"timestamp": "yesterday"}, "timestamp", "ISO-8601"),
+        ({"timestamp": "2018-07-29T06:09:29"}, "timestamp", "time zone"),
+        ({"description": 12}, "description", "must be a string"),
+        ({"typeId": "no such type"}, "typeId", "machine name"),
+        ({"domain": "root"}, "domain", "must be / or a path"),
+        ({"internal": True}, "internal", "only the platform"),
+        ({"description": "x" * 4097}, "description", "at most 4096"),
+    ],
+)
+def test_wrong_field_values_are_rejected_by_name(
+    service: Service, keys: Keys, body: dict[str, Any], field: str, rule: str
+) -> None:
     before = service.request("GET", "/events?size=1", key=keys.admin).json()["page"]
     answer = service.request("POST", "/events", body, key=keys.writer)
 
@@ -96,16 +110,19 @@ def test_wrong_field_values_are_rejected_by_name(service: Service, keys: Keys, b
 
 
 def test_unknown_fields_are_rejected_with_all_their_names(service: Service, keys: Keys) -> None:
-    answer = service.request("POST", "/events", {"descripton": "typo", "colour": "red"},
-                             key=keys.writer)
+    answer = service.request(
+        "POST", "/events", {"descripton": "typo", "colour": "red"}, key=keys.writer
+    )
 
     assert answer.status == 400
     assert "descripton" in answer.json()["message"]
     assert "colour" in answer.json()["message"]
 
 
-@pytest.mark.parametrize("raw", [b"{", b"[1, 2]", b'"text"', b'{"a": NaN}',
-                                 b'{"severity": 1, "severity": 2}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"[1, 2]", b'"text"', b'{"a": NaN}', b'{"severity": 1, "severity": 2}', b"\xff\xfe"],
+)
 def test_malformed_bodies_are_rejected(service: Service, keys: Keys, raw: bytes) -> None:
     answer = service.request("POST", "/events", raw, key=keys.writer)
 
@@ -115,8 +132,9 @@ def test_malformed_bodies_are_rejected(service: Service, keys: Keys, raw: bytes)
 
 
 def test_oversized_body_is_refused_with_json(service: Service, keys: Keys) -> None:
-    answer = service.request("POST", "/events", {"description": "x" * (2 * 1024 * 1024)},
-                             key=keys.writer)
+    answer = service.request(
+        "POST", "/events", {"description": "x" * (2 * 1024 * 1024)}, key=keys.writer
+    )
 
     assert answer.status == 413
     assert answer.headers["content-type"].startswith("application/json")
@@ -135,8 +153,9 @@ def test_get_with_a_bad_or_unknown_id(service: Service, keys: Keys) -> None:
 def test_list_is_a_hal_page(service: Service, keys: Keys) -> None:
     tenant_key = service.create_key(f"list-{uuid.uuid4().hex[:8]}", "ReadWrite")
     for severity in (1, 2, 3, 4, 5):
-        create(service, tenant_key, severity=severity,
-               timestamp=f"2026-01-0{severity}T00:00:00.000Z")
+        create(
+            service, tenant_key, severity=severity, timestamp=f"2026-01-0{severity}T00:00:00.000Z"
+        )
 
     answer = service.request("GET", "/events?page=1&size=2&sort=timestamp,desc", key=tenant_key)
 
@@ -153,15 +172,19 @@ def test_list_is_a_hal_page(service: Service, keys: Keys) -> None:
     assert ascending["page"]["size"] == 20
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ("size=0&page=-1", "page"),
-    ("size=1001", "size"),
-    ("size=-5", "size"),
-    ("sort=colour,desc", "sort"),
-    ("sort=timestamp,sideways", "sort"),
-])
-def test_bad_page_parameters_are_rejected(service: Service, keys: Keys, query: str,
-                                          field: str) -> None:
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("size=0&page=-1", "page"),
+        ("size=1001", "size"),
+        ("size=-5", "size"),
+        ("sort=colour,desc", "sort"),
+        ("sort=timestamp,sideways", "sort"),
+    ],
+)
+def test_bad_page_parameters_are_rejected(
+    service: Service, keys: Keys, query: str, field: str
+) -> None:
     answer = service.request("GET", f"/events?{query}", key=keys.read)
 
     assert answer.status == 400
@@ -169,8 +192,9 @@ def test_bad_page_parameters_are_rejected(service: Service, keys: Keys, query: s
 
 
 @pytest.mark.parametrize("query", ["sise=10", "size=ten"])
-def test_unknown_or_mistyped_query_parameters_are_rejected(service: Service, keys: Keys,
-                                                           query: str) -> None:
+def test_unknown_or_mistyped_query_parameters_are_rejected(
+    service: Service, keys: Keys, query: str
+) -> None:
     answer = service.request("GET", f"/events?{query}", key=keys.read)
 
     assert answer.status == 400
@@ -198,26 +222,34 @@ def test_update_with_if_match(service: Service, keys: Keys) -> None:
     assert "entityId" in answer.headers["warning"]
     assert body["severity"] == 5 and body["code"] == "123"
 
-    stale = service.request("PUT", path, {"description": "lost update"}, key=keys.writer,
-                            headers={"If-Match": '"1"'})
+    stale = service.request(
+        "PUT", path, {"description": "lost update"}, key=keys.writer, headers={"If-Match": '"1"'}
+    )
     assert stale.status == 409
     assert error_reason(stale.json()) == "ETAG_MISMATCH"
     assert service.request("GET", path, key=keys.read).json()["description"] == (
-        "Error happened in the engine, again")
+        "Error happened in the engine, again"
+    )
 
     by_body_etag = service.request("PUT", path, {"severity": 1, "etag": 2}, key=keys.writer)
     assert by_body_etag.status == 200
     assert by_body_etag.json()["etag"] == 3
 
-    bad_header = service.request("PUT", path, {"severity": 1}, key=keys.writer,
-                                 headers={"If-Match": "yesterday"})
+    bad_header = service.request(
+        "PUT", path, {"severity": 1}, key=keys.writer, headers={"If-Match": "yesterday"}
+    )
     assert bad_header.status == 400
 
 
 def test_acknowledge_answers_with_seed_002_fields(service: Service, keys: Keys) -> None:
-    event = create(service, keys.writer, acknowledgementRequired=True, classification="ALARM",
-                   timestamp="2017-09-24T04:45:07.763Z",
-                   source={"thingName": "000001", "domain": "root"})
+    event = create(
+        service,
+        keys.writer,
+        acknowledgementRequired=True,
+        classification="ALARM",
+        timestamp="2017-09-24T04:45:07.763Z",
+        source={"thingName": "000001", "domain": "root"},
+    )
 
     answer = service.request("POST", f"/events/{event['id']}/acknowledge", key=keys.writer)
 
@@ -250,10 +282,13 @@ def test_read_keys_cannot_write(service: Service, keys: Keys) -> None:
     event = create(service, keys.writer)
 
     assert service.request("POST", "/events", {"description": "x"}, key=keys.read).status == 403
-    assert service.request("PUT", f"/events/{event['id']}", {"severity": 1},
-                           key=keys.read).status == 403
-    assert service.request("POST", f"/events/{event['id']}/acknowledge",
-                           key=keys.read).status == 403
+    assert (
+        service.request("PUT", f"/events/{event['id']}", {"severity": 1}, key=keys.read).status
+        == 403
+    )
+    assert (
+        service.request("POST", f"/events/{event['id']}/acknowledge", key=keys.read).status == 403
+    )
 
 
 def test_another_tenants_events_do_not_exist_for_a_key(service: Service, keys: Keys) -> None:
@@ -261,8 +296,9 @@ def test_another_tenants_events_do_not_exist_for_a_key(service: Service, keys: K
     path = f"/events/{event['id']}"
 
     assert service.request("GET", path, key=keys.other_tenant).status == 404
-    assert service.request("PUT", path, {"description": "pwned"},
-                           key=keys.other_tenant).status == 404
+    assert (
+        service.request("PUT", path, {"description": "pwned"}, key=keys.other_tenant).status == 404
+    )
     assert service.request("POST", f"{path}/acknowledge", key=keys.other_tenant).status == 404
     listing = service.request("GET", "/events?size=1000", key=keys.other_tenant).json()
     assert event["id"] not in {e["id"] for e in listing["_embedded"]["events"]}
@@ -285,8 +321,9 @@ def test_domain_subtree_limits_a_key(service: Service, keys: Keys) -> None:
     assert denied.status == 403
     assert error_reason(denied.json()) == "NOT_AUTHORIZED_DOMAIN"
 
-    escape = service.request("POST", "/events", {"description": "x", "domain": "/root/sub2"},
-                             key=keys.sub1_writer)
+    escape = service.request(
+        "POST", "/events", {"description": "x", "domain": "/root/sub2"}, key=keys.sub1_writer
+    )
     assert escape.status == 403
     assert error_reason(escape.json()) == "NOT_AUTHORIZED_DOMAIN"
 

@@ -7,6 +7,7 @@ their REST JSON names, which are also the proto3 JSON names gRPC clients know.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import re
@@ -52,8 +53,16 @@ JSON_NAMES: dict[str, str] = {
 }
 # What PUT may change; the rest identifies the event or is changed by dedicated calls.
 UPDATABLE = frozenset(
-    {"severity", "code", "description", "source", "classification", "category",
-     "acknowledgement_required", "payload"}
+    {
+        "severity",
+        "code",
+        "description",
+        "source",
+        "classification",
+        "category",
+        "acknowledgement_required",
+        "payload",
+    }
 )
 _MACHINE_NAME = re.compile(r"^[A-Za-z0-9._:\-]+$")
 _TEXT_LIMITS = {
@@ -181,8 +190,9 @@ class EventRepository(Protocol):
 
     async def insert(self, event: Event) -> None: ...
 
-    async def get(self, principal: Principal, event_id: str, *,
-                  whole_tenant: bool = False) -> Event | None:
+    async def get(
+        self, principal: Principal, event_id: str, *, whole_tenant: bool = False
+    ) -> Event | None:
         """Reads within the principal's domain subtree, or its whole tenant when asked."""
         ...
 
@@ -207,21 +217,28 @@ def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
     for name, limit in _NAME_LIMITS.items():
         value = fields.get(name)
         if value and (len(value) > limit or not _MACHINE_NAME.match(value)):
-            violations.append(FieldViolation(
-                JSON_NAMES[name], f"a machine name of at most {limit} letters, digits or ._:-"))
+            violations.append(
+                FieldViolation(
+                    JSON_NAMES[name], f"a machine name of at most {limit} letters, digits or ._:-"
+                )
+            )
     severity = fields.get("severity")
     if severity is not None and not 0 <= severity <= MAX_SEVERITY:
         violations.append(FieldViolation("severity", "must be between 0 and 5"))
     classification = fields.get("classification")
     if classification and classification not in CLASSIFICATIONS:
-        violations.append(FieldViolation(
-            "classification", f"must be one of {', '.join(CLASSIFICATIONS)}"))
+        violations.append(
+            FieldViolation("classification", f"must be one of {', '.join(CLASSIFICATIONS)}")
+        )
     timestamp = fields.get("timestamp")
     if timestamp is not None and not 0 <= timestamp <= MAX_TIMESTAMP_US:
         violations.append(FieldViolation("timestamp", "must lie between 1970 and 9999"))
     source = fields.get("source")
-    if source is not None and not isinstance(source, str) and (
-            len(json.dumps(source)) > MAX_SOURCE_BYTES):
+    if (
+        source is not None
+        and not isinstance(source, str)
+        and (len(json.dumps(source)) > MAX_SOURCE_BYTES)
+    ):
         violations.append(FieldViolation("source", f"at most {MAX_SOURCE_BYTES} bytes of JSON"))
     if isinstance(source, str) and len(source) > 1024:
         violations.append(FieldViolation("source", "at most 1024 characters"))
@@ -231,8 +248,9 @@ def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
     if fields.get("internal"):
         violations.append(FieldViolation("internal", "only the platform records internal events"))
     if fields.get("acknowledged"):
-        violations.append(FieldViolation(
-            "acknowledged", "cannot be set on create or update; use acknowledge"))
+        violations.append(
+            FieldViolation("acknowledged", "cannot be set on create or update; use acknowledge")
+        )
     return violations
 
 
@@ -258,7 +276,8 @@ class EventManager:
         if not principal.covers(domain):
             raise PermissionDenied(
                 f"domain {domain} is outside this key's domain {principal.domain}",
-                reason="NOT_AUTHORIZED_DOMAIN")
+                reason="NOT_AUTHORIZED_DOMAIN",
+            )
         now = now_us()
         values = {k: v for k, v in fields.items() if k in JSON_NAMES and v is not None}
         values.update(
@@ -268,15 +287,23 @@ class EventManager:
             acknowledged=False,
             internal=False,
         )
-        event = Event(id=str(uuid.uuid4()), tenant_id=principal.tenant_id,
-                      create_time=now, update_time=now, etag=1, **values)
+        event = Event(
+            id=str(uuid.uuid4()),
+            tenant_id=principal.tenant_id,
+            create_time=now,
+            update_time=now,
+            etag=1,
+            **values,
+        )
         await self._repository.insert(event)
         return event
 
-    async def get(self, principal: Principal, event_id: str, *,
-                  whole_tenant: bool = False) -> Event:
-        event = await self._repository.get(principal, check_event_id(event_id),
-                                           whole_tenant=whole_tenant)
+    async def get(
+        self, principal: Principal, event_id: str, *, whole_tenant: bool = False
+    ) -> Event:
+        event = await self._repository.get(
+            principal, check_event_id(event_id), whole_tenant=whole_tenant
+        )
         if event is None:
             raise NotFound(f"event {event_id} not found", reason="EVENT_NOT_FOUND")
         return event
@@ -285,8 +312,13 @@ class EventManager:
         events, total = await self._repository.list(principal, query)
         return EventPage(events, total, query)
 
-    async def update(self, principal: Principal, event_id: str, fields: Mapping[str, Any],
-                     expected_etag: int | None) -> tuple[Event, list[str]]:
+    async def update(
+        self,
+        principal: Principal,
+        event_id: str,
+        fields: Mapping[str, Any],
+        expected_etag: int | None,
+    ) -> tuple[Event, builtins.list[str]]:
         """Applies the updatable fields; returns the new event and the fields left unchanged
         because they are not updatable (reported to the caller, never silently dropped)."""
         principal.require(Role.READ_WRITE)
@@ -297,13 +329,14 @@ class EventManager:
         stored = await self.get(principal, event_id, whole_tenant=True)
         self._check_writable(principal, stored)
         if expected_etag is not None and expected_etag != stored.etag:
-            raise StaleEtag(
-                f"etag {expected_etag} is stale; the event is at etag {stored.etag}")
+            raise StaleEtag(f"etag {expected_etag} is stale; the event is at etag {stored.etag}")
         changes = {k: v for k, v in fields.items() if k in UPDATABLE}
-        kept = sorted(JSON_NAMES[k] for k, v in fields.items()
-                      if k not in UPDATABLE and v is not None and v != getattr(stored, k))
-        updated = dataclasses.replace(stored, **changes, etag=stored.etag + 1,
-                                      update_time=now_us())
+        kept = sorted(
+            JSON_NAMES[k]
+            for k, v in fields.items()
+            if k not in UPDATABLE and v is not None and v != getattr(stored, k)
+        )
+        updated = dataclasses.replace(stored, **changes, etag=stored.etag + 1, update_time=now_us())
         if not await self._repository.replace(updated, stored.etag):
             raise StaleEtag(f"event {event_id} changed concurrently; read it again")
         return updated, kept
@@ -315,8 +348,13 @@ class EventManager:
         if stored.acknowledged:
             return stored
         updated = dataclasses.replace(
-            stored, acknowledged=True, acknowledged_at=now_us(), acknowledged_by=principal.name,
-            etag=stored.etag + 1, update_time=now_us())
+            stored,
+            acknowledged=True,
+            acknowledged_at=now_us(),
+            acknowledged_by=principal.name,
+            etag=stored.etag + 1,
+            update_time=now_us(),
+        )
         if not await self._repository.replace(updated, stored.etag):
             raise StaleEtag(f"event {event_id} changed concurrently; try again")
         return updated
@@ -324,9 +362,11 @@ class EventManager:
     @staticmethod
     def _check_writable(principal: Principal, event: Event) -> None:
         if event.tenant_id != principal.tenant_id:
-            raise PermissionDenied("events shared with this tenant are read-only",
-                                   reason="SHARED_EVENT_READ_ONLY")
+            raise PermissionDenied(
+                "events shared with this tenant are read-only", reason="SHARED_EVENT_READ_ONLY"
+            )
         if not principal.covers(event.domain):
             raise PermissionDenied(
                 f"event {event.id} is outside this key's domain {principal.domain}",
-                reason="NOT_AUTHORIZED_DOMAIN")
+                reason="NOT_AUTHORIZED_DOMAIN",
+            )

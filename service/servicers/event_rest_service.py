@@ -60,27 +60,33 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
     def __init__(self, events: EventManager) -> None:
         self._events = events
 
-    async def RestCreateEvent(self, request: pb.RestCreateEventRequest,
-                              context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+    async def RestCreateEvent(
+        self, request: pb.RestCreateEventRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
         fields, _ = rest_json.parse_event(request.body.data)
         event = await self._events.create(current_principal(), fields)
         base = base_url(context)
         await context.send_initial_metadata(
-            [("x-http-code", "201"), ("location", f"{base}/events/{event.id}")])
+            [("x-http-code", "201"), ("location", f"{base}/events/{event.id}")]
+        )
         return _body(rest_json.event_document(event, base))
 
-    async def RestGetEvent(self, request: pb.RestGetEventRequest,
-                           context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+    async def RestGetEvent(
+        self, request: pb.RestGetEventRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
         event = await self._events.get(current_principal(), request.id)
         return _body(rest_json.event_document(event, base_url(context)))
 
-    async def RestListEvents(self, request: pb.RestListEventsRequest,
-                             context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+    async def RestListEvents(
+        self, request: pb.RestListEventsRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
         if request.page < 0:
             raise invalid("page", "must be 0 or more")
         size = check_page_size(request.size, "size")
-        keys = [(name.strip(), direction.strip()) for name, _, direction in
-                (s.partition(",") for s in request.sort if s)]
+        keys = [
+            (name.strip(), direction.strip())
+            for name, _, direction in (s.partition(",") for s in request.sort if s)
+        ]
         query = EventQuery(sort=parse_sort(keys), offset=request.page * size, limit=size)
         page = await self._events.list(current_principal(), query)
 
@@ -92,8 +98,9 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         document = rest_json.page_document(page, base_url(context), query_string)
         return _body(document, HAL_JSON)
 
-    async def RestUpdateEvent(self, request: pb.RestUpdateEventRequest,
-                              context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+    async def RestUpdateEvent(
+        self, request: pb.RestUpdateEventRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
         fields, extras = rest_json.parse_event(request.body.data, extra=("id", "etag"))
         if extras.get("id") not in (None, request.id):
             raise invalid("id", "differs from the id in the path")
@@ -103,7 +110,8 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
             await context.send_initial_metadata([("warning", kept_warning(kept))])
         return _body(rest_json.event_document(event, base_url(context)))
 
-    async def RestAcknowledgeEvent(self, request: pb.RestAcknowledgeEventRequest,
-                                   context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+    async def RestAcknowledgeEvent(
+        self, request: pb.RestAcknowledgeEventRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
         event = await self._events.acknowledge(current_principal(), request.id)
         return _body(rest_json.acknowledge_document(event))

@@ -38,6 +38,7 @@ def event(tenant: str = "acme", **fields: Any) -> Event:
 def insert(store: Store, *events: Event) -> None:
     async def all_of_them() -> None:
         await asyncio.gather(*(store.events.insert(e) for e in events))
+
     run(all_of_them())
 
 
@@ -88,8 +89,13 @@ def test_keys_are_stored_hashed_and_resolve_to_their_principal(store: Store) -> 
         assert secret_part not in str(column)
 
     found = run(store.keys.principal_for(issued.secret))
-    assert found == Principal(tenant_id="acme", key_id=issued.key_id, name="dashboard",
-                              role=Role.READ_WRITE, domain="/root/sub1")
+    assert found == Principal(
+        tenant_id="acme",
+        key_id=issued.key_id,
+        name="dashboard",
+        role=Role.READ_WRITE,
+        domain="/root/sub1",
+    )
     assert run(store.keys.principal_for(issued.secret + "x")) is None
     assert run(store.keys.principal_for("")) is None
 
@@ -117,16 +123,36 @@ def test_a_key_for_an_unknown_tenant_is_refused(store: Store) -> None:
 
 def test_an_event_with_every_field_set_round_trips_with_exact_types(store: Store) -> None:
     original = Event(
-        id=str(uuid.uuid4()), tenant_id="acme", type_id="StandardEvent", correlation_id="corr-1",
-        entity_type="Device", entity_id="pump-7", domain="/root/sub1",
+        id=str(uuid.uuid4()),
+        tenant_id="acme",
+        type_id="StandardEvent",
+        correlation_id="corr-1",
+        entity_type="Device",
+        entity_id="pump-7",
+        domain="/root/sub1",
         timestamp=1_532_844_569_743_001,
-        create_time=1_700_000_000_000_001, update_time=1_700_000_000_500_002, etag=3, severity=2,
-        code="10042", description="Überdruck im Kessel ✓", classification="ALARM",
-        category="YOUR.CATEGORY", acknowledgement_required=True, acknowledged=True,
-        acknowledged_at=1_700_000_001_000_003, acknowledged_by="operator", app_id="app-1",
+        create_time=1_700_000_000_000_001,
+        update_time=1_700_000_000_500_002,
+        etag=3,
+        severity=2,
+        code="10042",
+        description="Überdruck im Kessel ✓",
+        classification="ALARM",
+        category="YOUR.CATEGORY",
+        acknowledgement_required=True,
+        acknowledged=True,
+        acknowledged_at=1_700_000_001_000_003,
+        acknowledged_by="operator",
+        app_id="app-1",
         internal=True,
-        source={"thingName": "pump", "count": 3, "ratio": 2.5, "whole": 1.0, "on": False,
-                "nested": {"list": [1, 2.0, True, None, "x"], "deep": {"n": -7}}},
+        source={
+            "thingName": "pump",
+            "count": 3,
+            "ratio": 2.5,
+            "whole": 1.0,
+            "on": False,
+            "nested": {"list": [1, 2.0, True, None, "x"], "deep": {"n": -7}},
+        },
         payload=Payload("application/json", b'{"n":1,"f":1.0,"b":true,"a":[1,{"x":null}]}'),
         custom_fields={"pressure": 4.5, "count": 7, "enabled": True, "note": "ok"},
     )
@@ -138,8 +164,7 @@ def test_an_event_with_every_field_set_round_trips_with_exact_types(store: Store
     assert type(loaded.source["whole"]) is float
     assert loaded.source["on"] is False
     assert loaded.source["nested"]["list"] == [1, 2.0, True, None, "x"]
-    assert [type(v) for v in loaded.source["nested"]["list"]] == [
-        int, float, bool, type(None), str]
+    assert [type(v) for v in loaded.source["nested"]["list"]] == [int, float, bool, type(None), str]
     assert type(loaded.custom_fields["count"]) is int
     assert type(loaded.custom_fields["pressure"]) is float
     assert loaded.custom_fields["enabled"] is True
@@ -175,22 +200,38 @@ def test_another_tenant_neither_sees_nor_counts_the_events(store: Store) -> None
 
 
 DOMAINS = [
-    "/root", "/root/sub1", "/root/sub1/sub11", "/root/sub1/sub11/deep", "/root/sub2",
-    "/root/sub10", "/root/sub1.x", "/root/sub1-x", "/root/sub1_x", "/root/sub1x/a",
-    "/root/sub_1", "/root/sub_1/child", "/root/subA1", "/root/subA1/child", "/root/sub_10",
+    "/root",
+    "/root/sub1",
+    "/root/sub1/sub11",
+    "/root/sub1/sub11/deep",
+    "/root/sub2",
+    "/root/sub10",
+    "/root/sub1.x",
+    "/root/sub1-x",
+    "/root/sub1_x",
+    "/root/sub1x/a",
+    "/root/sub_1",
+    "/root/sub_1/child",
+    "/root/subA1",
+    "/root/subA1/child",
+    "/root/sub_10",
 ]
 
 
-@pytest.mark.parametrize(("subtree", "visible"), [
-    ("/root/sub1", {"/root/sub1", "/root/sub1/sub11", "/root/sub1/sub11/deep"}),
-    ("/root/sub1/sub11", {"/root/sub1/sub11", "/root/sub1/sub11/deep"}),
-    # '_' must be no wildcard: /root/sub_1 never sees /root/subA1.
-    ("/root/sub_1", {"/root/sub_1", "/root/sub_1/child"}),
-    ("/root/sub2", {"/root/sub2"}),
-    ("/", set(DOMAINS)),
-])
-def test_a_principal_sees_its_domain_subtree_only(store: Store, subtree: str,
-                                                  visible: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("subtree", "visible"),
+    [
+        ("/root/sub1", {"/root/sub1", "/root/sub1/sub11", "/root/sub1/sub11/deep"}),
+        ("/root/sub1/sub11", {"/root/sub1/sub11", "/root/sub1/sub11/deep"}),
+        # '_' must be no wildcard: /root/sub_1 never sees /root/subA1.
+        ("/root/sub_1", {"/root/sub_1", "/root/sub_1/child"}),
+        ("/root/sub2", {"/root/sub2"}),
+        ("/", set(DOMAINS)),
+    ],
+)
+def test_a_principal_sees_its_domain_subtree_only(
+    store: Store, subtree: str, visible: set[str]
+) -> None:
     by_domain = {domain: event(domain=domain) for domain in DOMAINS}
     insert(store, *by_domain.values())
     caller = principal(domain=subtree)
@@ -210,8 +251,7 @@ def test_a_principal_sees_its_domain_subtree_only(store: Store, subtree: str,
 
 def test_list_sorts_pages_and_counts_exactly(store: Store) -> None:
     base = 1_700_000_000_000_000
-    events = [event(timestamp=base + i * 1000, severity=i % 3, domain="/root/a")
-              for i in range(25)]
+    events = [event(timestamp=base + i * 1000, severity=i % 3, domain="/root/a") for i in range(25)]
     insert(store, *events, event(domain="/root/b"), event("globex", domain="/root/a"))
     caller = principal(domain="/root/a")
 
@@ -266,10 +306,15 @@ def test_concurrent_creates_share_few_transactions(store: Store, batch_sizes: li
     writer = principal(role=Role.READ_WRITE, domain="/root")
 
     async def create_many() -> list[Event]:
-        return await asyncio.gather(*(
-            manager.create(writer, {"description": f"event {i}", "severity": i % 6,
-                                    "domain": f"/root/d{i % 4}"})
-            for i in range(500)))
+        return await asyncio.gather(
+            *(
+                manager.create(
+                    writer,
+                    {"description": f"event {i}", "severity": i % 6, "domain": f"/root/d{i % 4}"},
+                )
+                for i in range(500)
+            )
+        )
 
     created = run(create_many())
     assert len({e.id for e in created}) == 500
@@ -296,17 +341,21 @@ def test_replace_of_a_missing_event_reports_false(store: Store) -> None:
     assert run(store.events.replace(event(), expected_etag=1)) is False
 
 
-def test_a_failing_write_fails_only_its_caller_in_the_batch(store: Store,
-                                                            batch_sizes: list[int]) -> None:
+def test_a_failing_write_fails_only_its_caller_in_the_batch(
+    store: Store, batch_sizes: list[int]
+) -> None:
     existing = event(description="first")
     insert(store, existing)
     batch_sizes.clear()
     before, duplicate, after = event(), dataclasses.replace(existing, description="dup"), event()
 
-    async def write_together() -> list[Any]:
+    async def write_together() -> tuple[Any, ...]:
         return await asyncio.gather(
-            store.events.insert(before), store.events.insert(duplicate),
-            store.events.insert(after), return_exceptions=True)
+            store.events.insert(before),
+            store.events.insert(duplicate),
+            store.events.insert(after),
+            return_exceptions=True,
+        )
 
     results = run(write_together())
     assert batch_sizes[0] == 3, "the three writes were meant to share one batch"
@@ -329,7 +378,6 @@ def test_the_writer_keeps_working_after_a_failed_write(store: Store) -> None:
     assert run(store.events.get(principal(), later.id)) == later
 
 
-
 @pytest.fixture
 def icu_postgres_store() -> Iterator[Store]:
     """A PostgreSQL database whose default collation is ICU en-US, like many production
@@ -344,8 +392,10 @@ def icu_postgres_store() -> Iterator[Store]:
     admin.autocommit = True
     try:
         with admin.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu "
-                           "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'")
+            cursor.execute(
+                f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu "
+                "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+            )
         opened = Store(server_url.rsplit("/", 1)[0] + "/" + name)
         try:
             opened.migrate()
@@ -358,8 +408,7 @@ def icu_postgres_store() -> Iterator[Store]:
         admin.close()
 
 
-def test_domain_scope_does_not_depend_on_the_database_collation(
-        icu_postgres_store: Store) -> None:
+def test_domain_scope_does_not_depend_on_the_database_collation(icu_postgres_store: Store) -> None:
     store = icu_postgres_store
     visible = {"/root/sub1", "/root/sub1/sub11"}
     hidden = {"/root/Sub1/x", "/root/SUB1/sub11", "/root/sub10", "/root/sub1-x", "/root/sub2"}

@@ -117,17 +117,23 @@ class Envoy:
         self.config_path.write_text(render_config(self.settings, self.descriptor_path))
         argv = [
             find_envoy(),
-            "--config-path", str(self.config_path),
+            "--config-path",
+            str(self.config_path),
             # Several gateways (tests, a dev server) share one machine: no shared-memory clash.
             "--use-dynamic-base-id",
-            "--log-level", "warning",
-            "--log-path", str(self.log_path),
+            "--log-level",
+            "warning",
+            "--log-path",
+            str(self.log_path),
         ]
         log.info("starting envoy on %s:%s", self.settings.listen_host, self.settings.listen_port)
         with self.log_path.open("ab") as early_output:
             # Output before --log-path takes effect (bad flags, exec failure) lands here too.
             self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=early_output, stderr=early_output,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=early_output,
+                stderr=early_output,
                 preexec_fn=_die_with_parent,
             )
         try:
@@ -190,4 +196,3 @@ class Envoy:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
-

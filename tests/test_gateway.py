@@ -15,6 +15,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.api import httpbody_pb2
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
 from eventmgmt.gateway.launcher import (
     Envoy,
     EnvoyStartError,
@@ -25,11 +31,6 @@ from eventmgmt.gateway.launcher import (
 from eventmgmt.protogen import build_descriptor_set
 from eventmgmt.v1 import event_rest_service_pb2 as rest_pb2
 from eventmgmt.v1 import event_rest_service_pb2_grpc as rest_grpc
-from google.api import httpbody_pb2
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 pytestmark = pytest.mark.integration
 
@@ -62,8 +63,9 @@ class CannedUpstream(rest_grpc.EventRestServiceServicer):
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _record(self, method: str, request: object, context: grpc.ServicerContext) -> None:
-        metadata = {key: value for key, value in context.invocation_metadata()
-                    if isinstance(value, str)}
+        metadata = {
+            key: value for key, value in context.invocation_metadata() if isinstance(value, str)
+        }
         with self.lock:
             self.calls.append(Call(method, request, metadata))
 
@@ -73,12 +75,15 @@ class CannedUpstream(rest_grpc.EventRestServiceServicer):
 
     def RestCreateEvent(self, request, context):
         self._record("RestCreateEvent", request, context)
-        context.send_initial_metadata((
-            ("x-http-code", "201"),
-            ("location", "http://gateway.test/events/e1"),
-        ))
-        return httpbody_pb2.HttpBody(content_type="application/hal+json",
-                                     data=b'{"id": "e1", "value": 1.0}')
+        context.send_initial_metadata(
+            (
+                ("x-http-code", "201"),
+                ("location", "http://gateway.test/events/e1"),
+            )
+        )
+        return httpbody_pb2.HttpBody(
+            content_type="application/hal+json", data=b'{"id": "e1", "value": 1.0}'
+        )
 
     def RestGetEvent(self, request, context):
         self._record("RestGetEvent", request, context)
@@ -89,10 +94,12 @@ class CannedUpstream(rest_grpc.EventRestServiceServicer):
             context.send_initial_metadata((("x-http-code", "201"),))
             context.abort_with_status(rpc_status.to_status(ERRORS["invalid"]))
         if request.id == "huge":
-            return httpbody_pb2.HttpBody(content_type="application/json",
-                                         data=b'"' + b"x" * (4 * 1024 * 1024) + b'"')
-        return httpbody_pb2.HttpBody(content_type="application/json",
-                                     data=json.dumps({"id": request.id}).encode())
+            return httpbody_pb2.HttpBody(
+                content_type="application/json", data=b'"' + b"x" * (4 * 1024 * 1024) + b'"'
+            )
+        return httpbody_pb2.HttpBody(
+            content_type="application/json", data=json.dumps({"id": request.id}).encode()
+        )
 
     def RestListEvents(self, request, context):
         self._record("RestListEvents", request, context)
@@ -118,10 +125,15 @@ def _status(code: int, message: str, *details: object) -> status_pb2.Status:
 
 ERRORS = {
     "invalid": _status(
-        code_pb2.INVALID_ARGUMENT, "severity is not valid",
-        error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field="severity", description="unknown"),
-        ]),
+        code_pb2.INVALID_ARGUMENT,
+        "severity is not valid",
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="severity", description="unknown"
+                ),
+            ]
+        ),
         error_details_pb2.ErrorInfo(reason="INVALID_FIELD", domain="eventmgmt"),
     ),
     "missing": _status(code_pb2.NOT_FOUND, "event not found"),
@@ -154,8 +166,12 @@ def upstream_server() -> Iterator[tuple[CannedUpstream, int]]:
 
 def _settings(work_dir: Path, grpc_port: int) -> GatewaySettings:
     return GatewaySettings(
-        listen_host="127.0.0.1", listen_port=free_port(), admin_port=free_port(),
-        grpc_host="127.0.0.1", grpc_port=grpc_port, work_dir=work_dir,
+        listen_host="127.0.0.1",
+        listen_port=free_port(),
+        admin_port=free_port(),
+        grpc_host="127.0.0.1",
+        grpc_port=grpc_port,
+        work_dir=work_dir,
         max_request_bytes=MAX_REQUEST_BYTES,
     )
 
@@ -178,8 +194,13 @@ class Answer:
         return json.loads(self.body)
 
 
-def send(port: int, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> Answer:
+def send(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         connection.request(method, path, body=body, headers=headers or {})
@@ -197,10 +218,16 @@ def assert_no_grpc_headers(answer: Answer) -> None:
 
 # --- config -------------------------------------------------------------------------------
 
+
 def test_rendered_config_is_valid_for_envoy_and_carries_the_settings(tmp_path):
     settings = GatewaySettings(
-        listen_host="0.0.0.0", listen_port=8080, admin_port=9901, grpc_host="service",
-        grpc_port=50051, work_dir=tmp_path, max_request_bytes=1234,
+        listen_host="0.0.0.0",
+        listen_port=8080,
+        admin_port=9901,
+        grpc_host="service",
+        grpc_port=50051,
+        work_dir=tmp_path,
+        max_request_bytes=1234,
         services=("eventmgmt.v1.EventRestService", "eventmgmt.v1.EventService"),
     )
     descriptor = build_descriptor_set(tmp_path / "api.pb")
@@ -208,9 +235,21 @@ def test_rendered_config_is_valid_for_envoy_and_carries_the_settings(tmp_path):
     (tmp_path / "envoy.yaml").write_text(config)
 
     validation = subprocess.run(
-        [find_envoy(), "--mode", "validate", "--config-path", str(tmp_path / "envoy.yaml"),
-         "--use-dynamic-base-id", "--log-level", "error"],
-        capture_output=True, text=True, timeout=60, check=False)
+        [
+            find_envoy(),
+            "--mode",
+            "validate",
+            "--config-path",
+            str(tmp_path / "envoy.yaml"),
+            "--use-dynamic-base-id",
+            "--log-level",
+            "error",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert validation.returncode == 0, validation.stdout + validation.stderr
     filters = re.findall(r"- name: envoy\.filters\.http\.(\w+)", config)
     assert filters == ["buffer", "lua", "grpc_json_transcoder", "router"]
@@ -238,10 +277,16 @@ def test_start_failure_names_the_cause(tmp_path, upstream_server):
 
 # --- success paths ------------------------------------------------------------------------
 
+
 def test_post_passes_raw_json_and_the_service_chooses_201(gateway):
     sent = b'{"value": 1.0, "unknownField": {"n": 1},  "severity": "HIGH"}'
-    answer = send(gateway.port, "POST", "/events", sent,
-                  {"Content-Type": "application/json", "X-Forwarded-Host": "evil.example"})
+    answer = send(
+        gateway.port,
+        "POST",
+        "/events",
+        sent,
+        {"Content-Type": "application/json", "X-Forwarded-Host": "evil.example"},
+    )
 
     assert answer.status == 201
     assert answer.headers["content-type"] == "application/hal+json"
@@ -257,8 +302,13 @@ def test_post_passes_raw_json_and_the_service_chooses_201(gateway):
 
 
 def test_put_passes_path_id_and_raw_body(gateway):
-    answer = send(gateway.port, "PUT", "/events/e7", b'{"acknowledged": true}',
-                  {"Content-Type": "application/json", "If-Match": '"3"'})
+    answer = send(
+        gateway.port,
+        "PUT",
+        "/events/e7",
+        b'{"acknowledged": true}',
+        {"Content-Type": "application/json", "If-Match": '"3"'},
+    )
 
     assert answer.status == 200
     assert answer.body == b'{"acknowledged": true}'
@@ -290,18 +340,22 @@ def test_acknowledge_without_body(gateway):
 def test_native_grpc_clients_pass_through_untouched(gateway):
     with grpc.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
         reply = rest_grpc.EventRestServiceStub(channel).RestGetEvent(
-            rest_pb2.RestGetEventRequest(id="e3"), timeout=5)
+            rest_pb2.RestGetEventRequest(id="e3"), timeout=5
+        )
         assert json.loads(reply.data) == {"id": "e3"}
         with pytest.raises(grpc.RpcError) as failure:
             rest_grpc.EventRestServiceStub(channel).RestGetEvent(
-                rest_pb2.RestGetEventRequest(id="missing"), timeout=5)
+                rest_pb2.RestGetEventRequest(id="missing"), timeout=5
+            )
         assert failure.value.code() == grpc.StatusCode.NOT_FOUND
         health_reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=5)
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
         assert health_reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 # --- errors from the service --------------------------------------------------------------
+
 
 def test_invalid_argument_with_details_is_400_json(gateway):
     answer = send(gateway.port, "GET", "/events/invalid")
@@ -311,18 +365,23 @@ def test_invalid_argument_with_details_is_400_json(gateway):
     assert body["code"] == code_pb2.INVALID_ARGUMENT
     assert body["message"] == "severity is not valid"
     types = [detail["@type"] for detail in body["details"]]
-    assert types == ["type.googleapis.com/google.rpc.BadRequest",
-                     "type.googleapis.com/google.rpc.ErrorInfo"]
+    assert types == [
+        "type.googleapis.com/google.rpc.BadRequest",
+        "type.googleapis.com/google.rpc.ErrorInfo",
+    ]
     violation = body["details"][0]["fieldViolations"][0]
     assert (violation["field"], violation["description"]) == ("severity", "unknown")
     assert_no_grpc_headers(answer)
 
 
-@pytest.mark.parametrize(("event_id", "status", "code"), [
-    ("missing", 404, code_pb2.NOT_FOUND),
-    ("forbidden", 403, code_pb2.PERMISSION_DENIED),
-    ("anonymous", 401, code_pb2.UNAUTHENTICATED),
-])
+@pytest.mark.parametrize(
+    ("event_id", "status", "code"),
+    [
+        ("missing", 404, code_pb2.NOT_FOUND),
+        ("forbidden", 403, code_pb2.PERMISSION_DENIED),
+        ("anonymous", 401, code_pb2.UNAUTHENTICATED),
+    ],
+)
 def test_grpc_errors_map_to_http_statuses(gateway, event_id, status, code):
     answer = send(gateway.port, "GET", f"/events/{event_id}")
 
@@ -341,6 +400,7 @@ def test_error_after_x_http_code_metadata_keeps_the_error_status(gateway):
 
 # --- errors from Envoy itself -------------------------------------------------------------
 
+
 def test_unknown_query_parameter_is_400_json(gateway):
     answer = send(gateway.port, "GET", "/events?page=1&sizee=5")
 
@@ -357,12 +417,15 @@ def test_bad_query_value_is_400_json(gateway):
     assert answer.json()["code"] == code_pb2.INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/nope"),
-    ("DELETE", "/events/x"),
-    # A plain HTTP request spelling the internal gRPC path must not reach the server raw.
-    ("POST", "/eventmgmt.v1.EventRestService/RestGetEvent"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/nope"),
+        ("DELETE", "/events/x"),
+        # A plain HTTP request spelling the internal gRPC path must not reach the server raw.
+        ("POST", "/eventmgmt.v1.EventRestService/RestGetEvent"),
+    ],
+)
 def test_unrouted_requests_are_404_json(gateway, method, path):
     answer = send(gateway.port, method, path)
 
@@ -371,8 +434,13 @@ def test_unrouted_requests_are_404_json(gateway, method, path):
 
 
 def test_body_over_the_limit_is_413_json(gateway):
-    answer = send(gateway.port, "POST", "/events", b"x" * (MAX_REQUEST_BYTES + 1),
-                  {"Content-Type": "application/json"})
+    answer = send(
+        gateway.port,
+        "POST",
+        "/events",
+        b"x" * (MAX_REQUEST_BYTES + 1),
+        {"Content-Type": "application/json"},
+    )
 
     assert answer.status == 413
     assert answer.json()["code"] == code_pb2.RESOURCE_EXHAUSTED

@@ -17,7 +17,8 @@ The machine has 2 cores shared by server, Envoy and client: absolute rates are n
 ratios measured within one run are what to compare. CPU seconds per phase and process are
 printed so one can see who was saturated.
 
-Overrides (flags or env): --quick, --duration/BENCH_DURATION, --warmup/BENCH_WARMUP,
+Overrides (flags or env): --quick, --duration/BENCH_DURATION (seconds per rate, split over
+--rounds/BENCH_ROUNDS interleaved rounds), --warmup/BENCH_WARMUP (per round),
 --concurrency/BENCH_CONCURRENCY, --channels/BENCH_CHANNELS, --fill-total/BENCH_FILL_TOTAL,
 --fill-concurrency/BENCH_FILL_CONCURRENCY, --rest-client/BENCH_REST_CLIENT (auto|wrk|python),
 --keep (keep the temp dir and print its path), --strict (exit 1 when a target is missed).
@@ -34,6 +35,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 DESCRIPTION = "Error happened in the engine (bench)"
 REST_BODY = json.dumps({"description": DESCRIPTION, "severity": 3})
 
+KINDS = ("health", "grpc", "rest")
+LABELS = {
+    "health": "gRPC Health/Check (no db)",
+    "grpc": "gRPC CreateEvent",
+    "rest": "REST POST /events ({rest_client})",
+}
 TARGET_CREATE_VS_NODB = 0.80
 TARGET_REST_VS_GRPC = 0.80
 TARGET_RSS_MB = 150.0
@@ -543,13 +551,13 @@ def describe(name: str, result: dict[str, Any]) -> None:
         else ""
     )
     print(
-        f"  {name:<26} {result['rate']:>8.0f}/s  ({result['ok']} ok, {result['errors']} errors "
+        f"  {name:<36} {result['rate']:>8.0f}/s  ({result['ok']} ok, {result['errors']} errors "
         f"in {result['seconds']:.1f} s; {latency})",
         flush=True,
     )
-    print(f"  {'':<26} CPU: {shares}; server {server_us:.0f} µs CPU per call", flush=True)
+    print(f"  {'':<36} CPU: {shares}; server {server_us:.0f} µs CPU per call", flush=True)
     if result["errors"]:
-        print(f"  {'':<26} errors: {result['error_codes']}", flush=True)
+        print(f"  {'':<36} errors: {result['error_codes']}", flush=True)
 
 
 def verdict(ok: bool | None) -> str:
@@ -572,7 +580,10 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="short run: 3 s windows, 1 s warm-up, 20,000 events for memory",
     )
-    parser.add_argument("--duration", type=float, default=None)
+    parser.add_argument(
+        "--duration", type=float, default=None, help="measured seconds per rate, all rounds"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
     parser.add_argument("--warmup", type=float, default=None)
     parser.add_argument("--concurrency", type=int, default=env_default("BENCH_CONCURRENCY", 64))
     parser.add_argument("--channels", type=int, default=env_default("BENCH_CHANNELS", 1))
@@ -589,12 +600,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     quick = args.quick or os.environ.get("BENCH_QUICK") in ("1", "true")
-    duration = args.duration or env_default("BENCH_DURATION", 3.0 if quick else 10.0)
-    warmup = (
-        args.warmup
-        if args.warmup is not None
-        else env_default("BENCH_WARMUP", 1.0 if quick else 2.0)
-    )
+    duration = args.duration or env_default("BENCH_DURATION", 3.0 if quick else 12.0)
+    rounds = max(1, args.rounds or env_default("BENCH_ROUNDS", 1 if quick else 3))
+    per_round = max(1, round(duration / rounds))  # wrk takes whole seconds
+    warmup = args.warmup if args.warmup is not None else env_default("BENCH_WARMUP", 1.0)
     fill_total = args.fill_total or env_default(
         "BENCH_FILL_TOTAL", 20_000 if quick else TARGET_RSS_EVENTS
     )
@@ -611,11 +620,13 @@ def main(argv: list[str]) -> int:
     service = Service(work_dir)
     print(
         f"eventmgmt bench: {os.cpu_count()} CPUs, {args.concurrency} in flight, "
-        f"{args.channels} gRPC channel(s), {warmup:g} s warm-up + {duration:g} s per rate, "
+        f"{args.channels} gRPC channel(s), {rounds} round(s) of {warmup:g} s warm-up "
+        f"+ {per_round:g} s per rate, "
         f"REST client: {rest_client}, SQLite in {work_dir}",
         flush=True,
     )
     results: dict[str, dict[str, Any]] = {}
+    per_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     try:
         key = service.create_key("bench")
         service.start()
@@ -625,32 +636,36 @@ def main(argv: list[str]) -> int:
             f"envoy pid {service.envoy_pid}",
             flush=True,
         )
-        common = {"concurrency": args.concurrency, "duration": duration, "warmup": warmup}
-
-        results["health"] = run_worker(
-            "grpc", service, key, method="health", channels=args.channels, **common
-        )
-        describe("gRPC Health/Check (no db)", results["health"])
-        results["grpc"] = run_worker(
-            "grpc", service, key, method="create", channels=args.channels, **common
-        )
-        describe("gRPC CreateEvent", results["grpc"])
+        common = {"concurrency": args.concurrency, "duration": per_round, "warmup": warmup}
 
         status = service.post_once(key)
         if status != 201:
             raise RuntimeError(f"POST /events answered {status}, not 201")
-        if rest_client == "wrk":
-            script = work_dir / "post.lua"
-            script.write_text(WRK_SCRIPT.format(body=json.dumps(REST_BODY), key=json.dumps(key)))
-            pids = {"server": service.pid, "envoy": service.envoy_pid}
+        script = work_dir / "post.lua"
+        script.write_text(WRK_SCRIPT.format(body=json.dumps(REST_BODY), key=json.dumps(key)))
+        pids = {"server": service.pid, "envoy": service.envoy_pid}
+
+        def measure(kind: str) -> dict[str, Any]:
+            if kind in ("health", "grpc"):
+                method = "health" if kind == "health" else "create"
+                return run_worker(
+                    "grpc", service, key, method=method, channels=args.channels, **common
+                )
+            if rest_client == "python":
+                return run_worker("rest", service, key, **common)
             if warmup > 0:
                 run_wrk(service.rest_port, key, args.concurrency, warmup, script, pids)
-            results["rest"] = run_wrk(
-                service.rest_port, key, args.concurrency, duration, script, pids
-            )
-        else:
-            results["rest"] = run_worker("rest", service, key, **common)
-        describe(f"REST POST /events ({rest_client})", results["rest"])
+            return run_wrk(service.rest_port, key, args.concurrency, per_round, script, pids)
+
+        # The three rates are taken in interleaved rounds, so a burst of load from anything
+        # else on the machine hits all of them alike; each ratio is the median of its rounds.
+        for number in range(1, rounds + 1):
+            for kind in KINDS:
+                result = measure(kind)
+                per_kind[kind].append(result)
+                describe(
+                    f"{LABELS[kind].format(rest_client=rest_client)} [{number}/{rounds}]", result
+                )
 
         stored = service.stored_events()
         missing = max(0, fill_total - stored)
@@ -689,10 +704,26 @@ def main(argv: list[str]) -> int:
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
 
-    grpc_rate, nodb_rate = results["grpc"]["rate"], results["health"]["rate"]
-    rest_rate = results["rest"]["rate"]
-    create_ratio = grpc_rate / nodb_rate if nodb_rate else 0.0
-    rest_ratio = rest_rate / grpc_rate if grpc_rate else 0.0
+    def rate(kind: str) -> float:
+        runs = per_kind[kind]
+        return sum(r["ok"] for r in runs) / max(1e-9, sum(r["seconds"] for r in runs))
+
+    def ratio(top: str, bottom: str) -> float:
+        return statistics.median(
+            a["rate"] / b["rate"] if b["rate"] else 0.0
+            for a, b in zip(per_kind[top], per_kind[bottom], strict=True)
+        )
+
+    grpc_rate, nodb_rate, rest_rate = rate("grpc"), rate("health"), rate("rest")
+    create_ratio, rest_ratio = ratio("grpc", "health"), ratio("rest", "grpc")
+    spread = {
+        name: ", ".join(
+            f"{a['rate'] / b['rate']:.2f}"
+            for a, b in zip(per_kind[top], per_kind[bottom], strict=True)
+            if b["rate"]
+        )
+        for name, top, bottom in (("create", "grpc", "health"), ("rest", "rest", "grpc"))
+    }
     memory = results["memory"]
     rss_mb = (memory["rss_kb"] or 0) / 1024
     memory_ok = None if memory["events"] < TARGET_RSS_EVENTS else rss_mb < TARGET_RSS_MB
@@ -704,13 +735,13 @@ def main(argv: list[str]) -> int:
         (f"REST POST /events ({rest_client})", f"{rest_rate:,.0f} events/s", "", ""),
         (
             "gRPC create / no-db",
-            f"{create_ratio:.2f}",
+            f"{create_ratio:.2f}" + (f" ({spread['create']})" if rounds > 1 else ""),
             f">= {TARGET_CREATE_VS_NODB:.2f}",
             verdict(checks[0]),
         ),
         (
             "REST / gRPC create",
-            f"{rest_ratio:.2f}",
+            f"{rest_ratio:.2f}" + (f" ({spread['rest']})" if rounds > 1 else ""),
             f">= {TARGET_REST_VS_GRPC:.2f}",
             verdict(checks[1]),
         ),

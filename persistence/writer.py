@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,8 +25,15 @@ BatchApply = Callable[[Any, Sequence[Any]], list[Any]]
 class GroupCommitWriter:
     """Queues write operations and applies them in batches, one transaction per batch."""
 
-    def __init__(self, database: peewee.Database, apply: BatchApply, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        database: peewee.Database,
+        apply: BatchApply,
+        max_batch: int = 1000,
+        linger: float = float(os.environ.get("EVENTMGMT_WRITE_LINGER", "0.002")),
+    ) -> None:
         self._database = database
+        self._linger = linger
         self._apply = apply
         self._max_batch = max_batch
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
@@ -44,6 +52,10 @@ class GroupCommitWriter:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
+                if self._linger and len(self._pending) < self._max_batch:
+                    # Let the writes of calls already in flight join this transaction: a
+                    # commit per two or three rows costs more than this short wait.
+                    await asyncio.sleep(self._linger)
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 operations = [operation for operation, _ in batch]

@@ -16,6 +16,8 @@ from eventmgmt.errors import to_status
 from eventmgmt.persistence.store import hash_api_key
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+# What the interceptor found for this call: a principal, or why there is none.
+_caller: contextvars.ContextVar[Principal | Unauthenticated] = contextvars.ContextVar("caller")
 # Health checks and reflection answer without credentials.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -71,10 +73,14 @@ def _api_key(metadata: Any) -> str | None:
 
 
 class PrincipalInterceptor(grpc.aio.ServerInterceptor):
-    """Resolves the principal before the servicer runs and maps the call's failures."""
+    """Resolves the principal before the servicer runs and maps the call's failures.
+
+    The principal (or the reason there is none) goes into a context variable: the servicer
+    runs in the same task, so the guarded handler, built once per method, reads it there."""
 
     def __init__(self, resolver: KeyResolver) -> None:
         self._resolver = resolver
+        self._guarded: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
@@ -86,63 +92,53 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(OPEN_SERVICES):
             return handler
         try:
-            principal: Principal | BaseException = await self._resolver.resolve(
-                _api_key(handler_call_details.invocation_metadata)
+            _caller.set(
+                await self._resolver.resolve(_api_key(handler_call_details.invocation_metadata))
             )
         except Unauthenticated as error:
-            principal = error
-        return _wrap(handler, principal)
+            _caller.set(error)
+        guarded = self._guarded.get(method)
+        if guarded is None:
+            guarded = self._guarded[method] = _guard(handler)
+        return guarded
 
 
-def _wrap(
-    handler: grpc.RpcMethodHandler, principal: Principal | BaseException
-) -> grpc.RpcMethodHandler:
-    def guard(behavior: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
-        if streaming_response:
+async def _enter(context: grpc.aio.ServicerContext) -> None:
+    caller = _caller.get()
+    if isinstance(caller, BaseException):
+        await context.abort_with_status(to_status(caller))
+    _principal.set(caller)
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if isinstance(principal, BaseException):
-                    await context.abort_with_status(to_status(principal))
-                _principal.set(principal)  # type: ignore[arg-type]
-                try:
-                    async for item in behavior(request, context):
-                        yield item
-                except Exception as error:
-                    await context.abort_with_status(to_status(error))
 
-            return stream
+def _guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """Wraps a method's behaviour: authenticate from the context, map every failure."""
 
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(principal, BaseException):
-                await context.abort_with_status(to_status(principal))
-            _principal.set(principal)  # type: ignore[arg-type]
+    def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await _enter(context)
             try:
                 return await behavior(request, context)
             except Exception as error:
                 await context.abort_with_status(to_status(error))
 
-        return unary
+        return guarded
 
+    def streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await _enter(context)
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except Exception as error:
+                await context.abort_with_status(to_status(error))
+
+        return guarded
+
+    serializers = (handler.request_deserializer, handler.response_serializer)
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            guard(handler.unary_unary, False),
-            handler.request_deserializer,
-            handler.response_serializer,
-        )
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), *serializers)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            guard(handler.unary_stream, True),
-            handler.request_deserializer,
-            handler.response_serializer,
-        )
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), *serializers)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            guard(handler.stream_unary, False),
-            handler.request_deserializer,
-            handler.response_serializer,
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        guard(handler.stream_stream, True),
-        handler.request_deserializer,
-        handler.response_serializer,
-    )
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), *serializers)
+    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), *serializers)

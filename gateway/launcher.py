@@ -36,9 +36,13 @@ class GatewaySettings:
     grpc_host: str
     grpc_port: int
     work_dir: Path
-    max_request_bytes: int = 1024 * 1024
+    # Bulk jobs carry up to 10,000 events; the service itself caps a single event at 1 MiB.
+    max_request_bytes: int = 16 * 1024 * 1024
     # The gRPC services whose google.api.http bindings Envoy transcodes.
-    services: tuple[str, ...] = ("eventmgmt.v1.EventRestService",)
+    services: tuple[str, ...] = (
+        "eventmgmt.v1.EventRestService",
+        "eventmgmt.v1.EventJobRestService",
+    )
 
 
 def _die_with_parent() -> None:

@@ -72,8 +72,45 @@ def _v1_initial(db: peewee.Database) -> None:
         db.execute_sql(statement)
 
 
+def _v8_jobs(db: peewee.Database) -> None:
+    statements = [
+        # A bulk job, its submitter's scope (the job runs with it) and its lease: the process
+        # that holds an unexpired lease runs the job; a crashed holder's lease runs out.
+        """CREATE TABLE jobs (
+            id VARCHAR(36) PRIMARY KEY,
+            tenant_id VARCHAR(64) NOT NULL,
+            kind VARCHAR(16) NOT NULL,
+            state VARCHAR(24) NOT NULL,
+            owner_key_id VARCHAR(32) NOT NULL,
+            owner_name VARCHAR(128) NOT NULL,
+            owner_role SMALLINT NOT NULL,
+            owner_domain VARCHAR(1024) NOT NULL,
+            request TEXT NOT NULL,
+            total BIGINT NOT NULL,
+            done BIGINT NOT NULL,
+            failed BIGINT NOT NULL,
+            lease_owner VARCHAR(64),
+            lease_until BIGINT NOT NULL,
+            create_time BIGINT NOT NULL,
+            update_time BIGINT NOT NULL,
+            expire_time BIGINT)""",
+        "CREATE INDEX jobs_runnable ON jobs (state, lease_until, create_time)",
+        "CREATE INDEX jobs_expire ON jobs (expire_time)",
+        """CREATE TABLE job_results (
+            job_id VARCHAR(36) NOT NULL,
+            item INTEGER NOT NULL,
+            result_code SMALLINT NOT NULL,
+            event_id VARCHAR(36),
+            error_message TEXT,
+            PRIMARY KEY (job_id, item))""",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
+    (8, "bulk jobs and their per-event results", _v8_jobs),
 ]
 
 

@@ -36,10 +36,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def loads(raw: bytes, what: str = "body") -> Any:
+def loads(raw: bytes, what: str = "body", limit: int = MAX_BODY_BYTES) -> Any:
     """Parses JSON strictly: UTF-8, no duplicate keys, no NaN or Infinity."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise invalid(what, f"at most {MAX_BODY_BYTES} bytes", reason="BODY_TOO_LARGE")
+    if len(raw) > limit:
+        raise invalid(what, f"at most {limit} bytes", reason="BODY_TOO_LARGE")
     try:
         return json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as error:
@@ -149,7 +149,13 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 def parse_event(raw: bytes, extra: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parses an event body into canonical fields; `extra` JSON names (such as `id`, `etag` on
     update) are returned apart. Unknown fields and wrong types fail together, by name."""
-    document = loads(raw)
+    return parse_event_document(loads(raw), extra)
+
+
+def parse_event_document(
+    document: Any, extra: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """As parse_event, for JSON already decoded (an event inside a job's list)."""
     if not isinstance(document, dict):
         raise invalid("body", "must be a JSON object")
     fields: dict[str, Any] = {}

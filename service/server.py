@@ -15,10 +15,18 @@ from grpc_reflection.v1alpha import reflection
 
 from eventmgmt.auth import KeyResolver, PrincipalInterceptor
 from eventmgmt.domain.events import EventManager
+from eventmgmt.domain.jobs import JobManager, JobRunner
+from eventmgmt.job_views import parse_job_item
+from eventmgmt.persistence.jobs import JobRepository
 from eventmgmt.persistence.store import Store
+from eventmgmt.servicers.event_job_service import EventJobRestServicer, EventJobServicer
 from eventmgmt.servicers.event_rest_service import EventRestServicer
 from eventmgmt.servicers.event_service import EventServicer
 from eventmgmt.v1 import (
+    event_job_rest_service_pb2,
+    event_job_rest_service_pb2_grpc,
+    event_job_service_pb2,
+    event_job_service_pb2_grpc,
     event_rest_service_pb2,
     event_rest_service_pb2_grpc,
     event_service_pb2,
@@ -26,7 +34,8 @@ from eventmgmt.v1 import (
 )
 
 log = logging.getLogger(__name__)
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A bulk job carries up to 10,000 events (16 MiB of JSON); single events stay at 1 MiB.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -42,10 +51,29 @@ class ServerSettings:
     grace_seconds: float = 5.0
 
 
-def create_server(store: Store, address: str) -> tuple[grpc.aio.Server, int]:
+@dataclass
+class Services:
+    """The domain services over one store, shared by the servicers and background work."""
+
+    events: EventManager
+    jobs: JobManager
+    job_runner: JobRunner
+
+    @classmethod
+    def over(cls, store: Store) -> Services:
+        events = EventManager(store.events)
+        job_store = JobRepository(store)
+        runner = JobRunner(job_store, events, parse_job_item)
+        return cls(events, JobManager(job_store, runner.wake), runner)
+
+
+def create_server(
+    store: Store, address: str, services: Services | None = None
+) -> tuple[grpc.aio.Server, int]:
     """Wires servicers, auth, health and reflection onto a new server bound to `address`
     (port 0 picks a free port); returns the server, not started, and its port."""
-    events = EventManager(store.events)
+    services = services or Services.over(store)
+    events = services.events
     server = grpc.aio.server(
         interceptors=[PrincipalInterceptor(KeyResolver(store.keys.principal_for))],
         options=[
@@ -57,15 +85,23 @@ def create_server(store: Store, address: str) -> tuple[grpc.aio.Server, int]:
     event_rest_service_pb2_grpc.add_EventRestServiceServicer_to_server(
         EventRestServicer(events), server
     )
+    event_job_service_pb2_grpc.add_EventJobServiceServicer_to_server(
+        EventJobServicer(services.jobs), server
+    )
+    event_job_rest_service_pb2_grpc.add_EventJobRestServiceServicer_to_server(
+        EventJobRestServicer(services.jobs), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = [
+    service_names = [
         event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
         event_rest_service_pb2.DESCRIPTOR.services_by_name["EventRestService"].full_name,
+        event_job_service_pb2.DESCRIPTOR.services_by_name["EventJobService"].full_name,
+        event_job_rest_service_pb2.DESCRIPTOR.services_by_name["EventJobRestService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
-    reflection.enable_server_reflection(services, server)
+    reflection.enable_server_reflection(service_names, server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
@@ -79,8 +115,11 @@ async def serve(settings: ServerSettings) -> None:
     store = Store(settings.database_url)
     store.migrate()
     dev_key = None if settings.production else ensure_dev_key(store, settings.data_dir)
-    server, port = create_server(store, settings.grpc_address)
+    services = Services.over(store)
+    server, port = create_server(store, settings.grpc_address, services)
     await server.start()
+    # Jobs accepted before a restart (or by a replica that died) resume here.
+    job_runner = asyncio.get_running_loop().create_task(services.job_runner.run_forever())
     log.info("gRPC listening on %s", settings.grpc_address)
     envoy = None
     loop = asyncio.get_running_loop()
@@ -112,6 +151,7 @@ async def serve(settings: ServerSettings) -> None:
     finally:
         if envoy is not None:
             envoy.stop()
+        job_runner.cancel()
         await server.stop(settings.grace_seconds)
         store.close()
 

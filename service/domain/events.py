@@ -272,6 +272,12 @@ class EventManager:
         self._repository = repository
 
     async def create(self, principal: Principal, fields: Mapping[str, Any]) -> Event:
+        event = await self.prepare(principal, fields)
+        await self._repository.insert(event)
+        return event
+
+    async def prepare(self, principal: Principal, fields: Mapping[str, Any]) -> Event:
+        """Checks a new event against every rule and builds it, without storing it."""
         principal.require(Role.READ_WRITE)
         violations = _check_fields(fields)
         type_id = fields.get("type_id") or STANDARD_EVENT
@@ -298,7 +304,7 @@ class EventManager:
             acknowledged=False,
             internal=False,
         )
-        event = Event(
+        return Event(
             id=new_event_id(),
             tenant_id=principal.tenant_id,
             create_time=now,
@@ -306,8 +312,6 @@ class EventManager:
             etag=1,
             **values,
         )
-        await self._repository.insert(event)
-        return event
 
     async def get(
         self, principal: Principal, event_id: str, *, whole_tenant: bool = False

@@ -1,0 +1,268 @@
+"""Bulk jobs in the database: their requests, leases, progress and per-event results.
+
+Every change to a running job goes through the group-commit writer and checks that this
+process still holds the job's lease, in the same transaction as the events it stores or
+deletes; so a job is never run twice at once, and its progress is exactly what is stored.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import peewee
+
+from eventmgmt.domain.access import Principal, Role
+from eventmgmt.domain.events import Event, now_us
+from eventmgmt.domain.jobs import JOB_STATUS_KEPT_US, Job, JobKind, JobResult, JobState, LeaseLost
+from eventmgmt.persistence.store import Store
+from eventmgmt.persistence.store import _event_row as event_row
+from eventmgmt.persistence.store import _scope as scope
+
+_JOB_COLUMNS = (
+    "id",
+    "tenant_id",
+    "kind",
+    "state",
+    "owner_key_id",
+    "owner_name",
+    "owner_role",
+    "owner_domain",
+    "request",
+    "total",
+    "done",
+    "failed",
+    "lease_owner",
+    "lease_until",
+    "create_time",
+    "update_time",
+    "expire_time",
+)
+_SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+_RUNNABLE = (JobState.ACCEPTED.value, JobState.IN_PROGRESS.value)
+
+
+def _job_from_row(row: Any) -> Job:
+    values = dict(zip(_JOB_COLUMNS, row, strict=True))
+    owner = Principal(
+        tenant_id=values["tenant_id"],
+        key_id=values["owner_key_id"],
+        name=values["owner_name"],
+        role=Role(values["owner_role"]),
+        domain=values["owner_domain"],
+    )
+    return Job(
+        id=values["id"],
+        tenant_id=values["tenant_id"],
+        kind=JobKind(values["kind"]),
+        state=JobState(values["state"]),
+        owner=owner,
+        request=json.loads(values["request"]),
+        total=values["total"],
+        done=values["done"],
+        failed=values["failed"],
+        create_time=values["create_time"],
+        update_time=values["update_time"],
+        expire_time=values["expire_time"],
+    )
+
+
+class JobRepository:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @property
+    def _p(self) -> str:
+        return str(self._store.database.param)
+
+    async def insert(self, job: Job) -> None:
+        p = self._p
+        row = (
+            job.id,
+            job.tenant_id,
+            job.kind.value,
+            job.state.value,
+            job.owner.key_id,
+            job.owner.name,
+            int(job.owner.role),
+            job.owner.domain,
+            json.dumps(job.request, ensure_ascii=False),
+            job.total,
+            0,
+            0,
+            None,
+            0,
+            job.create_time,
+            job.update_time,
+            None,
+        )
+
+        def write(cursor: Any) -> None:
+            cursor.execute(f"INSERT INTO jobs VALUES ({', '.join([p] * len(row))})", row)
+
+        await self._store.writer.submit(write)
+
+    async def get(self, principal: Principal, kind: JobKind, job_id: str) -> Job | None:
+        def read(db: peewee.Database) -> Job | None:
+            p = db.param
+            row = db.execute_sql(
+                f"{_SELECT_JOB} WHERE id = {p} AND tenant_id = {p} AND kind = {p}",
+                (job_id, principal.tenant_id, kind.value),
+            ).fetchone()
+            if row is None:
+                return None
+            job = _job_from_row(row)
+            job.results = [
+                JobResult(*r)
+                for r in db.execute_sql(
+                    f"SELECT item, result_code, event_id, error_message FROM job_results "
+                    f"WHERE job_id = {p} ORDER BY item",
+                    (job_id,),
+                )
+            ]
+            return job
+
+        return await self._store.read(read)
+
+    async def claim(self, owner: str, lease_us: int) -> Job | None:
+        """Takes the oldest runnable job whose lease is free or ran out."""
+        p, postgres = self._p, self._store.postgres
+        # On PostgreSQL, SKIP LOCKED lets replicas claim different jobs at once; SQLite has
+        # one writer at a time, which serialises claims by itself.
+        lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
+
+        def write(cursor: Any) -> Job | None:
+            now = now_us()
+            cursor.execute(
+                f"UPDATE jobs SET lease_owner = {p}, lease_until = {p}, state = {p}, "
+                f"update_time = {p} WHERE id = (SELECT id FROM jobs WHERE state IN ({p}, {p}) "
+                f"AND lease_until < {p} ORDER BY create_time LIMIT 1{lock}) "
+                f"RETURNING {', '.join(_JOB_COLUMNS)}",
+                (owner, now + lease_us, JobState.IN_PROGRESS.value, now, *_RUNNABLE, now),
+            )
+            row = cursor.fetchone()
+            return None if row is None else _job_from_row(row)
+
+        claimed: Job | None = await self._store.writer.submit(write)
+        return claimed
+
+    def _renew(
+        self, cursor: Any, job: Job, owner: str, lease_us: int, done: int, failed: int
+    ) -> None:
+        p, now = self._p, now_us()
+        cursor.execute(
+            f"UPDATE jobs SET done = {p}, failed = {p}, total = {p}, lease_until = {p}, "
+            f"update_time = {p} WHERE id = {p} AND lease_owner = {p} AND state = {p}",
+            (
+                done,
+                failed,
+                job.total,
+                now + lease_us,
+                now,
+                job.id,
+                owner,
+                JobState.IN_PROGRESS.value,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise LeaseLost(f"job {job.id} is no longer leased to {owner}")
+
+    async def commit_chunk(
+        self, job: Job, owner: str, lease_us: int, events: list[Event], results: list[JobResult]
+    ) -> None:
+        """Stores a chunk's events, its results and the new progress in one transaction."""
+        p = self._p
+        failed = job.failed + sum(1 for r in results if r.result_code != 201)
+
+        def write(cursor: Any) -> None:
+            self._renew(cursor, job, owner, lease_us, job.done + len(results), failed)
+            if events:
+                self._store.insert_event_rows(cursor, [event_row(e) for e in events])
+            cursor.executemany(
+                f"INSERT INTO job_results VALUES ({p}, {p}, {p}, {p}, {p})",
+                [(job.id, r.item, r.result_code, r.event_id, r.error_message) for r in results],
+            )
+
+        await self._store.writer.submit(write)
+
+    async def delete_batch(
+        self, job: Job, owner: str, lease_us: int, where: Mapping[str, Any], limit: int
+    ) -> int:
+        """Deletes up to `limit` matching events of the job's scope with the progress update."""
+        p = self._p
+        clause, args = _matching(job.owner, where, p)
+
+        def write(cursor: Any) -> int:
+            cursor.execute(
+                f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE {clause} LIMIT {p})",
+                (*args, limit),
+            )
+            deleted = int(cursor.rowcount)
+            self._renew(cursor, job, owner, lease_us, job.done + deleted, 0)
+            return deleted
+
+        deleted: int = await self._store.writer.submit(write)
+        return deleted
+
+    async def count_matching(self, principal: Principal, where: Mapping[str, Any]) -> int:
+        def read(db: peewee.Database) -> int:
+            clause, args = _matching(principal, where, db.param)
+            return int(
+                db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {clause}", args).fetchone()[0]
+            )
+
+        return await self._store.read(read)
+
+    async def finish(self, job: Job, owner: str, state: JobState, audit: Event) -> None:
+        """Ends the job and records its audit event, together."""
+        p = self._p
+
+        def write(cursor: Any) -> None:
+            now = now_us()
+            cursor.execute(
+                f"UPDATE jobs SET state = {p}, done = {p}, failed = {p}, total = {p}, "
+                f"lease_owner = NULL, update_time = {p}, expire_time = {p} "
+                f"WHERE id = {p} AND lease_owner = {p}",
+                (
+                    state.value,
+                    job.done,
+                    job.failed,
+                    job.total,
+                    now,
+                    now + JOB_STATUS_KEPT_US,
+                    job.id,
+                    owner,
+                ),
+            )
+            if cursor.rowcount != 1:
+                raise LeaseLost(f"job {job.id} is no longer leased to {owner}")
+            self._store.insert_event_rows(cursor, [event_row(audit)])
+
+        await self._store.writer.submit(write)
+
+    async def purge_expired(self, now: int) -> int:
+        p = self._p
+
+        def write(cursor: Any) -> int:
+            cursor.execute(
+                f"DELETE FROM job_results WHERE job_id IN "
+                f"(SELECT id FROM jobs WHERE expire_time < {p})",
+                (now,),
+            )
+            cursor.execute(f"DELETE FROM jobs WHERE expire_time < {p}", (now,))
+            return int(cursor.rowcount)
+
+        purged: int = await self._store.writer.submit(write)
+        return purged
+
+
+def _matching(
+    principal: Principal, where: Mapping[str, Any], p: str
+) -> tuple[str, builtins.list[Any]]:
+    clause, args = scope(principal, p)
+    for column, value in where.items():
+        clause += f" AND {column} = {p}"
+        args.append(value)
+    return clause, args

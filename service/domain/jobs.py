@@ -1,0 +1,332 @@
+"""Bulk jobs (seed 003): create many events, or delete the events that match a filter.
+
+A job is stored before it is acknowledged and runs in the background under a lease, in
+chunks; each chunk's events, results and progress commit together, so a job resumed after a
+crash continues where its last commit ended: no event is stored twice and none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from eventmgmt.domain.access import Principal, Role
+from eventmgmt.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, invalid
+from eventmgmt.domain.events import Event, EventManager, new_event_id, now_us
+
+log = logging.getLogger(__name__)
+
+MAX_CREATE_JOB_EVENTS = 10_000
+# Siemens keeps job status for 2 hours; ours stays readable for a day after the job ends.
+JOB_STATUS_KEPT_US = 24 * 3600 * 1_000_000
+# Platform event codes (0-9999 are reserved for internal events, seed 001).
+CODE_CREATE_JOB_FINISHED = "1101"
+CODE_DELETE_JOB_FINISHED = "1102"
+# Delete filters take equality on these standard fields (REST JSON name -> attribute).
+DELETE_FILTER_FIELDS = {
+    "typeId": "type_id",
+    "entityId": "entity_id",
+    "entityType": "entity_type",
+    "correlationId": "correlation_id",
+    "code": "code",
+    "severity": "severity",
+    "category": "category",
+    "appId": "app_id",
+}
+
+
+class JobKind(StrEnum):
+    CREATE_EVENTS = "createEvents"
+    DELETE_EVENTS = "deleteEvents"
+
+
+class JobState(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    IN_PROGRESS = "IN_PROGRESS"
+    FINISHED = "FINISHED"
+    FINISHED_WITH_ERROR = "FINISHED_WITH_ERROR"
+
+
+@dataclass(slots=True)
+class JobResult:
+    """The outcome of one submitted event: 201 with its id, or an error code and message."""
+
+    item: int
+    result_code: int
+    event_id: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    tenant_id: str
+    kind: JobKind
+    state: JobState
+    owner: Principal
+    # Create jobs: {"format": "rest" | "grpc", "events": [...]}; delete jobs: {"filter": {...}}.
+    request: dict[str, Any]
+    total: int
+    done: int = 0
+    failed: int = 0
+    create_time: int = 0
+    update_time: int = 0
+    expire_time: int | None = None
+    results: list[JobResult] = field(default_factory=list)
+
+
+class JobRepository(Protocol):
+    async def insert(self, job: Job) -> None: ...
+
+    async def get(self, principal: Principal, kind: JobKind, job_id: str) -> Job | None: ...
+
+    async def claim(self, owner: str, lease_us: int) -> Job | None: ...
+
+    async def commit_chunk(
+        self, job: Job, owner: str, lease_us: int, events: list[Event], results: list[JobResult]
+    ) -> None: ...
+
+    async def delete_batch(
+        self, job: Job, owner: str, lease_us: int, where: Mapping[str, Any], limit: int
+    ) -> int: ...
+
+    async def count_matching(self, principal: Principal, where: Mapping[str, Any]) -> int: ...
+
+    async def finish(self, job: Job, owner: str, state: JobState, audit: Event) -> None: ...
+
+    async def purge_expired(self, now: int) -> int: ...
+
+
+class LeaseLost(DomainError):
+    """Another process took the job over; this one must stop working on it."""
+
+    reason = "JOB_LEASE_LOST"
+
+
+def parse_delete_filter(document: Any) -> dict[str, Any]:
+    """Seed 003's delete filter: equality on standard fields; `{}` matches every event."""
+    if not isinstance(document, dict):
+        raise invalid("filter", 'must be a JSON object such as {"typeId": "anyTypeId"}')
+    where: dict[str, Any] = {}
+    violations = []
+    for name, value in document.items():
+        column = DELETE_FILTER_FIELDS.get(name)
+        if column is None:
+            violations.append(
+                FieldViolation(
+                    f"filter.{name}",
+                    f"not a delete filter field; use {', '.join(DELETE_FILTER_FIELDS)}",
+                )
+            )
+        elif column == "severity" and (isinstance(value, bool) or not isinstance(value, int)):
+            violations.append(FieldViolation(f"filter.{name}", "must be an integer"))
+        elif column != "severity" and not isinstance(value, str):
+            violations.append(FieldViolation(f"filter.{name}", "must be a string"))
+        else:
+            where[column] = value
+    if violations:
+        raise InvalidInput(violations)
+    return where
+
+
+def check_job_id(job_id: str) -> str:
+    try:
+        return str(uuid.UUID(job_id))
+    except ValueError:
+        raise invalid("id", "must be a job id (a UUID)") from None
+
+
+class JobManager:
+    """Accepts jobs and reads their status; `wake` tells the local runner there is work."""
+
+    def __init__(self, repository: JobRepository, wake: Callable[[], None] = lambda: None) -> None:
+        self._repository = repository
+        self._wake = wake
+
+    async def submit_create(self, principal: Principal, events: Any, source: str) -> Job:
+        principal.require(Role.READ_WRITE)
+        if not isinstance(events, list) or not events:
+            raise invalid("events", "must be a non-empty list of events")
+        if len(events) > MAX_CREATE_JOB_EVENTS:
+            raise invalid(
+                "events",
+                f"at most {MAX_CREATE_JOB_EVENTS} events per job",
+                reason="TOO_MANY_EVENTS",
+            )
+        bad = [i for i, e in enumerate(events) if not isinstance(e, dict)]
+        if bad:
+            raise InvalidInput(
+                [FieldViolation(f"events[{i}]", "must be a JSON object") for i in bad[:20]]
+            )
+        request = {"format": source, "events": events}
+        return await self._submit(principal, JobKind.CREATE_EVENTS, request, len(events))
+
+    async def submit_delete(self, principal: Principal, filter_document: Any) -> Job:
+        principal.require(Role.READ_WRITE)
+        parse_delete_filter(filter_document)  # a bad filter fails now, not in the background
+        return await self._submit(principal, JobKind.DELETE_EVENTS, {"filter": filter_document}, 0)
+
+    async def _submit(
+        self, principal: Principal, kind: JobKind, request: dict[str, Any], total: int
+    ) -> Job:
+        now = now_us()
+        job = Job(
+            id=str(uuid.uuid4()),
+            tenant_id=principal.tenant_id,
+            kind=kind,
+            state=JobState.ACCEPTED,
+            owner=principal,
+            request=request,
+            total=total,
+            create_time=now,
+            update_time=now,
+        )
+        await self._repository.insert(job)
+        self._wake()
+        return job
+
+    async def get(self, principal: Principal, kind: JobKind, job_id: str) -> Job:
+        job = await self._repository.get(principal, kind, check_job_id(job_id))
+        if job is None:
+            raise NotFound(f"job {job_id} not found", reason="JOB_NOT_FOUND")
+        return job
+
+
+# Turns one submitted event (in the job's source format) into canonical event fields.
+ItemParser = Callable[[str, dict[str, Any]], Mapping[str, Any]]
+
+
+@dataclass
+class RunnerSettings:
+    lease_us: int = int(float(os.environ.get("EVENTMGMT_JOB_LEASE_S", "30")) * 1_000_000)
+    chunk: int = int(os.environ.get("EVENTMGMT_JOB_CHUNK", "500"))
+    poll_s: float = float(os.environ.get("EVENTMGMT_JOB_POLL_S", "1.0"))
+
+
+class JobRunner:
+    """Claims runnable jobs (new ones, and those whose holder's lease ran out) and runs them."""
+
+    def __init__(
+        self,
+        repository: JobRepository,
+        events: EventManager,
+        parse_item: ItemParser,
+        settings: RunnerSettings | None = None,
+    ) -> None:
+        self._repository = repository
+        self._events = events
+        self._parse_item = parse_item
+        self._settings = settings or RunnerSettings()
+        self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                while await self.run_one():
+                    pass
+                await self._repository.purge_expired(now_us())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job runner failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._settings.poll_s)
+            self._wakeup.clear()
+
+    async def run_one(self) -> bool:
+        """Runs one claimable job to its end; False when there was none."""
+        job = await self._repository.claim(self._owner, self._settings.lease_us)
+        if job is None:
+            return False
+        log.info("running %s job %s (%s of %s done)", job.kind, job.id, job.done, job.total)
+        try:
+            if job.kind is JobKind.CREATE_EVENTS:
+                await self._run_create(job)
+            else:
+                await self._run_delete(job)
+        except LeaseLost:
+            log.warning("lost the lease of job %s; another process continues it", job.id)
+        return True
+
+    async def _run_create(self, job: Job) -> None:
+        source, items = job.request["format"], job.request["events"]
+        while job.done < job.total:
+            start = job.done
+            events: list[Event] = []
+            results: list[JobResult] = []
+            for index in range(start, min(start + self._settings.chunk, job.total)):
+                try:
+                    event = await self._events.prepare(
+                        job.owner, self._parse_item(source, items[index])
+                    )
+                except InvalidInput as error:
+                    results.append(JobResult(index, 400, error_message=error.message))
+                except DomainError as error:
+                    results.append(JobResult(index, 403, error_message=error.message))
+                else:
+                    events.append(event)
+                    results.append(JobResult(index, 201, event_id=event.id))
+            await self._repository.commit_chunk(
+                job, self._owner, self._settings.lease_us, events, results
+            )
+            job.done += len(results)
+            job.failed += sum(1 for r in results if r.result_code != 201)
+        created = job.total - job.failed
+        state = JobState.FINISHED_WITH_ERROR if job.failed else JobState.FINISHED
+        await self._finish(
+            job,
+            state,
+            CODE_CREATE_JOB_FINISHED,
+            f"createEventsJob {job.id} finished: {created} events created, {job.failed} failed",
+        )
+
+    async def _run_delete(self, job: Job) -> None:
+        where = parse_delete_filter(job.request["filter"])
+        if job.total == 0:
+            job.total = await self._repository.count_matching(job.owner, where)
+        while True:
+            deleted = await self._repository.delete_batch(
+                job, self._owner, self._settings.lease_us, where, self._settings.chunk
+            )
+            job.done += deleted
+            if deleted < self._settings.chunk:
+                break
+        await self._finish(
+            job,
+            JobState.FINISHED,
+            CODE_DELETE_JOB_FINISHED,
+            f"deleteEventsJob {job.id} finished: {job.done} events deleted",
+        )
+
+    async def _finish(self, job: Job, state: JobState, code: str, description: str) -> None:
+        now = now_us()
+        audit = Event(
+            id=new_event_id(),
+            tenant_id=job.tenant_id,
+            type_id="StandardEvent",
+            entity_type="Job",
+            entity_id=job.id,
+            domain=job.owner.domain,
+            timestamp=now,
+            create_time=now,
+            update_time=now,
+            severity=3 if state is JobState.FINISHED_WITH_ERROR else 5,
+            code=code,
+            description=description,
+            source={"job": job.kind.value, "requestedBy": job.owner.name},
+            classification="INTERNAL",
+            internal=True,
+        )
+        await self._repository.finish(job, self._owner, state, audit)
+        log.info("%s", description)

@@ -1,0 +1,124 @@
+"""The views of bulk jobs: seed 003's JSON documents for REST, messages for gRPC, and the
+parsing of the events a job carries (in the format they were submitted in)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.api import httpbody_pb2
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from eventmgmt import rest_json
+from eventmgmt.convert import fields_from_proto
+from eventmgmt.domain.jobs import Job, JobKind, JobState
+from eventmgmt.v1 import event_job_service_pb2 as pb
+from eventmgmt.v1 import event_pb2
+
+REST_FORMAT = "rest"
+GRPC_FORMAT = "grpc"
+# A job body holds up to 10,000 events: larger than one event's 1 MiB.
+MAX_JOB_BODY_BYTES = 16 * 1024 * 1024
+
+
+def http_body(document: Any) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(content_type="application/json", data=rest_json.dumps(document))
+
+
+def parse_job_item(source: str, item: dict[str, Any]) -> Mapping[str, Any]:
+    """Canonical fields of one submitted event, parsed as its own API would parse it."""
+    if source == GRPC_FORMAT:
+        message = event_pb2.Event()
+        json_format.ParseDict(item, message)
+        return fields_from_proto(message)
+    fields, _ = rest_json.parse_event_document(item)
+    return fields
+
+
+def grpc_item(event: event_pb2.Event) -> dict[str, Any]:
+    return json_format.MessageToDict(event, preserving_proto_field_name=True)
+
+
+def accepted_document(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "state": job.state.value}
+
+
+def _path(job: Job) -> str:
+    return "createEventsJobs" if job.kind is JobKind.CREATE_EVENTS else "deleteEventsJobs"
+
+
+def location(job: Job, base_url: str) -> str:
+    return f"{base_url}/{_path(job)}/{job.id}"
+
+
+def status_document(job: Job, base_url: str) -> dict[str, Any]:
+    """Seed 003's status answer, with `progress` while the job runs and after."""
+    document: dict[str, Any] = {
+        "id": job.id,
+        "state": job.state.value,
+        "progress": {"done": job.done, "total": job.total},
+    }
+    if job.kind is JobKind.CREATE_EVENTS:
+        if job.results:
+            items = job.request["events"]
+            document["details"] = {
+                "resultDescription": [
+                    _create_result(
+                        items[r.item], r.result_code, r.event_id, r.error_message, base_url
+                    )
+                    for r in job.results
+                ]
+            }
+    elif job.state in (JobState.FINISHED, JobState.FINISHED_WITH_ERROR):
+        document["details"] = {
+            "resultCode": "200",
+            "resultDescription": f"{job.done} events deleted.",
+        }
+    return document
+
+
+def _create_result(
+    item: dict[str, Any], code: int, event_id: str | None, error: str | None, base_url: str
+) -> dict[str, Any]:
+    event = dict(item)
+    result: dict[str, Any] = {"event": event, "resultCode": str(code)}
+    if event_id is not None:
+        event.update(
+            id=event_id, etag=1, _links={"self": {"href": f"{base_url}/events/{event_id}"}}
+        )
+    if error is not None:
+        result["errorMessage"] = error
+    return result
+
+
+def _timestamp(micros: int | None) -> Timestamp | None:
+    if micros is None:
+        return None
+    seconds, fraction = divmod(micros, 1_000_000)
+    return Timestamp(seconds=seconds, nanos=fraction * 1000)
+
+
+def job_message(job: Job) -> pb.Job:
+    message = pb.Job(
+        id=job.id,
+        state=pb.JobState.Value(f"JOB_STATE_{job.state.value}"),
+        done=job.done,
+        total=job.total,
+        create_time=_timestamp(job.create_time),
+        update_time=_timestamp(job.update_time),
+        expire_time=_timestamp(job.expire_time),
+    )
+    if job.kind is JobKind.CREATE_EVENTS:
+        message.results.extend(
+            pb.CreateEventResult(
+                index=r.item,
+                result_code=r.result_code,
+                event_id=r.event_id or "",
+                error_message=r.error_message or "",
+            )
+            for r in job.results
+        )
+    else:
+        message.deleted_count = job.done
+    return message

@@ -1,0 +1,99 @@
+"""EventJobService and EventJobRestService: submit bulk jobs and read their status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.api import httpbody_pb2
+
+from eventmgmt import job_views, rest_json
+from eventmgmt.auth import current_principal
+from eventmgmt.domain.errors import invalid
+from eventmgmt.domain.jobs import JobKind, JobManager
+from eventmgmt.servicers.event_rest_service import base_url
+from eventmgmt.v1 import event_job_rest_service_pb2 as rest_pb
+from eventmgmt.v1 import event_job_rest_service_pb2_grpc, event_job_service_pb2_grpc
+from eventmgmt.v1 import event_job_service_pb2 as pb
+
+
+class EventJobServicer(event_job_service_pb2_grpc.EventJobServiceServicer):
+    def __init__(self, jobs: JobManager) -> None:
+        self._jobs = jobs
+
+    async def SubmitCreateEventsJob(
+        self, request: pb.SubmitCreateEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitCreateEventsJobResponse:
+        items = [job_views.grpc_item(e) for e in request.events]
+        job = await self._jobs.submit_create(current_principal(), items, job_views.GRPC_FORMAT)
+        return pb.SubmitCreateEventsJobResponse(job=job_views.job_message(job))
+
+    async def GetCreateEventsJob(
+        self, request: pb.GetCreateEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCreateEventsJobResponse:
+        job = await self._jobs.get(current_principal(), JobKind.CREATE_EVENTS, request.id)
+        return pb.GetCreateEventsJobResponse(job=job_views.job_message(job))
+
+    async def SubmitDeleteEventsJob(
+        self, request: pb.SubmitDeleteEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitDeleteEventsJobResponse:
+        document = rest_json.loads(request.filter.encode(), "filter")
+        job = await self._jobs.submit_delete(current_principal(), document)
+        return pb.SubmitDeleteEventsJobResponse(job=job_views.job_message(job))
+
+    async def GetDeleteEventsJob(
+        self, request: pb.GetDeleteEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDeleteEventsJobResponse:
+        job = await self._jobs.get(current_principal(), JobKind.DELETE_EVENTS, request.id)
+        return pb.GetDeleteEventsJobResponse(job=job_views.job_message(job))
+
+
+def _body_with(raw: bytes, name: str) -> Any:
+    """The one member `name` of a JSON object body; any other member is an error."""
+    document = rest_json.loads(raw, limit=job_views.MAX_JOB_BODY_BYTES)
+    if not isinstance(document, dict):
+        raise invalid("body", f'must be a JSON object {{"{name}": ...}}')
+    unknown = sorted(set(document) - {name})
+    if unknown:
+        raise invalid(", ".join(unknown), f"unknown field; the body holds only {name!r}")
+    if name not in document:
+        raise invalid(name, "is required")
+    return document[name]
+
+
+class EventJobRestServicer(event_job_rest_service_pb2_grpc.EventJobRestServiceServicer):
+    def __init__(self, jobs: JobManager) -> None:
+        self._jobs = jobs
+
+    async def RestSubmitCreateEventsJob(
+        self, request: rest_pb.RestSubmitCreateEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        events = _body_with(request.body.data, "events")
+        job = await self._jobs.submit_create(current_principal(), events, job_views.REST_FORMAT)
+        return await self._accepted(job, context)
+
+    async def RestGetCreateEventsJob(
+        self, request: rest_pb.RestGetCreateEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        job = await self._jobs.get(current_principal(), JobKind.CREATE_EVENTS, request.id)
+        return job_views.http_body(job_views.status_document(job, base_url(context)))
+
+    async def RestSubmitDeleteEventsJob(
+        self, request: rest_pb.RestSubmitDeleteEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        document = _body_with(request.body.data, "filter")
+        job = await self._jobs.submit_delete(current_principal(), document)
+        return await self._accepted(job, context)
+
+    async def RestGetDeleteEventsJob(
+        self, request: rest_pb.RestGetDeleteEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        job = await self._jobs.get(current_principal(), JobKind.DELETE_EVENTS, request.id)
+        return job_views.http_body(job_views.status_document(job, base_url(context)))
+
+    @staticmethod
+    async def _accepted(job: Any, context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+        await context.send_initial_metadata(
+            [("x-http-code", "201"), ("location", job_views.location(job, base_url(context)))]
+        )
+        return job_views.http_body(job_views.accepted_document(job))

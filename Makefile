@@ -61,6 +61,7 @@ lint: $(STAMP) $(THIRD_PARTY) checkgenerate ## ruff, mypy, buf lint and buf brea
 .PHONY: bench
 bench: $(STAMP) ## Measure create rates over gRPC and REST against a no-database RPC.
 	$(PY) tests/benchmarks/bench.py
+	$(PY) tests/benchmarks/bench_jobs.py
 
 .PHONY: clean
 clean: ## Remove the virtual environment, build output and local data.

@@ -38,6 +38,7 @@ class GatewaySettings:
     work_dir: Path
     # Bulk jobs carry up to 10,000 events; the service itself caps a single event at 1 MiB.
     max_request_bytes: int = 16 * 1024 * 1024
+    max_response_bytes: int = 32 * 1024 * 1024
     # The gRPC services whose google.api.http bindings Envoy transcodes.
     services: tuple[str, ...] = (
         "eventmgmt.v1.EventRestService",
@@ -73,6 +74,7 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "grpc_host": settings.grpc_host,
         "grpc_port": settings.grpc_port,
         "max_request_bytes": settings.max_request_bytes,
+        "max_response_bytes": settings.max_response_bytes,
         # JSON is YAML: a flow list with quoted names.
         "services": json.dumps(list(settings.services)),
         "descriptor_path": str(Path(descriptor_path).resolve()),

@@ -16,7 +16,7 @@ import peewee
 
 from eventmgmt.domain.access import Principal, Role
 from eventmgmt.domain.events import Event, now_us
-from eventmgmt.domain.jobs import JOB_STATUS_KEPT_US, Job, JobKind, JobResult, JobState, LeaseLost
+from eventmgmt.domain.jobs import Job, JobKind, JobResult, JobState, LeaseLost
 from eventmgmt.persistence.store import Store
 from eventmgmt.persistence.store import _event_row as event_row
 from eventmgmt.persistence.store import _scope as scope
@@ -215,8 +215,11 @@ class JobRepository:
 
         return await self._store.read(read)
 
-    async def finish(self, job: Job, owner: str, state: JobState, audit: Event) -> None:
-        """Ends the job and records its audit event, together."""
+    async def finish(
+        self, job: Job, owner: str, state: JobState, audit: Event, kept_us: int
+    ) -> None:
+        """Ends the job and records its audit event, together; the status is purged after
+        `kept_us` (Siemens keeps it for 2 hours, we keep it for a day by default)."""
         p = self._p
 
         def write(cursor: Any) -> None:
@@ -231,7 +234,7 @@ class JobRepository:
                     job.failed,
                     job.total,
                     now,
-                    now + JOB_STATUS_KEPT_US,
+                    now + kept_us,
                     job.id,
                     owner,
                 ),

@@ -115,6 +115,10 @@ class Service:
     rest_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Extra environment for the server (for example shorter job leases), and whether it
+    # runs its Envoy gateway.
+    env: dict[str, str] = field(default_factory=dict)
+    gateway: bool = True
 
     @property
     def rest_url(self) -> str:
@@ -167,22 +171,30 @@ class Service:
                 str(self.admin_port),
                 "--data-dir",
                 str(self.data_dir),
+                *([] if self.gateway else ["--no-gateway"]),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
         )
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_tail()}")
-            try:
-                if self.request("GET", "/events").status == 401:
-                    return
-            except OSError:
-                pass
+            if self._ready():
+                return
             time.sleep(0.1)
         raise RuntimeError(f"server not ready in 30 s: {self.log_tail()}")
+
+    def _ready(self) -> bool:
+        try:
+            if self.gateway:
+                return self.request("GET", "/events").status == 401
+            with socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def log_tail(self) -> str:
         return (self.data_dir / "serve.log").read_text(errors="replace")[-3000:]

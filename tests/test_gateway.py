@@ -35,6 +35,8 @@ from eventmgmt.v1 import event_rest_service_pb2_grpc as rest_grpc
 pytestmark = pytest.mark.integration
 
 MAX_REQUEST_BYTES = 64 * 1024
+# The canned upstream's largest answer is 4 MiB: over this limit.
+MAX_RESPONSE_BYTES = 1024 * 1024
 
 
 def free_port() -> int:
@@ -173,6 +175,7 @@ def _settings(work_dir: Path, grpc_port: int) -> GatewaySettings:
         grpc_port=grpc_port,
         work_dir=work_dir,
         max_request_bytes=MAX_REQUEST_BYTES,
+        max_response_bytes=MAX_RESPONSE_BYTES,
     )
 
 

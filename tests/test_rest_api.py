@@ -131,13 +131,21 @@ def test_malformed_bodies_are_rejected(service: Service, keys: Keys, raw: bytes)
     assert answer.json()["message"]
 
 
-def test_oversized_body_is_refused_with_json(service: Service, keys: Keys) -> None:
-    answer = service.request(
+def test_oversized_bodies_are_refused_with_json(service: Service, keys: Keys) -> None:
+    # One event may be 1 MiB: the service refuses more, naming the rule.
+    event = service.request(
         "POST", "/events", {"description": "x" * (2 * 1024 * 1024)}, key=keys.writer
     )
+    assert event.status == 400
+    assert error_reason(event.json()) == "BODY_TOO_LARGE"
+    assert "1048576" in event.json()["message"]
 
-    assert answer.status == 413
-    assert answer.headers["content-type"].startswith("application/json")
+    # Any body over 16 MiB (the bulk job limit) stops at the gateway.
+    anything = service.request(
+        "POST", "/createEventsJobs", b"x" * (17 * 1024 * 1024), key=keys.writer
+    )
+    assert anything.status == 413
+    assert anything.headers["content-type"].startswith("application/json")
 
 
 def test_get_with_a_bad_or_unknown_id(service: Service, keys: Keys) -> None:

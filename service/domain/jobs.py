@@ -24,8 +24,6 @@ from eventmgmt.domain.events import Event, EventManager, new_event_id, now_us
 log = logging.getLogger(__name__)
 
 MAX_CREATE_JOB_EVENTS = 10_000
-# Siemens keeps job status for 2 hours; ours stays readable for a day after the job ends.
-JOB_STATUS_KEPT_US = 24 * 3600 * 1_000_000
 # Platform event codes (0-9999 are reserved for internal events, seed 001).
 CODE_CREATE_JOB_FINISHED = "1101"
 CODE_DELETE_JOB_FINISHED = "1102"
@@ -99,7 +97,9 @@ class JobRepository(Protocol):
 
     async def count_matching(self, principal: Principal, where: Mapping[str, Any]) -> int: ...
 
-    async def finish(self, job: Job, owner: str, state: JobState, audit: Event) -> None: ...
+    async def finish(
+        self, job: Job, owner: str, state: JobState, audit: Event, kept_us: int
+    ) -> None: ...
 
     async def purge_expired(self, now: int) -> int: ...
 
@@ -208,6 +208,8 @@ class RunnerSettings:
     lease_us: int = int(float(os.environ.get("EVENTMGMT_JOB_LEASE_S", "30")) * 1_000_000)
     chunk: int = int(os.environ.get("EVENTMGMT_JOB_CHUNK", "500"))
     poll_s: float = float(os.environ.get("EVENTMGMT_JOB_POLL_S", "1.0"))
+    # How long a finished job's status stays readable.
+    kept_us: int = int(float(os.environ.get("EVENTMGMT_JOB_KEPT_S", "86400")) * 1_000_000)
 
 
 class JobRunner:
@@ -328,5 +330,5 @@ class JobRunner:
             classification="INTERNAL",
             internal=True,
         )
-        await self._repository.finish(job, self._owner, state, audit)
+        await self._repository.finish(job, self._owner, state, audit, self._settings.kept_us)
         log.info("%s", description)

@@ -43,6 +43,7 @@ class GatewaySettings:
     services: tuple[str, ...] = (
         "eventmgmt.v1.EventRestService",
         "eventmgmt.v1.EventJobRestService",
+        "eventmgmt.v1.SharingService",
     )
 
 

@@ -72,6 +72,22 @@ def _v1_initial(db: peewee.Database) -> None:
         db.execute_sql(statement)
 
 
+def _v5_entity_shares(db: peewee.Database) -> None:
+    db.execute_sql(
+        """CREATE TABLE entity_shares (
+            owner_tenant_id VARCHAR(64) NOT NULL,
+            entity_id VARCHAR(128) NOT NULL,
+            receiver_tenant_id VARCHAR(64) NOT NULL,
+            create_time BIGINT NOT NULL,
+            PRIMARY KEY (owner_tenant_id, entity_id, receiver_tenant_id))"""
+    )
+    # Shared reads ask "which entities of which owners may this receiver see".
+    db.execute_sql(
+        "CREATE INDEX entity_shares_receiver ON entity_shares "
+        "(receiver_tenant_id, owner_tenant_id, entity_id)"
+    )
+
+
 def _v8_jobs(db: peewee.Database) -> None:
     statements = [
         # A bulk job, its submitter's scope (the job runs with it) and its lease: the process
@@ -110,6 +126,7 @@ def _v8_jobs(db: peewee.Database) -> None:
 
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
+    (5, "entities shared with other tenants", _v5_entity_shares),
     (8, "bulk jobs and their per-event results", _v8_jobs),
 ]
 

@@ -210,9 +210,10 @@ class Store:
 
 
 def _scope(
-    principal: Principal, param: str, *, whole_tenant: bool = False
+    principal: Principal, param: str, *, whole_tenant: bool = False, include_shared: bool = False
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause that keeps a query inside the principal's tenant and domain subtree."""
+    """The WHERE clause that keeps a query inside the principal's tenant and domain subtree,
+    and, when asked, adds the events of entities other tenants share with it."""
     clause, args = f"tenant_id = {param}", [principal.tenant_id]
     if not whole_tenant and principal.domain != ROOT_DOMAIN:
         # A prefix compared by equality, not LIKE ('_' in a domain name is no wildcard) nor a
@@ -221,6 +222,13 @@ def _scope(
         subtree = principal.domain + "/"
         clause += f" AND (domain = {param} OR substr(domain, 1, {param}) = {param})"
         args += [principal.domain, len(subtree), subtree]
+    if include_shared:
+        clause = (
+            f"(({clause}) OR EXISTS (SELECT 1 FROM entity_shares s "
+            f"WHERE s.receiver_tenant_id = {param} AND s.owner_tenant_id = events.tenant_id "
+            f"AND s.entity_id = events.entity_id))"
+        )
+        args.append(principal.tenant_id)
     return clause, args
 
 
@@ -238,16 +246,28 @@ class EventRepository:
         return replaced
 
     async def get(
-        self, principal: Principal, event_id: str, *, whole_tenant: bool = False
+        self,
+        principal: Principal,
+        event_id: str,
+        *,
+        whole_tenant: bool = False,
+        include_shared: bool = False,
     ) -> Event | None:
         return await self._store.read(
-            functools.partial(self._get, principal, event_id, whole_tenant)
+            functools.partial(self._get, principal, event_id, whole_tenant, include_shared)
         )
 
     def _get(
-        self, principal: Principal, event_id: str, whole_tenant: bool, db: peewee.Database
+        self,
+        principal: Principal,
+        event_id: str,
+        whole_tenant: bool,
+        include_shared: bool,
+        db: peewee.Database,
     ) -> Event | None:
-        where, args = _scope(principal, db.param, whole_tenant=whole_tenant)
+        where, args = _scope(
+            principal, db.param, whole_tenant=whole_tenant, include_shared=include_shared
+        )
         row = db.execute_sql(
             f"{_SELECT_EVENT} WHERE id = {db.param} AND {where}", (event_id, *args)
         ).fetchone()

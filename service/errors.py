@@ -19,6 +19,7 @@ DOMAIN = "eventmgmt.io"
 _CODES: list[tuple[type[errors.DomainError], int]] = [
     (errors.InvalidInput, code_pb2.INVALID_ARGUMENT),
     (errors.NotFound, code_pb2.NOT_FOUND),
+    (errors.AlreadyExists, code_pb2.ALREADY_EXISTS),
     (errors.StaleEtag, code_pb2.ABORTED),
     (errors.Unauthenticated, code_pb2.UNAUTHENTICATED),
     (errors.PermissionDenied, code_pb2.PERMISSION_DENIED),

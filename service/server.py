@@ -16,12 +16,15 @@ from grpc_reflection.v1alpha import reflection
 from eventmgmt.auth import KeyResolver, PrincipalInterceptor
 from eventmgmt.domain.events import EventManager
 from eventmgmt.domain.jobs import JobManager, JobRunner
+from eventmgmt.domain.sharing import SharingManager
 from eventmgmt.job_views import parse_job_item
 from eventmgmt.persistence.jobs import JobRepository
+from eventmgmt.persistence.sharing import ShareRepository
 from eventmgmt.persistence.store import Store
 from eventmgmt.servicers.event_job_service import EventJobRestServicer, EventJobServicer
 from eventmgmt.servicers.event_rest_service import EventRestServicer
 from eventmgmt.servicers.event_service import EventServicer
+from eventmgmt.servicers.sharing_service import SharingServicer
 from eventmgmt.v1 import (
     event_job_rest_service_pb2,
     event_job_rest_service_pb2_grpc,
@@ -31,6 +34,8 @@ from eventmgmt.v1 import (
     event_rest_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
+    sharing_service_pb2,
+    sharing_service_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -58,13 +63,15 @@ class Services:
     events: EventManager
     jobs: JobManager
     job_runner: JobRunner
+    sharing: SharingManager
 
     @classmethod
     def over(cls, store: Store) -> Services:
         events = EventManager(store.events)
         job_store = JobRepository(store)
         runner = JobRunner(job_store, events, parse_job_item)
-        return cls(events, JobManager(job_store, runner.wake), runner)
+        sharing = SharingManager(ShareRepository(store))
+        return cls(events, JobManager(job_store, runner.wake), runner, sharing)
 
 
 def create_server(
@@ -91,6 +98,9 @@ def create_server(
     event_job_rest_service_pb2_grpc.add_EventJobRestServiceServicer_to_server(
         EventJobRestServicer(services.jobs), server
     )
+    sharing_service_pb2_grpc.add_SharingServiceServicer_to_server(
+        SharingServicer(services.sharing), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [
@@ -98,6 +108,7 @@ def create_server(
         event_rest_service_pb2.DESCRIPTOR.services_by_name["EventRestService"].full_name,
         event_job_service_pb2.DESCRIPTOR.services_by_name["EventJobService"].full_name,
         event_job_rest_service_pb2.DESCRIPTOR.services_by_name["EventJobRestService"].full_name,
+        sharing_service_pb2.DESCRIPTOR.services_by_name["SharingService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]

@@ -47,6 +47,12 @@ class NotFound(DomainError):
     reason = "NOT_FOUND"
 
 
+class AlreadyExists(DomainError):
+    """The thing to create exists already; nothing was changed."""
+
+    reason = "ALREADY_EXISTS"
+
+
 class StaleEtag(DomainError):
     """The caller's etag is not the stored one; nothing was changed."""
 

@@ -202,9 +202,15 @@ class EventRepository(Protocol):
     async def insert(self, event: Event) -> None: ...
 
     async def get(
-        self, principal: Principal, event_id: str, *, whole_tenant: bool = False
+        self,
+        principal: Principal,
+        event_id: str,
+        *,
+        whole_tenant: bool = False,
+        include_shared: bool = False,
     ) -> Event | None:
-        """Reads within the principal's domain subtree, or its whole tenant when asked."""
+        """Reads within the principal's domain subtree, or its whole tenant when asked, plus
+        the events of entities shared with its tenant when asked."""
         ...
 
     async def list(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]: ...
@@ -314,10 +320,18 @@ class EventManager:
         )
 
     async def get(
-        self, principal: Principal, event_id: str, *, whole_tenant: bool = False
+        self,
+        principal: Principal,
+        event_id: str,
+        *,
+        whole_tenant: bool = False,
+        include_shared: bool = False,
     ) -> Event:
         event = await self._repository.get(
-            principal, check_event_id(event_id), whole_tenant=whole_tenant
+            principal,
+            check_event_id(event_id),
+            whole_tenant=whole_tenant,
+            include_shared=include_shared,
         )
         if event is None:
             raise NotFound(f"event {event_id} not found", reason="EVENT_NOT_FOUND")
@@ -340,8 +354,9 @@ class EventManager:
         violations = _check_fields(fields)
         if violations:
             raise InvalidInput(violations)
-        # Same-tenant events outside the key's subtree answer NOT_AUTHORIZED_DOMAIN (seed 002).
-        stored = await self.get(principal, event_id, whole_tenant=True)
+        # Same-tenant events outside the key's subtree answer NOT_AUTHORIZED_DOMAIN (seed 002)
+        # and events shared with the tenant SHARED_EVENT_READ_ONLY, rather than a bare 404.
+        stored = await self.get(principal, event_id, whole_tenant=True, include_shared=True)
         self._check_writable(principal, stored)
         if expected_etag is not None and expected_etag != stored.etag:
             raise StaleEtag(f"etag {expected_etag} is stale; the event is at etag {stored.etag}")
@@ -358,7 +373,7 @@ class EventManager:
 
     async def acknowledge(self, principal: Principal, event_id: str) -> Event:
         principal.require(Role.READ_WRITE)
-        stored = await self.get(principal, event_id, whole_tenant=True)
+        stored = await self.get(principal, event_id, whole_tenant=True, include_shared=True)
         self._check_writable(principal, stored)
         if stored.acknowledged:
             return stored

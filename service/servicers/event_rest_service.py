@@ -74,7 +74,9 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
     async def RestGetEvent(
         self, request: pb.RestGetEventRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        event = await self._events.get(current_principal(), request.id)
+        event = await self._events.get(
+            current_principal(), request.id, include_shared=request.include_shared
+        )
         return _body(rest_json.event_document(event, base_url(context)))
 
     async def RestListEvents(

@@ -53,7 +53,9 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
     async def GetEvent(
         self, request: pb.GetEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetEventResponse:
-        event = await self._events.get(current_principal(), request.id)
+        event = await self._events.get(
+            current_principal(), request.id, include_shared=request.include_shared
+        )
         return pb.GetEventResponse(event=event_to_proto(event))
 
     async def ListEvents(

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%eventmgmt/v1/event_rest_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"B\n\x16RestCreateEventRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"\'\n\x13RestGetEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x15RestListEventsRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x0c\n\x04size\x18\x02 \x01(\x05\x12\x0c\n\x04sort\x18\x03 \x03(\t\"T\n\x16RestUpdateEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"/\n\x1bRestAcknowledgeEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\x9b\x04\n\x10\x45ventRestService\x12\x64\n\x0fRestCreateEvent\x12$.eventmgmt.v1.RestCreateEventRequest\x1a\x14.google.api.HttpBody\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x07/events:\x04\x62ody\x12]\n\x0cRestGetEvent\x12!.eventmgmt.v1.RestGetEventRequest\x1a\x14.google.api.HttpBody\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/events/{id}\x12\\\n\x0eRestListEvents\x12#.eventmgmt.v1.RestListEventsRequest\x1a\x14.google.api.HttpBody\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/events\x12i\n\x0fRestUpdateEvent\x12$.eventmgmt.v1.RestUpdateEventRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\x1a\x0c/events/{id}:\x04\x62ody\x12y\n\x14RestAcknowledgeEvent\x12).eventmgmt.v1.RestAcknowledgeEventRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\"\x18/events/{id}/acknowledgeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%eventmgmt/v1/event_rest_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"B\n\x16RestCreateEventRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"?\n\x13RestGetEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"A\n\x15RestListEventsRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x0c\n\x04size\x18\x02 \x01(\x05\x12\x0c\n\x04sort\x18\x03 \x03(\t\"T\n\x16RestUpdateEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"/\n\x1bRestAcknowledgeEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\x9b\x04\n\x10\x45ventRestService\x12\x64\n\x0fRestCreateEvent\x12$.eventmgmt.v1.RestCreateEventRequest\x1a\x14.google.api.HttpBody\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x07/events:\x04\x62ody\x12]\n\x0cRestGetEvent\x12!.eventmgmt.v1.RestGetEventRequest\x1a\x14.google.api.HttpBody\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/events/{id}\x12\\\n\x0eRestListEvents\x12#.eventmgmt.v1.RestListEventsRequest\x1a\x14.google.api.HttpBody\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/events\x12i\n\x0fRestUpdateEvent\x12$.eventmgmt.v1.RestUpdateEventRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\x1a\x0c/events/{id}:\x04\x62ody\x12y\n\x14RestAcknowledgeEvent\x12).eventmgmt.v1.RestAcknowledgeEventRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\"\x18/events/{id}/acknowledgeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,13 +57,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTCREATEEVENTREQUEST']._serialized_start=145
   _globals['_RESTCREATEEVENTREQUEST']._serialized_end=211
   _globals['_RESTGETEVENTREQUEST']._serialized_start=213
-  _globals['_RESTGETEVENTREQUEST']._serialized_end=252
-  _globals['_RESTLISTEVENTSREQUEST']._serialized_start=254
-  _globals['_RESTLISTEVENTSREQUEST']._serialized_end=319
-  _globals['_RESTUPDATEEVENTREQUEST']._serialized_start=321
-  _globals['_RESTUPDATEEVENTREQUEST']._serialized_end=405
-  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_start=407
-  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_end=454
-  _globals['_EVENTRESTSERVICE']._serialized_start=457
-  _globals['_EVENTRESTSERVICE']._serialized_end=996
+  _globals['_RESTGETEVENTREQUEST']._serialized_end=276
+  _globals['_RESTLISTEVENTSREQUEST']._serialized_start=278
+  _globals['_RESTLISTEVENTSREQUEST']._serialized_end=343
+  _globals['_RESTUPDATEEVENTREQUEST']._serialized_start=345
+  _globals['_RESTUPDATEEVENTREQUEST']._serialized_end=429
+  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_start=431
+  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_end=478
+  _globals['_EVENTRESTSERVICE']._serialized_start=481
+  _globals['_EVENTRESTSERVICE']._serialized_end=1020
 # @@protoc_insertion_point(module_scope)

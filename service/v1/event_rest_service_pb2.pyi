@@ -16,10 +16,12 @@ class RestCreateEventRequest(_message.Message):
     def __init__(self, body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
 
 class RestGetEventRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "include_shared")
     ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SHARED_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    include_shared: bool
+    def __init__(self, id: _Optional[str] = ..., include_shared: _Optional[bool] = ...) -> None: ...
 
 class RestListEventsRequest(_message.Message):
     __slots__ = ("page", "size", "sort")

@@ -21,10 +21,12 @@ class CreateEventResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ...) -> None: ...
 
 class GetEventRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "include_shared")
     ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SHARED_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    include_shared: bool
+    def __init__(self, id: _Optional[str] = ..., include_shared: _Optional[bool] = ...) -> None: ...
 
 class GetEventResponse(_message.Message):
     __slots__ = ("event",)

@@ -1,0 +1,74 @@
+"""Sharing (seed 003): a tenant lets another tenant read the events of one of its entities.
+
+Shared events are read-only for the receiver and only listed or read when it asks for them
+(`includeShared`); any key of the receiving tenant may read them, whatever its domain, since
+the owner's domain paths mean nothing in the receiver's tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from eventmgmt.domain.access import Principal, Role
+from eventmgmt.domain.errors import AlreadyExists, FieldViolation, InvalidInput, NotFound
+from eventmgmt.domain.events import now_us
+
+MAX_ENTITY_ID = 128
+
+
+@dataclass(frozen=True, slots=True)
+class EntityShare:
+    owner_tenant_id: str
+    entity_id: str
+    tenant_id: str
+    create_time: int
+
+
+class ShareRepository(Protocol):
+    async def insert(self, share: EntityShare) -> bool: ...
+
+    async def delete(self, owner_tenant_id: str, entity_id: str, tenant_id: str) -> bool: ...
+
+    async def list_for(self, tenant_id: str) -> list[EntityShare]: ...
+
+    async def tenant_exists(self, tenant_id: str) -> bool: ...
+
+
+class SharingManager:
+    def __init__(self, repository: ShareRepository) -> None:
+        self._repository = repository
+
+    async def share(self, principal: Principal, entity_id: str, tenant_id: str) -> EntityShare:
+        principal.require(Role.ADMIN)
+        violations = []
+        if not entity_id or len(entity_id) > MAX_ENTITY_ID:
+            violations.append(FieldViolation("entityId", f"1 to {MAX_ENTITY_ID} characters"))
+        if not tenant_id:
+            violations.append(FieldViolation("tenantId", "is required"))
+        elif tenant_id == principal.tenant_id:
+            violations.append(FieldViolation("tenantId", "must be another tenant than yours"))
+        if violations:
+            raise InvalidInput(violations)
+        if not await self._repository.tenant_exists(tenant_id):
+            raise NotFound(f"tenant {tenant_id} not found", reason="TENANT_NOT_FOUND")
+        share = EntityShare(principal.tenant_id, entity_id, tenant_id, now_us())
+        if not await self._repository.insert(share):
+            raise AlreadyExists(
+                f"entity {entity_id} is already shared with tenant {tenant_id}",
+                reason="SHARE_EXISTS",
+            )
+        return share
+
+    async def unshare(self, principal: Principal, entity_id: str, tenant_id: str) -> None:
+        principal.require(Role.ADMIN)
+        if not await self._repository.delete(principal.tenant_id, entity_id, tenant_id):
+            raise NotFound(
+                f"entity {entity_id} is not shared with tenant {tenant_id}",
+                reason="SHARE_NOT_FOUND",
+            )
+
+    async def list(self, principal: Principal) -> list[EntityShare]:
+        """The shares the principal's tenant made and received."""
+        principal.require(Role.READ)
+        return await self._repository.list_for(principal.tenant_id)

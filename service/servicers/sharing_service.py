@@ -1,0 +1,64 @@
+"""SharingService: one rpc per operation for gRPC and REST alike. REST clients send raw JSON
+in `body`, parsed strictly here; Envoy prints the typed answers (the proto3 JSON mapping is
+the documented JSON)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from eventmgmt.auth import current_principal
+from eventmgmt.domain.errors import invalid
+from eventmgmt.domain.sharing import EntityShare, SharingManager
+from eventmgmt.v1 import sharing_service_pb2 as pb
+from eventmgmt.v1 import sharing_service_pb2_grpc
+
+
+def _message(share: EntityShare) -> pb.EntityShare:
+    seconds, micros = divmod(share.create_time, 1_000_000)
+    return pb.EntityShare(
+        entity_id=share.entity_id,
+        tenant_id=share.tenant_id,
+        owner_tenant_id=share.owner_tenant_id,
+        create_time=Timestamp(seconds=seconds, nanos=micros * 1000),
+    )
+
+
+def _requested(request: pb.ShareEntityRequest) -> pb.EntityShare:
+    if not request.HasField("body"):
+        return request.share
+    share = pb.EntityShare()
+    try:
+        json_format.Parse(request.body.data, share, ignore_unknown_fields=False)
+    except json_format.ParseError as error:
+        raise invalid("body", f'must be {{"entityId", "tenantId"}}: {error}') from None
+    if share.owner_tenant_id or share.HasField("create_time"):
+        raise invalid("body", "ownerTenantId and createTime are set by the server")
+    return share
+
+
+class SharingServicer(sharing_service_pb2_grpc.SharingServiceServicer):
+    def __init__(self, sharing: SharingManager) -> None:
+        self._sharing = sharing
+
+    async def ShareEntity(
+        self, request: pb.ShareEntityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ShareEntityResponse:
+        wanted = _requested(request)
+        share = await self._sharing.share(current_principal(), wanted.entity_id, wanted.tenant_id)
+        if request.HasField("body"):
+            await context.send_initial_metadata([("x-http-code", "201")])
+        return pb.ShareEntityResponse(share=_message(share))
+
+    async def ListEntityShares(
+        self, request: pb.ListEntitySharesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListEntitySharesResponse:
+        shares = await self._sharing.list(current_principal())
+        return pb.ListEntitySharesResponse(shares=[_message(s) for s in shares])
+
+    async def UnshareEntity(
+        self, request: pb.UnshareEntityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnshareEntityResponse:
+        await self._sharing.unshare(current_principal(), request.entity_id, request.tenant_id)
+        return pb.UnshareEntityResponse()

@@ -76,6 +76,9 @@ _TEXT_LIMITS = {
 }
 _NAME_LIMITS = {"type_id": 64, "entity_type": 64}
 MAX_SOURCE_BYTES = 16 * 1024
+# gRPC clients get the source as a google.protobuf.Struct, which protobuf refuses to read past
+# 100 levels of nesting; a much lower cap keeps every stored source readable everywhere.
+MAX_SOURCE_DEPTH = 32
 MAX_PAYLOAD_BYTES = 256 * 1024
 # Timestamps are kept as integer microseconds since the epoch, 1970 to 9999.
 MAX_TIMESTAMP_US = 253402300799_999999
@@ -225,6 +228,14 @@ def check_event_id(event_id: str) -> str:
         raise invalid("id", "must be a UUID such as 3f1c0d2e-8b7a-4c55-9d1e-2a6b4f0c9e11") from None
 
 
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
 def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
     violations = []
     for name, limit in _TEXT_LIMITS.items():
@@ -259,6 +270,10 @@ def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
         violations.append(FieldViolation("source", f"at most {MAX_SOURCE_BYTES} bytes of JSON"))
     if isinstance(source, str) and len(source) > 1024:
         violations.append(FieldViolation("source", "at most 1024 characters"))
+    if isinstance(source, dict | list) and _depth(source) > MAX_SOURCE_DEPTH:
+        violations.append(
+            FieldViolation("source", f"at most {MAX_SOURCE_DEPTH} levels of nested objects")
+        )
     payload = fields.get("payload")
     if payload is not None and len(payload.data) > MAX_PAYLOAD_BYTES:
         violations.append(FieldViolation("payload.data", f"at most {MAX_PAYLOAD_BYTES} bytes"))

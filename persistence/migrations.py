@@ -72,6 +72,51 @@ def _v1_initial(db: peewee.Database) -> None:
         db.execute_sql(statement)
 
 
+def _v4_device_registry(db: peewee.Database) -> None:
+    statements = [
+        """CREATE TABLE devices (
+            tenant_id VARCHAR(64) NOT NULL REFERENCES tenants (id),
+            id VARCHAR(128) NOT NULL,
+            domain VARCHAR(1024) NOT NULL,
+            entity_type VARCHAR(64) NOT NULL,
+            enabled BOOLEAN NOT NULL,
+            create_time BIGINT NOT NULL,
+            update_time BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, id))""",
+        """CREATE TABLE tenant_apps (
+            tenant_id VARCHAR(64) NOT NULL REFERENCES tenants (id),
+            id VARCHAR(64) NOT NULL,
+            name VARCHAR(255) NOT NULL,
+            licence_active BOOLEAN NOT NULL,
+            create_time BIGINT NOT NULL,
+            update_time BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, id))""",
+        # Seed 000's duplicate rule, enforced by the database so that two identical reports
+        # racing on any number of replicas store one event: the hash covers the report's
+        # other fields (description, app id, severity, data). Other events leave it NULL and
+        # stay out of the (partial) index.
+        "ALTER TABLE events ADD COLUMN report_hash CHAR(64)",
+        """CREATE UNIQUE INDEX events_device_report ON events
+            (tenant_id, entity_id, type_id, ts, report_hash) WHERE report_hash IS NOT NULL""",
+        # Reports answered 202: saved here durably, turned into events by a background task
+        # (also after a restart). `event` is the event as it will be stored, as JSON.
+        """CREATE TABLE pending_device_events (
+            id VARCHAR(36) PRIMARY KEY,
+            tenant_id VARCHAR(64) NOT NULL,
+            entity_id VARCHAR(128) NOT NULL,
+            type_id VARCHAR(64) NOT NULL,
+            ts BIGINT NOT NULL,
+            report_hash CHAR(64) NOT NULL,
+            accept_time BIGINT NOT NULL,
+            event TEXT NOT NULL)""",
+        """CREATE UNIQUE INDEX pending_device_events_report ON pending_device_events
+            (tenant_id, entity_id, type_id, ts, report_hash)""",
+        "CREATE INDEX pending_device_events_accept ON pending_device_events (accept_time)",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
 def _v5_entity_shares(db: peewee.Database) -> None:
     db.execute_sql(
         """CREATE TABLE entity_shares (
@@ -126,6 +171,7 @@ def _v8_jobs(db: peewee.Database) -> None:
 
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
+    (4, "devices, tenant apps, device report duplicates and pending reports", _v4_device_registry),
     (5, "entities shared with other tenants", _v5_entity_shares),
     (8, "bulk jobs and their per-event results", _v8_jobs),
 ]

@@ -154,6 +154,11 @@ class Store:
         self.writer = GroupCommitWriter(self.database, self._apply_writes)
         self.events = EventRepository(self)
         self.keys = KeyRepository(self)
+        # Imported here: those repositories build on this module's row helpers.
+        from eventmgmt.persistence.devices import DeviceEventStore, RegistryStore
+
+        self.registry = RegistryStore(self)
+        self.device_events = DeviceEventStore(self)
 
     def migrate(self) -> list[int]:
         return migrate(self.database)
@@ -201,7 +206,10 @@ class Store:
             )
         else:
             placeholders = ", ".join([self.database.param] * len(EVENT_COLUMNS))
-            cursor.executemany(f"INSERT INTO events VALUES ({placeholders})", rows)
+            # Columns named: later migrations add columns that these rows leave NULL.
+            cursor.executemany(
+                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({placeholders})", rows
+            )
 
     def close(self) -> None:
         self.writer.close()

@@ -15,6 +15,9 @@ from eventmgmt.domain.errors import Unauthenticated
 from eventmgmt.errors import to_status
 from eventmgmt.persistence.store import hash_api_key
 
+# A method that answers its own failures (seed 000's device path has its own error body)
+# turns an error into its response instead of a gRPC status.
+ErrorAnswer = Callable[[BaseException, grpc.aio.ServicerContext], Awaitable[Any]]
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
 # What the interceptor found for this call: a principal, or why there is none.
 _caller: contextvars.ContextVar[Principal | Unauthenticated] = contextvars.ContextVar("caller")
@@ -78,8 +81,11 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
     The principal (or the reason there is none) goes into a context variable: the servicer
     runs in the same task, so the guarded handler, built once per method, reads it there."""
 
-    def __init__(self, resolver: KeyResolver) -> None:
+    def __init__(
+        self, resolver: KeyResolver, error_answers: dict[str, ErrorAnswer] | None = None
+    ) -> None:
         self._resolver = resolver
+        self._error_answers = error_answers or {}
         self._guarded: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -99,7 +105,7 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
             _caller.set(error)
         guarded = self._guarded.get(method)
         if guarded is None:
-            guarded = self._guarded[method] = _guard(handler)
+            guarded = self._guarded[method] = _guard(handler, self._error_answers.get(method))
         return guarded
 
 
@@ -110,10 +116,30 @@ async def _enter(context: grpc.aio.ServicerContext) -> None:
     _principal.set(caller)
 
 
-def _guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _guard(
+    handler: grpc.RpcMethodHandler, answer_error: ErrorAnswer | None = None
+) -> grpc.RpcMethodHandler:
     """Wraps a method's behaviour: authenticate from the context, map every failure."""
 
+    def answering(behavior: Callable[..., Any], answer: ErrorAnswer) -> Callable[..., Any]:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            caller = _caller.get()
+            if isinstance(caller, BaseException):
+                return await answer(caller, context)
+            _principal.set(caller)
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                return await answer(error, context)
+
+        return guarded
+
     def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        if answer_error is not None:
+            return answering(behavior, answer_error)
+
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await _enter(context)
             try:

@@ -10,8 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-from eventmgmt.domain.access import Role, check_domain_path
+from eventmgmt.domain.access import ROOT_DOMAIN, Principal, Role, check_domain_path
 from eventmgmt.domain.errors import DomainError
+from eventmgmt.domain.registry import RegistryManager
 from eventmgmt.persistence.store import Store
 from eventmgmt.server import ServerSettings, serve
 
@@ -67,10 +68,83 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--tenant")
     revoke = actions.add_parser("revoke-key", help="revoke an API key by its id")
     revoke.add_argument("key_id")
+
+    device = actions.add_parser("create-device", help="register a device of a tenant")
+    device.add_argument("device_id")
+    device.add_argument("--tenant", required=True)
+    device.add_argument("--domain", default="/", help="domain path, such as /root/sub1")
+    device.add_argument("--entity-type", default="", help="entity type of its events (Device)")
+    actions.add_parser("list-devices", help="list a tenant's devices").add_argument(
+        "--tenant", required=True
+    )
+    disable_device = actions.add_parser("disable-device", help="refuse a device's reports")
+    disable_device.add_argument("device_id")
+    disable_device.add_argument("--tenant", required=True)
+    app = actions.add_parser("create-app", help="register a tenant app with an active licence")
+    app.add_argument("app_id")
+    app.add_argument("--tenant", required=True)
+    app.add_argument("--name", default="")
+    actions.add_parser("list-apps", help="list a tenant's apps").add_argument(
+        "--tenant", required=True
+    )
+    disable_app = actions.add_parser("disable-app", help="deactivate an app's licence")
+    disable_app.add_argument("app_id")
+    disable_app.add_argument("--tenant", required=True)
     return parser
 
 
+_REGISTRY_ACTIONS = (
+    "create-device",
+    "list-devices",
+    "disable-device",
+    "create-app",
+    "list-apps",
+    "disable-app",
+)
+
+
+async def _registry(store: Store, args: argparse.Namespace) -> None:
+    # The operator at the terminal acts as an Admin of the whole tenant.
+    operator = Principal(args.tenant, "cli", "operator", Role.ADMIN, ROOT_DOMAIN)
+    registry = RegistryManager(store.registry)
+    if args.action == "create-device":
+        d = await registry.create_device(operator, args.device_id, args.domain, args.entity_type)
+        print(f"device {d.id} created in tenant {d.tenant_id} ({d.entity_type}, {d.domain})")
+    elif args.action == "list-devices":
+        after = ""
+        while devices := await registry.list_devices(operator, after):
+            for d in devices:
+                state = "enabled" if d.enabled else "disabled"
+                print(f"{d.id}  {d.domain}  {d.entity_type}  {state}")
+            after = devices[-1].id
+    elif args.action == "disable-device":
+        d = await registry.disable_device(operator, args.device_id)
+        print(f"device {d.id} disabled")
+    elif args.action == "create-app":
+        a = await registry.create_app(operator, args.app_id, args.name)
+        print(f"app {a.id} created in tenant {a.tenant_id} with an active licence")
+    elif args.action == "list-apps":
+        after = ""
+        while apps := await registry.list_apps(operator, after):
+            for a in apps:
+                state = "licence active" if a.licence_active else "licence inactive"
+                print(f"{a.id}  {a.name}  {state}")
+            after = apps[-1].id
+    else:
+        a = await registry.disable_app(operator, args.app_id)
+        print(f"app {a.id} licence deactivated")
+
+
 def _admin(store: Store, args: argparse.Namespace) -> int:
+    if args.action in _REGISTRY_ACTIONS:
+        if not store.keys.tenant_exists(args.tenant):
+            print(
+                f"no tenant {args.tenant}; create it with `eventmgmt admin create-tenant`",
+                file=sys.stderr,
+            )
+            return 1
+        asyncio.run(_registry(store, args))
+        return 0
     if args.action == "create-tenant":
         created = store.keys.create_tenant(args.tenant_id, args.name or args.tenant_id)
         print(f"tenant {args.tenant_id} {'created' if created else 'already exists'}")

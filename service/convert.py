@@ -11,7 +11,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from eventmgmt.domain.errors import invalid
 from eventmgmt.domain.events import CLASSIFICATIONS, Event, Payload
-from eventmgmt.v1 import event_pb2
+from eventmgmt.domain.registry import App, Device
+from eventmgmt.rest_json import loads
+from eventmgmt.v1 import device_event_service_pb2, event_pb2, registry_pb2
 
 _CLASSIFICATION_TO_PROTO = {name: index for index, name in enumerate(CLASSIFICATIONS, start=1)}
 _CLASSIFICATION_FROM_PROTO = {v: k for k, v in _CLASSIFICATION_TO_PROTO.items()}
@@ -135,4 +137,45 @@ def fields_from_proto(message: event_pb2.Event, only: Iterable[str] = ()) -> dic
             fields[name] = True  # refused by the domain with its own rule
     if message.custom_fields:
         raise invalid("custom_fields", "the standard event has no custom fields")
+    return fields
+
+
+def device_to_proto(device: Device) -> registry_pb2.Device:
+    return registry_pb2.Device(
+        id=device.id,
+        tenant_id=device.tenant_id,
+        domain=device.domain,
+        entity_type=device.entity_type,
+        enabled=device.enabled,
+        create_time=_to_timestamp(device.create_time),
+        update_time=_to_timestamp(device.update_time),
+    )
+
+
+def app_to_proto(app: App) -> registry_pb2.App:
+    return registry_pb2.App(
+        id=app.id,
+        tenant_id=app.tenant_id,
+        name=app.name,
+        licence_active=app.licence_active,
+        create_time=_to_timestamp(app.create_time),
+        update_time=_to_timestamp(app.update_time),
+    )
+
+
+def report_fields_from_proto(
+    request: device_event_service_pb2.ReportDeviceEventRequest,
+) -> dict[str, Any]:
+    """A typed report's fields by REST JSON name; unset fields are left out (missing)."""
+    fields: dict[str, Any] = {
+        "typeId": request.type_id,
+        "description": request.description,
+        "appId": request.app_id,
+    }
+    if request.severity:
+        fields["severity"] = int(request.severity)
+    if request.HasField("timestamp"):
+        fields["timestamp"] = _from_timestamp(request.timestamp)
+    if request.data_json:
+        fields["data"] = loads(request.data_json.encode(), "data_json")
     return fields

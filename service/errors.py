@@ -33,6 +33,13 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
+def _internal_message() -> str:
+    """Logs the error being handled under a new incident id; the answer shows only the id."""
+    incident = uuid.uuid4().hex[:12]
+    log.exception("internal error, incident %s", incident)
+    return f"internal error (incident {incident})"
+
+
 def to_status(error: BaseException) -> grpc.Status:
     """Maps a domain error to its status; anything else is an internal error whose details
     stay in the log (under an incident id), never in the answer."""
@@ -40,10 +47,8 @@ def to_status(error: BaseException) -> grpc.Status:
         code = next((c for kind, c in _CODES if isinstance(error, kind)), code_pb2.UNKNOWN)
         message, reason = error.message, error.reason
     else:
-        incident = uuid.uuid4().hex[:12]
-        log.exception("internal error, incident %s", incident)
         code, reason = code_pb2.INTERNAL, "INTERNAL"
-        message = f"internal error (incident {incident})"
+        message = _internal_message()
     details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))]
     if isinstance(error, errors.InvalidInput):
         details.append(
@@ -59,3 +64,41 @@ def to_status(error: BaseException) -> grpc.Status:
             )
         )
     return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=details))
+
+
+# Seed 000's failure answers: the HTTP status by kind of error, and its error code by reason
+# (-1 unknown server error, 0 invalid licence, 4 invalid tenant id, 5 invalid device id,
+# 6 validation error). A key that is missing or unknown gives no access to the tenant: 4.
+UNKNOWN_SERVER_ERROR = -1
+_DEVICE_STATUS: list[tuple[type[errors.DomainError], int]] = [
+    (errors.InvalidInput, 400),
+    (errors.Unauthenticated, 401),
+    (errors.PermissionDenied, 403),
+    (errors.NotFound, 404),
+    (errors.AlreadyExists, 409),
+    (errors.StaleEtag, 409),
+    (errors.ResourceExhausted, 413),
+]
+_DEVICE_ERROR_CODES = {
+    "APP_NOT_REGISTERED": 0,
+    "LICENCE_INACTIVE": 0,
+    "API_KEY_MISSING": 4,
+    "API_KEY_INVALID": 4,
+    "TENANT_NOT_FOUND": 4,
+    "TENANT_ACCESS_DENIED": 4,
+    "ROLE_TOO_LOW": 4,
+    "DEVICE_NOT_FOUND": 5,
+    "DEVICE_DISABLED": 5,
+    "NOT_AUTHORIZED_DOMAIN": 5,
+}
+DEVICE_VALIDATION_ERROR = 6
+
+
+def to_device_error(error: BaseException) -> tuple[int, int, str]:
+    """Seed 000's failure answer for an error: (HTTP status, error code, message)."""
+    if isinstance(error, errors.DomainError):
+        status = next((s for kind, s in _DEVICE_STATUS if isinstance(error, kind)), 500)
+        if status == 500:
+            return status, UNKNOWN_SERVER_ERROR, error.message
+        return status, _DEVICE_ERROR_CODES.get(error.reason, DEVICE_VALIDATION_ERROR), error.message
+    return 500, UNKNOWN_SERVER_ERROR, _internal_message()

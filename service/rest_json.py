@@ -290,3 +290,82 @@ def page_document(
             "number": number,
         },
     }
+
+
+def _device_time(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Reject("must be an integer: epoch milliseconds, such as 1440014969567")
+    if value < 0:
+        raise _Reject("must be epoch milliseconds of 0 or more")
+    return value * 1000
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Reject("must be a JSON object")
+    return value
+
+
+_DEVICE_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "typeId": _string,
+    "description": _string,
+    "appId": _string,
+    "severity": _integer,
+    "data": _object,
+    "timestamp": _device_time,
+}
+
+
+def parse_device_report(raw: bytes) -> dict[str, Any]:
+    """Parses seed 000's report body into typed values by JSON name (timestamp in
+    microseconds); wrong types and unknown fields fail together, by name. Missing fields are
+    left out for the domain's rules to name."""
+    document = loads(raw)
+    if not isinstance(document, dict):
+        raise invalid("body", "must be a JSON object")
+    fields: dict[str, Any] = {}
+    violations: list[FieldViolation] = []
+    unknown = [name for name in document if name not in _DEVICE_PARSERS]
+    for name, parse in _DEVICE_PARSERS.items():
+        value = document.get(name)
+        if value is None:
+            continue
+        try:
+            fields[name] = parse(value)
+        except _Reject as rejection:
+            violations.append(FieldViolation(name, rejection.rule))
+    if unknown:
+        violations.append(
+            FieldViolation(
+                ", ".join(unknown),
+                f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}; "
+                f"a report has only {', '.join(_DEVICE_PARSERS)}",
+            )
+        )
+    if violations:
+        raise InvalidInput(violations)
+    return fields
+
+
+def device_event_document(event: Event, base_url: str) -> dict[str, Any]:
+    """A stored (or pending) device event in seed 000's shape: the report's fields with the
+    timestamp in epoch milliseconds, plus the event's id, device, domain and link."""
+    return {
+        "id": event.id,
+        "tenantId": event.tenant_id,
+        "deviceId": event.entity_id,
+        "typeId": event.type_id,
+        "description": event.description,
+        "appId": event.app_id,
+        "severity": event.severity,
+        "data": json.loads(event.payload.data) if event.payload else None,
+        "timestamp": event.timestamp // 1000,
+        "domain": event.domain,
+        "etag": event.etag,
+        "_links": {"self": {"href": f"{base_url}/events/{event.id}"}},
+    }
+
+
+def device_error_document(code: int, message: str) -> dict[str, Any]:
+    """Seed 000's failure body, exactly."""
+    return {"error": code, "message": message}

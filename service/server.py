@@ -14,18 +14,31 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from eventmgmt.auth import KeyResolver, PrincipalInterceptor
+from eventmgmt.domain.device_events import PENDING_BATCH, DeviceEventReporter
 from eventmgmt.domain.events import EventManager
 from eventmgmt.domain.jobs import JobManager, JobRunner
+from eventmgmt.domain.registry import RegistryManager
 from eventmgmt.domain.sharing import SharingManager
 from eventmgmt.job_views import parse_job_item
 from eventmgmt.persistence.jobs import JobRepository
 from eventmgmt.persistence.sharing import ShareRepository
 from eventmgmt.persistence.store import Store
+from eventmgmt.servicers.device_event_service import (
+    REST_REPORT_METHOD,
+    DeviceEventRestServicer,
+    DeviceEventServicer,
+    answer_device_error,
+)
 from eventmgmt.servicers.event_job_service import EventJobRestServicer, EventJobServicer
 from eventmgmt.servicers.event_rest_service import EventRestServicer
 from eventmgmt.servicers.event_service import EventServicer
+from eventmgmt.servicers.registry_service import RegistryServicer
 from eventmgmt.servicers.sharing_service import SharingServicer
 from eventmgmt.v1 import (
+    device_event_rest_service_pb2,
+    device_event_rest_service_pb2_grpc,
+    device_event_service_pb2,
+    device_event_service_pb2_grpc,
     event_job_rest_service_pb2,
     event_job_rest_service_pb2_grpc,
     event_job_service_pb2,
@@ -34,6 +47,8 @@ from eventmgmt.v1 import (
     event_rest_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
+    registry_service_pb2,
+    registry_service_pb2_grpc,
     sharing_service_pb2,
     sharing_service_pb2_grpc,
 )
@@ -54,6 +69,8 @@ class ServerSettings:
     gateway: bool = True
     production: bool = False
     grace_seconds: float = 5.0
+    # How often pending device reports (answered 202) are turned into events; also at start.
+    pending_interval: float = 1.0
 
 
 @dataclass
@@ -64,6 +81,8 @@ class Services:
     jobs: JobManager
     job_runner: JobRunner
     sharing: SharingManager
+    registry: RegistryManager
+    reporter: DeviceEventReporter
 
     @classmethod
     def over(cls, store: Store) -> Services:
@@ -71,7 +90,14 @@ class Services:
         job_store = JobRepository(store)
         runner = JobRunner(job_store, events, parse_job_item)
         sharing = SharingManager(ShareRepository(store))
-        return cls(events, JobManager(job_store, runner.wake), runner, sharing)
+        return cls(
+            events,
+            JobManager(job_store, runner.wake),
+            runner,
+            sharing,
+            RegistryManager(store.registry),
+            DeviceEventReporter(store.registry, store.device_events),
+        )
 
 
 def create_server(
@@ -82,7 +108,12 @@ def create_server(
     services = services or Services.over(store)
     events = services.events
     server = grpc.aio.server(
-        interceptors=[PrincipalInterceptor(KeyResolver(store.keys.principal_for))],
+        # Seed 000's path answers its failures with its own body, never a gRPC status.
+        interceptors=[
+            PrincipalInterceptor(
+                KeyResolver(store.keys.principal_for), {REST_REPORT_METHOD: answer_device_error}
+            )
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -101,6 +132,15 @@ def create_server(
     sharing_service_pb2_grpc.add_SharingServiceServicer_to_server(
         SharingServicer(services.sharing), server
     )
+    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
+        RegistryServicer(services.registry), server
+    )
+    device_event_service_pb2_grpc.add_DeviceEventServiceServicer_to_server(
+        DeviceEventServicer(services.reporter), server
+    )
+    device_event_rest_service_pb2_grpc.add_DeviceEventRestServiceServicer_to_server(
+        DeviceEventRestServicer(services.reporter), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [
@@ -109,6 +149,11 @@ def create_server(
         event_job_service_pb2.DESCRIPTOR.services_by_name["EventJobService"].full_name,
         event_job_rest_service_pb2.DESCRIPTOR.services_by_name["EventJobRestService"].full_name,
         sharing_service_pb2.DESCRIPTOR.services_by_name["SharingService"].full_name,
+        registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+        device_event_service_pb2.DESCRIPTOR.services_by_name["DeviceEventService"].full_name,
+        device_event_rest_service_pb2.DESCRIPTOR.services_by_name[
+            "DeviceEventRestService"
+        ].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
@@ -119,6 +164,27 @@ def create_server(
     return server, port
 
 
+async def drain_pending_reports(reporter: DeviceEventReporter) -> None:
+    """Turns every pending device report (answered 202) into an event, batch by batch."""
+    try:
+        while True:
+            stored, dropped = await reporter.process_pending()
+            if stored or dropped:
+                log.info("pending device reports: %s stored, %s duplicates", stored, dropped)
+            if stored + dropped < PENDING_BATCH:
+                return
+    except Exception:
+        log.exception("processing pending device reports failed; retrying later")
+
+
+async def process_pending_reports(reporter: DeviceEventReporter, interval: float) -> None:
+    """Drains pending device reports every `interval` seconds; serve() drains once before it
+    takes calls, so that reports accepted before a restart become events first."""
+    while True:
+        await asyncio.sleep(interval)
+        await drain_pending_reports(reporter)
+
+
 async def serve(settings: ServerSettings) -> None:
     from eventmgmt.bootstrap import ensure_dev_key
     from eventmgmt.gateway.launcher import Envoy, GatewaySettings
@@ -127,10 +193,14 @@ async def serve(settings: ServerSettings) -> None:
     store.migrate()
     dev_key = None if settings.production else ensure_dev_key(store, settings.data_dir)
     services = Services.over(store)
+    await drain_pending_reports(services.reporter)
     server, port = create_server(store, settings.grpc_address, services)
     await server.start()
     # Jobs accepted before a restart (or by a replica that died) resume here.
     job_runner = asyncio.get_running_loop().create_task(services.job_runner.run_forever())
+    pending = asyncio.get_running_loop().create_task(
+        process_pending_reports(services.reporter, settings.pending_interval)
+    )
     log.info("gRPC listening on %s", settings.grpc_address)
     envoy = None
     loop = asyncio.get_running_loop()
@@ -163,6 +233,7 @@ async def serve(settings: ServerSettings) -> None:
         if envoy is not None:
             envoy.stop()
         job_runner.cancel()
+        pending.cancel()
         await server.stop(settings.grace_seconds)
         store.close()
 

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-gateway", action="store_true", help="gRPC only, no Envoy")
     run.add_argument(
+        "--pending-interval",
+        type=float,
+        default=float(_env("PENDING_INTERVAL", str(defaults.pending_interval))),
+        help="seconds between passes that store device reports answered 202",
+    )
+    run.add_argument(
         "--production",
         action="store_true",
         default=_env("PRODUCTION", "") in ("1", "true"),
@@ -194,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             gateway=not args.no_gateway,
             production=args.production,
+            pending_interval=args.pending_interval,
         )
         asyncio.run(serve(settings))
         return 0

@@ -48,9 +48,14 @@ class NotFound(DomainError):
 
 
 class AlreadyExists(DomainError):
-    """The thing to create exists already; nothing was changed."""
+    """The thing to create exists already; nothing was changed. `existing_id` names it
+    when the caller may know it (such as the event a duplicate report repeats)."""
 
     reason = "ALREADY_EXISTS"
+
+    def __init__(self, message: str, reason: str | None = None, existing_id: str = "") -> None:
+        super().__init__(message, reason)
+        self.existing_id = existing_id
 
 
 class StaleEtag(DomainError):
@@ -75,14 +80,3 @@ class ResourceExhausted(DomainError):
     """A size or rate limit was reached."""
 
     reason = "RESOURCE_EXHAUSTED"
-
-
-class AlreadyExists(DomainError):
-    """The thing being created exists already; nothing was changed. `existing_id` names it
-    when the caller may know it (such as the event a duplicate report repeats)."""
-
-    reason = "ALREADY_EXISTS"
-
-    def __init__(self, message: str, reason: str | None = None, existing_id: str = "") -> None:
-        super().__init__(message, reason)
-        self.existing_id = existing_id

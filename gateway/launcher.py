@@ -22,6 +22,10 @@ from eventmgmt.protogen import build_descriptor_set
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 15.0
+DEVICE_PATH_REGEX = (
+    r"^(/rest/v1/api/tenants/[^/?]+/devices/[^/?]+/events([?].*)?"
+    r"|/eventmgmt[.]v1[.]DeviceEventRestService/.*)$"
+)
 STOP_TIMEOUT_S = 5.0
 LOG_TAIL_LINES = 40
 
@@ -79,6 +83,8 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "max_response_bytes": settings.max_response_bytes,
         # JSON is YAML: a flow list with quoted names.
         "services": json.dumps(list(settings.services)),
+        # Seed 000's device path, as the client sent it or as the transcoder rewrote it.
+        "device_path_regex": DEVICE_PATH_REGEX,
         "descriptor_path": str(Path(descriptor_path).resolve()),
         # The block scalar `inline_string: |` in the template sits at this depth.
         "lua_source": _indent(_package_text("http_status.lua"), 18),

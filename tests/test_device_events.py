@@ -559,30 +559,6 @@ def test_registry_is_admin_only_and_scoped_to_the_keys_tenant(
     assert "device.id" in str(bad.value.details()) and "device.domain" in str(bad.value.details())
 
 
-def test_domain_limited_admin_registers_only_inside_its_subtree(
-    service: Service, registry: Registry
-) -> None:
-    sub1_admin = auth(service.create_key("acme", "Admin", "/root/sub1", name="sub1-admin"))
-
-    created = registry.registry.CreateDevice(
-        registry_service_pb2.CreateDeviceRequest(device=registry_pb2.Device(id="dev-sub1x")),
-        metadata=sub1_admin,
-    ).device
-    assert created.domain == "/root/sub1" and created.enabled
-    with pytest.raises(grpc.RpcError) as outside:
-        registry.registry.CreateDevice(
-            registry_service_pb2.CreateDeviceRequest(
-                device=registry_pb2.Device(id="dev-sub2x", domain="/root/sub2")
-            ),
-            metadata=sub1_admin,
-        )
-    assert outside.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    listed = registry.registry.ListDevices(
-        registry_service_pb2.ListDevicesRequest(), metadata=sub1_admin
-    ).devices
-    assert "dev-2" not in {d.id for d in listed} and "dev-sub1x" in {d.id for d in listed}
-
-
 # --- 202 across a restart, and an unexpected failure -----------------------------------------
 
 

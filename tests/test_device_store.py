@@ -155,6 +155,20 @@ def test_registry_is_scoped_to_the_principals_tenant_and_domain(registered: Stor
     assert asyncio.run(scenario()) == (["dev-1"], ["g-1"], [], [])
 
 
+def test_a_domain_limited_admin_registers_only_inside_its_subtree(registered: Store) -> None:
+    registry = RegistryManager(registered.registry)
+    sub1 = admin(domain="/root/sub1")
+
+    async def scenario() -> tuple[Any, ...]:
+        created = await registry.create_device(sub1, "dev-sub1x")
+        with pytest.raises(PermissionDenied):
+            await registry.create_device(sub1, "dev-sub2x", "/root/sub2")
+        await registry.create_device(admin(), "dev-sub10", "/root/sub10")
+        return created.domain, [d.id for d in await registry.list_devices(sub1)]
+
+    assert asyncio.run(scenario()) == ("/root/sub1", ["dev-1", "dev-sub1x"])
+
+
 def test_fingerprint_ignores_key_order_and_keeps_json_types() -> None:
     base = check_report(REPORT)
     reordered = check_report(

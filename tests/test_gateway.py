@@ -471,3 +471,30 @@ def test_service_down_is_503_json(tmp_path):
 
     assert answer.status == 503
     assert answer.json()["code"] == code_pb2.UNAVAILABLE
+
+
+DEVICE_PATH = "/rest/v1/api/tenants/t1/devices/d1/events"
+
+
+def test_device_path_gateway_errors_have_seed_000s_body(gateway):
+    too_big = send(
+        gateway.port, "POST", DEVICE_PATH, b"x" * (MAX_REQUEST_BYTES + 1), {"Content-Type": "x"}
+    )
+    unknown_parameter = send(gateway.port, "POST", DEVICE_PATH + "?colour=red", b"{}")
+
+    assert too_big.status == 413
+    assert set(too_big.json()) == {"error", "message"} and too_big.json()["error"] == 6
+    assert unknown_parameter.status == 400
+    assert unknown_parameter.json()["error"] == 6
+    assert "colour" in unknown_parameter.json()["message"]
+    # Other paths keep the gRPC error shape.
+    assert "code" in send(gateway.port, "GET", "/events?colour=red").json()
+
+
+def test_device_path_with_the_service_down_is_503_error_minus_1(tmp_path):
+    with Envoy(_settings(tmp_path, free_port())) as envoy:
+        answer = send(envoy.settings.listen_port, "POST", DEVICE_PATH, b"{}")
+
+    assert answer.status == 503
+    assert set(answer.json()) == {"error", "message"}
+    assert answer.json()["error"] == -1

@@ -316,10 +316,10 @@ _DEVICE_PARSERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def parse_device_report(raw: bytes) -> dict[str, Any]:
+def parse_device_report(raw: bytes) -> tuple[dict[str, Any], list[FieldViolation]]:
     """Parses seed 000's report body into typed values by JSON name (timestamp in
-    microseconds); wrong types and unknown fields fail together, by name. Missing fields are
-    left out for the domain's rules to name."""
+    microseconds) and the violations of wrong types and unknown fields, which the domain
+    reports together with its own rules. Only a body that is no JSON object fails here."""
     document = loads(raw)
     if not isinstance(document, dict):
         raise invalid("body", "must be a JSON object")
@@ -342,9 +342,7 @@ def parse_device_report(raw: bytes) -> dict[str, Any]:
                 f"a report has only {', '.join(_DEVICE_PARSERS)}",
             )
         )
-    if violations:
-        raise InvalidInput(violations)
-    return fields
+    return fields, violations
 
 
 def device_event_document(event: Event, base_url: str) -> dict[str, Any]:

@@ -305,6 +305,27 @@ def test_malformed_bodies_are_400_validation_errors(
     assert_failure(answer, 400, 6, "body")
 
 
+def test_every_broken_rule_is_named_in_one_answer(
+    service: Service, keys: Keys, registry: Registry
+) -> None:
+    body = {"typeId": "a b", "severity": "3", "data": [], "colour": "red"}
+    answer = service.request("POST", path(), body, key=keys.writer)
+
+    assert_failure(answer, 400, 6)
+    message = answer.json()["message"]
+    for rule in [
+        "typeId: required: a machine name",
+        "description: required",
+        "appId: required",
+        "severity: must be an integer",
+        "data: must be a JSON object",
+        "timestamp: required",
+        "colour: unknown field",
+    ]:
+        assert rule in message
+    assert message.count("severity:") == 1
+
+
 def test_missing_or_unknown_key_is_401(service: Service, registry: Registry) -> None:
     assert_failure(service.request("POST", path(), report()), 401, 4, "x-api-key")
     assert_failure(service.request("POST", path(), report(), key="emk_nope"), 401, 4, "not valid")

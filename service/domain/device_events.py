@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,13 +61,19 @@ class DeviceReport:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def check_report(fields: Mapping[str, Any]) -> DeviceReport:
+def check_report(
+    fields: Mapping[str, Any], syntax_violations: Sequence[FieldViolation] = ()
+) -> DeviceReport:
     """Checks a report whose values are already typed (the REST codec or the gRPC converter
-    did the syntax). Keys are the REST JSON names; a missing or None value is missing."""
-    violations: list[FieldViolation] = []
+    did the syntax). Keys are the REST JSON names; a missing or None value is missing.
+    `syntax_violations` (wrong JSON types, unknown fields) are reported together with these
+    rules' violations, once per field."""
+    violations = list(syntax_violations)
+    already = {v.field for v in syntax_violations}
 
     def broken(name: str, rule: str) -> None:
-        violations.append(FieldViolation(name, rule))
+        if name not in already:
+            violations.append(FieldViolation(name, rule))
 
     type_id = fields.get("typeId") or ""
     if not type_id or len(type_id) > MAX_TYPE_ID or not _TYPE_ID.match(type_id):
@@ -81,7 +87,8 @@ def check_report(fields: Mapping[str, Any]) -> DeviceReport:
     try:
         check_registry_id(app_id, "appId", MAX_APP_ID)
     except InvalidInput as error:
-        violations.extend(error.violations)
+        for violation in error.violations:
+            broken(violation.field, violation.rule)
     severity = fields.get("severity")
     if severity is None or not MIN_SEVERITY <= severity <= MAX_SEVERITY:
         broken("severity", f"required: an integer from {MIN_SEVERITY} to {MAX_SEVERITY}")
@@ -159,10 +166,11 @@ class DeviceEventReporter:
         fields: Mapping[str, Any],
         *,
         respond_async: bool = False,
+        syntax_violations: Sequence[FieldViolation] = (),
     ) -> tuple[Event, bool]:
         """Stores the report of a device from check_access; returns the event and whether it
         is pending (saved durably, stored as an event by process_pending)."""
-        report = check_report(fields)
+        report = check_report(fields, syntax_violations)
         app = await self._registry.get_app(principal, report.app_id)
         if app is None:
             raise invalid(

@@ -67,9 +67,13 @@ class DeviceEventRestServicer(device_event_rest_service_pb2_grpc.DeviceEventRest
         # The path's ids are checked before the body: a report for a tenant or device that
         # does not exist is a 404 whatever it contains.
         device = await self._reporter.check_access(principal, request.tenant_id, request.device_id)
-        fields = rest_json.parse_device_report(request.body.data)
+        fields, violations = rest_json.parse_device_report(request.body.data)
         event, pending = await self._reporter.report(
-            principal, device, fields, respond_async=wants_async(_prefer(context))
+            principal,
+            device,
+            fields,
+            respond_async=wants_async(_prefer(context)),
+            syntax_violations=violations,
         )
         base = base_url(context)
         headers = [("x-http-code", "202" if pending else "201")]

@@ -44,6 +44,7 @@ class GatewaySettings:
         "eventmgmt.v1.EventRestService",
         "eventmgmt.v1.EventJobRestService",
         "eventmgmt.v1.SharingService",
+        "eventmgmt.v1.EventTypeService",
     )
 
 

@@ -14,8 +14,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from eventmgmt.auth import KeyResolver, PrincipalInterceptor
+from eventmgmt.domain.event_types import EventTypeManager
 from eventmgmt.domain.events import EventManager
 from eventmgmt.domain.jobs import JobManager, JobRunner
+from eventmgmt.domain.retention import RetentionSweeper
 from eventmgmt.domain.sharing import SharingManager
 from eventmgmt.job_views import parse_job_item
 from eventmgmt.persistence.jobs import JobRepository
@@ -24,6 +26,7 @@ from eventmgmt.persistence.store import Store
 from eventmgmt.servicers.event_job_service import EventJobRestServicer, EventJobServicer
 from eventmgmt.servicers.event_rest_service import EventRestServicer
 from eventmgmt.servicers.event_service import EventServicer
+from eventmgmt.servicers.event_type_service import EventTypeServicer
 from eventmgmt.servicers.sharing_service import SharingServicer
 from eventmgmt.v1 import (
     event_job_rest_service_pb2,
@@ -34,6 +37,8 @@ from eventmgmt.v1 import (
     event_rest_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
+    event_type_service_pb2,
+    event_type_service_pb2_grpc,
     sharing_service_pb2,
     sharing_service_pb2_grpc,
 )
@@ -54,6 +59,8 @@ class ServerSettings:
     gateway: bool = True
     production: bool = False
     grace_seconds: float = 5.0
+    # How often expired events are deleted (seconds); 0 turns the sweeper off.
+    retention_interval: float = 600.0
 
 
 @dataclass
@@ -64,14 +71,17 @@ class Services:
     jobs: JobManager
     job_runner: JobRunner
     sharing: SharingManager
+    types: EventTypeManager
 
     @classmethod
     def over(cls, store: Store) -> Services:
-        events = EventManager(store.events)
+        types = EventTypeManager(store.event_types)
+        # Events created by jobs pass the same custom-type checks as single creates.
+        events = EventManager(store.events, types)
         job_store = JobRepository(store)
         runner = JobRunner(job_store, events, parse_job_item)
         sharing = SharingManager(ShareRepository(store))
-        return cls(events, JobManager(job_store, runner.wake), runner, sharing)
+        return cls(events, JobManager(job_store, runner.wake), runner, sharing, types)
 
 
 def create_server(
@@ -81,6 +91,7 @@ def create_server(
     (port 0 picks a free port); returns the server, not started, and its port."""
     services = services or Services.over(store)
     events = services.events
+    types = services.types
     server = grpc.aio.server(
         interceptors=[PrincipalInterceptor(KeyResolver(store.keys.principal_for))],
         options=[
@@ -101,6 +112,9 @@ def create_server(
     sharing_service_pb2_grpc.add_SharingServiceServicer_to_server(
         SharingServicer(services.sharing), server
     )
+    event_type_service_pb2_grpc.add_EventTypeServiceServicer_to_server(
+        EventTypeServicer(types), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [
@@ -109,6 +123,7 @@ def create_server(
         event_job_service_pb2.DESCRIPTOR.services_by_name["EventJobService"].full_name,
         event_job_rest_service_pb2.DESCRIPTOR.services_by_name["EventJobRestService"].full_name,
         sharing_service_pb2.DESCRIPTOR.services_by_name["SharingService"].full_name,
+        event_type_service_pb2.DESCRIPTOR.services_by_name["EventTypeService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
@@ -131,6 +146,11 @@ async def serve(settings: ServerSettings) -> None:
     await server.start()
     # Jobs accepted before a restart (or by a replica that died) resume here.
     job_runner = asyncio.get_running_loop().create_task(services.job_runner.run_forever())
+    sweeper = None
+    if settings.retention_interval > 0:
+        sweeper = asyncio.create_task(
+            RetentionSweeper(store.retention, settings.retention_interval).run()
+        )
     log.info("gRPC listening on %s", settings.grpc_address)
     envoy = None
     loop = asyncio.get_running_loop()
@@ -163,6 +183,8 @@ async def serve(settings: ServerSettings) -> None:
         if envoy is not None:
             envoy.stop()
         job_runner.cancel()
+        if sweeper is not None:
+            sweeper.cancel()
         await server.stop(settings.grace_seconds)
         store.close()
 

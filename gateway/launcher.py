@@ -44,7 +44,7 @@ class GatewaySettings:
         "eventmgmt.v1.EventRestService",
         "eventmgmt.v1.EventJobRestService",
         "eventmgmt.v1.SharingService",
-        "eventmgmt.v1.EventTypeService",
+        "eventmgmt.v1.EventTypeRestService",
     )
 
 

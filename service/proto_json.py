@@ -63,7 +63,7 @@ def _check(
             continue
         where = f"{path}{key}"
         items: list[tuple[str, Any]] = [(where, value)]
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             if not isinstance(value, list):
                 out.append(FieldViolation(where, "must be a JSON array"))
                 continue

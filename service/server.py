@@ -26,6 +26,7 @@ from eventmgmt.persistence.store import Store
 from eventmgmt.servicers.event_job_service import EventJobRestServicer, EventJobServicer
 from eventmgmt.servicers.event_rest_service import EventRestServicer
 from eventmgmt.servicers.event_service import EventServicer
+from eventmgmt.servicers.event_type_rest_service import EventTypeRestServicer
 from eventmgmt.servicers.event_type_service import EventTypeServicer
 from eventmgmt.servicers.sharing_service import SharingServicer
 from eventmgmt.v1 import (
@@ -37,6 +38,8 @@ from eventmgmt.v1 import (
     event_rest_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
+    event_type_rest_service_pb2,
+    event_type_rest_service_pb2_grpc,
     event_type_service_pb2,
     event_type_service_pb2_grpc,
     sharing_service_pb2,
@@ -115,6 +118,9 @@ def create_server(
     event_type_service_pb2_grpc.add_EventTypeServiceServicer_to_server(
         EventTypeServicer(types), server
     )
+    event_type_rest_service_pb2_grpc.add_EventTypeRestServiceServicer_to_server(
+        EventTypeRestServicer(types), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [
@@ -124,6 +130,7 @@ def create_server(
         event_job_rest_service_pb2.DESCRIPTOR.services_by_name["EventJobRestService"].full_name,
         sharing_service_pb2.DESCRIPTOR.services_by_name["SharingService"].full_name,
         event_type_service_pb2.DESCRIPTOR.services_by_name["EventTypeService"].full_name,
+        event_type_rest_service_pb2.DESCRIPTOR.services_by_name["EventTypeRestService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]

@@ -23,54 +23,46 @@ _sym_db = _symbol_database.Default()
 
 
 from eventmgmt.v1 import event_type_pb2 as eventmgmt_dot_v1_dot_event__type__pb2
-from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
-from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%eventmgmt/v1/event_type_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1d\x65ventmgmt/v1/event_type.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"i\n\x16\x43reateEventTypeRequest\x12+\n\nevent_type\x18\x01 \x01(\x0b\x32\x17.eventmgmt.v1.EventType\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"F\n\x17\x43reateEventTypeResponse\x12+\n\nevent_type\x18\x01 \x01(\x0b\x32\x17.eventmgmt.v1.EventType\"\'\n\x13GetEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x14GetEventTypeResponse\x12+\n\nevent_type\x18\x01 \x01(\x0b\x32\x17.eventmgmt.v1.EventType\">\n\x15ListEventTypesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"s\n\x16ListEventTypesResponse\x12,\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32\x17.eventmgmt.v1.EventType\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"{\n\x16UpdateEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\nevent_type\x18\x02 \x01(\x0b\x32\x17.eventmgmt.v1.EventType\x12\"\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBody\"F\n\x17UpdateEventTypeResponse\x12+\n\nevent_type\x18\x01 \x01(\x0b\x32\x17.eventmgmt.v1.EventType\"8\n\x16\x44\x65leteEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\x05\"\x19\n\x17\x44\x65leteEventTypeResponse2\x90\x05\n\x10\x45ventTypeService\x12\x85\x01\n\x0f\x43reateEventType\x12$.eventmgmt.v1.CreateEventTypeRequest\x1a%.eventmgmt.v1.CreateEventTypeResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x0b/eventTypes:\x04\x62odyb\nevent_type\x12{\n\x0cGetEventType\x12!.eventmgmt.v1.GetEventTypeRequest\x1a\".eventmgmt.v1.GetEventTypeResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x10/eventTypes/{id}b\nevent_type\x12p\n\x0eListEventTypes\x12#.eventmgmt.v1.ListEventTypesRequest\x1a$.eventmgmt.v1.ListEventTypesResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/eventTypes\x12\x8a\x01\n\x0fUpdateEventType\x12$.eventmgmt.v1.UpdateEventTypeRequest\x1a%.eventmgmt.v1.UpdateEventTypeResponse\"*\x82\xd3\xe4\x93\x02$\x1a\x10/eventTypes/{id}:\x04\x62odyb\nevent_type\x12x\n\x0f\x44\x65leteEventType\x12$.eventmgmt.v1.DeleteEventTypeRequest\x1a%.eventmgmt.v1.DeleteEventTypeResponse\"\x18\x82\xd3\xe4\x93\x02\x12*\x10/eventTypes/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%eventmgmt/v1/event_type_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1d\x65ventmgmt/v1/event_type.proto\x1a\x1fgoogle/api/field_behavior.proto\"K\n\x16\x43reateEventTypeRequest\x12\x31\n\nevent_type\x18\x01 \x01(\x0b\x32\x17.eventmgmt.v1.EventTypeB\x04\xe2\x41\x01\x02\"F\n\x17\x43reateEventTypeResponse\x12+\n\nevent_type\x18\x01 \x01(\x0b\x32\x17.eventmgmt.v1.EventType\"\'\n\x13GetEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x14GetEventTypeResponse\x12+\n\nevent_type\x18\x01 \x01(\x0b\x32\x17.eventmgmt.v1.EventType\">\n\x15ListEventTypesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"s\n\x16ListEventTypesResponse\x12,\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32\x17.eventmgmt.v1.EventType\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"]\n\x16UpdateEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\nevent_type\x18\x02 \x01(\x0b\x32\x17.eventmgmt.v1.EventTypeB\x04\xe2\x41\x01\x02\"F\n\x17UpdateEventTypeResponse\x12+\n\nevent_type\x18\x01 \x01(\x0b\x32\x17.eventmgmt.v1.EventType\"8\n\x16\x44\x65leteEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\x05\"\x19\n\x17\x44\x65leteEventTypeResponse2\xe6\x03\n\x10\x45ventTypeService\x12^\n\x0f\x43reateEventType\x12$.eventmgmt.v1.CreateEventTypeRequest\x1a%.eventmgmt.v1.CreateEventTypeResponse\x12U\n\x0cGetEventType\x12!.eventmgmt.v1.GetEventTypeRequest\x1a\".eventmgmt.v1.GetEventTypeResponse\x12[\n\x0eListEventTypes\x12#.eventmgmt.v1.ListEventTypesRequest\x1a$.eventmgmt.v1.ListEventTypesResponse\x12^\n\x0fUpdateEventType\x12$.eventmgmt.v1.UpdateEventTypeRequest\x1a%.eventmgmt.v1.UpdateEventTypeResponse\x12^\n\x0f\x44\x65leteEventType\x12$.eventmgmt.v1.DeleteEventTypeRequest\x1a%.eventmgmt.v1.DeleteEventTypeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eventmgmt.v1.event_type_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CREATEEVENTTYPEREQUEST'].fields_by_name['event_type']._loaded_options = None
+  _globals['_CREATEEVENTTYPEREQUEST'].fields_by_name['event_type']._serialized_options = b'\342A\001\002'
   _globals['_GETEVENTTYPEREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETEVENTTYPEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEEVENTTYPEREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_UPDATEEVENTTYPEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEEVENTTYPEREQUEST'].fields_by_name['event_type']._loaded_options = None
+  _globals['_UPDATEEVENTTYPEREQUEST'].fields_by_name['event_type']._serialized_options = b'\342A\001\002'
   _globals['_DELETEEVENTTYPEREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_DELETEEVENTTYPEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
-  _globals['_EVENTTYPESERVICE'].methods_by_name['CreateEventType']._loaded_options = None
-  _globals['_EVENTTYPESERVICE'].methods_by_name['CreateEventType']._serialized_options = b'\202\323\344\223\002\037\"\013/eventTypes:\004bodyb\nevent_type'
-  _globals['_EVENTTYPESERVICE'].methods_by_name['GetEventType']._loaded_options = None
-  _globals['_EVENTTYPESERVICE'].methods_by_name['GetEventType']._serialized_options = b'\202\323\344\223\002\036\022\020/eventTypes/{id}b\nevent_type'
-  _globals['_EVENTTYPESERVICE'].methods_by_name['ListEventTypes']._loaded_options = None
-  _globals['_EVENTTYPESERVICE'].methods_by_name['ListEventTypes']._serialized_options = b'\202\323\344\223\002\r\022\013/eventTypes'
-  _globals['_EVENTTYPESERVICE'].methods_by_name['UpdateEventType']._loaded_options = None
-  _globals['_EVENTTYPESERVICE'].methods_by_name['UpdateEventType']._serialized_options = b'\202\323\344\223\002$\032\020/eventTypes/{id}:\004bodyb\nevent_type'
-  _globals['_EVENTTYPESERVICE'].methods_by_name['DeleteEventType']._loaded_options = None
-  _globals['_EVENTTYPESERVICE'].methods_by_name['DeleteEventType']._serialized_options = b'\202\323\344\223\002\022*\020/eventTypes/{id}'
-  _globals['_CREATEEVENTTYPEREQUEST']._serialized_start=176
-  _globals['_CREATEEVENTTYPEREQUEST']._serialized_end=281
-  _globals['_CREATEEVENTTYPERESPONSE']._serialized_start=283
-  _globals['_CREATEEVENTTYPERESPONSE']._serialized_end=353
-  _globals['_GETEVENTTYPEREQUEST']._serialized_start=355
-  _globals['_GETEVENTTYPEREQUEST']._serialized_end=394
-  _globals['_GETEVENTTYPERESPONSE']._serialized_start=396
-  _globals['_GETEVENTTYPERESPONSE']._serialized_end=463
-  _globals['_LISTEVENTTYPESREQUEST']._serialized_start=465
-  _globals['_LISTEVENTTYPESREQUEST']._serialized_end=527
-  _globals['_LISTEVENTTYPESRESPONSE']._serialized_start=529
-  _globals['_LISTEVENTTYPESRESPONSE']._serialized_end=644
-  _globals['_UPDATEEVENTTYPEREQUEST']._serialized_start=646
-  _globals['_UPDATEEVENTTYPEREQUEST']._serialized_end=769
-  _globals['_UPDATEEVENTTYPERESPONSE']._serialized_start=771
-  _globals['_UPDATEEVENTTYPERESPONSE']._serialized_end=841
-  _globals['_DELETEEVENTTYPEREQUEST']._serialized_start=843
-  _globals['_DELETEEVENTTYPEREQUEST']._serialized_end=899
-  _globals['_DELETEEVENTTYPERESPONSE']._serialized_start=901
-  _globals['_DELETEEVENTTYPERESPONSE']._serialized_end=926
-  _globals['_EVENTTYPESERVICE']._serialized_start=929
-  _globals['_EVENTTYPESERVICE']._serialized_end=1585
+  _globals['_CREATEEVENTTYPEREQUEST']._serialized_start=119
+  _globals['_CREATEEVENTTYPEREQUEST']._serialized_end=194
+  _globals['_CREATEEVENTTYPERESPONSE']._serialized_start=196
+  _globals['_CREATEEVENTTYPERESPONSE']._serialized_end=266
+  _globals['_GETEVENTTYPEREQUEST']._serialized_start=268
+  _globals['_GETEVENTTYPEREQUEST']._serialized_end=307
+  _globals['_GETEVENTTYPERESPONSE']._serialized_start=309
+  _globals['_GETEVENTTYPERESPONSE']._serialized_end=376
+  _globals['_LISTEVENTTYPESREQUEST']._serialized_start=378
+  _globals['_LISTEVENTTYPESREQUEST']._serialized_end=440
+  _globals['_LISTEVENTTYPESRESPONSE']._serialized_start=442
+  _globals['_LISTEVENTTYPESRESPONSE']._serialized_end=557
+  _globals['_UPDATEEVENTTYPEREQUEST']._serialized_start=559
+  _globals['_UPDATEEVENTTYPEREQUEST']._serialized_end=652
+  _globals['_UPDATEEVENTTYPERESPONSE']._serialized_start=654
+  _globals['_UPDATEEVENTTYPERESPONSE']._serialized_end=724
+  _globals['_DELETEEVENTTYPEREQUEST']._serialized_start=726
+  _globals['_DELETEEVENTTYPEREQUEST']._serialized_end=782
+  _globals['_DELETEEVENTTYPERESPONSE']._serialized_start=784
+  _globals['_DELETEEVENTTYPERESPONSE']._serialized_end=809
+  _globals['_EVENTTYPESERVICE']._serialized_start=812
+  _globals['_EVENTTYPESERVICE']._serialized_end=1298
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,5 @@
 from eventmgmt.v1 import event_type_pb2 as _event_type_pb2
-from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
-from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -11,12 +9,10 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateEventTypeRequest(_message.Message):
-    __slots__ = ("event_type", "body")
+    __slots__ = ("event_type",)
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
-    BODY_FIELD_NUMBER: _ClassVar[int]
     event_type: _event_type_pb2.EventType
-    body: _httpbody_pb2.HttpBody
-    def __init__(self, event_type: _Optional[_Union[_event_type_pb2.EventType, _Mapping]] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+    def __init__(self, event_type: _Optional[_Union[_event_type_pb2.EventType, _Mapping]] = ...) -> None: ...
 
 class CreateEventTypeResponse(_message.Message):
     __slots__ = ("event_type",)
@@ -55,14 +51,12 @@ class ListEventTypesResponse(_message.Message):
     def __init__(self, event_types: _Optional[_Iterable[_Union[_event_type_pb2.EventType, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class UpdateEventTypeRequest(_message.Message):
-    __slots__ = ("id", "event_type", "body")
+    __slots__ = ("id", "event_type")
     ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
-    BODY_FIELD_NUMBER: _ClassVar[int]
     id: str
     event_type: _event_type_pb2.EventType
-    body: _httpbody_pb2.HttpBody
-    def __init__(self, id: _Optional[str] = ..., event_type: _Optional[_Union[_event_type_pb2.EventType, _Mapping]] = ..., body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., event_type: _Optional[_Union[_event_type_pb2.EventType, _Mapping]] = ...) -> None: ...
 
 class UpdateEventTypeResponse(_message.Message):
     __slots__ = ("event_type",)

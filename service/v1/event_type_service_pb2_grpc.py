@@ -26,10 +26,9 @@ if _version_not_supported:
 
 
 class EventTypeServiceStub:
-    """Creates, reads, lists, changes and deletes custom event types (seed 003's `/eventTypes`).
-    One rpc serves gRPC and REST: gRPC clients set the typed `event_type`; over REST the
-    gateway hands the client's JSON over unchanged in `body`, which the service parses strictly
-    (the gateway itself would drop unknown fields silently), and prints the typed answer.
+    """Creates, reads, lists, changes and deletes custom event types; the typed API for gRPC
+    clients. Every call needs an API key in the `x-api-key` metadata. REST clients reach the
+    same operations at `/eventTypes` through EventTypeRestService.
     """
 
     def __init__(self, channel):
@@ -66,43 +65,41 @@ class EventTypeServiceStub:
 
 
 class EventTypeServiceServicer:
-    """Creates, reads, lists, changes and deletes custom event types (seed 003's `/eventTypes`).
-    One rpc serves gRPC and REST: gRPC clients set the typed `event_type`; over REST the
-    gateway hands the client's JSON over unchanged in `body`, which the service parses strictly
-    (the gateway itself would drop unknown fields silently), and prints the typed answer.
+    """Creates, reads, lists, changes and deletes custom event types; the typed API for gRPC
+    clients. Every call needs an API key in the `x-api-key` metadata. REST clients reach the
+    same operations at `/eventTypes` through EventTypeRestService.
     """
 
     def CreateEventType(self, request, context):
-        """Creates an event type: `POST /eventTypes` answers 201 with the stored type.
+        """Creates an event type.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetEventType(self, request, context):
-        """Reads an event type of the caller's tenant or a GLOBAL one: `GET /eventTypes/{id}`.
+        """Reads an event type of the caller's tenant or a GLOBAL one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListEventTypes(self, request, context):
-        """Lists the event types visible to the caller, by id: `GET /eventTypes`.
+        """Lists the event types visible to the caller, ordered by id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateEventType(self, request, context):
-        """Replaces an event type's name, parent, fields, scope and retention, guarded by its etag:
-        `PUT /eventTypes/{id}` with `If-Match` or the body's `etag`.
+        """Replaces an event type's name, parent, fields, scope and retention, guarded by its etag.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteEventType(self, request, context):
-        """Deletes an event type that no event and no child type uses: `DELETE /eventTypes/{id}`.
+        """Deletes an event type that no event and no child type uses.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,10 +142,9 @@ def add_EventTypeServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EventTypeService:
-    """Creates, reads, lists, changes and deletes custom event types (seed 003's `/eventTypes`).
-    One rpc serves gRPC and REST: gRPC clients set the typed `event_type`; over REST the
-    gateway hands the client's JSON over unchanged in `body`, which the service parses strictly
-    (the gateway itself would drop unknown fields silently), and prints the typed answer.
+    """Creates, reads, lists, changes and deletes custom event types; the typed API for gRPC
+    clients. Every call needs an API key in the `x-api-key` metadata. REST clients reach the
+    same operations at `/eventTypes` through EventTypeRestService.
     """
 
     @staticmethod

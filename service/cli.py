@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-gateway", action="store_true", help="gRPC only, no Envoy")
     run.add_argument(
+        "--retention-interval",
+        type=float,
+        default=float(_env("RETENTION_INTERVAL", str(defaults.retention_interval))),
+        help="seconds between deletions of expired events; 0 turns them off",
+    )
+    run.add_argument(
         "--production",
         action="store_true",
         default=_env("PRODUCTION", "") in ("1", "true"),
@@ -120,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             gateway=not args.no_gateway,
             production=args.production,
+            retention_interval=args.retention_interval,
         )
         asyncio.run(serve(settings))
         return 0

@@ -127,17 +127,20 @@ def fields_from_proto(message: event_pb2.Event, only: Iterable[str] = ()) -> dic
     """The canonical fields a caller set: those named in `only`, else every non-default one.
     Setting output-only fields (other than etag, read by update) is refused, never ignored."""
     fields: dict[str, Any] = {}
-    names = list(only)
+    requested = list(only)
+    # `custom_fields` names the whole map: its values change as the event's type allows.
+    with_custom = not requested or "custom_fields" in requested
+    names = [n for n in requested if n != "custom_fields"]
     for name in names:
         if name not in _SETTABLE:
             raise invalid("update_fields", f"{name!r} is not a settable Event field")
-    for name in names or _SETTABLE:
-        if names or _is_set(message, name):
+    for name in names if requested else _SETTABLE:
+        if requested or _is_set(message, name):
             fields[name] = _field_value(message, name)
     for name in ("acknowledged", "internal"):
         if getattr(message, name):
             fields[name] = True  # refused by the domain with its own rule
-    if message.custom_fields and (not names or "custom_fields" in names):
+    if message.custom_fields and with_custom:
         fields["custom_fields"] = {
             name: _custom_value(value) for name, value in message.custom_fields.items()
         }

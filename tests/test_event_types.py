@@ -429,7 +429,7 @@ def test_custom_events_over_grpc(channel: grpc.Channel, keys: Keys) -> None:
                 name="pump",
                 fields=[
                     event_type_pb2.FieldDefinition(
-                        name="pressure", type=event_type_pb2.DOUBLE, required=True
+                        name="pressure", type=event_type_pb2.DOUBLE, required=True, updatable=True
                     ),
                     event_type_pb2.FieldDefinition(name="checked", type=event_type_pb2.TIMESTAMP),
                 ],
@@ -453,6 +453,16 @@ def test_custom_events_over_grpc(channel: grpc.Channel, keys: Keys) -> None:
         event_service_pb2.GetEventRequest(id=created.id), metadata=auth(keys.read)
     ).event
     assert read.custom_fields == created.custom_fields
+    change = event_pb2.Event(etag=1)
+    change.custom_fields["pressure"].double_value = 5.5
+    updated = events.UpdateEvent(
+        event_service_pb2.UpdateEventRequest(
+            id=created.id, event=change, update_fields=["custom_fields"]
+        ),
+        metadata=auth(keys.writer),
+    ).event
+    assert updated.custom_fields["pressure"].double_value == 5.5
+    assert updated.custom_fields["checked"].timestamp_value == checked
 
     missing = event_pb2.Event(type_id=kind.id)
     missing.custom_fields["unknown"].boolean_value = True

@@ -360,10 +360,10 @@ class EventTypeManager:
         chain = await self._repository.chain(principal, parent_id)
         if not chain:
             raise invalid("parentId", f"no visible event type {parent_id}")
-        if any(t.id == type_id for t in chain):
-            path = " -> ".join(
-                [type_id, *(t.id for t in chain[: [t.id for t in chain].index(type_id) + 1])]
-            )
+        ids = [t.id for t in chain]
+        if type_id in ids:
+            # The loop as the caller would create it: this type, its new parent, ..., itself.
+            path = " -> ".join([type_id, *ids[: ids.index(type_id) + 1]])
             raise invalid("parentId", f"would make a cycle: {path}")
         if scope == Scope.GLOBAL and chain[0].scope != Scope.GLOBAL:
             raise invalid("parentId", "the parent of a GLOBAL type must be GLOBAL")

@@ -7,16 +7,16 @@ import builtins
 import functools
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import peewee
 
 from eventmgmt.domain.access import Principal
 from eventmgmt.domain.custom_fields import STANDARD_EVENT, FieldDefinition, FieldType
 from eventmgmt.domain.event_types import DeleteOutcome, EventType, Scope
-
-if TYPE_CHECKING:
-    from eventmgmt.persistence.store import Store
+from eventmgmt.domain.events import Event
+from eventmgmt.persistence.store import Store
+from eventmgmt.persistence.store import _event_row as event_row
 
 _COLUMNS = "id, tenant_id, name, parent_id, scope, fields, ttl_days, etag, create_time, update_time"
 # Walking parent links stops here even if the table were ever corrupted into a loop.
@@ -174,7 +174,7 @@ class EventTypeRepository:
 
         return await self._store.read(work)
 
-    async def insert(self, event_type: EventType) -> bool:
+    async def insert(self, event_type: EventType, audit: Event) -> bool:
         row = _row(event_type)
 
         def write(cursor: Any) -> bool:
@@ -184,12 +184,15 @@ class EventTypeRepository:
                 "ON CONFLICT (id) DO NOTHING",
                 row,
             )
-            return bool(cursor.rowcount == 1)
+            if cursor.rowcount != 1:
+                return False
+            self._store.insert_event_rows(cursor, [event_row(audit)])
+            return True
 
         inserted: bool = await self._store.writer.submit(write)
         return inserted
 
-    async def replace(self, event_type: EventType, expected_etag: int) -> bool:
+    async def replace(self, event_type: EventType, expected_etag: int, audit: Event) -> bool:
         row = _row(event_type)
 
         def write(cursor: Any) -> bool:
@@ -200,13 +203,16 @@ class EventTypeRepository:
                 f"WHERE id = {p} AND etag = {p}",
                 (*row[1:], row[0], expected_etag),
             )
-            return bool(cursor.rowcount == 1)
+            if cursor.rowcount != 1:
+                return False
+            self._store.insert_event_rows(cursor, [event_row(audit)])
+            return True
 
         replaced: bool = await self._store.writer.submit(write)
         return replaced
 
     async def delete(
-        self, principal: Principal, type_id: str, expected_etag: int | None
+        self, principal: Principal, type_id: str, expected_etag: int | None, audit: Event
     ) -> DeleteOutcome:
         def write(cursor: Any) -> DeleteOutcome:
             # One transaction on the one writer: no event or child type of this process can
@@ -229,6 +235,7 @@ class EventTypeRepository:
             if cursor.fetchone() is not None:
                 return "has_events"
             cursor.execute(f"DELETE FROM event_types WHERE id = {p}", (type_id,))
+            self._store.insert_event_rows(cursor, [event_row(audit)])
             return "deleted"
 
         outcome: DeleteOutcome = await self._store.writer.submit(write)

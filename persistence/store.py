@@ -22,7 +22,6 @@ from eventmgmt.domain.access import ROOT_DOMAIN, Principal, Role
 from eventmgmt.domain.custom_fields import Instant
 from eventmgmt.domain.events import Event, EventQuery, Payload
 from eventmgmt.persistence.database import is_postgres, open_database
-from eventmgmt.persistence.event_types import EventTypeRepository, RetentionRepository
 from eventmgmt.persistence.migrations import migrate
 from eventmgmt.persistence.writer import GroupCommitWriter
 
@@ -178,8 +177,6 @@ class Store:
         self.writer = GroupCommitWriter(self.database, self._apply_writes)
         self.events = EventRepository(self)
         self.keys = KeyRepository(self)
-        self.event_types = EventTypeRepository(self)
-        self.retention = RetentionRepository(self)
 
     def migrate(self) -> list[int]:
         return migrate(self.database)

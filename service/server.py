@@ -20,6 +20,7 @@ from eventmgmt.domain.jobs import JobManager, JobRunner
 from eventmgmt.domain.retention import RetentionSweeper
 from eventmgmt.domain.sharing import SharingManager
 from eventmgmt.job_views import parse_job_item
+from eventmgmt.persistence.event_types import EventTypeRepository, RetentionRepository
 from eventmgmt.persistence.jobs import JobRepository
 from eventmgmt.persistence.sharing import ShareRepository
 from eventmgmt.persistence.store import Store
@@ -78,7 +79,7 @@ class Services:
 
     @classmethod
     def over(cls, store: Store) -> Services:
-        types = EventTypeManager(store.event_types)
+        types = EventTypeManager(EventTypeRepository(store))
         # Events created by jobs pass the same custom-type checks as single creates.
         events = EventManager(store.events, types)
         job_store = JobRepository(store)
@@ -156,7 +157,7 @@ async def serve(settings: ServerSettings) -> None:
     sweeper = None
     if settings.retention_interval > 0:
         sweeper = asyncio.create_task(
-            RetentionSweeper(store.retention, settings.retention_interval).run()
+            RetentionSweeper(RetentionRepository(store), settings.retention_interval).run()
         )
     log.info("gRPC listening on %s", settings.grpc_address)
     envoy = None

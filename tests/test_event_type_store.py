@@ -16,6 +16,7 @@ from eventmgmt.domain.errors import FailedPrecondition, InvalidInput
 from eventmgmt.domain.event_types import EventTypeManager, EventTypeSpec, Scope
 from eventmgmt.domain.events import Event, EventManager, EventQuery, now_us
 from eventmgmt.domain.retention import DAY_US, RetentionSweeper
+from eventmgmt.persistence.event_types import EventTypeRepository, RetentionRepository
 from eventmgmt.persistence.store import Store
 
 T = TypeVar("T")
@@ -44,13 +45,18 @@ def stored_event(type_id: str, age_days: float, tenant: str = "acme") -> Event:
     )
 
 
-def event_ids(store: Store, principal: Principal = ACME) -> set[str]:
+def all_events(store: Store, principal: Principal = ACME) -> list[Event]:
     events, _ = run(store.events.list(principal, EventQuery(limit=1000)))
-    return {e.id for e in events}
+    return events
+
+
+def event_ids(store: Store, principal: Principal = ACME) -> set[str]:
+    """The ids of the tenant's own events, without the platform's audit events."""
+    return {e.id for e in all_events(store, principal) if not e.internal}
 
 
 def test_types_round_trip_and_respect_scope(store: Store) -> None:
-    types = EventTypeManager(store.event_types)
+    types = EventTypeManager(EventTypeRepository(store))
     fields = (
         FieldDefinition("level", FieldType.ENUM, ("LOW", "HIGH"), required=True, filterable=True),
         FieldDefinition("seen", FieldType.TIMESTAMP, updatable=True),
@@ -59,15 +65,34 @@ def test_types_round_trip_and_respect_scope(store: Store) -> None:
     shared = run(types.create(ACME, spec(scope=Scope.GLOBAL, parent_id="")))
 
     assert run(types.get(ACME, "acme.pump")) == local
-    assert run(store.event_types.get(GLOBEX, "acme.pump")) is None
+    assert run(EventTypeRepository(store).get(GLOBEX, "acme.pump")) is None
     assert run(types.get(GLOBEX, shared.id)) == shared
     assert {t.id for t in run(types.list(GLOBEX, 0, 100))[0]} == {shared.id}
     with pytest.raises(InvalidInput):
         run(types.create(GLOBEX, spec(parent_id="acme.pump")))
 
 
+def test_type_changes_are_recorded_as_internal_events(store: Store) -> None:
+    types = EventTypeManager(EventTypeRepository(store))
+    kind = run(types.create(ACME, spec()))
+    run(types.update(ACME, kind.id, spec(name="renamed"), 1))
+    run(types.delete(ACME, kind.id, 2))
+
+    audit = sorted(
+        (e.code, e.entity_type, e.entity_id, e.classification)
+        for e in all_events(store)
+        if e.internal
+    )
+    assert audit == [
+        ("1201", "EventType", kind.id, "INTERNAL"),
+        ("1202", "EventType", kind.id, "INTERNAL"),
+        ("1203", "EventType", kind.id, "INTERNAL"),
+    ]
+    assert not [e for e in all_events(store, GLOBEX) if e.internal]
+
+
 def test_custom_values_round_trip_with_their_types(store: Store) -> None:
-    types = EventTypeManager(store.event_types)
+    types = EventTypeManager(EventTypeRepository(store))
     events = EventManager(store.events, types)
     kind = run(
         types.create(
@@ -101,7 +126,7 @@ def test_custom_values_round_trip_with_their_types(store: Store) -> None:
 
 
 def test_delete_checks_children_and_events_of_every_tenant(store: Store) -> None:
-    types = EventTypeManager(store.event_types)
+    types = EventTypeManager(EventTypeRepository(store))
     parent = run(types.create(ACME, spec(scope=Scope.GLOBAL)))
     child = run(types.create(GLOBEX, spec(parent_id=parent.id)))
     run(store.events.insert(stored_event(child.id, 0, tenant="globex")))
@@ -116,7 +141,7 @@ def test_delete_checks_children_and_events_of_every_tenant(store: Store) -> None
 
 
 def test_field_type_sees_filterable_fields_of_visible_types(store: Store) -> None:
-    types = EventTypeManager(store.event_types)
+    types = EventTypeManager(EventTypeRepository(store))
     run(
         types.create(
             ACME,
@@ -135,7 +160,7 @@ def test_field_type_sees_filterable_fields_of_visible_types(store: Store) -> Non
 
 
 def test_the_sweeper_deletes_events_older_than_their_types_retention(store: Store) -> None:
-    types = EventTypeManager(store.event_types)
+    types = EventTypeManager(EventTypeRepository(store))
     short = run(types.create(ACME, spec(ttl_days=1)))
     expired = [stored_event(short.id, 2) for _ in range(5)]
     expired.append(stored_event("StandardEvent", 36))
@@ -145,7 +170,7 @@ def test_the_sweeper_deletes_events_older_than_their_types_retention(store: Stor
         for e in expired + kept:
             await store.events.insert(e)
         # Batches of two: several writer transactions, each short.
-        return await RetentionSweeper(store.retention, batch=2).sweep()
+        return await RetentionSweeper(RetentionRepository(store), batch=2).sweep()
 
     assert run(sweep()) == len(expired)
     assert event_ids(store) == {e.id for e in kept}
@@ -158,7 +183,9 @@ def test_the_sweeper_runs_in_the_background_until_cancelled(store: Store) -> Non
     async def sweep_in_background() -> None:
         await store.events.insert(old)
         await store.events.insert(young)
-        task = asyncio.create_task(RetentionSweeper(store.retention, interval=0.01).run())
+        task = asyncio.create_task(
+            RetentionSweeper(RetentionRepository(store), interval=0.01).run()
+        )
         try:
             while await store.events.get(ACME, old.id) is not None:
                 await asyncio.sleep(0.01)

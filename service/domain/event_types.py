@@ -24,7 +24,7 @@ from eventmgmt.domain.errors import (
     StaleEtag,
     invalid,
 )
-from eventmgmt.domain.events import JSON_NAMES, STANDARD_EVENT, now_us
+from eventmgmt.domain.events import JSON_NAMES, STANDARD_EVENT, Event, new_event_id, now_us
 
 # Siemens allows 4 levels; 8 leaves room for a platform type, a vendor type and a few
 # refinements while keeping the per-event ancestor walk short.
@@ -36,6 +36,11 @@ MAX_ENUM_VALUES = 100
 MAX_NAME = 255
 MAX_ID = 64
 DEFAULT_PAGE_SIZE = 100
+# Platform event codes (0-9999 are reserved for internal events, seed 001), recorded in the
+# owner tenant's events in the same transaction as the change.
+CODE_EVENT_TYPE_CREATED = "1201"
+CODE_EVENT_TYPE_CHANGED = "1202"
+CODE_EVENT_TYPE_DELETED = "1203"
 MAX_PAGE_SIZE = 1000
 _TYPE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 # A JSON key that is also safe in filter paths and SQL JSON paths.
@@ -116,16 +121,17 @@ class EventTypeRepository(Protocol):
 
     async def visible_fields(self, principal: Principal) -> builtins.list[FieldDefinition]: ...
 
-    async def insert(self, event_type: EventType) -> bool:
-        """False when the id is taken."""
+    async def insert(self, event_type: EventType, audit: Event) -> bool:
+        """Stores the type and its audit event together; False when the id is taken."""
         ...
 
-    async def replace(self, event_type: EventType, expected_etag: int) -> bool: ...
+    async def replace(self, event_type: EventType, expected_etag: int, audit: Event) -> bool: ...
 
     async def delete(
-        self, principal: Principal, type_id: str, expected_etag: int | None
+        self, principal: Principal, type_id: str, expected_etag: int | None, audit: Event
     ) -> DeleteOutcome:
-        """Deletes an owned type in one transaction unless it is in use or stale."""
+        """Deletes an owned type and records the audit event in one transaction, unless the
+        type is in use or the etag stale."""
         ...
 
 
@@ -195,6 +201,28 @@ def _clashes(
     ]
 
 
+def audit_event(principal: Principal, type_id: str, code: str, what: str) -> Event:
+    """The internal event that records a change of an event type (SPEC section 2, seed 001)."""
+    now = now_us()
+    return Event(
+        id=new_event_id(),
+        tenant_id=principal.tenant_id,
+        type_id=STANDARD_EVENT,
+        entity_type="EventType",
+        entity_id=type_id,
+        domain=principal.domain,
+        timestamp=now,
+        create_time=now,
+        update_time=now,
+        severity=5,
+        code=code,
+        description=f"event type {type_id} {what} by {principal.name}",
+        source={"eventType": type_id, "requestedBy": principal.name},
+        classification="INTERNAL",
+        internal=True,
+    )
+
+
 def _height(type_id: str, descendants: builtins.list[EventType]) -> int:
     """How many levels of types hang below `type_id`."""
     children: dict[str, builtins.list[str]] = {}
@@ -241,7 +269,8 @@ class EventTypeManager:
             create_time=now,
             update_time=now,
         )
-        if not await self._repository.insert(event_type):
+        audit = audit_event(principal, type_id, CODE_EVENT_TYPE_CREATED, "created")
+        if not await self._repository.insert(event_type, audit):
             raise AlreadyExists(
                 f"an event type with id {type_id} already exists", reason="EVENT_TYPE_EXISTS"
             )
@@ -305,7 +334,8 @@ class EventTypeManager:
             etag=stored.etag + 1,
             update_time=now_us(),
         )
-        if not await self._repository.replace(updated, stored.etag):
+        audit = audit_event(principal, type_id, CODE_EVENT_TYPE_CHANGED, "changed")
+        if not await self._repository.replace(updated, stored.etag, audit):
             raise StaleEtag(f"event type {type_id} changed concurrently; read it again")
         return updated
 
@@ -313,7 +343,8 @@ class EventTypeManager:
         stored = await self._owned(principal, type_id)
         if stored.scope == Scope.GLOBAL:
             principal.require(Role.ADMIN)
-        outcome = await self._repository.delete(principal, type_id, expected_etag)
+        audit = audit_event(principal, type_id, CODE_EVENT_TYPE_DELETED, "deleted")
+        outcome = await self._repository.delete(principal, type_id, expected_etag, audit)
         if outcome == "stale":
             raise StaleEtag(f"etag {expected_etag} is stale; read the event type again")
         if outcome == "missing":

@@ -3,6 +3,7 @@ real server, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -216,6 +217,31 @@ def test_update_changes_only_updatable_custom_fields(service: Service, keys: Key
     assert "serial" in answer.headers["warning"]
     bad = service.request("PUT", f"/events/{event['id']}", {"status": 3}, key=keys.writer)
     assert violations(bad) == {"status": "must be a string"}
+
+
+def test_create_jobs_check_custom_events_like_single_creates(service: Service, keys: Keys) -> None:
+    kind = create_type(service, keys.writer, fields=[field("customStringField", required=True)])
+    events = [
+        {"typeId": kind["id"], "entityId": "e-1", "customStringField": "customValue"},
+        {"typeId": kind["id"], "entityId": "e-2"},
+        {"typeId": unique("missing"), "entityId": "e-3"},
+    ]
+    answer = service.request("POST", "/createEventsJobs", {"events": events}, key=keys.writer)
+    assert answer.status == 201, answer.body
+    path = f"/createEventsJobs/{answer.json()['id']}"
+
+    give_up = time.monotonic() + 60  # a guard against hanging, not a speed requirement
+    status = service.request("GET", path, key=keys.read).json()
+    while status["state"] not in ("FINISHED", "FINISHED_WITH_ERROR"):
+        assert time.monotonic() < give_up, status
+        time.sleep(0.05)
+        status = service.request("GET", path, key=keys.read).json()
+
+    results = status["details"]["resultDescription"]
+    assert [r["resultCode"] for r in results] == ["201", "400", "400"]
+    assert results[0]["event"]["customStringField"] == "customValue"
+    assert "customStringField" in results[1]["errorMessage"]
+    assert "typeId" in results[2]["errorMessage"]
 
 
 # --- type rules ----------------------------------------------------------------------------------

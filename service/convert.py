@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from eventmgmt.domain.custom_fields import STANDARD_EVENT, FieldDefinition, FieldType, Instant
+from eventmgmt.domain.custom_fields import FieldDefinition, FieldType, Instant
 from eventmgmt.domain.errors import FieldViolation, InvalidInput, invalid
 from eventmgmt.domain.event_types import EventType, EventTypeSpec, Scope
 from eventmgmt.domain.events import CLASSIFICATIONS, Event, Payload
@@ -179,8 +179,9 @@ def event_type_to_proto(event_type: EventType) -> event_type_pb2.EventType:
     )
 
 
-def spec_from_proto(message: event_type_pb2.EventType) -> EventTypeSpec:
-    """What the caller asks for; output-only fields are refused, never ignored."""
+def spec_from_proto(message: event_type_pb2.EventType, fields_given: bool = False) -> EventTypeSpec:
+    """What the caller asks for; output-only fields are refused, never ignored. An empty
+    `fields` list means "not given" unless `fields_given` (REST knows a sent `[]`)."""
     violations = [
         FieldViolation(json_name, "output only")
         for name, json_name in (
@@ -212,8 +213,8 @@ def spec_from_proto(message: event_type_pb2.EventType) -> EventTypeSpec:
     return EventTypeSpec(
         id=message.id,
         name=message.name,
-        parent_id=message.parent_id if message.parent_id != STANDARD_EVENT else "",
-        fields=tuple(fields),
+        parent_id=message.parent_id,
+        fields=tuple(fields) if fields or fields_given else None,
         scope=Scope(event_type_pb2.Scope.Name(message.scope)) if message.scope else None,
         ttl_days=message.ttl,
     )

@@ -84,8 +84,10 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def parse(raw: bytes, message: M) -> M:
-    """Fills `message` from a JSON body; InvalidInput names every offending field."""
+def parse(raw: bytes, message: M) -> tuple[M, frozenset[str]]:
+    """Fills `message` from a JSON body; returns it with the top-level names the body had
+    (proto3 cannot tell an empty list from an absent one). InvalidInput names every
+    offending field."""
     document = loads(raw)
     if not isinstance(document, dict):
         raise invalid("body", "must be a JSON object")
@@ -97,4 +99,4 @@ def parse(raw: bytes, message: M) -> M:
         json_format.ParseDict(_without_nulls(document), message)
     except json_format.ParseError as error:  # values out of range, bad times
         raise invalid("body", str(error)) from None
-    return message
+    return message, frozenset(document)

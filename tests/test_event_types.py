@@ -336,6 +336,25 @@ def test_update_is_guarded_by_the_etag(service: Service, keys: Keys) -> None:
     assert service.request("GET", path, key=keys.read).json() == updated.json()
 
 
+def test_update_keeps_what_it_does_not_name(service: Service, keys: Keys) -> None:
+    parent = create_type(service, keys.admin, scope="GLOBAL")
+    kind = create_type(
+        service, keys.admin, name="pump", parentId=parent["id"], scope="GLOBAL", fields=[field("a")]
+    )
+    path = f"/eventTypes/{kind['id']}"
+
+    ttl_only = service.request("PUT", path, {"ttl": 3}, key=keys.admin).json()
+    assert {k: v for k, v in ttl_only.items() if k not in ("ttl", "etag", "updateTime")} == {
+        k: v for k, v in kind.items() if k not in ("ttl", "etag", "updateTime")
+    }
+    assert (ttl_only["ttl"], ttl_only["etag"]) == (3, 2)
+
+    moved = service.request(
+        "PUT", path, {"parentId": "StandardEvent", "fields": []}, key=keys.admin
+    ).json()
+    assert (moved["parentId"], moved["fields"], moved["scope"]) == ("StandardEvent", [], "GLOBAL")
+
+
 def test_types_in_use_cannot_be_deleted(service: Service, keys: Keys) -> None:
     parent = create_type(service, keys.writer)
     child = create_type(service, keys.writer, parentId=parent["id"])

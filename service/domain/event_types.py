@@ -85,12 +85,14 @@ class EventType:
 
 @dataclass(frozen=True, slots=True)
 class EventTypeSpec:
-    """What a caller sends to create or replace a type; empty/zero means "not given"."""
+    """What a caller sends to create or change a type. Empty, zero and None mean "not given":
+    a default on create, the stored value on update (`parent_id` StandardEvent moves a type
+    to the root)."""
 
     id: str = ""
     name: str = ""
     parent_id: str = ""
-    fields: tuple[FieldDefinition, ...] = ()
+    fields: tuple[FieldDefinition, ...] | None = None
     scope: Scope | None = None
     ttl_days: int = 0
 
@@ -151,10 +153,11 @@ def _check_spec(spec: EventTypeSpec, *, creating: bool) -> builtins.list[FieldVi
         violations.append(FieldViolation("parentId", "must be an event type id"))
     if not 0 <= spec.ttl_days <= MAX_TTL_DAYS:
         violations.append(FieldViolation("ttl", f"days, 1 to {MAX_TTL_DAYS}"))
-    if len(spec.fields) > MAX_FIELDS:
+    fields = spec.fields or ()
+    if len(fields) > MAX_FIELDS:
         violations.append(FieldViolation("fields", f"at most {MAX_FIELDS} fields"))
     seen: set[str] = set()
-    for index, definition in enumerate(spec.fields):
+    for index, definition in enumerate(fields):
         where = f"fields[{index}]"
         if not _FIELD_NAME.match(definition.name):
             violations.append(
@@ -247,13 +250,14 @@ class EventTypeManager:
         scope = spec.scope or Scope.LOCAL
         if scope == Scope.GLOBAL:
             principal.require(Role.ADMIN)
+        spec = dataclasses.replace(spec, fields=spec.fields or ())
         violations = _check_spec(spec, creating=True)
         if violations:
             raise InvalidInput(violations)
         type_id = spec.id or str(uuid.uuid4())
         ancestors = await self._ancestors(principal, spec.parent_id, scope, type_id)
         self._check_depth(ancestors, 0)
-        violations = _clashes(spec.fields, ancestors, "ancestor")
+        violations = _clashes(spec.fields or (), ancestors, "ancestor")
         if violations:
             raise InvalidInput(violations)
         now = now_us()
@@ -262,7 +266,7 @@ class EventTypeManager:
             tenant_id=principal.tenant_id,
             name=spec.name,
             parent_id=ancestors[0].id if ancestors else STANDARD_EVENT,
-            fields=spec.fields,
+            fields=spec.fields or (),
             scope=scope,
             ttl_days=spec.ttl_days or DEFAULT_TTL_DAYS,
             etag=1,
@@ -299,6 +303,16 @@ class EventTypeManager:
         expected_etag: int | None,
     ) -> EventType:
         stored = await self._owned(principal, type_id)
+        # What the caller leaves out stays as stored, as with event updates.
+        spec = dataclasses.replace(
+            spec,
+            name=spec.name or stored.name,
+            parent_id=spec.parent_id or stored.parent_id,
+            fields=stored.fields if spec.fields is None else spec.fields,
+            scope=spec.scope or stored.scope,
+            ttl_days=spec.ttl_days or stored.ttl_days,
+        )
+        fields = spec.fields or ()
         scope = spec.scope or stored.scope
         if Scope.GLOBAL in (scope, stored.scope):
             principal.require(Role.ADMIN)
@@ -312,8 +326,8 @@ class EventTypeManager:
         ancestors = await self._ancestors(principal, spec.parent_id, scope, type_id)
         descendants = await self._repository.descendants(principal, type_id)
         self._check_depth(ancestors, _height(type_id, descendants))
-        violations = _clashes(spec.fields, ancestors, "ancestor")
-        violations += _clashes(spec.fields, descendants, "descendant")
+        violations = _clashes(fields, ancestors, "ancestor")
+        violations += _clashes(fields, descendants, "descendant")
         if violations:
             raise InvalidInput(violations)
         if scope == Scope.LOCAL and any(
@@ -328,9 +342,9 @@ class EventTypeManager:
             stored,
             name=spec.name,
             parent_id=ancestors[0].id if ancestors else STANDARD_EVENT,
-            fields=spec.fields,
+            fields=fields,
             scope=scope,
-            ttl_days=spec.ttl_days or DEFAULT_TTL_DAYS,
+            ttl_days=spec.ttl_days,
             etag=stored.etag + 1,
             update_time=now_us(),
         )

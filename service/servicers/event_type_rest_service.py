@@ -37,7 +37,7 @@ class EventTypeRestServicer(event_type_rest_service_pb2_grpc.EventTypeRestServic
     async def RestCreateEventType(
         self, request: pb.RestCreateEventTypeRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        message = proto_json.parse(request.body.data, event_type_pb2.EventType())
+        message, _ = proto_json.parse(request.body.data, event_type_pb2.EventType())
         if message.etag:
             raise invalid("etag", "output only on create")
         created = await self._types.create(current_principal(), spec_from_proto(message))
@@ -68,11 +68,10 @@ class EventTypeRestServicer(event_type_rest_service_pb2_grpc.EventTypeRestServic
     async def RestUpdateEventType(
         self, request: pb.RestUpdateEventTypeRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        message = proto_json.parse(request.body.data, event_type_pb2.EventType())
+        message, sent = proto_json.parse(request.body.data, event_type_pb2.EventType())
         expected = _expected_etag(context, message.etag or None)
-        updated = await self._types.update(
-            current_principal(), request.id, spec_from_proto(message), expected
-        )
+        spec = spec_from_proto(message, fields_given="fields" in sent)
+        updated = await self._types.update(current_principal(), request.id, spec, expected)
         return _body(_json(event_type_to_proto(updated)))
 
     async def RestDeleteEventType(

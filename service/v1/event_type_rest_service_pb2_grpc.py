@@ -98,7 +98,8 @@ class EventTypeRestServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RestUpdateEventType(self, request, context):
-        """Replaces an event type: `PUT /eventTypes/{id}`, guarded by `If-Match` or the body's `etag`.
+        """Changes an event type: `PUT /eventTypes/{id}`, guarded by `If-Match` or the body's `etag`;
+        fields the body leaves out stay as stored, a sent `fields` list replaces the stored one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

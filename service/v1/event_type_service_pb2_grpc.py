@@ -92,7 +92,8 @@ class EventTypeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateEventType(self, request, context):
-        """Replaces an event type's name, parent, fields, scope and retention, guarded by its etag.
+        """Changes an event type's name, parent, fields, scope or retention, guarded by its etag;
+        what the request leaves empty stays as stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

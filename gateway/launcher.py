@@ -49,6 +49,7 @@ class GatewaySettings:
         "eventmgmt.v1.EventJobRestService",
         "eventmgmt.v1.SharingService",
         "eventmgmt.v1.DeviceEventRestService",
+        "eventmgmt.v1.EventTypeRestService",
     )
 
 

@@ -72,6 +72,32 @@ def _v1_initial(db: peewee.Database) -> None:
         db.execute_sql(statement)
 
 
+def _v2_event_types(db: peewee.Database) -> None:
+    statements = [
+        # Ids are unique over all tenants, so that a GLOBAL type and a tenant's LOCAL type can
+        # never share one. `fields` is the JSON list of field definitions.
+        """CREATE TABLE event_types (
+            id VARCHAR(64) PRIMARY KEY,
+            tenant_id VARCHAR(64) NOT NULL,
+            name VARCHAR(255) NOT NULL,
+            parent_id VARCHAR(64) NOT NULL,
+            scope VARCHAR(8) NOT NULL,
+            fields TEXT NOT NULL,
+            ttl_days INTEGER NOT NULL,
+            etag BIGINT NOT NULL,
+            create_time BIGINT NOT NULL,
+            update_time BIGINT NOT NULL)""",
+        "CREATE INDEX event_types_parent ON event_types (parent_id)",
+        "CREATE INDEX event_types_tenant ON event_types (tenant_id, id)",
+        "CREATE INDEX event_types_scope ON event_types (scope, id)",
+        # The retention sweeper deletes a type's events stored before a cutoff, and deleting a
+        # type asks whether any event of any tenant still uses it.
+        "CREATE INDEX events_type_create_time ON events (type_id, create_time)",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
 def _v4_device_registry(db: peewee.Database) -> None:
     statements = [
         """CREATE TABLE devices (
@@ -171,6 +197,7 @@ def _v8_jobs(db: peewee.Database) -> None:
 
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
+    (2, "event types; events by type and store time for retention", _v2_event_types),
     (4, "devices, tenant apps, device report duplicates and pending reports", _v4_device_registry),
     (5, "entities shared with other tenants", _v5_entity_shares),
     (8, "bulk jobs and their per-event results", _v8_jobs),

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import peewee
 
 from eventmgmt.domain.access import ROOT_DOMAIN, Principal, Role
+from eventmgmt.domain.custom_fields import Instant
 from eventmgmt.domain.events import Event, EventQuery, Payload
 from eventmgmt.persistence.database import is_postgres, open_database
 from eventmgmt.persistence.migrations import migrate
@@ -66,9 +67,31 @@ _SORT_COLUMNS = {
 }
 
 
+# Custom TIMESTAMP values are stored as {"$timestamp": microseconds}: numbers that compare
+# as numbers, yet told apart from INTEGER values when read back. Field names start with a
+# letter, so no field is ever called "$timestamp".
+_TIMESTAMP_KEY = "$timestamp"
+
+
+def _encode_custom(value: Any) -> Any:
+    if isinstance(value, Instant):
+        return {_TIMESTAMP_KEY: value.micros}
+    raise TypeError(f"cannot store a custom field value of type {type(value).__name__}")
+
+
+def _decode_custom(document: dict[str, Any]) -> Any:
+    if len(document) == 1 and _TIMESTAMP_KEY in document:
+        return Instant(document[_TIMESTAMP_KEY])
+    return document
+
+
 def _event_row(e: Event) -> tuple[Any, ...]:
     source = None if e.source is None else json.dumps(e.source, ensure_ascii=False)
-    custom = json.dumps(e.custom_fields, ensure_ascii=False) if e.custom_fields else None
+    custom = (
+        json.dumps(e.custom_fields, ensure_ascii=False, default=_encode_custom)
+        if e.custom_fields
+        else None
+    )
     payload_type = e.payload.content_type if e.payload else None
     payload_data = e.payload.data if e.payload else None
     return (
@@ -128,7 +151,7 @@ def _event_from_row(r: Sequence[Any]) -> Event:
         app_id=r[21],
         internal=bool(r[22]),
         payload=payload,
-        custom_fields=json.loads(r[25]) if r[25] else {},
+        custom_fields=json.loads(r[25], object_hook=_decode_custom) if r[25] else {},
     )
 
 

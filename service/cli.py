@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between passes that store device reports answered 202",
     )
     run.add_argument(
+        "--retention-interval",
+        type=float,
+        default=float(_env("RETENTION_INTERVAL", str(defaults.retention_interval))),
+        help="seconds between deletions of expired events; 0 turns them off",
+    )
+    run.add_argument(
         "--production",
         action="store_true",
         default=_env("PRODUCTION", "") in ("1", "true"),
@@ -201,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             gateway=not args.no_gateway,
             production=args.production,
             pending_interval=args.pending_interval,
+            retention_interval=args.retention_interval,
         )
         asyncio.run(serve(settings))
         return 0

@@ -9,11 +9,13 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from eventmgmt.domain.errors import invalid
+from eventmgmt.domain.custom_fields import FieldDefinition, FieldType, Instant
+from eventmgmt.domain.errors import FieldViolation, InvalidInput, invalid
+from eventmgmt.domain.event_types import EventType, EventTypeSpec, Scope
 from eventmgmt.domain.events import CLASSIFICATIONS, Event, Payload
 from eventmgmt.domain.registry import App, Device
 from eventmgmt.rest_json import loads
-from eventmgmt.v1 import device_event_service_pb2, event_pb2, registry_pb2
+from eventmgmt.v1 import device_event_service_pb2, event_pb2, event_type_pb2, registry_pb2
 
 _CLASSIFICATION_TO_PROTO = {name: index for index, name in enumerate(CLASSIFICATIONS, start=1)}
 _CLASSIFICATION_FROM_PROTO = {v: k for k, v in _CLASSIFICATION_TO_PROTO.items()}
@@ -83,7 +85,9 @@ def event_to_proto(event: Event) -> event_pb2.Event:
         message.payload.data = event.payload.data
     for name, value in event.custom_fields.items():
         field = message.custom_fields[name]
-        if isinstance(value, bool):
+        if isinstance(value, Instant):
+            field.timestamp_value.CopyFrom(_to_timestamp(value.micros))
+        elif isinstance(value, bool):
             field.boolean_value = value
         elif isinstance(value, int):
             field.integer_value = value
@@ -125,18 +129,23 @@ def fields_from_proto(message: event_pb2.Event, only: Iterable[str] = ()) -> dic
     """The canonical fields a caller set: those named in `only`, else every non-default one.
     Setting output-only fields (other than etag, read by update) is refused, never ignored."""
     fields: dict[str, Any] = {}
-    names = list(only)
+    requested = list(only)
+    # `custom_fields` names the whole map: its values change as the event's type allows.
+    with_custom = not requested or "custom_fields" in requested
+    names = [n for n in requested if n != "custom_fields"]
     for name in names:
         if name not in _SETTABLE:
             raise invalid("update_fields", f"{name!r} is not a settable Event field")
-    for name in names or _SETTABLE:
-        if names or _is_set(message, name):
+    for name in names if requested else _SETTABLE:
+        if requested or _is_set(message, name):
             fields[name] = _field_value(message, name)
     for name in ("acknowledged", "internal"):
         if getattr(message, name):
             fields[name] = True  # refused by the domain with its own rule
-    if message.custom_fields:
-        raise invalid("custom_fields", "the standard event has no custom fields")
+    if message.custom_fields and with_custom:
+        fields["custom_fields"] = {
+            name: _custom_value(value) for name, value in message.custom_fields.items()
+        }
     return fields
 
 
@@ -179,3 +188,76 @@ def report_fields_from_proto(
     if request.data_json:
         fields["data"] = loads(request.data_json.encode(), "data_json")
     return fields
+
+
+def _custom_value(value: event_pb2.FieldValue) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "timestamp_value":
+        return Instant(_from_timestamp(value.timestamp_value))
+    return None if kind is None else getattr(value, kind)
+
+
+def event_type_to_proto(event_type: EventType) -> event_type_pb2.EventType:
+    return event_type_pb2.EventType(
+        id=event_type.id,
+        name=event_type.name,
+        parent_id=event_type.parent_id,
+        fields=[
+            event_type_pb2.FieldDefinition(
+                name=d.name,
+                type=event_type_pb2.FieldType.Value(d.type.value),
+                values=d.values,
+                required=d.required,
+                filterable=d.filterable,
+                updatable=d.updatable,
+            )
+            for d in event_type.fields
+        ],
+        scope=event_type_pb2.Scope.Value(event_type.scope.value),
+        ttl=event_type.ttl_days,
+        etag=event_type.etag,
+        tenant_id=event_type.tenant_id,
+        create_time=_to_timestamp(event_type.create_time),
+        update_time=_to_timestamp(event_type.update_time),
+    )
+
+
+def spec_from_proto(message: event_type_pb2.EventType, fields_given: bool = False) -> EventTypeSpec:
+    """What the caller asks for; output-only fields are refused, never ignored. An empty
+    `fields` list means "not given" unless `fields_given` (REST knows a sent `[]`)."""
+    violations = [
+        FieldViolation(json_name, "output only")
+        for name, json_name in (
+            ("tenant_id", "tenantId"),
+            ("create_time", "createTime"),
+            ("update_time", "updateTime"),
+        )
+        if (message.HasField(name) if name != "tenant_id" else message.tenant_id)
+    ]
+    fields = []
+    for index, d in enumerate(message.fields):
+        if d.type == event_type_pb2.FIELD_TYPE_UNSPECIFIED:
+            violations.append(
+                FieldViolation(f"fields[{index}].type", f"required: one of {', '.join(FieldType)}")
+            )
+            continue
+        fields.append(
+            FieldDefinition(
+                name=d.name,
+                type=FieldType(event_type_pb2.FieldType.Name(d.type)),
+                values=tuple(d.values),
+                required=d.required,
+                filterable=d.filterable,
+                updatable=d.updatable,
+            )
+        )
+    if violations:
+        raise InvalidInput(violations)
+    return EventTypeSpec(
+        id=message.id,
+        name=message.name,
+        parent_id=message.parent_id,
+        fields=tuple(fields) if fields or fields_given else None,
+        scope=Scope(event_type_pb2.Scope.Name(message.scope)) if message.scope else None,
+        ttl_days=message.ttl,
+    )

@@ -21,6 +21,7 @@ _CODES: list[tuple[type[errors.DomainError], int]] = [
     (errors.NotFound, code_pb2.NOT_FOUND),
     (errors.AlreadyExists, code_pb2.ALREADY_EXISTS),
     (errors.StaleEtag, code_pb2.ABORTED),
+    (errors.FailedPrecondition, code_pb2.FAILED_PRECONDITION),
     (errors.Unauthenticated, code_pb2.UNAUTHENTICATED),
     (errors.PermissionDenied, code_pb2.PERMISSION_DENIED),
     (errors.ResourceExhausted, code_pb2.RESOURCE_EXHAUSTED),

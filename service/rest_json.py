@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from eventmgmt.domain.custom_fields import Instant
 from eventmgmt.domain.errors import FieldViolation, InvalidInput, invalid
 from eventmgmt.domain.events import JSON_NAMES, Event, EventPage, Payload
 
@@ -148,7 +149,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 
 def parse_event(raw: bytes, extra: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parses an event body into canonical fields; `extra` JSON names (such as `id`, `etag` on
-    update) are returned apart. Unknown fields and wrong types fail together, by name."""
+    update) are returned apart. Other top-level names are custom fields (seed 003), handed on
+    as JSON values under `custom_fields`: the domain knows the event's type and refuses those
+    the type does not define, by name. Wrong types of standard fields fail together, by name."""
     return parse_event_document(loads(raw), extra)
 
 
@@ -161,14 +164,14 @@ def parse_event_document(
     fields: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     violations: list[FieldViolation] = []
-    unknown = []
+    custom: dict[str, Any] = {}
     for json_name, value in document.items():
         if json_name in extra:
             extras[json_name] = value
             continue
         name = _CANONICAL.get(json_name)
         if name is None:
-            unknown.append(json_name)
+            custom[json_name] = value
             continue
         if value is None:
             continue
@@ -176,16 +179,10 @@ def parse_event_document(
             fields[name] = _PARSERS[name](value)
         except _Reject as rejection:
             violations.append(FieldViolation(json_name, rejection.rule))
-    if unknown:
-        violations.append(
-            FieldViolation(
-                ", ".join(unknown),
-                f"unknown field{'s' if len(unknown) > 1 else ''}: "
-                f"{', '.join(unknown)}; the standard event has no such field",
-            )
-        )
     if violations:
         raise InvalidInput(violations)
+    if custom:
+        fields["custom_fields"] = custom
     return fields, extras
 
 
@@ -244,7 +241,8 @@ def event_document(event: Event, base_url: str) -> dict[str, Any]:
         doc["payload"] = _payload_json(event.payload)
     doc["createTime"] = format_time(event.create_time)
     doc["updateTime"] = format_time(event.update_time)
-    doc.update(event.custom_fields)
+    for name, value in event.custom_fields.items():
+        doc[name] = format_time(value.micros) if isinstance(value, Instant) else value
     return doc
 
 

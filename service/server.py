@@ -15,11 +15,14 @@ from grpc_reflection.v1alpha import reflection
 
 from eventmgmt.auth import KeyResolver, PrincipalInterceptor
 from eventmgmt.domain.device_events import PENDING_BATCH, DeviceEventReporter
+from eventmgmt.domain.event_types import EventTypeManager
 from eventmgmt.domain.events import EventManager
 from eventmgmt.domain.jobs import JobManager, JobRunner
 from eventmgmt.domain.registry import RegistryManager
+from eventmgmt.domain.retention import RetentionSweeper
 from eventmgmt.domain.sharing import SharingManager
 from eventmgmt.job_views import parse_job_item
+from eventmgmt.persistence.event_types import EventTypeRepository, RetentionRepository
 from eventmgmt.persistence.jobs import JobRepository
 from eventmgmt.persistence.sharing import ShareRepository
 from eventmgmt.persistence.store import Store
@@ -32,6 +35,8 @@ from eventmgmt.servicers.device_event_service import (
 from eventmgmt.servicers.event_job_service import EventJobRestServicer, EventJobServicer
 from eventmgmt.servicers.event_rest_service import EventRestServicer
 from eventmgmt.servicers.event_service import EventServicer
+from eventmgmt.servicers.event_type_rest_service import EventTypeRestServicer
+from eventmgmt.servicers.event_type_service import EventTypeServicer
 from eventmgmt.servicers.registry_service import RegistryServicer
 from eventmgmt.servicers.sharing_service import SharingServicer
 from eventmgmt.v1 import (
@@ -47,6 +52,10 @@ from eventmgmt.v1 import (
     event_rest_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
+    event_type_rest_service_pb2,
+    event_type_rest_service_pb2_grpc,
+    event_type_service_pb2,
+    event_type_service_pb2_grpc,
     registry_service_pb2,
     registry_service_pb2_grpc,
     sharing_service_pb2,
@@ -71,6 +80,8 @@ class ServerSettings:
     grace_seconds: float = 5.0
     # How often pending device reports (answered 202) are turned into events; also at start.
     pending_interval: float = 1.0
+    # How often expired events are deleted (seconds); 0 turns the sweeper off.
+    retention_interval: float = 600.0
 
 
 @dataclass
@@ -81,12 +92,15 @@ class Services:
     jobs: JobManager
     job_runner: JobRunner
     sharing: SharingManager
+    types: EventTypeManager
     registry: RegistryManager
     reporter: DeviceEventReporter
 
     @classmethod
     def over(cls, store: Store) -> Services:
-        events = EventManager(store.events)
+        types = EventTypeManager(EventTypeRepository(store))
+        # Events created by jobs pass the same custom-type checks as single creates.
+        events = EventManager(store.events, types)
         job_store = JobRepository(store)
         runner = JobRunner(job_store, events, parse_job_item)
         sharing = SharingManager(ShareRepository(store))
@@ -95,6 +109,7 @@ class Services:
             JobManager(job_store, runner.wake),
             runner,
             sharing,
+            types,
             RegistryManager(store.registry),
             DeviceEventReporter(store.registry, store.device_events),
         )
@@ -107,6 +122,7 @@ def create_server(
     (port 0 picks a free port); returns the server, not started, and its port."""
     services = services or Services.over(store)
     events = services.events
+    types = services.types
     server = grpc.aio.server(
         # Seed 000's path answers its failures with its own body, never a gRPC status.
         interceptors=[
@@ -141,6 +157,12 @@ def create_server(
     device_event_rest_service_pb2_grpc.add_DeviceEventRestServiceServicer_to_server(
         DeviceEventRestServicer(services.reporter), server
     )
+    event_type_service_pb2_grpc.add_EventTypeServiceServicer_to_server(
+        EventTypeServicer(types), server
+    )
+    event_type_rest_service_pb2_grpc.add_EventTypeRestServiceServicer_to_server(
+        EventTypeRestServicer(types), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [
@@ -154,6 +176,8 @@ def create_server(
         device_event_rest_service_pb2.DESCRIPTOR.services_by_name[
             "DeviceEventRestService"
         ].full_name,
+        event_type_service_pb2.DESCRIPTOR.services_by_name["EventTypeService"].full_name,
+        event_type_rest_service_pb2.DESCRIPTOR.services_by_name["EventTypeRestService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
@@ -201,6 +225,11 @@ async def serve(settings: ServerSettings) -> None:
     pending = asyncio.get_running_loop().create_task(
         process_pending_reports(services.reporter, settings.pending_interval)
     )
+    sweeper = None
+    if settings.retention_interval > 0:
+        sweeper = asyncio.create_task(
+            RetentionSweeper(RetentionRepository(store), settings.retention_interval).run()
+        )
     log.info("gRPC listening on %s", settings.grpc_address)
     envoy = None
     loop = asyncio.get_running_loop()
@@ -234,6 +263,8 @@ async def serve(settings: ServerSettings) -> None:
             envoy.stop()
         job_runner.cancel()
         pending.cancel()
+        if sweeper is not None:
+            sweeper.cancel()
         await server.stop(settings.grace_seconds)
         store.close()
 

@@ -58,6 +58,12 @@ class AlreadyExists(DomainError):
         self.existing_id = existing_id
 
 
+class FailedPrecondition(DomainError):
+    """The request is valid, but the current state forbids it (the message says why)."""
+
+    reason = "FAILED_PRECONDITION"
+
+
 class StaleEtag(DomainError):
     """The caller's etag is not the stored one; nothing was changed."""
 

@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eventmgmt.domain.access import Principal, Role, check_domain_path
+from eventmgmt.domain.custom_fields import (
+    STANDARD_EVENT,
+    FieldDefinition,
+    check_custom_changes,
+    check_custom_fields,
+)
 from eventmgmt.domain.errors import (
     FieldViolation,
     InvalidInput,
@@ -28,7 +34,6 @@ from eventmgmt.domain.errors import (
     invalid,
 )
 
-STANDARD_EVENT = "StandardEvent"
 CLASSIFICATIONS = ("INTERNAL", "ALARM", "WARNING", "NOTIFICATION")
 MAX_SEVERITY = 5
 
@@ -139,6 +144,7 @@ class Event:
     app_id: str = ""
     internal: bool = False
     payload: Payload | None = None
+    # Name -> str, int, float, bool or custom_fields.Instant, as the event's type defines.
     custom_fields: dict[str, Any] = field(default_factory=dict)
 
 
@@ -221,6 +227,14 @@ class EventRepository(Protocol):
     async def replace(self, event: Event, expected_etag: int) -> bool: ...
 
 
+class CustomFieldLookup(Protocol):
+    async def fields_of(
+        self, principal: Principal, type_id: str
+    ) -> dict[str, FieldDefinition] | None:
+        """Every field of a type the principal sees and of its ancestors; None if unseen."""
+        ...
+
+
 def check_event_id(event_id: str) -> str:
     try:
         return str(uuid.UUID(event_id))
@@ -289,8 +303,19 @@ def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
 class EventManager:
     """The event operations, each authorised against the calling principal."""
 
-    def __init__(self, repository: EventRepository) -> None:
+    def __init__(self, repository: EventRepository, types: CustomFieldLookup | None = None) -> None:
         self._repository = repository
+        # Without a type catalogue only StandardEvent exists.
+        self._types = types
+
+    async def _fields_of(
+        self, principal: Principal, type_id: str
+    ) -> dict[str, FieldDefinition] | None:
+        if type_id == STANDARD_EVENT:
+            return {}
+        if self._types is None:
+            return None
+        return await self._types.fields_of(principal, type_id)
 
     async def create(self, principal: Principal, fields: Mapping[str, Any]) -> Event:
         event = await self.prepare(principal, fields)
@@ -302,8 +327,16 @@ class EventManager:
         principal.require(Role.READ_WRITE)
         violations = _check_fields(fields)
         type_id = fields.get("type_id") or STANDARD_EVENT
-        if type_id != STANDARD_EVENT and not any(v.field == "typeId" for v in violations):
-            violations.append(FieldViolation("typeId", f"unknown event type {type_id!r}"))
+        custom: dict[str, Any] = {}
+        if not any(v.field == "typeId" for v in violations):
+            definitions = await self._fields_of(principal, type_id)
+            if definitions is None:
+                violations.append(FieldViolation("typeId", f"unknown event type {type_id!r}"))
+            else:
+                custom, custom_violations = check_custom_fields(
+                    type_id, definitions, fields.get("custom_fields") or {}
+                )
+                violations.extend(custom_violations)
         domain = fields.get("domain") or principal.domain
         try:
             check_domain_path(domain)
@@ -324,6 +357,7 @@ class EventManager:
             timestamp=fields.get("timestamp") or now,
             acknowledged=False,
             internal=False,
+            custom_fields=custom,
         )
         return Event(
             id=new_event_id(),
@@ -375,12 +409,24 @@ class EventManager:
         self._check_writable(principal, stored)
         if expected_etag is not None and expected_etag != stored.etag:
             raise StaleEtag(f"etag {expected_etag} is stale; the event is at etag {stored.etag}")
-        changes = {k: v for k, v in fields.items() if k in UPDATABLE}
+        changes: dict[str, Any] = {k: v for k, v in fields.items() if k in UPDATABLE}
         kept = sorted(
             JSON_NAMES[k]
             for k, v in fields.items()
-            if k not in UPDATABLE and v is not None and v != getattr(stored, k)
+            if k in JSON_NAMES and k not in UPDATABLE and v is not None and v != getattr(stored, k)
         )
+        custom = fields.get("custom_fields")
+        if custom:
+            # A type that is no longer visible defines nothing the caller may change.
+            definitions = await self._fields_of(principal, stored.type_id) or {}
+            custom_changes, custom_kept, violations = check_custom_changes(
+                stored.type_id, definitions, stored.custom_fields, custom
+            )
+            if violations:
+                raise InvalidInput(violations)
+            if custom_changes:
+                changes["custom_fields"] = {**stored.custom_fields, **custom_changes}
+            kept = sorted([*kept, *custom_kept])
         updated = dataclasses.replace(stored, **changes, etag=stored.etag + 1, update_time=now_us())
         if not await self._repository.replace(updated, stored.etag):
             raise StaleEtag(f"event {event_id} changed concurrently; read it again")

@@ -1,0 +1,425 @@
+"""Custom event types (seed 003): their fields, single inheritance rooted at StandardEvent,
+visibility (LOCAL to the owner tenant, GLOBAL to all), retention, and the checks that custom
+events must pass. Field names are REST JSON names; errors name the EventType JSON field."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import re
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, Protocol
+
+from eventmgmt.domain.access import Principal, Role
+from eventmgmt.domain.custom_fields import FieldDefinition, FieldType
+from eventmgmt.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    StaleEtag,
+    invalid,
+)
+from eventmgmt.domain.events import JSON_NAMES, STANDARD_EVENT, Event, new_event_id, now_us
+
+# Siemens allows 4 levels; 8 leaves room for a platform type, a vendor type and a few
+# refinements while keeping the per-event ancestor walk short.
+MAX_DEPTH = 8
+DEFAULT_TTL_DAYS = 35
+MAX_TTL_DAYS = 36_500
+MAX_FIELDS = 100
+MAX_ENUM_VALUES = 100
+MAX_NAME = 255
+MAX_ID = 64
+DEFAULT_PAGE_SIZE = 100
+# Platform event codes (0-9999 are reserved for internal events, seed 001), recorded in the
+# owner tenant's events in the same transaction as the change.
+CODE_EVENT_TYPE_CREATED = "1201"
+CODE_EVENT_TYPE_CHANGED = "1202"
+CODE_EVENT_TYPE_DELETED = "1203"
+MAX_PAGE_SIZE = 1000
+_TYPE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+# A JSON key that is also safe in filter paths and SQL JSON paths.
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# Every name a stored event carries at the top level of its REST JSON: a custom field there
+# would be ambiguous.
+RESERVED_FIELD_NAMES = frozenset(JSON_NAMES.values()) | {
+    "id",
+    "etag",
+    "_links",
+    "tenantId",
+    "createTime",
+    "updateTime",
+    "acknowledgedAt",
+    "acknowledgedBy",
+}
+
+
+class Scope(StrEnum):
+    LOCAL = "LOCAL"
+    GLOBAL = "GLOBAL"
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """A stored type. `parent_id` is STANDARD_EVENT for a root type; times in microseconds."""
+
+    id: str
+    tenant_id: str
+    name: str
+    parent_id: str = STANDARD_EVENT
+    fields: tuple[FieldDefinition, ...] = ()
+    scope: Scope = Scope.LOCAL
+    ttl_days: int = DEFAULT_TTL_DAYS
+    etag: int = 1
+    create_time: int = 0
+    update_time: int = 0
+
+    def visible_to(self, principal: Principal) -> bool:
+        return self.scope == Scope.GLOBAL or self.tenant_id == principal.tenant_id
+
+
+@dataclass(frozen=True, slots=True)
+class EventTypeSpec:
+    """What a caller sends to create or change a type. Empty, zero and None mean "not given":
+    a default on create, the stored value on update (`parent_id` StandardEvent moves a type
+    to the root)."""
+
+    id: str = ""
+    name: str = ""
+    parent_id: str = ""
+    fields: tuple[FieldDefinition, ...] | None = None
+    scope: Scope | None = None
+    ttl_days: int = 0
+
+
+DeleteOutcome = Literal["deleted", "stale", "has_children", "has_events", "missing"]
+
+
+class EventTypeRepository(Protocol):
+    """What the domain needs from the store; every call is scoped by the principal."""
+
+    async def get(self, principal: Principal, type_id: str) -> EventType | None:
+        """The type when the principal sees it (its tenant's, or GLOBAL)."""
+        ...
+
+    async def chain(self, principal: Principal, type_id: str) -> builtins.list[EventType]:
+        """The type and its ancestors, nearest first, as far as the principal sees them;
+        empty when the type itself is not visible."""
+        ...
+
+    async def list(
+        self, principal: Principal, offset: int, limit: int
+    ) -> tuple[builtins.list[EventType], int]: ...
+
+    async def descendants(self, principal: Principal, type_id: str) -> builtins.list[EventType]:
+        """Every type below one the principal's tenant owns, of any tenant: their fields and
+        depth depend on it."""
+        ...
+
+    async def visible_fields(self, principal: Principal) -> builtins.list[FieldDefinition]: ...
+
+    async def insert(self, event_type: EventType, audit: Event) -> bool:
+        """Stores the type and its audit event together; False when the id is taken."""
+        ...
+
+    async def replace(self, event_type: EventType, expected_etag: int, audit: Event) -> bool: ...
+
+    async def delete(
+        self, principal: Principal, type_id: str, expected_etag: int | None, audit: Event
+    ) -> DeleteOutcome:
+        """Deletes an owned type and records the audit event in one transaction, unless the
+        type is in use or the etag stale."""
+        ...
+
+
+def _check_spec(spec: EventTypeSpec, *, creating: bool) -> builtins.list[FieldViolation]:
+    violations = []
+    if creating and spec.id and not _TYPE_ID.match(spec.id):
+        violations.append(
+            FieldViolation("id", f"a machine name of at most {MAX_ID} letters, digits or ._:-")
+        )
+    if creating and spec.id == STANDARD_EVENT:
+        violations.append(FieldViolation("id", f"{STANDARD_EVENT} is the built-in root type"))
+    if not spec.name.strip():
+        violations.append(FieldViolation("name", "required"))
+    elif len(spec.name) > MAX_NAME:
+        violations.append(FieldViolation("name", f"at most {MAX_NAME} characters"))
+    if spec.parent_id and not _TYPE_ID.match(spec.parent_id):
+        violations.append(FieldViolation("parentId", "must be an event type id"))
+    if not 0 <= spec.ttl_days <= MAX_TTL_DAYS:
+        violations.append(FieldViolation("ttl", f"days, 1 to {MAX_TTL_DAYS}"))
+    fields = spec.fields or ()
+    if len(fields) > MAX_FIELDS:
+        violations.append(FieldViolation("fields", f"at most {MAX_FIELDS} fields"))
+    seen: set[str] = set()
+    for index, definition in enumerate(fields):
+        where = f"fields[{index}]"
+        if not _FIELD_NAME.match(definition.name):
+            violations.append(
+                FieldViolation(
+                    f"{where}.name", "a letter, then letters, digits or _, at most 64 characters"
+                )
+            )
+        elif definition.name in RESERVED_FIELD_NAMES:
+            violations.append(
+                FieldViolation(f"{where}.name", f"{definition.name} is a standard event field")
+            )
+        elif definition.name in seen:
+            violations.append(FieldViolation(f"{where}.name", f"{definition.name} appears twice"))
+        seen.add(definition.name)
+        if definition.type == FieldType.ENUM:
+            values = definition.values
+            if not 1 <= len(values) <= MAX_ENUM_VALUES or len(set(values)) != len(values):
+                violations.append(
+                    FieldViolation(
+                        f"{where}.values",
+                        f"an ENUM field needs 1 to {MAX_ENUM_VALUES} distinct values",
+                    )
+                )
+            elif any(not v or len(v) > MAX_NAME for v in values):
+                violations.append(
+                    FieldViolation(f"{where}.values", f"each value 1 to {MAX_NAME} characters")
+                )
+        elif definition.values:
+            violations.append(FieldViolation(f"{where}.values", "only ENUM fields have values"))
+    return violations
+
+
+def _clashes(
+    own: tuple[FieldDefinition, ...], others: builtins.list[EventType], relation: str
+) -> builtins.list[FieldViolation]:
+    taken = {d.name: t.id for t in others for d in t.fields}
+    return [
+        FieldViolation(
+            f"fields[{index}].name",
+            f"{d.name} is already a field of {relation} event type {taken[d.name]}",
+        )
+        for index, d in enumerate(own)
+        if d.name in taken
+    ]
+
+
+def audit_event(principal: Principal, type_id: str, code: str, what: str) -> Event:
+    """The internal event that records a change of an event type (SPEC section 2, seed 001)."""
+    now = now_us()
+    return Event(
+        id=new_event_id(),
+        tenant_id=principal.tenant_id,
+        type_id=STANDARD_EVENT,
+        entity_type="EventType",
+        entity_id=type_id,
+        domain=principal.domain,
+        timestamp=now,
+        create_time=now,
+        update_time=now,
+        severity=5,
+        code=code,
+        description=f"event type {type_id} {what} by {principal.name}",
+        source={"eventType": type_id, "requestedBy": principal.name},
+        classification="INTERNAL",
+        internal=True,
+    )
+
+
+def _height(type_id: str, descendants: builtins.list[EventType]) -> int:
+    """How many levels of types hang below `type_id`."""
+    children: dict[str, builtins.list[str]] = {}
+    for t in descendants:
+        children.setdefault(t.parent_id, []).append(t.id)
+    height, level = 0, [type_id]
+    while True:
+        level = [c for parent in level for c in children.get(parent, [])]
+        if not level:
+            return height
+        height += 1
+
+
+class EventTypeManager:
+    """The event type operations, each authorised against the calling principal."""
+
+    def __init__(self, repository: EventTypeRepository) -> None:
+        self._repository = repository
+
+    async def create(self, principal: Principal, spec: EventTypeSpec) -> EventType:
+        principal.require(Role.READ_WRITE)
+        scope = spec.scope or Scope.LOCAL
+        if scope == Scope.GLOBAL:
+            principal.require(Role.ADMIN)
+        spec = dataclasses.replace(spec, fields=spec.fields or ())
+        violations = _check_spec(spec, creating=True)
+        if violations:
+            raise InvalidInput(violations)
+        type_id = spec.id or str(uuid.uuid4())
+        ancestors = await self._ancestors(principal, spec.parent_id, scope, type_id)
+        self._check_depth(ancestors, 0)
+        violations = _clashes(spec.fields or (), ancestors, "ancestor")
+        if violations:
+            raise InvalidInput(violations)
+        now = now_us()
+        event_type = EventType(
+            id=type_id,
+            tenant_id=principal.tenant_id,
+            name=spec.name,
+            parent_id=ancestors[0].id if ancestors else STANDARD_EVENT,
+            fields=spec.fields or (),
+            scope=scope,
+            ttl_days=spec.ttl_days or DEFAULT_TTL_DAYS,
+            etag=1,
+            create_time=now,
+            update_time=now,
+        )
+        audit = audit_event(principal, type_id, CODE_EVENT_TYPE_CREATED, "created")
+        if not await self._repository.insert(event_type, audit):
+            raise AlreadyExists(
+                f"an event type with id {type_id} already exists", reason="EVENT_TYPE_EXISTS"
+            )
+        return event_type
+
+    async def get(self, principal: Principal, type_id: str) -> EventType:
+        event_type = await self._repository.get(principal, type_id)
+        if event_type is None:
+            raise NotFound(f"event type {type_id} not found", reason="EVENT_TYPE_NOT_FOUND")
+        return event_type
+
+    async def list(
+        self, principal: Principal, offset: int, page_size: int
+    ) -> tuple[builtins.list[EventType], int]:
+        if page_size == 0:
+            page_size = DEFAULT_PAGE_SIZE
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise invalid("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        return await self._repository.list(principal, offset, page_size)
+
+    async def update(
+        self,
+        principal: Principal,
+        type_id: str,
+        spec: EventTypeSpec,
+        expected_etag: int | None,
+    ) -> EventType:
+        stored = await self._owned(principal, type_id)
+        # What the caller leaves out stays as stored, as with event updates.
+        spec = dataclasses.replace(
+            spec,
+            name=spec.name or stored.name,
+            parent_id=spec.parent_id or stored.parent_id,
+            fields=stored.fields if spec.fields is None else spec.fields,
+            scope=spec.scope or stored.scope,
+            ttl_days=spec.ttl_days or stored.ttl_days,
+        )
+        fields = spec.fields or ()
+        scope = spec.scope or stored.scope
+        if Scope.GLOBAL in (scope, stored.scope):
+            principal.require(Role.ADMIN)
+        if spec.id and spec.id != type_id:
+            raise invalid("id", "differs from the id in the path; ids cannot change")
+        violations = _check_spec(spec, creating=False)
+        if violations:
+            raise InvalidInput(violations)
+        if expected_etag is not None and expected_etag != stored.etag:
+            raise StaleEtag(f"etag {expected_etag} is stale; the event type is at {stored.etag}")
+        ancestors = await self._ancestors(principal, spec.parent_id, scope, type_id)
+        descendants = await self._repository.descendants(principal, type_id)
+        self._check_depth(ancestors, _height(type_id, descendants))
+        violations = _clashes(fields, ancestors, "ancestor")
+        violations += _clashes(fields, descendants, "descendant")
+        if violations:
+            raise InvalidInput(violations)
+        if scope == Scope.LOCAL and any(
+            t.scope == Scope.GLOBAL or t.tenant_id != principal.tenant_id for t in descendants
+        ):
+            raise FailedPrecondition(
+                f"event type {type_id} has GLOBAL or other tenants' child types; "
+                "it must stay GLOBAL",
+                reason="EVENT_TYPE_IN_USE",
+            )
+        updated = dataclasses.replace(
+            stored,
+            name=spec.name,
+            parent_id=ancestors[0].id if ancestors else STANDARD_EVENT,
+            fields=fields,
+            scope=scope,
+            ttl_days=spec.ttl_days,
+            etag=stored.etag + 1,
+            update_time=now_us(),
+        )
+        audit = audit_event(principal, type_id, CODE_EVENT_TYPE_CHANGED, "changed")
+        if not await self._repository.replace(updated, stored.etag, audit):
+            raise StaleEtag(f"event type {type_id} changed concurrently; read it again")
+        return updated
+
+    async def delete(self, principal: Principal, type_id: str, expected_etag: int | None) -> None:
+        stored = await self._owned(principal, type_id)
+        if stored.scope == Scope.GLOBAL:
+            principal.require(Role.ADMIN)
+        audit = audit_event(principal, type_id, CODE_EVENT_TYPE_DELETED, "deleted")
+        outcome = await self._repository.delete(principal, type_id, expected_etag, audit)
+        if outcome == "stale":
+            raise StaleEtag(f"etag {expected_etag} is stale; read the event type again")
+        if outcome == "missing":
+            raise NotFound(f"event type {type_id} not found", reason="EVENT_TYPE_NOT_FOUND")
+        if outcome in ("has_children", "has_events"):
+            what = "child event types" if outcome == "has_children" else "events"
+            raise FailedPrecondition(
+                f"event type {type_id} cannot be deleted: it still has {what}",
+                reason="EVENT_TYPE_IN_USE",
+            )
+
+    async def fields_of(
+        self, principal: Principal, type_id: str
+    ) -> dict[str, FieldDefinition] | None:
+        """Every field of a visible type and its ancestors, or None when it is not visible."""
+        chain = await self._repository.chain(principal, type_id)
+        if not chain:
+            return None
+        return {d.name: d for t in reversed(chain) for d in t.fields}
+
+    async def field_type(self, principal: Principal, name: str) -> FieldType | None:
+        """The type of a filterable custom field of the types the principal sees, for list
+        filters; None when no visible type has it filterable, or types disagree on it."""
+        found = {d.type for d in await self._repository.visible_fields(principal) if d.name == name}
+        return found.pop() if len(found) == 1 else None
+
+    async def _owned(self, principal: Principal, type_id: str) -> EventType:
+        principal.require(Role.READ_WRITE)
+        stored = await self.get(principal, type_id)
+        if stored.tenant_id != principal.tenant_id:
+            raise PermissionDenied(
+                f"event type {type_id} belongs to another tenant; only its owner changes it",
+                reason="EVENT_TYPE_READ_ONLY",
+            )
+        return stored
+
+    async def _ancestors(
+        self, principal: Principal, parent_id: str, scope: Scope, type_id: str
+    ) -> builtins.list[EventType]:
+        if not parent_id or parent_id == STANDARD_EVENT:
+            return []
+        if parent_id == type_id:
+            raise invalid("parentId", "an event type cannot be its own parent (a cycle)")
+        chain = await self._repository.chain(principal, parent_id)
+        if not chain:
+            raise invalid("parentId", f"no visible event type {parent_id}")
+        ids = [t.id for t in chain]
+        if type_id in ids:
+            # The loop as the caller would create it: this type, its new parent, ..., itself.
+            path = " -> ".join([type_id, *ids[: ids.index(type_id) + 1]])
+            raise invalid("parentId", f"would make a cycle: {path}")
+        if scope == Scope.GLOBAL and chain[0].scope != Scope.GLOBAL:
+            raise invalid("parentId", "the parent of a GLOBAL type must be GLOBAL")
+        return chain
+
+    @staticmethod
+    def _check_depth(ancestors: builtins.list[EventType], height: int) -> None:
+        depth = len(ancestors) + 1 + height
+        if depth > MAX_DEPTH:
+            raise invalid(
+                "parentId",
+                f"inheritance too deep: {depth} levels of custom types below "
+                f"{STANDARD_EVENT}; at most {MAX_DEPTH}",
+            )

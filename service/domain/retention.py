@@ -1,0 +1,64 @@
+"""Retention: events older than their type's retention are deleted in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from eventmgmt.domain.custom_fields import STANDARD_EVENT
+from eventmgmt.domain.event_types import DEFAULT_TTL_DAYS
+from eventmgmt.domain.events import now_us
+
+log = logging.getLogger(__name__)
+DAY_US = 86_400 * 1_000_000
+
+
+class RetentionStore(Protocol):
+    async def retention_days(self) -> dict[str, int]: ...
+
+    async def delete_stored_before(self, type_id: str, cutoff_us: int, limit: int) -> int: ...
+
+
+class RetentionSweeper:
+    """Deletes, every `interval` seconds, the events stored longer ago than their type's
+    retention (StandardEvent: `default_days`). Each batch is its own short write, so creates
+    queued behind the sweeper wait for one batch at most."""
+
+    def __init__(
+        self,
+        store: RetentionStore,
+        interval: float = 600.0,
+        batch: int = 500,
+        default_days: int = DEFAULT_TTL_DAYS,
+    ) -> None:
+        self._store = store
+        self.interval = interval
+        self._batch = batch
+        self._default_days = default_days
+
+    async def sweep(self, now: int | None = None) -> int:
+        """One pass over every type; returns how many events it deleted."""
+        now = now_us() if now is None else now
+        retention = {STANDARD_EVENT: self._default_days, **await self._store.retention_days()}
+        deleted = 0
+        for type_id, days in sorted(retention.items()):
+            while True:
+                count = await self._store.delete_stored_before(
+                    type_id, now - days * DAY_US, self._batch
+                )
+                deleted += count
+                if count < self._batch:
+                    break
+        if deleted:
+            log.info("retention: deleted %s expired events", deleted)
+        return deleted
+
+    async def run(self) -> None:
+        """Sweeps until cancelled; a failed pass is logged and retried at the next tick."""
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("retention sweep failed; retrying in %s s", self.interval)
+            await asyncio.sleep(self.interval)

@@ -50,6 +50,7 @@ class GatewaySettings:
         "eventmgmt.v1.SharingService",
         "eventmgmt.v1.DeviceEventRestService",
         "eventmgmt.v1.EventTypeRestService",
+        "eventmgmt.v1.EventSearchService",
     )
 
 

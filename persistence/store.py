@@ -18,10 +18,12 @@ from typing import Any, TypeVar
 
 import peewee
 
+from eventmgmt.domain import find as q
 from eventmgmt.domain.access import ROOT_DOMAIN, Principal, Role
 from eventmgmt.domain.custom_fields import Instant
 from eventmgmt.domain.events import Event, EventQuery, Payload
 from eventmgmt.persistence.database import is_postgres, open_database
+from eventmgmt.persistence.find import FindSql, decode_group_value, install_sqlite_functions
 from eventmgmt.persistence.migrations import migrate
 from eventmgmt.persistence.writer import GroupCommitWriter
 
@@ -173,6 +175,7 @@ class Store:
         self.url = url
         self.database = open_database(url)
         self.postgres = is_postgres(self.database)
+        install_sqlite_functions(self.database)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-reader")
         self.writer = GroupCommitWriter(self.database, self._apply_writes)
         self.events = EventRepository(self)
@@ -322,6 +325,111 @@ class EventRepository:
         ).fetchall()
         total = db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {where}", args).fetchone()[0]
         return [_event_from_row(r) for r in rows], total
+
+    async def find(self, principal: Principal, request: q.FindRequest) -> q.FindResult:
+        """Runs a find request inside the principal's scope, which is ANDed around whatever
+        the query says. Events shared with the tenant are not included yet: when sharing
+        arrives, `_scope` is the one place that widens what a principal may read."""
+        return await self._store.read(functools.partial(self._find, principal, request))
+
+    def _find(
+        self, principal: Principal, request: q.FindRequest, db: peewee.Database
+    ) -> q.FindResult:
+        postgres = self._store.postgres
+
+        def statement() -> tuple[FindSql, str]:
+            sql = FindSql(postgres, db.param)
+            scope, args = _scope(principal, db.param)
+            sql.args.extend(args)
+            return sql, f"({scope}) AND ({sql.where(request.query)})"
+
+        sql, where = statement()
+        total = db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {where}", sql.args).fetchone()[0]
+        events: builtins.list[Event] = []
+        if request.size and total > request.offset:
+            order = sql.order_by(request.sort)
+            page = f"LIMIT {int(request.size)} OFFSET {int(request.offset)}"
+            rows = db.execute_sql(
+                f"{_SELECT_EVENT} WHERE {where} ORDER BY {order} {page}", sql.args
+            ).fetchall()
+            events = [_event_from_row(r) for r in rows]
+        aggregations = {}
+        for aggregation in request.aggregations:
+            sql, where = statement()
+            aggregations[aggregation.name] = _aggregate(db, sql, where, aggregation)
+        return q.FindResult(total, events, aggregations)
+
+
+def _aggregate(
+    db: peewee.Database, sql: FindSql, where: str, aggregation: q.Aggregation
+) -> q.AggregationResult:
+    """One aggregation as one GROUP BY statement (two for terms: its top buckets and the
+    count of the rest); `sql` already holds the parameters of `where`."""
+    if isinstance(aggregation, q.Metric):
+        value = db.execute_sql(
+            f"SELECT {sql.metric(aggregation)} FROM events WHERE {where}", sql.args
+        ).fetchone()[0]
+        return q.AggregationResult(value=value)
+    if isinstance(aggregation, q.RangeAgg):
+        number = sql.number(aggregation.field)
+        columns = []
+        for bucket in aggregation.ranges:
+            condition = " AND ".join(
+                [f"{number} IS NOT NULL"]
+                + ([f"{number} >= {bucket.start!r}"] if bucket.start is not None else [])
+                + ([f"{number} < {bucket.end!r}"] if bucket.end is not None else [])
+            )
+            columns.append(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
+            columns += [sql.metric(m, condition) for m in aggregation.metrics]
+        row = db.execute_sql(
+            f"SELECT {', '.join(columns)} FROM events WHERE {where}", sql.args
+        ).fetchone()
+        width = 1 + len(aggregation.metrics)
+        buckets = []
+        for index in range(len(aggregation.ranges)):
+            values = row[index * width : (index + 1) * width]
+            metrics = {m.name: v for m, v in zip(aggregation.metrics, values[1:], strict=True)}
+            buckets.append(q.Bucket(index, int(values[0] or 0), metrics))
+        return q.AggregationResult(buckets=buckets)
+    if isinstance(aggregation, q.TermsAgg):
+        key = sql.group_value(aggregation.field)
+    else:
+        key = sql.bucket_index(aggregation)
+    metric_columns = "".join(f", {sql.metric(m)}" for m in aggregation.metrics)
+    grouped = (
+        f"SELECT {key} AS bucket_key, COUNT(*) AS doc_count{metric_columns} FROM events "
+        f"WHERE {where} AND {key} IS NOT NULL GROUP BY {key}"
+    )
+    if isinstance(aggregation, q.TermsAgg):
+        direction = "DESC" if aggregation.descending else "ASC"
+        by_key = sql.key_order(
+            aggregation.field, "bucket_key", direction if aggregation.by_key else "ASC"
+        )
+        order = by_key if aggregation.by_key else [f"doc_count {direction}", *by_key]
+        rows = db.execute_sql(
+            f"SELECT * FROM ({grouped}) AS g WHERE doc_count >= {int(aggregation.min_doc_count)} "
+            f"ORDER BY {', '.join(order)} LIMIT {int(aggregation.size)}",
+            sql.args,
+        ).fetchall()
+    else:
+        rows = db.execute_sql(grouped, sql.args).fetchall()
+    names = [m.name for m in aggregation.metrics]
+    json_keys = isinstance(aggregation, q.TermsAgg) and aggregation.field.kind is q.Kind.JSON
+    buckets = [
+        q.Bucket(
+            decode_group_value(sql.postgres, r[0]) if json_keys else r[0],
+            int(r[1]),
+            dict(zip(names, r[2:], strict=True)),
+        )
+        for r in rows
+    ]
+    other = 0
+    if isinstance(aggregation, q.TermsAgg):
+        counted = db.execute_sql(
+            f"SELECT COUNT({key}) FROM events WHERE {where}", sql.args
+        ).fetchone()[0]
+        other = int(counted) - sum(b.doc_count for b in buckets)
+    return q.AggregationResult(buckets=buckets, other_count=other)
 
 
 API_KEY_PREFIX = "emk"

@@ -25,6 +25,7 @@ from eventmgmt.job_views import parse_job_item
 from eventmgmt.persistence.event_types import EventTypeRepository, RetentionRepository
 from eventmgmt.persistence.jobs import JobRepository
 from eventmgmt.persistence.sharing import ShareRepository
+from eventmgmt.domain.find import EventFinder
 from eventmgmt.persistence.store import Store
 from eventmgmt.servicers.device_event_service import (
     REST_REPORT_METHOD,
@@ -34,6 +35,7 @@ from eventmgmt.servicers.device_event_service import (
 )
 from eventmgmt.servicers.event_job_service import EventJobRestServicer, EventJobServicer
 from eventmgmt.servicers.event_rest_service import EventRestServicer
+from eventmgmt.servicers.event_search_service import EventSearchServicer
 from eventmgmt.servicers.event_service import EventServicer
 from eventmgmt.servicers.event_type_rest_service import EventTypeRestServicer
 from eventmgmt.servicers.event_type_service import EventTypeServicer
@@ -50,6 +52,8 @@ from eventmgmt.v1 import (
     event_job_service_pb2_grpc,
     event_rest_service_pb2,
     event_rest_service_pb2_grpc,
+    event_search_service_pb2,
+    event_search_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
     event_type_rest_service_pb2,
@@ -163,6 +167,9 @@ def create_server(
     event_type_rest_service_pb2_grpc.add_EventTypeRestServiceServicer_to_server(
         EventTypeRestServicer(types), server
     )
+    event_search_service_pb2_grpc.add_EventSearchServiceServicer_to_server(
+        EventSearchServicer(EventFinder(store.events)), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [
@@ -178,6 +185,7 @@ def create_server(
         ].full_name,
         event_type_service_pb2.DESCRIPTOR.services_by_name["EventTypeService"].full_name,
         event_type_rest_service_pb2.DESCRIPTOR.services_by_name["EventTypeRestService"].full_name,
+        event_search_service_pb2.DESCRIPTOR.services_by_name["EventSearchService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]

@@ -1,0 +1,32 @@
+"""EventSearchService: seed 002's find for gRPC (JSON text in and out) and for REST (the raw
+body in, Elasticsearch's response document out)."""
+
+from __future__ import annotations
+
+import grpc
+from google.api import httpbody_pb2
+
+from eventmgmt import rest_json
+from eventmgmt.auth import current_principal
+from eventmgmt.domain.find import EventFinder
+from eventmgmt.v1 import event_search_service_pb2 as pb
+from eventmgmt.v1 import event_search_service_pb2_grpc
+
+
+class EventSearchServicer(event_search_service_pb2_grpc.EventSearchServiceServicer):
+    def __init__(self, finder: EventFinder) -> None:
+        self._finder = finder
+
+    async def FindEvents(
+        self, request: pb.FindEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FindEventsResponse:
+        document = rest_json.loads(request.query_json.encode(), "queryJson")
+        answer = await self._finder.find(current_principal(), document)
+        return pb.FindEventsResponse(result_json=rest_json.dumps(answer).decode())
+
+    async def RestFindEvents(
+        self, request: pb.RestFindEventsRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        document = rest_json.loads(request.body.data) if request.body.data else {}
+        answer = await self._finder.find(current_principal(), document)
+        return httpbody_pb2.HttpBody(content_type="application/json", data=rest_json.dumps(answer))

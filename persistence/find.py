@@ -256,6 +256,8 @@ class FindSql:
         ref = metric.field
         if metric.kind in (q.MetricKind.VALUE_COUNT, q.MetricKind.CARDINALITY):
             value = self.group_value(ref)
+        elif ref.kind is q.Kind.TIME:
+            value = f"CAST({self._column(ref)} / 1000 AS DOUBLE PRECISION)"  # milliseconds
         else:
             value = f"CAST({self.number(ref)} AS DOUBLE PRECISION)"
         if condition is not None:
@@ -285,6 +287,8 @@ class FindSql:
             )
         if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT):
             return self.text(ref)
+        if ref.kind is q.Kind.TIME:
+            return f"({self._column(ref)} / 1000)"  # Elasticsearch keeps milliseconds
         return self._column(ref)
 
     def key_order(self, ref: q.FieldRef, key: str, direction: str) -> list[str]:

@@ -1012,10 +1012,9 @@ def _metric_document(metric: Metric, value: Any) -> dict[str, Any]:
     if metric.kind is MetricKind.SUM:
         value = value or 0
     if metric.field.kind is Kind.TIME and value is not None:
-        millis = float(value) / 1000
-        doc: dict[str, Any] = {"value": millis}
+        doc: dict[str, Any] = {"value": float(value)}
         if metric.kind in (MetricKind.MIN, MetricKind.MAX):
-            doc["value_as_string"] = format_millis(math.floor(millis))
+            doc["value_as_string"] = format_millis(math.floor(value))
         return doc
     return {"value": _number(value)}
 

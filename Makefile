@@ -59,9 +59,10 @@ lint: $(STAMP) $(THIRD_PARTY) checkgenerate ## ruff, mypy, buf lint and buf brea
 	else echo "buf breaking: no buf.yaml on main yet, nothing to compare"; fi
 
 .PHONY: bench
-bench: $(STAMP) ## Measure create rates over gRPC and REST against a no-database RPC.
+bench: $(STAMP) ## Measure create rates over gRPC and REST, and find latency on 1M events.
 	$(PY) tests/benchmarks/bench.py
 	$(PY) tests/benchmarks/bench_jobs.py
+	$(PY) tests/benchmarks/bench_find.py
 
 .PHONY: clean
 clean: ## Remove the virtual environment, build output and local data.

@@ -1130,6 +1130,23 @@ def answer_document(request: FindRequest, result: FindResult, took_ms: int) -> d
     return answer
 
 
+# The gateway buffers a transcoded answer in 1 MiB; gRPC messages stop at 4 MiB. Both limits
+# leave room for headers and framing.
+MAX_REST_ANSWER_BYTES = 1_000_000
+MAX_GRPC_ANSWER_BYTES = 4_000_000
+
+
+def check_answer_size(size: int, limit: int) -> None:
+    """Refuses an answer too large to deliver, naming the options that make it smaller."""
+    if size > limit:
+        raise invalid(
+            "size",
+            f"the answer would be {size} bytes, over the {limit} byte limit; ask for fewer hits "
+            "(size) or fewer fields (_source includes/excludes)",
+            reason="ANSWER_TOO_LARGE",
+        )
+
+
 class EventFinder:
     """Runs find requests for a principal; the Read role suffices."""
 

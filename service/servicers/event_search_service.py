@@ -8,7 +8,12 @@ from google.api import httpbody_pb2
 
 from eventmgmt import rest_json
 from eventmgmt.auth import current_principal
-from eventmgmt.domain.find import EventFinder
+from eventmgmt.domain.find import (
+    MAX_GRPC_ANSWER_BYTES,
+    MAX_REST_ANSWER_BYTES,
+    EventFinder,
+    check_answer_size,
+)
 from eventmgmt.v1 import event_search_service_pb2 as pb
 from eventmgmt.v1 import event_search_service_pb2_grpc
 
@@ -22,11 +27,15 @@ class EventSearchServicer(event_search_service_pb2_grpc.EventSearchServiceServic
     ) -> pb.FindEventsResponse:
         document = rest_json.loads(request.query_json.encode(), "queryJson")
         answer = await self._finder.find(current_principal(), document)
-        return pb.FindEventsResponse(result_json=rest_json.dumps(answer).decode())
+        text = rest_json.dumps(answer)
+        check_answer_size(len(text), MAX_GRPC_ANSWER_BYTES)
+        return pb.FindEventsResponse(result_json=text.decode())
 
     async def RestFindEvents(
         self, request: pb.RestFindEventsRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         document = rest_json.loads(request.body.data) if request.body.data else {}
         answer = await self._finder.find(current_principal(), document)
-        return httpbody_pb2.HttpBody(content_type="application/json", data=rest_json.dumps(answer))
+        data = rest_json.dumps(answer)
+        check_answer_size(len(data), MAX_REST_ANSWER_BYTES)
+        return httpbody_pb2.HttpBody(content_type="application/json", data=data)

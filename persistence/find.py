@@ -111,6 +111,9 @@ class FindSql:
             return self.false
         if isinstance(clause, q.Bool):
             return self._bool(clause)
+        if _never_null(clause):
+            # Left bare so that indexes on the column serve (COALESCE would hide it).
+            return f"({self._leaf(clause)})"
         return f"COALESCE(({self._leaf(clause)}), {self.false})"
 
     def _bool(self, clause: q.Bool) -> str:
@@ -256,6 +259,8 @@ class FindSql:
         ref = metric.field
         if metric.kind in (q.MetricKind.VALUE_COUNT, q.MetricKind.CARDINALITY):
             value = self.group_value(ref)
+            if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT):
+                value = f"NULLIF({value}, '')"
         elif ref.kind is q.Kind.TIME:
             value = f"CAST({self._column(ref)} / 1000 AS DOUBLE PRECISION)"  # milliseconds
         else:
@@ -285,11 +290,20 @@ class FindSql:
                 f"WHEN 'text' THEN 's:' || {value} WHEN 'integer' THEN {value} "
                 f"WHEN 'real' THEN {value} END)"
             )
+        if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT) and not ref.lowercase:
+            # The bare column groups along its indexes; `present` leaves out the ''.
+            return self._column(ref)
         if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT):
             return self.text(ref)
         if ref.kind is q.Kind.TIME:
             return f"({self._column(ref)} / 1000)"  # Elasticsearch keeps milliseconds
         return self._column(ref)
+
+    def present(self, ref: q.FieldRef, value: str) -> str:
+        """The condition that a `group_value` result counts as a value."""
+        if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT):
+            return f"{value} <> ''"
+        return f"{value} IS NOT NULL"
 
     def key_order(self, ref: q.FieldRef, key: str, direction: str) -> list[str]:
         """ORDER BY terms for a `group_value` result named `key`: numbers, then strings, then
@@ -336,6 +350,25 @@ class FindSql:
         if self.postgres:
             return f"floor({ratio})::bigint"
         return f"(CAST({ratio} AS INTEGER) - ({ratio} < CAST({ratio} AS INTEGER)))"
+
+
+# The only nullable column a non-JSON field reads; every other one is NOT NULL.
+_NULLABLE_ATTRIBUTES = frozenset({"acknowledged_at"})
+
+
+def _never_null(clause: q.Clause) -> bool:
+    """True when the leaf's SQL is TRUE or FALSE for every row, never NULL."""
+    if isinstance(clause, q.Ids):
+        return True
+    if isinstance(clause, q.Exists):
+        return clause.field.kind is not q.Kind.JSON
+    if isinstance(clause, q.Term | q.Range):
+        ref = clause.field
+        plain = ref.kind is not q.Kind.JSON and not ref.lowercase
+        if isinstance(clause, q.Range):
+            plain = plain and ref.kind in (q.Kind.TIME, q.Kind.INTEGER)
+        return plain and ref.attribute not in _NULLABLE_ATTRIBUTES
+    return False
 
 
 def decode_group_value(postgres: bool, value: Any) -> Any:

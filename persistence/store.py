@@ -398,7 +398,7 @@ def _aggregate(
     metric_columns = "".join(f", {sql.metric(m)}" for m in aggregation.metrics)
     grouped = (
         f"SELECT {key} AS bucket_key, COUNT(*) AS doc_count{metric_columns} FROM events "
-        f"WHERE {where} AND {key} IS NOT NULL GROUP BY {key}"
+        f"WHERE {where} AND {sql.present(aggregation.field, key)} GROUP BY {key}"
     )
     if isinstance(aggregation, q.TermsAgg):
         direction = "DESC" if aggregation.descending else "ASC"
@@ -426,7 +426,8 @@ def _aggregate(
     other = 0
     if isinstance(aggregation, q.TermsAgg):
         counted = db.execute_sql(
-            f"SELECT COUNT({key}) FROM events WHERE {where}", sql.args
+            f"SELECT COUNT(*) FROM events WHERE {where} AND {sql.present(aggregation.field, key)}",
+            sql.args,
         ).fetchone()[0]
         other = int(counted) - sum(b.doc_count for b in buckets)
     return q.AggregationResult(buckets=buckets, other_count=other)

@@ -489,3 +489,19 @@ def test_find_errors_over_grpc_carry_the_reason_and_the_clause(
     with pytest.raises(grpc.RpcError) as caught:
         search.FindEvents(pb.FindEventsRequest(query_json="{}"))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_an_answer_too_large_for_the_gateway_is_a_400_naming_size(
+    service: Service, keys: Keys
+) -> None:
+    entity = f"big-{uuid.uuid4().hex[:8]}"
+    for _ in range(70):
+        body = {"entityId": entity, "source": {"blob": "x" * 15_000}}
+        assert service.request("POST", "/events", body, key=keys.writer).status == 201
+    query = {"query": {"term": {"entityId": entity}}, "size": 70}
+
+    status, reason, fields = error_of(service, keys.read, query)
+    assert (status, reason) == (400, "ANSWER_TOO_LARGE")
+    assert "_source" in fields["size"]
+    smaller = find(service, keys.read, {**query, "_source": {"excludes": ["source"]}})
+    assert len(smaller["hits"]["hits"]) == 70

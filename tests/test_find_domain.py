@@ -38,7 +38,7 @@ documents = st.recursive(
 )
 
 
-@settings(max_examples=500, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(document=st.dictionaries(st.sampled_from(NAMES), documents, max_size=3))
 def test_any_document_parses_or_names_the_broken_rule(document: Any) -> None:
     try:

@@ -328,8 +328,8 @@ class EventRepository:
 
     async def find(self, principal: Principal, request: q.FindRequest) -> q.FindResult:
         """Runs a find request inside the principal's scope, which is ANDed around whatever
-        the query says. Events shared with the tenant are not included yet: when sharing
-        arrives, `_scope` is the one place that widens what a principal may read."""
+        the query says; `_scope` is the one place that decides what a principal may read,
+        including the events of entities shared with its tenant when the request asks."""
         return await self._store.read(functools.partial(self._find, principal, request))
 
     def _find(
@@ -339,7 +339,7 @@ class EventRepository:
 
         def statement() -> tuple[FindSql, str]:
             sql = FindSql(postgres, db.param)
-            scope, args = _scope(principal, db.param)
+            scope, args = _scope(principal, db.param, include_shared=request.include_shared)
             sql.args.extend(args)
             return sql, f"({scope}) AND ({sql.where(request.query)})"
 

@@ -505,3 +505,33 @@ def test_an_answer_too_large_for_the_gateway_is_a_400_naming_size(
     assert "_source" in fields["size"]
     smaller = find(service, keys.read, {**query, "_source": {"excludes": ["source"]}})
     assert len(smaller["hits"]["hits"]) == 70
+
+
+def test_include_shared_adds_the_events_of_entities_shared_with_the_tenant(
+    service: Service, keys: Keys, search: event_search_service_pb2_grpc.EventSearchServiceStub
+) -> None:
+    entity = f"shared-{uuid.uuid4().hex[:8]}"
+    for severity in (1, 4):
+        body = {"entityId": entity, "severity": severity, "domain": "/root/sub1"}
+        assert service.request("POST", "/events", body, key=keys.writer).status == 201
+    shared = {"entityId": entity, "tenantId": "globex"}
+    assert service.request("POST", "/sharedEntities", shared, key=keys.admin).status == 201
+    query = {
+        "query": {"term": {"entityId": entity}},
+        "aggs": {"worst": {"min": {"field": "severity"}}},
+    }
+
+    own_only = find(service, keys.other_tenant, query)
+    assert own_only["hits"]["total"]["value"] == 0
+    answer = service.request(
+        "POST", "/events/find?includeShared=true", query, key=keys.other_tenant
+    )
+    assert answer.status == 200, answer.body
+    assert answer.json()["hits"]["total"]["value"] == 2
+    assert answer.json()["aggregations"]["worst"] == {"value": 1.0}
+
+    reply = search.FindEvents(
+        pb.FindEventsRequest(query_json=json.dumps(query), include_shared=True),
+        metadata=(("x-api-key", keys.other_tenant),),
+    )
+    assert json.loads(reply.result_json)["hits"]["total"]["value"] == 2

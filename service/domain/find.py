@@ -285,6 +285,8 @@ class FindRequest:
     size: int = DEFAULT_SIZE
     source: SourceFilter = SourceFilter()
     aggregations: tuple[Aggregation, ...] = ()
+    # Also the events of entities other tenants share with the caller's (read-only).
+    include_shared: bool = False
 
 
 # --- Parsing --------------------------------------------------------------------------------
@@ -294,7 +296,7 @@ _REQUEST_KEYS = {"query", "size", "from", "sort", "_source", "aggs", "aggregatio
 _IGNORED_KEYS = {"track_total_hits", "track_scores", "timeout"}
 
 
-def parse_find_request(document: Any) -> FindRequest:
+def parse_find_request(document: Any, include_shared: bool = False) -> FindRequest:
     """Accepts `{"query": {clause}, "size": ...}` and seed 002's form, where the whole search
     request sits inside `query`: `{"query": {"size": 1000, "query": {clause}}}`."""
     if not isinstance(document, dict):
@@ -328,6 +330,7 @@ def parse_find_request(document: Any) -> FindRequest:
         size=size,
         source=_parse_source(document.get("_source", True)),
         aggregations=_parse_aggregations(document.get(aggs_key), aggs_key, top=True),
+        include_shared=include_shared,
     )
 
 
@@ -917,7 +920,8 @@ class FindResult:
 
 class FindRepository(Protocol):
     async def find(self, principal: Principal, request: FindRequest) -> FindResult:
-        """Runs the request within the principal's tenant and domain subtree, whatever it says."""
+        """Runs the request within the principal's tenant and domain subtree (and entities
+        shared with the tenant when the request asks), whatever the query says."""
         ...
 
 
@@ -1153,10 +1157,12 @@ class EventFinder:
     def __init__(self, repository: FindRepository) -> None:
         self._repository = repository
 
-    async def find(self, principal: Principal, document: Any) -> dict[str, Any]:
+    async def find(
+        self, principal: Principal, document: Any, *, include_shared: bool = False
+    ) -> dict[str, Any]:
         principal.require(Role.READ)
         started = time.monotonic()
-        request = parse_find_request(document)
+        request = parse_find_request(document, include_shared)
         result = await self._repository.find(principal, request)
         took = int((time.monotonic() - started) * 1000)
         return answer_document(request, result, took)

@@ -26,7 +26,9 @@ class EventSearchServicer(event_search_service_pb2_grpc.EventSearchServiceServic
         self, request: pb.FindEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.FindEventsResponse:
         document = rest_json.loads(request.query_json.encode(), "queryJson")
-        answer = await self._finder.find(current_principal(), document)
+        answer = await self._finder.find(
+            current_principal(), document, include_shared=request.include_shared
+        )
         text = rest_json.dumps(answer)
         check_answer_size(len(text), MAX_GRPC_ANSWER_BYTES)
         return pb.FindEventsResponse(result_json=text.decode())
@@ -35,7 +37,9 @@ class EventSearchServicer(event_search_service_pb2_grpc.EventSearchServiceServic
         self, request: pb.RestFindEventsRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         document = rest_json.loads(request.body.data) if request.body.data else {}
-        answer = await self._finder.find(current_principal(), document)
+        answer = await self._finder.find(
+            current_principal(), document, include_shared=request.include_shared
+        )
         data = rest_json.dumps(answer)
         check_answer_size(len(data), MAX_REST_ANSWER_BYTES)
         return httpbody_pb2.HttpBody(content_type="application/json", data=data)

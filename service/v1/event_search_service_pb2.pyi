@@ -9,10 +9,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FindEventsRequest(_message.Message):
-    __slots__ = ("query_json",)
+    __slots__ = ("query_json", "include_shared")
     QUERY_JSON_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SHARED_FIELD_NUMBER: _ClassVar[int]
     query_json: str
-    def __init__(self, query_json: _Optional[str] = ...) -> None: ...
+    include_shared: bool
+    def __init__(self, query_json: _Optional[str] = ..., include_shared: _Optional[bool] = ...) -> None: ...
 
 class FindEventsResponse(_message.Message):
     __slots__ = ("result_json",)
@@ -21,7 +23,9 @@ class FindEventsResponse(_message.Message):
     def __init__(self, result_json: _Optional[str] = ...) -> None: ...
 
 class RestFindEventsRequest(_message.Message):
-    __slots__ = ("body",)
+    __slots__ = ("body", "include_shared")
     BODY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SHARED_FIELD_NUMBER: _ClassVar[int]
     body: _httpbody_pb2.HttpBody
-    def __init__(self, body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+    include_shared: bool
+    def __init__(self, body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ..., include_shared: _Optional[bool] = ...) -> None: ...

@@ -31,7 +31,8 @@ class EventSearchServiceStub:
     SQL on the event store. Answers have Elasticsearch's search response shape (`took`,
     `timed_out`, `hits.total`, `hits.hits[]._source`, `aggregations`), which is not the proto3
     JSON mapping, so both rpcs carry JSON documents. Results and aggregation counts only ever
-    include events of the caller's tenant and domain subtree. The Read role suffices.
+    include events of the caller's tenant and domain subtree, plus, when asked, events of
+    entities shared with the caller's tenant. The Read role suffices.
     """
 
     def __init__(self, channel):
@@ -57,7 +58,8 @@ class EventSearchServiceServicer:
     SQL on the event store. Answers have Elasticsearch's search response shape (`took`,
     `timed_out`, `hits.total`, `hits.hits[]._source`, `aggregations`), which is not the proto3
     JSON mapping, so both rpcs carry JSON documents. Results and aggregation counts only ever
-    include events of the caller's tenant and domain subtree. The Read role suffices.
+    include events of the caller's tenant and domain subtree, plus, when asked, events of
+    entities shared with the caller's tenant. The Read role suffices.
     """
 
     def FindEvents(self, request, context):
@@ -102,7 +104,8 @@ class EventSearchService:
     SQL on the event store. Answers have Elasticsearch's search response shape (`took`,
     `timed_out`, `hits.total`, `hits.hits[]._source`, `aggregations`), which is not the proto3
     JSON mapping, so both rpcs carry JSON documents. Results and aggregation counts only ever
-    include events of the caller's tenant and domain subtree. The Read role suffices.
+    include events of the caller's tenant and domain subtree, plus, when asked, events of
+    entities shared with the caller's tenant. The Read role suffices.
     """
 
     @staticmethod

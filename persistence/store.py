@@ -356,12 +356,19 @@ class EventRepository:
         aggregations = {}
         for aggregation in request.aggregations:
             sql, where = statement()
-            aggregations[aggregation.name] = _aggregate(db, sql, where, aggregation)
+            aggregations[aggregation.name] = _aggregate(db, sql, where, aggregation, total)
         return q.FindResult(total, events, aggregations)
 
 
+# Fields every event has, so that the events holding one are all the matching events.
+_ALWAYS_PRESENT = frozenset(
+    {"id", "type_id", "domain", "timestamp", "create_time", "update_time", "severity", "etag"}
+    | {"acknowledgement_required", "acknowledged", "internal"}
+)
+
+
 def _aggregate(
-    db: peewee.Database, sql: FindSql, where: str, aggregation: q.Aggregation
+    db: peewee.Database, sql: FindSql, where: str, aggregation: q.Aggregation, total: int
 ) -> q.AggregationResult:
     """One aggregation as one GROUP BY statement (two for terms: its top buckets and the
     count of the rest); `sql` already holds the parameters of `where`."""
@@ -425,10 +432,13 @@ def _aggregate(
     ]
     other = 0
     if isinstance(aggregation, q.TermsAgg):
-        counted = db.execute_sql(
-            f"SELECT COUNT(*) FROM events WHERE {where} AND {sql.present(aggregation.field, key)}",
-            sql.args,
-        ).fetchone()[0]
+        counted = total
+        if aggregation.field.attribute not in _ALWAYS_PRESENT:
+            counted = db.execute_sql(
+                f"SELECT COUNT(*) FROM events WHERE {where} "
+                f"AND {sql.present(aggregation.field, key)}",
+                sql.args,
+            ).fetchone()[0]
         other = int(counted) - sum(b.doc_count for b in buckets)
     return q.AggregationResult(buckets=buckets, other_count=other)
 

@@ -17,6 +17,7 @@ from eventmgmt.auth import KeyResolver, PrincipalInterceptor
 from eventmgmt.domain.device_events import PENDING_BATCH, DeviceEventReporter
 from eventmgmt.domain.event_types import EventTypeManager
 from eventmgmt.domain.events import EventManager
+from eventmgmt.domain.find import EventFinder
 from eventmgmt.domain.jobs import JobManager, JobRunner
 from eventmgmt.domain.registry import RegistryManager
 from eventmgmt.domain.retention import RetentionSweeper
@@ -25,7 +26,6 @@ from eventmgmt.job_views import parse_job_item
 from eventmgmt.persistence.event_types import EventTypeRepository, RetentionRepository
 from eventmgmt.persistence.jobs import JobRepository
 from eventmgmt.persistence.sharing import ShareRepository
-from eventmgmt.domain.find import EventFinder
 from eventmgmt.persistence.store import Store
 from eventmgmt.servicers.device_event_service import (
     REST_REPORT_METHOD,

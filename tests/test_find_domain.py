@@ -46,3 +46,17 @@ def test_any_document_parses_or_names_the_broken_rule(document: Any) -> None:
     except InvalidInput as error:
         assert error.reason in ("INVALID_ARGUMENTS", "PROPERTY_REQUIRED")
         assert all(v.field and v.rule for v in error.violations)
+
+
+def test_values_no_database_can_bind_are_refused_by_name() -> None:
+    for document, field in [
+        ({"query": {"term": {"severity": 2**64}}}, "query.term.severity"),
+        ({"query": {"term": {"category": "a\x00b"}}}, "query.term.category"),
+        ({"query": {"range": {"timestamp": {"gte": 10**16}}}}, "query.range.timestamp.gte"),
+    ]:
+        try:
+            parse_find_request(document)
+        except InvalidInput as error:
+            assert [v.field for v in error.violations] == [field]
+        else:
+            raise AssertionError(f"accepted {document}")

@@ -301,6 +301,7 @@ def parse_find_request(document: Any, include_shared: bool = False) -> FindReque
     request sits inside `query`: `{"query": {"size": 1000, "query": {clause}}}`."""
     if not isinstance(document, dict):
         raise _error("body", "must be a JSON object with a query")
+    _check_values(document, "body")
     inner = document.get("query")
     if isinstance(inner, dict) and inner and set(inner) <= _REQUEST_KEYS | _IGNORED_KEYS:
         both = sorted(set(inner) & (set(document) - {"query"}))
@@ -332,6 +333,26 @@ def parse_find_request(document: Any, include_shared: bool = False) -> FindReque
         aggregations=_parse_aggregations(document.get(aggs_key), aggs_key, top=True),
         include_shared=include_shared,
     )
+
+
+_INT64 = 2**63 - 1
+# Year 9999, the store's last representable time, in milliseconds.
+_MAX_MILLIS = 253402300799_999
+
+
+def _check_values(value: Any, where: str) -> None:
+    """Values no database can bind: integers beyond 64 bits and strings with NUL."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(key, where)
+            _check_values(item, f"{where}.{key}" if where != "body" else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_values(item, f"{where}[{index}]")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > _INT64:
+        raise _error(where, "integers must fit in 64 bits")
+    elif isinstance(value, str) and "\x00" in value:
+        raise _error(where, "strings must not contain NUL characters")
 
 
 def _count(value: Any, where: str, limit: int) -> int:
@@ -525,10 +546,12 @@ def _time_millis(value: Any, where: str) -> int:
     """Epoch milliseconds (a number or a string of digits) or an ISO-8601 date or time; a
     time without a zone is UTC, as in Elasticsearch. Date math (`now-1d`) is not supported."""
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        if abs(value) > _MAX_MILLIS:
+            raise _error(where, "must lie before the year 10000")
         return math.floor(value)
     if isinstance(value, str):
         if re.fullmatch(r"-?\d{1,15}", value):
-            return int(value)
+            return _time_millis(int(value), where)
         try:
             moment = datetime.fromisoformat(value.replace("z", "Z"))
         except ValueError:
@@ -1029,7 +1052,12 @@ def _bucket_metrics(aggregation: Any, bucket: Bucket | None) -> dict[str, Any]:
 
 
 def _histogram_document(aggregation: HistogramAgg, result: AggregationResult) -> dict[str, Any]:
-    by_index = {int(b.key): b for b in result.buckets}
+    try:
+        by_index = {int(b.key): b for b in result.buckets}
+    except (OverflowError, ValueError):
+        raise _error(
+            f"aggs.{aggregation.name}", "values lie too far apart for this interval"
+        ) from None
     indexes = sorted(by_index)
     if aggregation.min_doc_count == 0 and indexes:
         if indexes[-1] - indexes[0] >= MAX_BUCKETS:

@@ -440,7 +440,75 @@ def _aggregate(
                 sql.args,
             ).fetchone()[0]
         other = int(counted) - sum(b.doc_count for b in buckets)
+    for child in aggregation.children:
+        _child_buckets(db, sql, where, aggregation, key, child, buckets)
     return q.AggregationResult(buckets=buckets, other_count=other)
+
+
+def _bucket_identity(parent: q.TermsAgg | q.HistogramAgg, postgres: bool, raw: Any) -> Any:
+    """A parent bucket's key as a dict key (True and 1 kept apart)."""
+    if isinstance(parent, q.HistogramAgg):
+        try:
+            return ("index", int(raw))
+        except (OverflowError, ValueError):
+            return ("index", raw)
+    if parent.field.kind is q.Kind.JSON:
+        raw = decode_group_value(postgres, raw)
+    return (type(raw).__name__, raw)
+
+
+def _child_buckets(
+    db: peewee.Database,
+    sql: FindSql,
+    where: str,
+    parent: q.TermsAgg | q.HistogramAgg,
+    parent_key: str,
+    child: q.TermsAgg | q.HistogramAgg,
+    buckets: list[q.Bucket],
+) -> None:
+    """Fills one bucket sub-aggregation of every parent bucket with one GROUP BY over both
+    keys; a terms child keeps its top buckets per parent with ROW_NUMBER()."""
+    by_identity = {_bucket_identity(parent, sql.postgres, b.key): b for b in buckets}
+    terms = isinstance(child, q.TermsAgg)
+    key = sql.group_value(child.field) if terms else sql.bucket_index(child)  # type: ignore[arg-type]
+    present = f"{sql.present(parent.field, parent_key)} AND {sql.present(child.field, key)}"
+    grouped = f"FROM events WHERE {where} AND {present}"
+    json_keys = isinstance(child, q.TermsAgg) and child.field.kind is q.Kind.JSON
+    results: dict[Any, q.AggregationResult] = {}
+    if isinstance(child, q.TermsAgg):
+        direction = "DESC" if child.descending else "ASC"
+        by_key = sql.key_order(child.field, key, direction if child.by_key else "ASC")
+        order = by_key if child.by_key else [f"COUNT(*) {direction}", *by_key]
+        rows = db.execute_sql(
+            f"SELECT * FROM (SELECT {parent_key} AS parent_key, {key} AS bucket_key, "
+            f"COUNT(*) AS doc_count, ROW_NUMBER() OVER (PARTITION BY {parent_key} "
+            f"ORDER BY {', '.join(order)}) AS bucket_rank {grouped} "
+            f"GROUP BY {parent_key}, {key} HAVING COUNT(*) >= {int(child.min_doc_count)}) AS g "
+            f"WHERE bucket_rank <= {int(child.size)} ORDER BY parent_key, bucket_rank",
+            sql.args,
+        ).fetchall()
+        counted = dict(
+            db.execute_sql(
+                f"SELECT {parent_key}, COUNT(*) {grouped} GROUP BY {parent_key}", sql.args
+            ).fetchall()
+        )
+    else:
+        rows = db.execute_sql(
+            f"SELECT {parent_key}, {key}, COUNT(*) {grouped} GROUP BY {parent_key}, {key}",
+            sql.args,
+        ).fetchall()
+        counted = {}
+    for row in rows:
+        identity = _bucket_identity(parent, sql.postgres, row[0])
+        result = results.setdefault(identity, q.AggregationResult())
+        value = decode_group_value(sql.postgres, row[1]) if json_keys else row[1]
+        result.buckets.append(q.Bucket(value, int(row[2])))
+    for raw, count in counted.items():
+        identity = _bucket_identity(parent, sql.postgres, raw)
+        result = results.setdefault(identity, q.AggregationResult())
+        result.other_count = int(count) - sum(b.doc_count for b in result.buckets)
+    for identity, bucket in by_identity.items():
+        bucket.children[child.name] = results.get(identity, q.AggregationResult())
 
 
 API_KEY_PREFIX = "emk"

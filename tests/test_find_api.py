@@ -311,6 +311,10 @@ def test_aggregations_are_computed_over_the_matching_events(
             "max": {"max": {"field": "severity"}},
             "first": {"min": {"field": "timestamp"}},
             "classes": {"cardinality": {"field": "classification"}},
+            "class_days": {
+                "terms": {"field": "classification"},
+                "aggs": {"days": {"date_histogram": {"field": "timestamp", "interval": "day"}}},
+            },
             "counted": {"value_count": {"field": "code"}},
         },
     }
@@ -352,6 +356,13 @@ def test_aggregations_are_computed_over_the_matching_events(
     assert aggs["max"] == {"value": 5.0}
     assert aggs["first"] == {"value": float(T0), "value_as_string": "2016-04-14T19:23:33.164Z"}
     assert aggs["classes"] == {"value": 2}
+    assert [
+        (b["key"], [(d["key_as_string"], d["doc_count"]) for d in b["days"]["buckets"]])
+        for b in aggs["class_days"]["buckets"]
+    ] == [
+        ("ALARM", [("2016-04-14T00:00:00.000Z", 2)]),
+        ("WARNING", [("2016-04-14T00:00:00.000Z", 1)]),
+    ]
     assert aggs["counted"] == {"value": 1}
 
 
@@ -416,6 +427,11 @@ BAD: list[tuple[str, Any, str, str]] = [
      {"query": {"match_all": {}}, "aggs": {"x": {"terms": {"field": "type"}, "aggs": {
          "y": {"terms": {"field": "code"}, "aggs": {"z": {"max": {"field": "severity"}}}}}}}},
      "INVALID_ARGUMENTS", "aggs.x.aggs.y.aggs"),
+    ("bucket under range",
+     {"query": {"match_all": {}}, "aggs": {"r": {
+         "range": {"field": "severity", "ranges": [{"to": 2}]},
+         "aggs": {"t": {"terms": {"field": "type"}}}}}},
+     "INVALID_ARGUMENTS", "aggs.r.aggs"),
     ("bad interval", {"query": {"match_all": {}}, "aggs": {"h": {"date_histogram": {
         "field": "timestamp", "calendar_interval": "3d"}}}}, "INVALID_ARGUMENTS",
      "aggs.h.date_histogram.calendar_interval"),

@@ -387,7 +387,12 @@ def test_aggregations_match_a_plain_python_evaluation(
                 "aggs": {"m": {metric: {"field": metric_field}}},
             },
             "h": {"date_histogram": {"field": "timestamp", "interval": interval}},
-            "s": {"histogram": {"field": "severity", "interval": 2}},
+            "s": {
+                "histogram": {"field": "severity", "interval": 2},
+                "aggs": {
+                    "c": {"terms": {"field": terms_field, "size": terms_size, "order": order}}
+                },
+            },
             "m": {metric: {"field": metric_field}},
         },
     }
@@ -414,18 +419,21 @@ def test_aggregations_match_a_plain_python_evaluation(
 
     assert close(answer["m"]["value"], metric_value(found))
 
-    counts = Counter(value(e, terms_field) for e in found if value(e, terms_field) is not None)
-    # Keys of one kind per field here, so Python's order is the store's.
-    if by_key:
-        top = sorted(counts.items(), key=lambda kv: kv[0])[:terms_size]
-    else:
-        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:terms_size]
+    def check_terms(document: dict[str, Any], group: list[dict[str, Any]]) -> Any:
+        counts = Counter(value(e, terms_field) for e in group if value(e, terms_field) is not None)
+        # Keys of one kind per field here, so Python's order is the store's.
+        if by_key:
+            top = sorted(counts.items(), key=lambda kv: kv[0])[:terms_size]
+        else:
+            top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:terms_size]
+        assert [(b["key"], b["doc_count"]) for b in document["buckets"]] == [
+            (int(k) if isinstance(k, bool) else k, n) for k, n in top
+        ]
+        assert document["sum_other_doc_count"] == sum(counts.values()) - sum(n for _, n in top)
+        return top
+
+    top = check_terms(answer["t"], found)
     buckets = answer["t"]["buckets"]
-    expected_keys = [int(k) if isinstance(k, bool) else k for k, _ in top]
-    assert [(b["key"], b["doc_count"]) for b in buckets] == [
-        (k, n) for k, (_, n) in zip(expected_keys, top, strict=True)
-    ]
-    assert answer["t"]["sum_other_doc_count"] == sum(counts.values()) - sum(n for _, n in top)
     for bucket, (key, _) in zip(buckets, top, strict=True):
         group = [e for e in found if same(value(e, terms_field), key)]
         assert close(bucket["m"]["value"], metric_value(group))
@@ -449,3 +457,5 @@ def test_aggregations_match_a_plain_python_evaluation(
     severity = Counter(e["severity"] // 2 * 2 for e in found)
     got = {b["key"]: b["doc_count"] for b in answer["s"]["buckets"]}
     assert {k: n for k, n in got.items() if n} == {float(k): n for k, n in severity.items()}
+    for bucket in answer["s"]["buckets"]:
+        check_terms(bucket["c"], [e for e in found if e["severity"] // 2 * 2 == bucket["key"]])

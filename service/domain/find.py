@@ -10,6 +10,7 @@ seed's reason `INVALID_ARGUMENTS` (or `PROPERTY_REQUIRED` when there is no query
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import re
@@ -227,6 +228,8 @@ class TermsAgg:
     descending: bool
     min_doc_count: int
     metrics: tuple[Metric, ...] = ()
+    # Bucket sub-aggregations (terms or histograms), one level deep: they have no subs.
+    children: tuple[TermsAgg | HistogramAgg, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +244,8 @@ class HistogramAgg:
     months: int
     min_doc_count: int
     metrics: tuple[Metric, ...] = ()
+    # Bucket sub-aggregations (terms or histograms), one level deep: they have no subs.
+    children: tuple[TermsAgg | HistogramAgg, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,10 +734,18 @@ def _parse_aggregations(value: Any, where: str, top: bool) -> tuple[Aggregation,
                     f"{here}.aggs", "sub-aggregations go one level deep, under a bucket aggregation"
                 )
             nested = _parse_aggregations(subs, f"{here}.aggs", top=False)
-            if not all(isinstance(m, Metric) for m in nested):
-                raise _error(f"{here}.aggs", "sub-aggregations must be metrics (min, max, ...)")
             metrics = tuple(m for m in nested if isinstance(m, Metric))
-        result.append(_parse_aggregation(name, kind, spec, at, metrics))
+            children = tuple(a for a in nested if isinstance(a, TermsAgg | HistogramAgg))
+            if len(metrics) + len(children) != len(nested) or (children and kind == "range"):
+                raise _error(
+                    f"{here}.aggs",
+                    "sub-aggregations are metrics, or terms and histograms under terms and "
+                    "histograms",
+                )
+        aggregation = _parse_aggregation(name, kind, spec, at, metrics)
+        if subs is not None and isinstance(aggregation, TermsAgg | HistogramAgg):
+            aggregation = dataclasses.replace(aggregation, children=children)
+        result.append(aggregation)
     return tuple(result)
 
 
@@ -925,6 +938,7 @@ class Bucket:
     key: Any
     doc_count: int
     metrics: dict[str, Any] = field(default_factory=dict)
+    children: dict[str, AggregationResult] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -1048,7 +1062,11 @@ def _metric_document(metric: Metric, value: Any) -> dict[str, Any]:
 
 def _bucket_metrics(aggregation: Any, bucket: Bucket | None) -> dict[str, Any]:
     metrics = bucket.metrics if bucket else {}
-    return {m.name: _metric_document(m, metrics.get(m.name)) for m in aggregation.metrics}
+    documents = {m.name: _metric_document(m, metrics.get(m.name)) for m in aggregation.metrics}
+    for child in getattr(aggregation, "children", ()):
+        found = bucket.children.get(child.name) if bucket else None
+        documents[child.name] = aggregation_document(child, found or AggregationResult())
+    return documents
 
 
 def _histogram_document(aggregation: HistogramAgg, result: AggregationResult) -> dict[str, Any]:

@@ -76,10 +76,21 @@ class FindSql:
         return f"(CASE WHEN {kind} = 'text' THEN {value} END)"
 
     def json_number(self, ref: q.FieldRef) -> str:
+        """A JSON number; a custom TIMESTAMP value ({"$timestamp": micros}) counts as its
+        epoch milliseconds, as Elasticsearch keeps dates."""
         kind, value = self._json(ref)
         if self.postgres:
-            return f"(CASE WHEN {kind} = 'number' THEN ({value} #>> '{{}}')::float8 END)"
-        return f"(CASE WHEN {kind} IN ('integer', 'real') THEN {value} END)"
+            instant = f"floor(({value} ->> '$timestamp')::float8 / 1000)"
+            return (
+                f"(CASE WHEN {kind} = 'number' THEN ({value} #>> '{{}}')::float8 "
+                f"WHEN {kind} = 'object' THEN {instant} END)"
+            )
+        column = self._column(ref)
+        instant = f"(json_extract({column}, '$.\"{ref.key}\".\"$timestamp\"') / 1000)"
+        return (
+            f"(CASE WHEN {kind} IN ('integer', 'real') THEN {value} "
+            f"WHEN {kind} = 'object' THEN {instant} END)"
+        )
 
     def json_boolean(self, ref: q.FieldRef) -> str:
         kind, value = self._json(ref)

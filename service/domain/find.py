@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from eventmgmt.domain.access import Principal, Role
+from eventmgmt.domain.custom_fields import Instant
 from eventmgmt.domain.errors import InvalidInput, invalid
 from eventmgmt.domain.events import Event
 
@@ -968,7 +969,8 @@ def event_value(event: Event, ref: FieldRef) -> Any:
     if ref.kind is Kind.JSON:
         if ref.key is None:
             return value
-        return value.get(ref.key) if isinstance(value, dict) else None
+        found = value.get(ref.key) if isinstance(value, dict) else None
+        return found.micros // 1000 if isinstance(found, Instant) else found
     if isinstance(value, str):
         if value == "":
             return None
@@ -1008,7 +1010,10 @@ def source_document(event: Event) -> dict[str, Any]:
         "updateTime": event.update_time // 1000,
     }
     if event.custom_fields:
-        doc["custom"] = event.custom_fields
+        doc["custom"] = {
+            name: value.micros // 1000 if isinstance(value, Instant) else value
+            for name, value in event.custom_fields.items()
+        }
     return doc
 
 

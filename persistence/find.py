@@ -86,7 +86,7 @@ class FindSql:
                 f"WHEN {kind} = 'object' THEN {instant} END)"
             )
         column = self._column(ref)
-        instant = f"(json_extract({column}, '$.\"{ref.key}\".\"$timestamp\"') / 1000)"
+        instant = f'(json_extract({column}, \'$."{ref.key}"."$timestamp"\') / 1000)'
         return (
             f"(CASE WHEN {kind} IN ('integer', 'real') THEN {value} "
             f"WHEN {kind} = 'object' THEN {instant} END)"

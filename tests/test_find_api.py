@@ -489,6 +489,7 @@ def test_find_errors_over_grpc_carry_the_reason_and_the_clause(
     cases = [
         ('{"query": {"match_all": {}}, "aggs": {"g": {"global": {}}}}', "INVALID_ARGUMENTS"),
         ("{}", "PROPERTY_REQUIRED"),
+        ("", "PROPERTY_REQUIRED"),
         ("not json", "MALFORMED_JSON"),
     ]
     for text, reason in cases:

@@ -25,7 +25,9 @@ class EventSearchServicer(event_search_service_pb2_grpc.EventSearchServiceServic
     async def FindEvents(
         self, request: pb.FindEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.FindEventsResponse:
-        document = rest_json.loads(request.query_json.encode(), "queryJson")
+        # No query at all is PROPERTY_REQUIRED, as over REST, not malformed JSON.
+        text = request.query_json.encode()
+        document = rest_json.loads(text, "queryJson") if text.strip() else {}
         answer = await self._finder.find(
             current_principal(), document, include_shared=request.include_shared
         )

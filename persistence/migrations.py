@@ -159,6 +159,31 @@ def _v5_entity_shares(db: peewee.Database) -> None:
     )
 
 
+def _v7_live_feed(db: peewee.Database) -> None:
+    statements = [
+        # The commit-ordered feed position of a created event, assigned inside the writing
+        # transaction (see feed_state). Events stored before this migration have none and are
+        # not in the feed.
+        "ALTER TABLE events ADD COLUMN seq BIGINT",
+        # A client's key for one event of a streamed ingest: a resend stores nothing twice.
+        "ALTER TABLE events ADD COLUMN idempotency_key VARCHAR(128)",
+        "CREATE UNIQUE INDEX events_seq ON events (seq)",
+        # Catch-up of one tenant's subscriber reads its events by feed position.
+        "CREATE INDEX events_tenant_seq ON events (tenant_id, seq)",
+        # NULLs are distinct in a unique index on both backends: keyless events never clash.
+        "CREATE UNIQUE INDEX events_tenant_idempotency ON events (tenant_id, idempotency_key)",
+        # The last feed position handed out. Every write transaction that creates events
+        # updates this one row; on PostgreSQL its row lock, held until commit, orders the
+        # transactions of every replica, so feed order is commit order and has no holes that
+        # a later commit could fill. A counter rather than MAX(seq): deleting the newest
+        # events must never make a position be handed out twice.
+        "CREATE TABLE feed_state (id INTEGER PRIMARY KEY, last_seq BIGINT NOT NULL)",
+        "INSERT INTO feed_state VALUES (1, 0)",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
 def _v8_jobs(db: peewee.Database) -> None:
     statements = [
         # A bulk job, its submitter's scope (the job runs with it) and its lease: the process
@@ -200,6 +225,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (2, "event types; events by type and store time for retention", _v2_event_types),
     (4, "devices, tenant apps, device report duplicates and pending reports", _v4_device_registry),
     (5, "entities shared with other tenants", _v5_entity_shares),
+    (7, "live feed position and ingest idempotency keys on events", _v7_live_feed),
     (8, "bulk jobs and their per-event results", _v8_jobs),
 ]
 

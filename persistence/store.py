@@ -22,9 +22,11 @@ from eventmgmt.domain import find as q
 from eventmgmt.domain.access import ROOT_DOMAIN, Principal, Role
 from eventmgmt.domain.custom_fields import Instant
 from eventmgmt.domain.events import Event, EventQuery, Payload
+from eventmgmt.domain.live import EventFilter
 from eventmgmt.persistence.database import is_postgres, open_database
 from eventmgmt.persistence.find import FindSql, decode_group_value, install_sqlite_functions
 from eventmgmt.persistence.migrations import migrate
+from eventmgmt.persistence.notify import FEED_CHANNEL, FeedListener
 from eventmgmt.persistence.writer import GroupCommitWriter
 
 T = TypeVar("T")
@@ -58,6 +60,10 @@ EVENT_COLUMNS = (
     "custom",
 )
 _SELECT_EVENT = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+_SELECT_FEED = f"SELECT {', '.join(EVENT_COLUMNS)}, seq FROM events"
+# An insert names its columns; seq and idempotency_key follow the event's own.
+_INSERT_COLUMNS = (*EVENT_COLUMNS, "seq", "idempotency_key")
+
 _SORT_COLUMNS = {
     "timestamp": "ts",
     "severity": "severity",
@@ -154,12 +160,25 @@ def _event_from_row(r: Sequence[Any]) -> Event:
         internal=bool(r[22]),
         payload=payload,
         custom_fields=json.loads(r[25], object_hook=_decode_custom) if r[25] else {},
+        seq=r[26] if len(r) > 26 else 0,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class _Insert:
+    event: Event
     row: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _InsertBatch:
+    """Events of one tenant, each with an optional idempotency key. Its result lists, per
+    event, its new feed position (int) or the id already stored under its key (str)."""
+
+    tenant_id: str
+    events: Sequence[Event]
+    rows: list[tuple[Any, ...]]
+    keys: list[str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +196,17 @@ class Store:
         self.postgres = is_postgres(self.database)
         install_sqlite_functions(self.database)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-reader")
-        self.writer = GroupCommitWriter(self.database, self._apply_writes)
+        self.writer = GroupCommitWriter(
+            self.database, self._apply_writes, on_commit=self._after_commit
+        )
         self.events = EventRepository(self)
         self.keys = KeyRepository(self)
+        # Called on the event loop with the events each commit created, in feed order.
+        self.commit_listeners: list[Callable[[list[Event]], None]] = []
+        self._feed_listeners: list[FeedListener] = []
+        # Events inserted by callable writes, by the operation's id, until their commit.
+        self._created_by: dict[int, list[Event]] = {}
+        self._recording: list[Event] | None = None
         # Imported here: those repositories build on this module's row helpers.
         from eventmgmt.persistence.devices import DeviceEventStore, RegistryStore
 
@@ -188,6 +215,15 @@ class Store:
 
     def migrate(self) -> list[int]:
         return migrate(self.database)
+
+    def listen_for_commits(self, on_commit: Callable[[int], None]) -> None:
+        """On PostgreSQL, calls `on_commit(newest seq)` from a thread whenever any replica
+        commits new events (and once when listening starts); elsewhere nothing to do: one
+        process owns an SQLite file, and its own commits reach its commit listeners."""
+        if self.postgres:
+            listener = FeedListener(self.url, on_commit)
+            listener.start()
+            self._feed_listeners.append(listener)
 
     async def read(self, work: Callable[[peewee.Database], T]) -> T:
         """Runs blocking database work on a reader thread, off the event loop."""
@@ -206,9 +242,37 @@ class Store:
     def _apply_writes(self, cursor: Any, operations: Sequence[Any]) -> list[Any]:
         p = self.database.param
         results: list[Any] = [None] * len(operations)
-        inserts = [op.row for op in operations if isinstance(op, _Insert)]
-        if inserts:
-            self.insert_event_rows(cursor, inserts)
+        rows: list[tuple[Any, ...]] = []
+        if any(isinstance(op, _Insert | _InsertBatch) for op in operations):
+            # Taken before anything else: the feed_state row lock orders the transactions.
+            cursor.execute("UPDATE feed_state SET last_seq = last_seq WHERE id = 1")
+            cursor.execute("SELECT last_seq FROM feed_state WHERE id = 1")
+            next_seq = int(cursor.fetchone()[0]) + 1
+            for index, op in enumerate(operations):
+                if isinstance(op, _Insert):
+                    rows.append((*op.row, next_seq, None))
+                    results[index] = next_seq
+                    next_seq += 1
+                elif isinstance(op, _InsertBatch):
+                    existing = self._stored_keys(cursor, op.tenant_id, op.keys)
+                    outcome: list[int | str] = []
+                    for row, key, event in zip(op.rows, op.keys, op.events, strict=True):
+                        if key is not None and key in existing:
+                            outcome.append(existing[key])
+                            continue
+                        if key is not None:
+                            existing[key] = event.id
+                        rows.append((*row, next_seq, key))
+                        outcome.append(next_seq)
+                        next_seq += 1
+                    results[index] = outcome
+            if rows:
+                self._insert_rows(cursor, rows)
+                cursor.execute(
+                    f"UPDATE feed_state SET last_seq = {p} WHERE id = 1", (next_seq - 1,)
+                )
+                if self.postgres:  # delivered at commit, to every replica that listens
+                    cursor.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, str(next_seq - 1)))
         assignments = ", ".join(f"{c} = {p}" for c in EVENT_COLUMNS[1:])
         for index, op in enumerate(operations):
             if isinstance(op, _Replace):
@@ -218,26 +282,88 @@ class Store:
                 )
                 results[index] = cursor.rowcount == 1
             elif callable(op):
-                results[index] = op(cursor)
+                # What the callable inserts through insert_event_rows is told to the commit
+                # listeners once this attempt commits (see _after_commit).
+                self._recording = self._created_by[id(op)] = []
+                try:
+                    results[index] = op(cursor)
+                finally:
+                    self._recording = None
         return results
 
     def insert_event_rows(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Inserts event rows with one statement per backend's fastest bulk form."""
+        """Inserts event rows (of `_event_row`) for work submitted to the writer as a callable,
+        such as a bulk job's chunk: they get the next feed positions in this transaction, and
+        subscribers and the commit listeners learn of them once it commits."""
+        if not rows:
+            return
+        first = self._claim_seqs(cursor, len(rows))
+        numbered = [(*row, first + n, None) for n, row in enumerate(rows)]
+        self._insert_rows(cursor, numbered)
+        if self._recording is not None:
+            self._recording.extend(_event_from_row(row) for row in numbered)
+
+    def _claim_seqs(self, cursor: Any, count: int) -> int:
+        """Hands out `count` feed positions in this transaction; returns the first."""
+        p = self.database.param
+        cursor.execute(f"UPDATE feed_state SET last_seq = last_seq + {p} WHERE id = 1", (count,))
+        cursor.execute("SELECT last_seq FROM feed_state WHERE id = 1")
+        last = int(cursor.fetchone()[0])
+        if self.postgres:
+            cursor.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, str(last)))
+        return last - count + 1
+
+    def _insert_rows(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        columns = ", ".join(_INSERT_COLUMNS)
         if self.postgres:
             from psycopg2.extras import execute_values
 
-            columns = ", ".join(EVENT_COLUMNS)
             execute_values(
                 cursor, f"INSERT INTO events ({columns}) VALUES %s", rows, page_size=1000
             )
         else:
-            placeholders = ", ".join([self.database.param] * len(EVENT_COLUMNS))
-            # Columns named: later migrations add columns that these rows leave NULL.
-            cursor.executemany(
-                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({placeholders})", rows
+            placeholders = ", ".join(["?"] * len(_INSERT_COLUMNS))
+            cursor.executemany(f"INSERT INTO events ({columns}) VALUES ({placeholders})", rows)
+
+    def _stored_keys(self, cursor: Any, tenant_id: str, keys: list[str | None]) -> dict[str, str]:
+        """Idempotency key -> id of the tenant's events already stored under those keys."""
+        wanted = sorted({k for k in keys if k is not None})
+        found: dict[str, str] = {}
+        p = self.database.param
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            cursor.execute(
+                f"SELECT idempotency_key, id FROM events WHERE tenant_id = {p} "
+                f"AND idempotency_key IN ({', '.join([p] * len(chunk))})",
+                (tenant_id, *chunk),
             )
+            found.update(cursor.fetchall())
+        return found
+
+    def _after_commit(self, operations: Sequence[Any], results: Sequence[Any]) -> None:
+        """Gives each committed event its feed position and tells the listeners."""
+        committed: list[Event] = []
+        for op, result in zip(operations, results, strict=True):
+            if isinstance(op, _Insert) and isinstance(result, int):
+                op.event.seq = result
+                committed.append(op.event)
+            elif isinstance(op, _InsertBatch) and isinstance(result, list):
+                for event, outcome in zip(op.events, result, strict=True):
+                    if isinstance(outcome, int):
+                        event.seq = outcome
+                        committed.append(event)
+            elif callable(op):
+                created = self._created_by.pop(id(op), [])
+                if not isinstance(result, BaseException):
+                    committed.extend(created)
+        if committed:
+            committed.sort(key=lambda e: e.seq)
+            for listener in self.commit_listeners:
+                listener(committed)
 
     def close(self) -> None:
+        for listener in self._feed_listeners:
+            listener.stop()
         self.writer.close()
         self._readers.shutdown(wait=True)
         self.database.close()
@@ -266,6 +392,31 @@ def _scope(
     return clause, args
 
 
+def _filter_clauses(event_filter: EventFilter, p: str) -> tuple[str, list[Any]]:
+    """SQL for EventFilter.matches, appended to a scoped WHERE clause."""
+    sql, args = "", []
+    if event_filter.domain != ROOT_DOMAIN:
+        subtree = event_filter.domain + "/"
+        sql += f" AND (domain = {p} OR substr(domain, 1, {p}) = {p})"
+        args += [event_filter.domain, len(subtree), subtree]
+    for column, values in (
+        ("type_id", event_filter.type_ids),
+        ("severity", event_filter.severities),
+        ("classification", event_filter.classifications),
+    ):
+        if values:
+            sql += f" AND {column} IN ({', '.join([p] * len(values))})"
+            args += sorted(values)
+    for column, value in (
+        ("entity_type", event_filter.entity_type),
+        ("entity_id", event_filter.entity_id),
+    ):
+        if value:
+            sql += f" AND {column} = {p}"
+            args.append(value)
+    return sql, args
+
+
 class EventRepository:
     """Events, always read and written within a principal's scope."""
 
@@ -273,7 +424,54 @@ class EventRepository:
         self._store = store
 
     async def insert(self, event: Event) -> None:
-        await self._store.writer.submit(_Insert(_event_row(event)))
+        await self._store.writer.submit(_Insert(event, _event_row(event)))
+
+    async def insert_batch(
+        self, principal: Principal, events: Sequence[tuple[Event, str | None]]
+    ) -> builtins.list[str | None]:
+        batch = _InsertBatch(
+            principal.tenant_id,
+            [event for event, _ in events],
+            [_event_row(event) for event, _ in events],
+            [key for _, key in events],
+        )
+        if any(event.tenant_id != principal.tenant_id for event in batch.events):
+            raise ValueError("a batch holds the events of the calling tenant only")
+        outcome: list[int | str] = await self._store.writer.submit(batch)
+        return [None if isinstance(o, int) else o for o in outcome]
+
+    async def latest_seq(self) -> int:
+        return await self._store.read(
+            lambda db: int(
+                db.execute_sql("SELECT last_seq FROM feed_state WHERE id = 1").fetchone()[0]
+            )
+        )
+
+    async def committed_after(self, after: int, limit: int) -> builtins.list[Event]:
+        def work(db: peewee.Database) -> builtins.list[Event]:
+            p = db.param
+            rows = db.execute_sql(
+                f"{_SELECT_FEED} WHERE seq > {p} ORDER BY seq LIMIT {p}", (after, limit)
+            ).fetchall()
+            return [_event_from_row(r) for r in rows]
+
+        return await self._store.read(work)
+
+    async def feed_page(
+        self, principal: Principal, event_filter: EventFilter, after: int, upto: int, limit: int
+    ) -> builtins.list[Event]:
+        def work(db: peewee.Database) -> builtins.list[Event]:
+            p = db.param
+            where, args = _scope(principal, p)
+            clauses, more = _filter_clauses(event_filter, p)
+            rows = db.execute_sql(
+                f"{_SELECT_FEED} WHERE {where} AND seq > {p} AND seq <= {p}{clauses} "
+                f"ORDER BY seq LIMIT {p}",
+                (*args, after, upto, *more, limit),
+            ).fetchall()
+            return [_event_from_row(r) for r in rows]
+
+        return await self._store.read(work)
 
     async def replace(self, event: Event, expected_etag: int) -> bool:
         replaced: bool = await self._store.writer.submit(_Replace(_event_row(event), expected_etag))

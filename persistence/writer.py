@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # A batch applies many operations with one cursor; it returns one result per operation.
 BatchApply = Callable[[Any, Sequence[Any]], list[Any]]
+# Told, on the event loop, what each committed batch did: its operations and their results.
+CommitListener = Callable[[Sequence[Any], Sequence[Any]], None]
 
 
 class GroupCommitWriter:
@@ -31,7 +33,9 @@ class GroupCommitWriter:
         apply: BatchApply,
         max_batch: int = 1000,
         linger: float = float(os.environ.get("EVENTMGMT_WRITE_LINGER", "0.002")),
+        on_commit: CommitListener | None = None,
     ) -> None:
+        self._on_commit = on_commit
         self._database = database
         self._linger = linger
         self._apply = apply
@@ -63,6 +67,11 @@ class GroupCommitWriter:
                     results = await loop.run_in_executor(self._executor, self._commit, operations)
                 except Exception as error:  # the database itself failed: fail the whole batch
                     results = [error] * len(batch)
+                if self._on_commit is not None:
+                    try:
+                        self._on_commit(operations, results)
+                    except Exception:  # a listener's failure must not fail committed writes
+                        log.exception("a commit listener failed")
                 for (_, future), result in zip(batch, results, strict=True):
                     if future.done():  # the caller went away; the write stands regardless
                         continue

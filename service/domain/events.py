@@ -14,7 +14,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from eventmgmt.domain.custom_fields import (
     check_custom_fields,
 )
 from eventmgmt.domain.errors import (
+    DomainError,
     FieldViolation,
     InvalidInput,
     NotFound,
@@ -146,6 +147,8 @@ class Event:
     payload: Payload | None = None
     # Name -> str, int, float, bool or custom_fields.Instant, as the event's type defines.
     custom_fields: dict[str, Any] = field(default_factory=dict)
+    # The event's position in the live feed (commit order); 0 until committed.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +208,43 @@ def check_page_size(size: int, field_name: str) -> int:
     return size
 
 
+MAX_IDEMPOTENCY_KEY = 128
+
+
+def check_idempotency_key(key: str) -> str:
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise invalid("idempotencyKey", f"1 to {MAX_IDEMPOTENCY_KEY} characters when given")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """One event of a streamed batch: the caller's fields and its optional idempotency key."""
+
+    fields: Mapping[str, Any]
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    """What became of one draft: stored as `event`, a resend of `duplicate_of`, or `error`."""
+
+    event: Event | None = None
+    duplicate_of: str | None = None
+    error: DomainError | None = None
+
+
 class EventRepository(Protocol):
     """What the domain needs from the store; every call is scoped by the principal."""
 
     async def insert(self, event: Event) -> None: ...
+
+    async def insert_batch(
+        self, principal: Principal, events: Sequence[tuple[Event, str | None]]
+    ) -> builtins.list[str | None]:
+        """Stores the principal's events in one transaction; for each, None when stored or
+        the id of the event already stored under the same idempotency key."""
+        ...
 
     async def get(
         self,
@@ -321,6 +357,35 @@ class EventManager:
         event = await self.prepare(principal, fields)
         await self._repository.insert(event)
         return event
+
+
+    async def create_many(
+        self, principal: Principal, drafts: Sequence[Draft]
+    ) -> builtins.list[IngestOutcome]:
+        """Stores a batch with one write: each draft gets its own outcome, in order. A draft
+        that breaks a rule fails alone; one whose idempotency key is already stored (or
+        earlier in the batch) stores nothing and answers with the first event's id."""
+        principal.require(Role.READ_WRITE)
+        outcomes: list[IngestOutcome] = []
+        accepted: list[tuple[Event, str | None]] = []
+        for draft in drafts:
+            try:
+                if draft.idempotency_key is not None:
+                    check_idempotency_key(draft.idempotency_key)
+                event = await self.prepare(principal, draft.fields)
+            except DomainError as error:
+                outcomes.append(IngestOutcome(error=error))
+                continue
+            outcomes.append(IngestOutcome(event=event))
+            accepted.append((event, draft.idempotency_key))
+        if accepted:
+            stored = iter(await self._repository.insert_batch(principal, accepted))
+            for index, outcome in enumerate(outcomes):
+                if outcome.event is not None:
+                    existing_id = next(stored)
+                    if existing_id is not None:
+                        outcomes[index] = IngestOutcome(duplicate_of=existing_id)
+        return outcomes
 
     async def prepare(self, principal: Principal, fields: Mapping[str, Any]) -> Event:
         """Checks a new event against every rule and builds it, without storing it."""

@@ -1,0 +1,64 @@
+"""Cross-replica wake-ups on PostgreSQL: LISTEN for the feed positions that any replica's
+commits notify, on a connection of its own, and hand them to a callback."""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+from collections.abc import Callable
+
+import psycopg2
+import psycopg2.extensions
+
+log = logging.getLogger(__name__)
+# Each write transaction that creates events notifies its newest feed position here.
+FEED_CHANNEL = "eventmgmt_feed"
+RECONNECT_SECONDS = 1.0
+
+
+class FeedListener:
+    """A thread that LISTENs on the feed channel and calls `on_notify(seq)` for each
+    notification (from the thread: the callback must hand over to its own loop)."""
+
+    def __init__(self, url: str, on_notify: Callable[[int], None]) -> None:
+        self._url = url.replace("postgres://", "postgresql://", 1)
+        self._on_notify = on_notify
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feed-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except Exception as error:  # the database went away: retry, never crash
+                log.warning("feed LISTEN connection lost (%s); reconnecting", error)
+                self._stopping.wait(RECONNECT_SECONDS)
+
+    def _listen(self) -> None:
+        connection = psycopg2.connect(self._url)
+        try:
+            connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+            with connection.cursor() as cursor:
+                cursor.execute(f"LISTEN {FEED_CHANNEL}")
+            # Commits made while no connection listened are found by this first wake-up.
+            self._on_notify(0)
+            while not self._stopping.is_set():
+                if select.select([connection], [], [], 0.5) == ([], [], []):
+                    continue
+                connection.poll()
+                newest = 0
+                while connection.notifies:
+                    payload = connection.notifies.pop(0).payload
+                    newest = max(newest, int(payload) if payload.isdigit() else 0)
+                if newest:
+                    self._on_notify(newest)
+        finally:
+            connection.close()

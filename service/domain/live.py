@@ -1,0 +1,332 @@
+"""Live events: resumable subscriptions over the commit-ordered feed.
+
+Every created event gets a feed position (`seq`) in commit order. A process keeps the newest
+positions in memory (`LiveFeed`); subscribers read from there and wait on one broadcast that
+fires after each commit, so writers never wait for subscribers and a slow subscriber only
+delays itself. A subscriber that resumes from an older cursor first catches up from the store
+(its own scoped, filtered query), then continues from memory. One that falls behind what
+memory keeps while live is told so and may resume from its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from eventmgmt.domain.access import Principal, Role, check_domain_path, domain_covers
+from eventmgmt.domain.errors import FieldViolation, InvalidInput, PermissionDenied, invalid
+from eventmgmt.domain.events import CLASSIFICATIONS, MAX_SEVERITY, Event
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_SECONDS = 15
+MAX_HEARTBEAT_SECONDS = 300
+CATCH_UP_PAGE = 500
+REFRESH_PAGE = 2000
+FELL_BEHIND = "SUBSCRIBER_TOO_SLOW"
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a subscriber wants: a domain subtree and optional sets of values; an
+    empty set matches every value."""
+
+    domain: str
+    type_ids: frozenset[str] = frozenset()
+    severities: frozenset[int] = frozenset()
+    classifications: frozenset[str] = frozenset()
+    entity_type: str = ""
+    entity_id: str = ""
+
+    def matches(self, event: Event) -> bool:
+        return (
+            domain_covers(self.domain, event.domain)
+            and (not self.type_ids or event.type_id in self.type_ids)
+            and (not self.severities or event.severity in self.severities)
+            and (not self.classifications or event.classification in self.classifications)
+            and (not self.entity_type or event.entity_type == self.entity_type)
+            and (not self.entity_id or event.entity_id == self.entity_id)
+        )
+
+
+def subscription_filter(
+    principal: Principal,
+    *,
+    domain: str = "",
+    type_ids: Iterable[str] = (),
+    severities: Iterable[int] = (),
+    classifications: Iterable[str] = (),
+    entity_type: str = "",
+    entity_id: str = "",
+) -> EventFilter:
+    """Checks a subscription's filter against the caller: Read role, a domain inside the
+    key's subtree (the key's own domain when empty), known severities and classifications."""
+    principal.require(Role.READ)
+    violations: list[FieldViolation] = []
+    domain = domain or principal.domain
+    try:
+        check_domain_path(domain)
+    except InvalidInput as error:
+        violations.extend(error.violations)
+    severity_set = frozenset(int(s) for s in severities)
+    if any(not 0 <= s <= MAX_SEVERITY for s in severity_set):
+        violations.append(FieldViolation("severities", "each must be between 0 and 5"))
+    classification_set = frozenset(c.upper() for c in classifications)
+    unknown = sorted(classification_set - set(CLASSIFICATIONS))
+    if unknown:
+        violations.append(
+            FieldViolation(
+                "classifications",
+                f"unknown {', '.join(unknown)}; use {', '.join(CLASSIFICATIONS)}",
+            )
+        )
+    if violations:
+        raise InvalidInput(violations)
+    if not principal.covers(domain):
+        raise PermissionDenied(
+            f"domain {domain} is outside this key's domain {principal.domain}",
+            reason="NOT_AUTHORIZED_DOMAIN",
+        )
+    return EventFilter(
+        domain=domain,
+        type_ids=frozenset(t for t in type_ids if t),
+        severities=severity_set,
+        classifications=classification_set,
+        entity_type=entity_type,
+        entity_id=entity_id,
+    )
+
+
+def format_cursor(seq: int) -> str:
+    return str(seq)
+
+
+def parse_cursor(text: str, field: str = "cursor") -> int | None:
+    """None for an empty cursor (start at the call), else the feed position it names."""
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise invalid(field, "must be a cursor returned by a subscription (digits)")
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An event for the subscriber; its `seq` is the cursor to resume after it."""
+
+    event: Event
+
+    @property
+    def cursor(self) -> int:
+        return self.event.seq
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Nothing new matched up to `cursor`: resuming from it misses nothing."""
+
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class FellBehind:
+    """The subscriber fell too far behind; it ends and may resume from `cursor`."""
+
+    cursor: int
+    reason: str = FELL_BEHIND
+
+    @property
+    def message(self) -> str:
+        return (
+            f"the subscriber fell more events behind than the server keeps in memory; "
+            f"subscribe again with cursor {self.cursor} to continue without a gap"
+        )
+
+
+Notice = Delivery | Heartbeat | FellBehind
+
+
+class FeedRepository(Protocol):
+    """What the live feed needs from the store."""
+
+    async def latest_seq(self) -> int:
+        """The newest committed feed position."""
+        ...
+
+    async def committed_after(self, after: int, limit: int) -> list[Event]:
+        """Process-wide: events with a position above `after`, in feed order. Only LiveFeed
+        reads this; it applies each subscriber's principal before delivering anything."""
+        ...
+
+    async def feed_page(
+        self, principal: Principal, event_filter: EventFilter, after: int, upto: int, limit: int
+    ) -> list[Event]:
+        """The principal's events that match, with positions in (after, upto], in order."""
+        ...
+
+
+class LiveFeed:
+    """The newest feed positions of this process, and a broadcast after each commit."""
+
+    def __init__(
+        self, repository: FeedRepository, buffer_size: int = 10_000, refresh_seconds: float = 1.0
+    ) -> None:
+        self._repository = repository
+        self._buffer_size = buffer_size
+        self._refresh_seconds = refresh_seconds
+        self._seqs: list[int] = []
+        self._events: list[Event] = []
+        # Memory holds every event with a position in (floor, high_water].
+        self.floor = 0
+        self.high_water = 0
+        self._changed = asyncio.Event()
+        self._dirty = False
+        self._refresher: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.started = False
+
+    async def start(self) -> None:
+        """Reads the newest position; until then commits are not kept in memory."""
+        async with self._starting:
+            if self.started:
+                return
+            self.floor = self.high_water = await self._repository.latest_seq()
+            self._loop = asyncio.get_running_loop()
+            self.started = True
+            # A safety net, not the delivery path: one read per interval for the whole
+            # process picks up commits whose wake-up was lost (a dropped LISTEN connection).
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def stop(self) -> None:
+        for task in (self._ticker, self._refresher):
+            if task is not None:
+                task.cancel()
+        self._changed.set()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_seconds)
+            self.poke()
+
+    def offer(self, events: list[Event]) -> None:
+        """This process committed `events` (in feed order): append them when they continue
+        memory exactly, else read the feed (another replica committed in between)."""
+        if not events or not self.started:
+            return
+        if events[0].seq == self.high_water + 1 and self._refresher is None:
+            self._append([e for e in events if e.seq > self.high_water])
+        elif events[-1].seq > self.high_water:
+            self.poke()
+
+    def poke_threadsafe(self, seq: int) -> None:
+        """`poke` from another thread (a LISTEN connection); 0 when the position is unknown."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.poke, seq or None)
+
+    def poke(self, seq: int | None = None) -> None:
+        """Something was committed (up to `seq`, when known): read the feed once."""
+        if not self.started or (seq is not None and seq <= self.high_water):
+            return
+        self._dirty = True
+        if self._refresher is None:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            while self._dirty:
+                self._dirty = False
+                while True:
+                    events = await self._repository.committed_after(self.high_water, REFRESH_PAGE)
+                    self._append([e for e in events if e.seq > self.high_water])
+                    if len(events) < REFRESH_PAGE:
+                        break
+        except Exception:
+            log.exception("reading the live feed failed; retrying on the next commit")
+        finally:
+            self._refresher = None
+
+    def _append(self, events: list[Event]) -> None:
+        if not events:
+            return
+        self._seqs.extend(e.seq for e in events)
+        self._events.extend(events)
+        self.high_water = events[-1].seq
+        excess = len(self._seqs) - self._buffer_size
+        if excess > self._buffer_size // 4:  # trim in steps, not one element per append
+            self.floor = self._seqs[excess - 1]
+            del self._seqs[:excess]
+            del self._events[:excess]
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _after(self, cursor: int) -> list[Event]:
+        return self._events[bisect.bisect_right(self._seqs, cursor) :]
+
+    async def subscribe(
+        self,
+        principal: Principal,
+        event_filter: EventFilter,
+        after: int | None,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+    ) -> AsyncIterator[Notice]:
+        """Every matching event committed after `after` (after the call when None), in
+        commit order, then live ones; heartbeats when idle. The first notice is a heartbeat
+        that names the starting cursor."""
+        await self.start()
+        latest = await self._repository.latest_seq()
+        if after is not None and after > max(latest, self.high_water):
+            raise invalid("cursor", f"is ahead of the feed (newest position {latest})")
+        cursor = latest if after is None else after
+        tenant = principal.tenant_id
+        yield Heartbeat(cursor)
+        last_sent = time.monotonic()
+        live = False
+        while True:
+            if cursor < self.floor:
+                if live:
+                    yield FellBehind(cursor)
+                    return
+                upto = self.high_water
+                page = await self._repository.feed_page(
+                    principal, event_filter, cursor, upto, CATCH_UP_PAGE
+                )
+                for event in page:
+                    yield Delivery(event)
+                cursor = page[-1].seq if len(page) == CATCH_UP_PAGE else max(cursor, upto)
+                last_sent = time.monotonic()
+                continue
+            live = True
+            changed = self._changed
+            events = self._after(cursor)
+            if events:
+                for event in events:
+                    if event.tenant_id == tenant and event_filter.matches(event):
+                        yield Delivery(event)
+                        last_sent = time.monotonic()
+                    cursor = event.seq
+                continue
+            idle = time.monotonic() - last_sent
+            if idle >= heartbeat_seconds:
+                yield Heartbeat(cursor)
+                last_sent = time.monotonic()
+                continue
+            try:
+                async with asyncio.timeout(heartbeat_seconds - idle):
+                    await changed.wait()
+            except TimeoutError:
+                pass
+
+
+def check_heartbeat(seconds: int) -> int:
+    if seconds == 0:
+        return DEFAULT_HEARTBEAT_SECONDS
+    if not 1 <= seconds <= MAX_HEARTBEAT_SECONDS:
+        raise invalid("heartbeat_seconds", f"must be between 1 and {MAX_HEARTBEAT_SECONDS}")
+    return seconds

@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between deletions of expired events; 0 turns them off",
     )
     run.add_argument(
+        "--mqtt-url",
+        default=_env("MQTT_URL", ""),
+        help="publish committed events to this broker, e.g. mqtt://127.0.0.1:1883 "
+        "(env EVENTMGMT_MQTT_URL)",
+    )
+    run.add_argument(
         "--production",
         action="store_true",
         default=_env("PRODUCTION", "") in ("1", "true"),
@@ -208,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             production=args.production,
             pending_interval=args.pending_interval,
             retention_interval=args.retention_interval,
+            mqtt_url=args.mqtt_url,
         )
         asyncio.run(serve(settings))
         return 0

@@ -39,6 +39,11 @@ _SETTABLE = (
 )
 
 
+def classification_name(value: int) -> str:
+    """INTERNAL, ALARM, ... for a Classification enum value; "" for unspecified or unknown."""
+    return _CLASSIFICATION_FROM_PROTO.get(value, "")
+
+
 def _to_timestamp(micros: int) -> Timestamp:
     seconds, fraction = divmod(micros, 1_000_000)
     return Timestamp(seconds=seconds, nanos=fraction * 1000)

@@ -44,6 +44,11 @@ def _internal_message() -> str:
 def to_status(error: BaseException) -> grpc.Status:
     """Maps a domain error to its status; anything else is an internal error whose details
     stay in the log (under an incident id), never in the answer."""
+    return rpc_status.to_status(to_status_proto(error))
+
+
+def to_status_proto(error: BaseException) -> status_pb2.Status:
+    """The google.rpc.Status of a failure, for answers that carry one per item."""
     if isinstance(error, errors.DomainError):
         code = next((c for kind, c in _CODES if isinstance(error, kind)), code_pb2.UNKNOWN)
         message, reason = error.message, error.reason
@@ -64,7 +69,7 @@ def to_status(error: BaseException) -> grpc.Status:
                 )
             )
         )
-    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=details))
+    return status_pb2.Status(code=code, message=message, details=details)
 
 
 # Seed 000's failure answers: the HTTP status by kind of error, and its error code by reason

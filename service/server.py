@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from eventmgmt.domain.event_types import EventTypeManager
 from eventmgmt.domain.events import EventManager
 from eventmgmt.domain.find import EventFinder
 from eventmgmt.domain.jobs import JobManager, JobRunner
+from eventmgmt.domain.live import LiveFeed
 from eventmgmt.domain.registry import RegistryManager
 from eventmgmt.domain.retention import RetentionSweeper
 from eventmgmt.domain.sharing import SharingManager
@@ -37,6 +39,7 @@ from eventmgmt.servicers.event_job_service import EventJobRestServicer, EventJob
 from eventmgmt.servicers.event_rest_service import EventRestServicer
 from eventmgmt.servicers.event_search_service import EventSearchServicer
 from eventmgmt.servicers.event_service import EventServicer
+from eventmgmt.servicers.event_stream_service import EventStreamServicer
 from eventmgmt.servicers.event_type_rest_service import EventTypeRestServicer
 from eventmgmt.servicers.event_type_service import EventTypeServicer
 from eventmgmt.servicers.registry_service import RegistryServicer
@@ -56,6 +59,8 @@ from eventmgmt.v1 import (
     event_search_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
+    event_stream_service_pb2,
+    event_stream_service_pb2_grpc,
     event_type_rest_service_pb2,
     event_type_rest_service_pb2_grpc,
     event_type_service_pb2,
@@ -86,6 +91,7 @@ class ServerSettings:
     pending_interval: float = 1.0
     # How often expired events are deleted (seconds); 0 turns the sweeper off.
     retention_interval: float = 600.0
+    mqtt_url: str = ""
 
 
 @dataclass
@@ -99,6 +105,7 @@ class Services:
     types: EventTypeManager
     registry: RegistryManager
     reporter: DeviceEventReporter
+    feed: LiveFeed
 
     @classmethod
     def over(cls, store: Store) -> Services:
@@ -108,6 +115,12 @@ class Services:
         job_store = JobRepository(store)
         runner = JobRunner(job_store, events, parse_job_item)
         sharing = SharingManager(ShareRepository(store))
+        feed = LiveFeed(
+            store.events, buffer_size=int(os.environ.get("EVENTMGMT_LIVE_BUFFER", "10000"))
+        )
+        store.commit_listeners.append(feed.offer)
+        # Other replicas' commits (PostgreSQL): wake this process's feed.
+        store.listen_for_commits(feed.poke_threadsafe)
         return cls(
             events,
             JobManager(job_store, runner.wake),
@@ -116,6 +129,7 @@ class Services:
             types,
             RegistryManager(store.registry),
             DeviceEventReporter(store.registry, store.device_events),
+            feed,
         )
 
 
@@ -125,7 +139,7 @@ def create_server(
     """Wires servicers, auth, health and reflection onto a new server bound to `address`
     (port 0 picks a free port); returns the server, not started, and its port."""
     services = services or Services.over(store)
-    events = services.events
+    events, feed = services.events, services.feed
     types = services.types
     server = grpc.aio.server(
         # Seed 000's path answers its failures with its own body, never a gRPC status.
@@ -141,7 +155,10 @@ def create_server(
     )
     event_service_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(events), server)
     event_rest_service_pb2_grpc.add_EventRestServiceServicer_to_server(
-        EventRestServicer(events), server
+        EventRestServicer(events, feed), server
+    )
+    event_stream_service_pb2_grpc.add_EventStreamServiceServicer_to_server(
+        EventStreamServicer(events, feed), server
     )
     event_job_service_pb2_grpc.add_EventJobServiceServicer_to_server(
         EventJobServicer(services.jobs), server
@@ -186,6 +203,7 @@ def create_server(
         event_type_service_pb2.DESCRIPTOR.services_by_name["EventTypeService"].full_name,
         event_type_rest_service_pb2.DESCRIPTOR.services_by_name["EventTypeRestService"].full_name,
         event_search_service_pb2.DESCRIPTOR.services_by_name["EventSearchService"].full_name,
+        event_stream_service_pb2.DESCRIPTOR.services_by_name["EventStreamService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
@@ -239,6 +257,14 @@ async def serve(settings: ServerSettings) -> None:
             RetentionSweeper(RetentionRepository(store), settings.retention_interval).run()
         )
     log.info("gRPC listening on %s", settings.grpc_address)
+    publisher = None
+    if settings.mqtt_url:
+        from eventmgmt.mqtt import MqttPublisher
+
+        publisher = MqttPublisher(settings.mqtt_url)
+        store.commit_listeners.append(publisher.offer)
+        publisher.start()
+        log.info("publishing committed events to MQTT at %s", settings.mqtt_url)
     envoy = None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -274,6 +300,8 @@ async def serve(settings: ServerSettings) -> None:
         if sweeper is not None:
             sweeper.cancel()
         await server.stop(settings.grace_seconds)
+        if publisher is not None:
+            publisher.stop()
         store.close()
 
 

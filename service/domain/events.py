@@ -358,7 +358,6 @@ class EventManager:
         await self._repository.insert(event)
         return event
 
-
     async def create_many(
         self, principal: Principal, drafts: Sequence[Draft]
     ) -> builtins.list[IngestOutcome]:

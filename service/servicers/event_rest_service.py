@@ -4,6 +4,7 @@ strictly, calls the domain, and answers with the documented JSON and HTTP status
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,6 +15,14 @@ from eventmgmt import rest_json
 from eventmgmt.auth import current_principal
 from eventmgmt.domain.errors import invalid
 from eventmgmt.domain.events import EventManager, EventQuery, check_page_size, parse_sort
+from eventmgmt.domain.live import (
+    Delivery,
+    FellBehind,
+    LiveFeed,
+    check_heartbeat,
+    parse_cursor,
+    subscription_filter,
+)
 from eventmgmt.servicers import kept_warning
 from eventmgmt.v1 import event_rest_service_pb2 as pb
 from eventmgmt.v1 import event_rest_service_pb2_grpc
@@ -21,6 +30,7 @@ from eventmgmt.v1 import event_rest_service_pb2_grpc
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 JSON = "application/json"
 HAL_JSON = "application/hal+json"
+EVENT_STREAM = "text/event-stream"
 
 
 def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
@@ -56,9 +66,16 @@ def _expected_etag(context: grpc.aio.ServicerContext, body_etag: Any) -> int | N
     return from_header if from_header is not None else body_etag
 
 
+def _sse(cursor: int, kind: str, document: Any) -> httpbody_pb2.HttpBody:
+    """One server-sent event: the cursor as its id, so EventSource resumes by itself."""
+    data = b"id: %d\nevent: %s\ndata: %s\n\n" % (cursor, kind.encode(), rest_json.dumps(document))
+    return httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=data)
+
+
 class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
-    def __init__(self, events: EventManager) -> None:
+    def __init__(self, events: EventManager, feed: LiveFeed) -> None:
         self._events = events
+        self._feed = feed
 
     async def RestCreateEvent(
         self, request: pb.RestCreateEventRequest, context: grpc.aio.ServicerContext
@@ -117,3 +134,36 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
     ) -> httpbody_pb2.HttpBody:
         event = await self._events.acknowledge(current_principal(), request.id)
         return _body(rest_json.acknowledge_document(event))
+
+    async def RestSubscribeEvents(
+        self, request: pb.RestSubscribeEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        principal = current_principal()
+        event_filter = subscription_filter(
+            principal,
+            domain=request.domain,
+            type_ids=request.type_ids,
+            severities=request.severities,
+            classifications=request.classifications,
+            entity_type=request.entity_type,
+            entity_id=request.entity_id,
+        )
+        last_event_id = _metadata(context, "last-event-id")
+        if last_event_id is not None:
+            after = parse_cursor(last_event_id.strip(), "Last-Event-ID")
+        else:
+            after = parse_cursor(request.cursor)
+        heartbeat = check_heartbeat(request.heartbeat_seconds)
+        base = base_url(context)
+        notices = self._feed.subscribe(principal, event_filter, after, heartbeat)
+        async for notice in notices:
+            if isinstance(notice, Delivery):
+                yield _sse(notice.cursor, "event", rest_json.event_document(notice.event, base))
+            elif isinstance(notice, FellBehind):
+                # The end of the body is all an HTTP/1.1 client would see of an error status,
+                # so the reason travels in the stream itself.
+                document = {"reason": notice.reason, "message": notice.message}
+                yield _sse(notice.cursor, "fell-behind", {**document, "cursor": str(notice.cursor)})
+                return
+            else:
+                yield _sse(notice.cursor, "heartbeat", {"cursor": str(notice.cursor)})

@@ -65,6 +65,11 @@ class EventRestServiceStub:
                 request_serializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestAcknowledgeEventRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.RestSubscribeEvents = channel.unary_stream(
+                '/eventmgmt.v1.EventRestService/RestSubscribeEvents',
+                request_serializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestSubscribeEventsRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class EventRestServiceServicer:
@@ -110,6 +115,17 @@ class EventRestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestSubscribeEvents(self, request, context):
+        """Live events as server-sent events (`text/event-stream`): `GET /liveEvents`. The same
+        subscription as EventStreamService.SubscribeEvents. Each SSE message has an `id:` (the
+        cursor), an `event:` (`event`, `heartbeat` or `fell-behind`) and a JSON `data:` line;
+        events have the shape of `GET /events/{id}`. A client that reconnects with the
+        `Last-Event-ID` header (or `cursor`) gets exactly the events it missed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventRestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +152,11 @@ def add_EventRestServiceServicer_to_server(servicer, server):
             'RestAcknowledgeEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.RestAcknowledgeEvent,
                     request_deserializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestAcknowledgeEventRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'RestSubscribeEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.RestSubscribeEvents,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestSubscribeEventsRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
@@ -278,6 +299,33 @@ class EventRestService:
             target,
             '/eventmgmt.v1.EventRestService/RestAcknowledgeEvent',
             eventmgmt_dot_v1_dot_event__rest__service__pb2.RestAcknowledgeEventRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestSubscribeEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eventmgmt.v1.EventRestService/RestSubscribeEvents',
+            eventmgmt_dot_v1_dot_event__rest__service__pb2.RestSubscribeEventsRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

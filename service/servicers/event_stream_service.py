@@ -1,0 +1,123 @@
+"""EventStreamService: live subscriptions and streamed ingest. Translates messages; the rules
+live in eventmgmt.domain.live and EventManager."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+import grpc
+
+from eventmgmt.auth import current_principal
+from eventmgmt.convert import classification_name, event_to_proto, fields_from_proto
+from eventmgmt.domain.errors import DomainError, ResourceExhausted
+from eventmgmt.domain.events import Draft, Event, EventManager, IngestOutcome
+from eventmgmt.domain.live import (
+    Delivery,
+    FellBehind,
+    LiveFeed,
+    check_heartbeat,
+    format_cursor,
+    parse_cursor,
+    subscription_filter,
+)
+from eventmgmt.errors import to_status_proto
+from eventmgmt.v1 import event_stream_service_pb2 as pb
+from eventmgmt.v1 import event_stream_service_pb2_grpc
+
+MAX_INGEST_BATCH = 1000
+# Every subscriber that gets an event gets the same message: convert it once.
+_MESSAGE_CACHE_SIZE = 4096
+
+
+class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServicer):
+    def __init__(self, events: EventManager, feed: LiveFeed) -> None:
+        self._events = events
+        self._feed = feed
+        self._messages: OrderedDict[int, pb.SubscribeEventsResponse] = OrderedDict()
+
+    def _event_message(self, event: Event) -> pb.SubscribeEventsResponse:
+        message = self._messages.get(event.seq)
+        if message is None:
+            message = pb.SubscribeEventsResponse(
+                cursor=format_cursor(event.seq), event=event_to_proto(event)
+            )
+            self._messages[event.seq] = message
+            if len(self._messages) > _MESSAGE_CACHE_SIZE:
+                self._messages.popitem(last=False)
+        return message
+
+    async def SubscribeEvents(
+        self, request: pb.SubscribeEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SubscribeEventsResponse]:
+        principal = current_principal()
+        event_filter = subscription_filter(
+            principal,
+            domain=request.domain,
+            type_ids=request.type_ids,
+            severities=request.severities,
+            classifications=[classification_name(c) for c in request.classifications],
+            entity_type=request.entity_type,
+            entity_id=request.entity_id,
+        )
+        after = parse_cursor(request.cursor)
+        heartbeat = check_heartbeat(request.heartbeat_seconds)
+        async for notice in self._feed.subscribe(principal, event_filter, after, heartbeat):
+            if isinstance(notice, Delivery):
+                yield self._event_message(notice.event)
+            elif isinstance(notice, FellBehind):
+                yield pb.SubscribeEventsResponse(
+                    cursor=format_cursor(notice.cursor),
+                    fell_behind=pb.FellBehind(reason=notice.reason, message=notice.message),
+                )
+                raise ResourceExhausted(notice.message, reason=notice.reason)
+            else:
+                yield pb.SubscribeEventsResponse(
+                    cursor=format_cursor(notice.cursor), heartbeat=pb.Heartbeat()
+                )
+
+    async def IngestEvents(
+        self,
+        request_iterator: AsyncIterator[pb.IngestEventsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.IngestEventsResponse]:
+        principal = current_principal()
+        async for request in request_iterator:
+            items = request.items
+            if len(items) > MAX_INGEST_BATCH:
+                error = to_status_proto(
+                    ResourceExhausted(
+                        f"a batch holds at most {MAX_INGEST_BATCH} events; this one {len(items)}",
+                        reason="BATCH_TOO_LARGE",
+                    )
+                )
+                yield pb.IngestEventsResponse(
+                    results=[
+                        pb.IngestResult(idempotency_key=i.idempotency_key, error=error)
+                        for i in items
+                    ]
+                )
+                continue
+            outcomes: list[IngestOutcome | None] = []
+            drafts: list[Draft] = []
+            for item in items:
+                try:
+                    fields = fields_from_proto(item.event)
+                except DomainError as error:
+                    outcomes.append(IngestOutcome(error=error))
+                    continue
+                outcomes.append(None)
+                drafts.append(Draft(fields, item.idempotency_key or None))
+            stored = iter(await self._events.create_many(principal, drafts))
+            results = []
+            for item, outcome in zip(items, outcomes, strict=True):
+                done = outcome or next(stored)
+                result = pb.IngestResult(idempotency_key=item.idempotency_key)
+                if done.event is not None:
+                    result.id = done.event.id
+                elif done.duplicate_of is not None:
+                    result.id, result.duplicate = done.duplicate_of, True
+                elif done.error is not None:
+                    result.error.CopyFrom(to_status_proto(done.error))
+                results.append(result)
+            yield pb.IngestEventsResponse(results=results)

@@ -59,8 +59,8 @@ EVENT_COLUMNS = (
     "payload_data",
     "custom",
 )
-_SELECT_EVENT = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
-_SELECT_FEED = f"SELECT {', '.join(EVENT_COLUMNS)}, seq FROM events"
+# Reads return the feed position too (NULL for events stored before the feed existed).
+_SELECT_EVENT = f"SELECT {', '.join(EVENT_COLUMNS)}, seq FROM events"
 # An insert names its columns; seq and idempotency_key follow the event's own.
 _INSERT_COLUMNS = (*EVENT_COLUMNS, "seq", "idempotency_key")
 
@@ -160,7 +160,8 @@ def _event_from_row(r: Sequence[Any]) -> Event:
         internal=bool(r[22]),
         payload=payload,
         custom_fields=json.loads(r[25], object_hook=_decode_custom) if r[25] else {},
-        seq=r[26] if len(r) > 26 else 0,
+        # Reads through _SELECT_EVENT carry the feed position (NULL before migration 7).
+        seq=(r[26] or 0) if len(r) > 26 else 0,
     )
 
 
@@ -451,7 +452,7 @@ class EventRepository:
         def work(db: peewee.Database) -> builtins.list[Event]:
             p = db.param
             rows = db.execute_sql(
-                f"{_SELECT_FEED} WHERE seq > {p} ORDER BY seq LIMIT {p}", (after, limit)
+                f"{_SELECT_EVENT} WHERE seq > {p} ORDER BY seq LIMIT {p}", (after, limit)
             ).fetchall()
             return [_event_from_row(r) for r in rows]
 
@@ -465,7 +466,7 @@ class EventRepository:
             where, args = _scope(principal, p)
             clauses, more = _filter_clauses(event_filter, p)
             rows = db.execute_sql(
-                f"{_SELECT_FEED} WHERE {where} AND seq > {p} AND seq <= {p}{clauses} "
+                f"{_SELECT_EVENT} WHERE {where} AND seq > {p} AND seq <= {p}{clauses} "
                 f"ORDER BY seq LIMIT {p}",
                 (*args, after, upto, *more, limit),
             ).fetchall()

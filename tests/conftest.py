@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 POSTGRES_ENV = "EVENTMGMT_TEST_POSTGRES_URL"
+MQTT_ENV = "EVENTMGMT_TEST_MQTT_URL"
 BACKENDS = ["sqlite", "postgresql"]
 EVENTMGMT = [sys.executable, "-m", "eventmgmt"]
 
@@ -39,6 +40,16 @@ def postgres_server_url() -> str:
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the PostgreSQL tests: set {POSTGRES_ENV}")
     pytest.skip(f"no PostgreSQL configured: set {POSTGRES_ENV}=postgresql://user@host/db to run")
+
+
+def mqtt_broker_url() -> str:
+    """The MQTT broker the tests may use; CI must have one, elsewhere it is optional."""
+    url = os.environ.get(MQTT_ENV)
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the MQTT tests: set {MQTT_ENV}")
+    pytest.skip(f"no MQTT broker configured: set {MQTT_ENV}=mqtt://host:1883 to run")
 
 
 def _admin_connection(url: str) -> Any:
@@ -119,6 +130,8 @@ class Service:
     # runs its Envoy gateway.
     env: dict[str, str] = field(default_factory=dict)
     gateway: bool = True
+    # More `serve` flags, such as `--mqtt-url ...`.
+    serve_args: tuple[str, ...] = ()
 
     @property
     def rest_url(self) -> str:
@@ -172,6 +185,7 @@ class Service:
                 "--data-dir",
                 str(self.data_dir),
                 *([] if self.gateway else ["--no-gateway"]),
+                *self.serve_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

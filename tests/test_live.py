@@ -108,17 +108,21 @@ def reason_of(error: grpc.RpcError) -> str:
 # --- subscribe -------------------------------------------------------------------------------
 
 
+def fresh_root() -> str:
+    """A domain no other test writes to: the session's service and keys are shared."""
+    return f"/t{uuid.uuid4().hex[:8]}"
+
+
 def test_subscriber_gets_matching_events_of_its_subtree_in_commit_order(
-    service: Service, channel: grpc.Channel
+    channel: grpc.Channel, keys: Keys
 ) -> None:
-    tenant = f"live-{uuid.uuid4().hex[:8]}"
-    writer = service.create_key(tenant, "ReadWrite")
-    reader = service.create_key(tenant, "Read", "/root")
-    other_tenant = service.create_key(f"{tenant}-x", "ReadWrite")
-    subscription = Subscription(channel, reader, domain="/root/sub1")
+    root = fresh_root()
+    writer, reader, other_tenant = keys.writer, keys.read, keys.other_tenant
+    subscription = Subscription(channel, reader, domain=f"{root}/sub1")
     alarms = Subscription(
         channel,
         reader,
+        domain=root,
         severities=[event_pb2.SEVERITY_CRITICAL],
         classifications=[event_pb2.CLASSIFICATION_ALARM],
         type_ids=["StandardEvent"],
@@ -126,57 +130,57 @@ def test_subscriber_gets_matching_events_of_its_subtree_in_commit_order(
     )
 
     expected = [
-        create(channel, writer, description="a", domain="/root/sub1").id,
-        create(channel, writer, description="b", domain="/root/sub1/sub11").id,
+        create(channel, writer, description="a", domain=f"{root}/sub1").id,
+        create(channel, writer, description="b", domain=f"{root}/sub1/sub11").id,
     ]
-    create(channel, writer, description="sibling", domain="/root/sub10")
-    create(channel, writer, description="outside the key", domain="/other")
-    create(channel, other_tenant, description="another tenant", domain="/root/sub1")
+    create(channel, writer, description="sibling", domain=f"{root}/sub10")
+    create(channel, writer, description="a sibling root", domain=f"{root}x")
+    create(channel, other_tenant, description="another tenant", domain=f"{root}/sub1")
     alarm = create(
         channel,
         writer,
         description="hot",
-        domain="/root/sub2",
+        domain=f"{root}/sub2",
         entity_id="pump-7",
         severity=event_pb2.SEVERITY_CRITICAL,
         classification=event_pb2.CLASSIFICATION_ALARM,
     ).id
-    create(channel, writer, description="mild", domain="/root", entity_id="pump-7", severity=3)
+    create(channel, writer, description="mild", domain=root, entity_id="pump-7", severity=3)
     create(
         channel,
         writer,
         description="another pump",
+        domain=root,
         entity_id="pump-8",
         severity=event_pb2.SEVERITY_CRITICAL,
         classification=event_pb2.CLASSIFICATION_ALARM,
     )
-    expected.append(create(channel, writer, description="c", domain="/root/sub1").id)
+    expected.append(create(channel, writer, description="c", domain=f"{root}/sub1").id)
 
     got = subscription.events(3)
     assert [m.event.id for m in got] == expected
     cursors = [int(m.cursor) for m in got]
     assert cursors == sorted(cursors) and int(subscription.start_cursor) < cursors[0]
-    assert got[1].event.domain == "/root/sub1/sub11" and got[1].event.tenant_id == tenant
+    assert got[1].event.domain == f"{root}/sub1/sub11" and got[1].event.tenant_id == "acme"
     assert [m.event.id for m in alarms.events(1)] == [alarm]
     subscription.cancel()
     alarms.cancel()
 
 
 def test_reconnect_with_last_cursor_gets_exactly_the_missed_events(
-    service: Service, channel: grpc.Channel
+    channel: grpc.Channel, keys: Keys
 ) -> None:
-    tenant = f"resume-{uuid.uuid4().hex[:8]}"
-    writer = service.create_key(tenant, "ReadWrite")
-    first = Subscription(channel, writer)
-    before = [create(channel, writer, description=f"before {n}").id for n in range(5)]
+    root, writer = fresh_root(), keys.writer
+    first = Subscription(channel, writer, domain=root)
+    before = [create(channel, writer, description=f"b{n}", domain=root).id for n in range(5)]
     received = first.events(3)  # the client goes away after three, mid-stream
     first.cancel()
-    missed = [create(channel, writer, description=f"missed {n}").id for n in range(7)]
+    missed = [create(channel, writer, description=f"m{n}", domain=root).id for n in range(7)]
 
-    again = Subscription(channel, writer, cursor=received[-1].cursor)
+    again = Subscription(channel, writer, domain=root, cursor=received[-1].cursor)
     after_reconnect = [m.event.id for m in again.events(2 + 7)]
     assert after_reconnect == before[3:] + missed
-    live = create(channel, writer, description="live").id
+    live = create(channel, writer, description="live", domain=root).id
     assert [m.event.id for m in again.events(1)] == [live]
     delivered = [m.event.id for m in received] + after_reconnect + [live]
     assert len(delivered) == len(set(delivered)) == 13
@@ -207,18 +211,17 @@ def test_subscriptions_respect_tenant_domain_and_input_rules(
 
     # A key limited to /root/sub1 gets its subtree by default, and nothing outside it.
     scoped = Subscription(channel, keys.sub1_writer)
+    create(channel, keys.other_tenant, description="another tenant", domain="/root/sub1")
     create(channel, keys.writer, description="outside", domain="/root/sub2")
-    inside = create(channel, keys.writer, description="inside", domain="/root/sub1/x").id
+    inside = create(channel, keys.writer, description="inside", domain="/root/sub1/sub11").id
     assert [m.event.id for m in scoped.events(1)] == [inside]
     scoped.cancel()
 
 
 def test_idle_subscription_sends_heartbeats_with_a_resumable_cursor(
-    service: Service, channel: grpc.Channel
+    channel: grpc.Channel, keys: Keys
 ) -> None:
-    tenant = f"idle-{uuid.uuid4().hex[:8]}"
-    key = service.create_key(tenant, "ReadWrite")
-    subscription = Subscription(channel, key, heartbeat_seconds=1)
+    subscription = Subscription(channel, keys.read, domain=fresh_root(), heartbeat_seconds=1)
     beat = subscription.next()
     assert beat.WhichOneof("kind") == "heartbeat"
     assert int(beat.cursor) >= int(subscription.start_cursor)
@@ -264,33 +267,36 @@ class EventStream:
         self.connection.close()
 
 
-def test_rest_stream_delivers_sse_and_resumes_with_last_event_id(service: Service) -> None:
-    tenant = f"sse-{uuid.uuid4().hex[:8]}"
-    key = service.create_key(tenant, "ReadWrite")
+def test_rest_stream_delivers_sse_and_resumes_with_last_event_id(
+    service: Service, keys: Keys
+) -> None:
+    root, key = fresh_root(), keys.writer
 
     def post(description: str, **fields: Any) -> str:
         answer = service.request("POST", "/events", {"description": description, **fields}, key)
         assert answer.status == 201, answer.body
         return str(answer.json()["id"])
 
-    stream = EventStream(service, key, "domain=/root&severities=2&severities=3&heartbeatSeconds=1")
+    stream = EventStream(
+        service, key, f"domain={root}&severities=2&severities=3&heartbeatSeconds=1"
+    )
     assert stream.response.status == 200
     assert stream.response.getheader("content-type", "").startswith("text/event-stream")
     hello = stream.next()
     assert hello["event"] == "heartbeat" and hello["id"] == hello["data"]["cursor"]
 
-    first = post("first", domain="/root/a", severity=2, source={"thingName": "000001"})
-    post("filtered out", domain="/root/a", severity=5)
-    second = post("second", domain="/root", severity=3)
+    first = post("first", domain=f"{root}/a", severity=2, source={"thingName": "000001"})
+    post("filtered out", domain=f"{root}/a", severity=5)
+    second = post("second", domain=root, severity=3)
     got = stream.events(2)
     assert [m["data"]["id"] for m in got] == [first, second]
     assert got[0]["data"]["source"] == {"thingName": "000001"}  # the REST shape, exactly
     assert got[0]["data"]["_links"]["self"]["href"].endswith(f"/events/{first}")
     stream.close()
 
-    missed = [post(f"missed {n}", domain="/root/b", severity=2) for n in range(3)]
+    missed = [post(f"missed {n}", domain=f"{root}/b", severity=2) for n in range(3)]
     resumed = EventStream(
-        service, key, "domain=/root&severities=2&severities=3", **{"Last-Event-ID": got[0]["id"]}
+        service, key, f"domain={root}&severities=2&severities=3", **{"Last-Event-ID": got[0]["id"]}
     )
     assert [m["data"]["id"] for m in resumed.events(4)] == [second, *missed]
     resumed.close()
@@ -314,10 +320,9 @@ def ingest_request(*items: tuple[str, event_pb2.Event]) -> Any:
 
 
 def test_ingest_answers_each_event_and_keeps_the_stream_open_on_errors(
-    service: Service, channel: grpc.Channel
+    channel: grpc.Channel, keys: Keys
 ) -> None:
-    tenant = f"ingest-{uuid.uuid4().hex[:8]}"
-    key = service.create_key(tenant, "ReadWrite")
+    key, tag = keys.writer, uuid.uuid4().hex
     stub = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
     requests: queue.Queue[Any] = queue.Queue()
     call = stub.IngestEvents(iter(requests.get, None), metadata=auth(key), timeout=WAIT * 2)
@@ -325,14 +330,14 @@ def test_ingest_answers_each_event_and_keeps_the_stream_open_on_errors(
 
     requests.put(
         ingest_request(
-            ("k1", event_pb2.Event(description="ok 1", domain="/root/gw1")),
-            ("k2", event_pb2.Event(description="bad", severity=9)),
-            ("k3", event_pb2.Event(description="bad domain", domain="nope")),
+            (f"{tag}:k1", event_pb2.Event(description="ok 1", domain="/root/gw1")),
+            (f"{tag}:k2", event_pb2.Event(description="bad", severity=9)),
+            (f"{tag}:k3", event_pb2.Event(description="bad domain", domain="nope")),
             ("", event_pb2.Event(description="no key")),
         )
     )
     first = next(answers).results
-    assert [r.idempotency_key for r in first] == ["k1", "k2", "k3", ""]
+    assert [r.idempotency_key for r in first] == [f"{tag}:k{n}" for n in (1, 2, 3)] + [""]
     assert first[0].id and not first[0].HasField("error") and first[3].id
     assert first[1].error.code == code_pb2.INVALID_ARGUMENT and not first[1].id
     bad = error_details_pb2.BadRequest()
@@ -343,8 +348,8 @@ def test_ingest_answers_each_event_and_keeps_the_stream_open_on_errors(
     # The stream is still open: the next batch, with a key repeated inside it.
     requests.put(
         ingest_request(
-            ("k4", event_pb2.Event(description="ok 4")),
-            ("k4", event_pb2.Event(description="ok 4 again")),
+            (f"{tag}:k4", event_pb2.Event(description="ok 4")),
+            (f"{tag}:k4", event_pb2.Event(description="ok 4 again")),
         )
     )
     second = next(answers).results
@@ -359,12 +364,18 @@ def test_ingest_answers_each_event_and_keeps_the_stream_open_on_errors(
 
 
 def test_resend_after_a_broken_stream_stores_nothing_twice(
-    service: Service, channel: grpc.Channel
+    channel: grpc.Channel, keys: Keys
 ) -> None:
-    tenant = f"resend-{uuid.uuid4().hex[:8]}"
-    key = service.create_key(tenant, "ReadWrite")
+    key, tag = keys.writer, uuid.uuid4().hex
+    events = event_service_pb2_grpc.EventServiceStub(channel)
+
+    def stored() -> int:
+        everything = event_service_pb2.ListEventsRequest(page_size=1)
+        return int(events.ListEvents(everything, metadata=auth(key)).total_size)
+
+    before = stored()
     stub = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
-    batch = [(f"gw-7:{n}", event_pb2.Event(description=f"reading {n}")) for n in range(50)]
+    batch = [(f"{tag}:{n}", event_pb2.Event(description=f"reading {n}")) for n in range(50)]
     requests: queue.Queue[Any] = queue.Queue()
     broken = stub.IngestEvents(iter(requests.get, None), metadata=auth(key), timeout=WAIT * 2)
     requests.put(ingest_request(*batch[:30]))
@@ -376,19 +387,14 @@ def test_resend_after_a_broken_stream_stores_nothing_twice(
     assert [r.id for r in results[:30]] == first_ids and all(r.duplicate for r in results[:30])
     assert not any(r.duplicate for r in results[30:]) and all(r.id for r in results)
 
-    events = event_service_pb2_grpc.EventServiceStub(channel)
-    listed = events.ListEvents(
-        event_service_pb2.ListEventsRequest(page_size=1000), metadata=auth(key)
-    )
-    assert listed.total_size == 50
+    assert stored() == before + 50
 
 
-def test_ingested_events_reach_subscribers(service: Service, channel: grpc.Channel) -> None:
-    tenant = f"ingest-live-{uuid.uuid4().hex[:8]}"
-    key = service.create_key(tenant, "ReadWrite")
-    subscription = Subscription(channel, key)
+def test_ingested_events_reach_subscribers(channel: grpc.Channel, keys: Keys) -> None:
+    root, key = fresh_root(), keys.writer
+    subscription = Subscription(channel, key, domain=root)
     stub = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
-    batch = [(f"k{n}", event_pb2.Event(description=f"e{n}")) for n in range(100)]
+    batch = [(f"{root}:{n}", event_pb2.Event(description=f"e{n}", domain=root)) for n in range(100)]
     answer = list(stub.IngestEvents(iter([ingest_request(*batch)]), metadata=auth(key)))
     assert [m.event.id for m in subscription.events(100)] == [r.id for r in answer[0].results]
     subscription.cancel()

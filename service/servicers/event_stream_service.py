@@ -3,6 +3,7 @@ live in eventmgmt.domain.live and EventManager."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
@@ -10,6 +11,7 @@ import grpc
 
 from eventmgmt.auth import current_principal
 from eventmgmt.convert import classification_name, event_to_proto, fields_from_proto
+from eventmgmt.domain.access import Principal
 from eventmgmt.domain.errors import DomainError, ResourceExhausted
 from eventmgmt.domain.events import Draft, Event, EventManager, IngestOutcome
 from eventmgmt.domain.live import (
@@ -26,6 +28,7 @@ from eventmgmt.v1 import event_stream_service_pb2 as pb
 from eventmgmt.v1 import event_stream_service_pb2_grpc
 
 MAX_INGEST_BATCH = 1000
+INGEST_WINDOW = 8
 # Every subscriber that gets an event gets the same message: convert it once.
 _MESSAGE_CACHE_SIZE = 4096
 
@@ -82,42 +85,76 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.IngestEventsResponse]:
         principal = current_principal()
-        async for request in request_iterator:
-            items = request.items
-            if len(items) > MAX_INGEST_BATCH:
-                error = to_status_proto(
-                    ResourceExhausted(
-                        f"a batch holds at most {MAX_INGEST_BATCH} events; this one {len(items)}",
-                        reason="BATCH_TOO_LARGE",
+        # Batches are read and validated while earlier ones commit (a few in flight per
+        # stream, answered in order), so that concurrent commits can share a transaction.
+        answers: asyncio.Queue[asyncio.Task[pb.IngestEventsResponse] | None] = asyncio.Queue(
+            INGEST_WINDOW
+        )
+
+        async def read_requests() -> None:
+            try:
+                async for request in request_iterator:
+                    await answers.put(asyncio.create_task(self._ingest(principal, request)))
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(read_requests())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield await answer
+            await reader  # a failed read (a broken stream) ends the call with its error
+        finally:
+            reader.cancel()
+            while not answers.empty():
+                pending = answers.get_nowait()
+                if pending is not None:
+                    pending.cancel()
+
+    async def _ingest(
+        self, principal: Principal, request: pb.IngestEventsRequest
+    ) -> pb.IngestEventsResponse:
+        items = request.items
+        if len(items) > MAX_INGEST_BATCH:
+            error = to_status_proto(
+                ResourceExhausted(
+                    f"a batch holds at most {MAX_INGEST_BATCH} events; this one {len(items)}",
+                    reason="BATCH_TOO_LARGE",
+                )
+            )
+            return pb.IngestEventsResponse(
+                results=[
+                    pb.IngestResult(idempotency_key=i.idempotency_key, error=error) for i in items
+                ]
+            )
+        outcomes: list[IngestOutcome | None] = []
+        drafts: list[Draft] = []
+        for item in items:
+            try:
+                fields = fields_from_proto(item.event)
+            except DomainError as error:
+                outcomes.append(IngestOutcome(error=error))
+                continue
+            outcomes.append(None)
+            drafts.append(Draft(fields, item.idempotency_key or None))
+        stored = iter(await self._events.create_many(principal, drafts))
+        results = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            done = outcome or next(stored)
+            if done.event is not None:
+                results.append(
+                    pb.IngestResult(idempotency_key=item.idempotency_key, id=done.event.id)
+                )
+            elif done.duplicate_of is not None:
+                results.append(
+                    pb.IngestResult(
+                        idempotency_key=item.idempotency_key, id=done.duplicate_of, duplicate=True
                     )
                 )
-                yield pb.IngestEventsResponse(
-                    results=[
-                        pb.IngestResult(idempotency_key=i.idempotency_key, error=error)
-                        for i in items
-                    ]
+            else:
+                assert done.error is not None
+                results.append(
+                    pb.IngestResult(
+                        idempotency_key=item.idempotency_key, error=to_status_proto(done.error)
+                    )
                 )
-                continue
-            outcomes: list[IngestOutcome | None] = []
-            drafts: list[Draft] = []
-            for item in items:
-                try:
-                    fields = fields_from_proto(item.event)
-                except DomainError as error:
-                    outcomes.append(IngestOutcome(error=error))
-                    continue
-                outcomes.append(None)
-                drafts.append(Draft(fields, item.idempotency_key or None))
-            stored = iter(await self._events.create_many(principal, drafts))
-            results = []
-            for item, outcome in zip(items, outcomes, strict=True):
-                done = outcome or next(stored)
-                result = pb.IngestResult(idempotency_key=item.idempotency_key)
-                if done.event is not None:
-                    result.id = done.event.id
-                elif done.duplicate_of is not None:
-                    result.id, result.duplicate = done.duplicate_of, True
-                elif done.error is not None:
-                    result.error.CopyFrom(to_status_proto(done.error))
-                results.append(result)
-            yield pb.IngestEventsResponse(results=results)
+        return pb.IngestEventsResponse(results=results)

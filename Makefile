@@ -59,10 +59,11 @@ lint: $(STAMP) $(THIRD_PARTY) checkgenerate ## ruff, mypy, buf lint and buf brea
 	else echo "buf breaking: no buf.yaml on main yet, nothing to compare"; fi
 
 .PHONY: bench
-bench: $(STAMP) ## Measure create rates over gRPC and REST, and find latency on 1M events.
+bench: $(STAMP) ## Create rates, bulk jobs, find latency on 1M events, live delivery, ingest.
 	$(PY) tests/benchmarks/bench.py
 	$(PY) tests/benchmarks/bench_jobs.py
 	$(PY) tests/benchmarks/bench_find.py
+	$(PY) tests/benchmarks/bench_live.py
 
 .PHONY: clean
 clean: ## Remove the virtual environment, build output and local data.

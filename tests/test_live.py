@@ -454,8 +454,8 @@ def test_subscriber_on_one_replica_gets_events_written_through_another(
     tmp_path: Path, postgres_databases: Any
 ) -> None:
     url = postgres_databases()
-    first = Service(url, tmp_path / "a", serve_args=("--no-gateway",))
-    second = Service(url, tmp_path / "b", serve_args=("--no-gateway",))
+    first = Service(url, tmp_path / "a", gateway=False)
+    second = Service(url, tmp_path / "b", gateway=False)
     for replica in (first, second):
         replica.data_dir.mkdir()
         replica.start()

@@ -400,6 +400,21 @@ def test_ingested_events_reach_subscribers(channel: grpc.Channel, keys: Keys) ->
     subscription.cancel()
 
 
+def test_events_of_a_bulk_create_job_reach_subscribers(
+    service: Service, channel: grpc.Channel, keys: Keys
+) -> None:
+    root = fresh_root()
+    subscription = Subscription(channel, keys.read, domain=root)
+    body = {"events": [{"description": f"job {n}", "domain": root} for n in range(20)]}
+    answer = service.request("POST", "/createEventsJobs", body, key=keys.writer)
+    assert answer.status == 201, answer.body
+    got = subscription.events(20)
+    assert sorted(m.event.description for m in got) == sorted(
+        e["description"] for e in body["events"]
+    )
+    subscription.cancel()
+
+
 # --- a slow subscriber -----------------------------------------------------------------------
 
 

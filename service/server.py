@@ -299,6 +299,8 @@ async def serve(settings: ServerSettings) -> None:
         pending.cancel()
         if sweeper is not None:
             sweeper.cancel()
+        # Open subscriptions would hold the grace period; their clients resume by cursor.
+        services.feed.close()
         await server.stop(settings.grace_seconds)
         if publisher is not None:
             publisher.stop()

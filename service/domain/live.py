@@ -191,6 +191,7 @@ class LiveFeed:
         self._starting = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started = False
+        self.closed = False
 
     async def start(self) -> None:
         """Reads the newest position; until then commits are not kept in memory."""
@@ -204,7 +205,9 @@ class LiveFeed:
             # process picks up commits whose wake-up was lost (a dropped LISTEN connection).
             self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
-    async def stop(self) -> None:
+    def close(self) -> None:
+        """Ends every subscription (their clients resume elsewhere or after a restart)."""
+        self.closed = True
         for task in (self._ticker, self._refresher):
             if task is not None:
                 task.cancel()
@@ -288,7 +291,7 @@ class LiveFeed:
         yield Heartbeat(cursor)
         last_sent = time.monotonic()
         live = False
-        while True:
+        while not self.closed:
             if cursor < self.floor:
                 if live:
                     yield FellBehind(cursor)

@@ -247,20 +247,22 @@ def raw_executemany_rate(work_dir: Path, count: int, per_transaction: int) -> fl
     principal = Principal("bench", "k", "bench", Role.ADMIN)
     manager = EventManager(store.events)
     drafts = sample_events(count)
-    events: list[Event] = [
-        manager._new_event(
-            principal,
-            {
-                "description": e.description,
-                "severity": e.severity,
-                "entity_type": e.entity_type,
-                "entity_id": e.entity_id,
-                "code": e.code,
-                "domain": e.domain,
-            },
-        )
+    fields = [
+        {
+            "description": e.description,
+            "severity": e.severity,
+            "entity_type": e.entity_type,
+            "entity_id": e.entity_id,
+            "code": e.code,
+            "domain": e.domain,
+        }
         for e in drafts
     ]
+
+    async def prepare_all() -> list[Event]:
+        return [await manager.prepare(principal, f) for f in fields]
+
+    events = asyncio.run(prepare_all())
     rows = [(*_event_row(e), seq, f"raw-{seq}") for seq, e in enumerate(events, start=1)]
     connection = sqlite3.connect(work_dir / "raw.db", isolation_level=None)
     connection.execute("PRAGMA journal_mode=wal")

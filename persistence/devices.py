@@ -15,14 +15,13 @@ from eventmgmt.domain.access import ROOT_DOMAIN, Principal
 from eventmgmt.domain.device_events import duplicate
 from eventmgmt.domain.events import Event, Payload
 from eventmgmt.domain.registry import App, Device
-from eventmgmt.persistence.store import EVENT_COLUMNS, _event_row
+from eventmgmt.persistence.store import _event_row
 
 if TYPE_CHECKING:
     from eventmgmt.persistence.store import Store
 
 _DEVICE_COLUMNS = "tenant_id, id, domain, entity_type, enabled, create_time, update_time"
 _APP_COLUMNS = "tenant_id, id, name, licence_active, create_time, update_time"
-_REPORT_COLUMNS = (*EVENT_COLUMNS, "report_hash")
 
 
 def _device(row: Sequence[Any]) -> Device:
@@ -171,17 +170,11 @@ class DeviceEventStore:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def _insert_sql(self, conflict: str = "") -> str:
-        placeholders = ", ".join([self._store.database.param] * len(_REPORT_COLUMNS))
-        return (
-            f"INSERT INTO events ({', '.join(_REPORT_COLUMNS)}) VALUES ({placeholders}){conflict}"
-        )
-
     async def insert_unique(self, event: Event, fingerprint: str) -> None:
-        sql, row = self._insert_sql(), (*_event_row(event), fingerprint)
+        row = _event_row(event)
 
         def insert(cursor: Any) -> None:
-            cursor.execute(sql, row)
+            self._store.insert_event_row(cursor, row, {"report_hash": fingerprint})
 
         try:
             await self._store.writer.submit(insert)
@@ -248,7 +241,6 @@ class DeviceEventStore:
         # SKIP LOCKED lets several replicas share the backlog without taking a report twice.
         lock = " FOR UPDATE SKIP LOCKED" if self._store.postgres else ""
         p = self._store.database.param
-        insert_sql = self._insert_sql(" ON CONFLICT DO NOTHING")
 
         def process(cursor: Any) -> tuple[int, int]:
             cursor.execute(
@@ -258,8 +250,10 @@ class DeviceEventStore:
             )
             stored = dropped = 0
             for report_id, fingerprint, text in cursor.fetchall():
-                cursor.execute(insert_sql, (*_event_row(_event_from_json(text)), fingerprint))
-                if cursor.rowcount == 1:
+                row = _event_row(_event_from_json(text))
+                if self._store.insert_event_row(
+                    cursor, row, {"report_hash": fingerprint}, skip_conflicts=True
+                ):
                     stored += 1
                 else:
                     dropped += 1

@@ -304,6 +304,32 @@ class Store:
         if self._recording is not None:
             self._recording.extend(_event_from_row(row) for row in numbered)
 
+    def insert_event_row(
+        self,
+        cursor: Any,
+        row: tuple[Any, ...],
+        extra: dict[str, Any] | None = None,
+        *,
+        skip_conflicts: bool = False,
+    ) -> bool:
+        """Inserts one event row with more columns (`extra`), for writes that need their own
+        statement, such as device reports with their report hash; with `skip_conflicts` a
+        row that breaks a unique index is left out. True when the row was inserted. Like
+        insert_event_rows, it gets the next feed position and reaches the commit listeners."""
+        seq = self._claim_seqs(cursor, 1)
+        extra = extra or {}
+        columns = (*_INSERT_COLUMNS, *extra)
+        placeholders = ", ".join([self.database.param] * len(columns))
+        conflict = " ON CONFLICT DO NOTHING" if skip_conflicts else ""
+        cursor.execute(
+            f"INSERT INTO events ({', '.join(columns)}) VALUES ({placeholders}){conflict}",
+            (*row, seq, None, *extra.values()),
+        )
+        inserted = bool(cursor.rowcount == 1)
+        if inserted and self._recording is not None:
+            self._recording.append(_event_from_row((*row, seq)))
+        return inserted
+
     def _claim_seqs(self, cursor: Any, count: int) -> int:
         """Hands out `count` feed positions in this transaction; returns the first."""
         p = self.database.param

@@ -25,6 +25,8 @@ from eventmgmt.v1 import (
     event_pb2,
     event_service_pb2,
     event_service_pb2_grpc,
+    event_stream_service_pb2,
+    event_stream_service_pb2_grpc,
     registry_pb2,
     registry_service_pb2,
     registry_service_pb2_grpc,
@@ -436,6 +438,31 @@ def test_respond_async_is_202_and_the_event_follows(
     assert stored["payload"]["data"] == body["data"]
     assert service.request("POST", path(), body, key=keys.writer).status == 409
     assert len(device_events(service, "dev-1", body["timestamp"])) == 1
+
+
+def test_device_reports_reach_live_subscribers(
+    service: Service, keys: Keys, registry: Registry
+) -> None:
+    with grpc.insecure_channel(service.grpc_target) as channel:
+        stub = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
+        call = stub.SubscribeEvents(
+            event_stream_service_pb2.SubscribeEventsRequest(
+                domain="/root/sub1", entity_type="Device", entity_id="dev-1"
+            ),
+            metadata=auth(keys.read),
+            timeout=60,
+        )
+        messages = iter(call)
+        assert next(messages).WhichOneof("kind") == "heartbeat"
+        now = service.request("POST", path(), report(), key=keys.writer)
+        later = service.request(
+            "POST", path(), report(), key=keys.writer, headers={"Prefer": "respond-async"}
+        )
+        assert (now.status, later.status) == (201, 202)
+        events = (m.event.id for m in messages if m.WhichOneof("kind") == "event")
+        got = list(itertools.islice(events, 2))
+        assert got == [now.json()["id"], later.json()["id"]]
+        call.cancel()
 
 
 def wait_for_event(service: Service, key: str, event_id: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import peewee
 from eventmgmt.domain.access import Principal, Role
 from eventmgmt.domain.events import Event, now_us
 from eventmgmt.domain.jobs import Job, JobKind, JobResult, JobState, LeaseLost
+from eventmgmt.persistence.queries import refresh_latest
 from eventmgmt.persistence.store import Store
 from eventmgmt.persistence.store import _event_row as event_row
 from eventmgmt.persistence.store import _scope as scope
@@ -195,11 +196,16 @@ class JobRepository:
         clause, args = _matching(job.owner, where, p)
 
         def write(cursor: Any) -> int:
+            # RETURNING names the correlations that lost an event: one of them may have lost
+            # its newest, whose predecessor must now be listed in its place.
             cursor.execute(
-                f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE {clause} LIMIT {p})",
+                f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE {clause} LIMIT {p}) "
+                "RETURNING tenant_id, correlation_id, entity_id, type_id",
                 (*args, limit),
             )
-            deleted = int(cursor.rowcount)
+            gone = cursor.fetchall()
+            deleted = len(gone)
+            refresh_latest(cursor, (tuple(g) for g in gone if g[1]), self._store.postgres)
             self._renew(cursor, job, owner, lease_us, job.done + deleted, 0)
             return deleted
 

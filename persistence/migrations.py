@@ -98,6 +98,40 @@ def _v2_event_types(db: peewee.Database) -> None:
         db.execute_sql(statement)
 
 
+def _v3_list_indexes(db: peewee.Database) -> None:
+    statements = [
+        # The newest event of each correlation (tenant, correlation id, entity id, type id),
+        # kept by the writer in the inserting transaction: lists without history read a flag
+        # instead of comparing every event with its group.
+        "ALTER TABLE events ADD COLUMN latest BOOLEAN NOT NULL DEFAULT TRUE",
+        # The writer's upkeep: a correlation's rows still flagged latest (the previous newest
+        # and the rows just inserted), and after a delete its newest remaining row, are each
+        # one index range however long the correlation grows.
+        "CREATE INDEX events_correlation ON events "
+        "(tenant_id, correlation_id, entity_id, type_id, latest, ts, id)",
+        """UPDATE events SET latest = FALSE WHERE correlation_id <> '' AND EXISTS (
+            SELECT 1 FROM events newer WHERE newer.tenant_id = events.tenant_id
+            AND newer.correlation_id = events.correlation_id
+            AND newer.entity_id = events.entity_id AND newer.type_id = events.type_id
+            AND (newer.ts > events.ts OR (newer.ts = events.ts AND newer.id > events.id)))""",
+        # The list shapes: by time, by entity, by type, by severity, each within a tenant.
+        # (ts, id) is the keyset a cursor resumes from, so deep pages are index range scans;
+        # `latest` last lets a list without history skip older versions (and count) inside
+        # the index, without reading the table.
+        "DROP INDEX events_tenant_ts",
+        "DROP INDEX events_tenant_entity_ts",
+        "DROP INDEX events_tenant_type_ts",
+        "CREATE INDEX events_tenant_ts ON events (tenant_id, ts, id, latest)",
+        "CREATE INDEX events_tenant_entity_ts ON events (tenant_id, entity_id, ts, id, latest)",
+        "CREATE INDEX events_tenant_type_ts ON events (tenant_id, type_id, ts, id, latest)",
+        "CREATE INDEX events_tenant_severity_ts ON events (tenant_id, severity, ts, id, latest)",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+    if is_postgres(db):
+        db.execute_sql("ANALYZE events")
+
+
 def _v4_device_registry(db: peewee.Database) -> None:
     statements = [
         """CREATE TABLE devices (
@@ -223,6 +257,7 @@ def _v8_jobs(db: peewee.Database) -> None:
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
+    (3, "the latest flag of correlated events, and indexes for every list shape", _v3_list_indexes),
     (4, "devices, tenant apps, device report duplicates and pending reports", _v4_device_registry),
     (5, "entities shared with other tenants", _v5_entity_shares),
     (7, "live feed position and ingest idempotency keys on events", _v7_live_feed),

@@ -27,6 +27,7 @@ from eventmgmt.persistence.database import is_postgres, open_database
 from eventmgmt.persistence.find import FindSql, decode_group_value, install_sqlite_functions
 from eventmgmt.persistence.migrations import migrate
 from eventmgmt.persistence.notify import FEED_CHANNEL, FeedListener
+from eventmgmt.persistence.queries import SqlBuilder, refresh_latest
 from eventmgmt.persistence.writer import GroupCommitWriter
 
 T = TypeVar("T")
@@ -73,6 +74,21 @@ _SORT_COLUMNS = {
     "create_time": "create_time",
     "update_time": "update_time",
 }
+
+
+def insert_events(cursor: Any, rows: Sequence[tuple[Any, ...]], postgres: bool) -> None:
+    """Inserts event rows (in EVENT_COLUMNS order, no feed position) and keeps the newest-of-
+    correlation flag right, in the caller's transaction: the list benchmark's bulk load."""
+    columns = ", ".join(EVENT_COLUMNS)
+    if postgres:
+        from psycopg2.extras import execute_values
+
+        execute_values(cursor, f"INSERT INTO events ({columns}) VALUES %s", rows, page_size=1000)
+    else:
+        placeholders = ", ".join(["?"] * len(EVENT_COLUMNS))
+        cursor.executemany(f"INSERT INTO events ({columns}) VALUES ({placeholders})", rows)
+    # Columns 1, 3, 5, 2: tenant, correlation id, entity id, type id.
+    refresh_latest(cursor, ((r[1], r[3], r[5], r[2]) for r in rows if r[3]), postgres)
 
 
 # Custom TIMESTAMP values are stored as {"$timestamp": microseconds}: numbers that compare
@@ -326,6 +342,8 @@ class Store:
             (*row, seq, None, *extra.values()),
         )
         inserted = bool(cursor.rowcount == 1)
+        if inserted and row[3]:  # a correlated event may be its correlation's new newest
+            refresh_latest(cursor, [(row[1], row[3], row[5], row[2])], self.postgres)
         if inserted and self._recording is not None:
             self._recording.append(_event_from_row((*row, seq)))
         return inserted
@@ -351,6 +369,8 @@ class Store:
         else:
             placeholders = ", ".join(["?"] * len(_INSERT_COLUMNS))
             cursor.executemany(f"INSERT INTO events ({columns}) VALUES ({placeholders})", rows)
+        # Columns 1, 3, 5, 2: tenant, correlation id, entity id, type id.
+        refresh_latest(cursor, ((r[1], r[3], r[5], r[2]) for r in rows if r[3]), self.postgres)
 
     def _stored_keys(self, cursor: Any, tenant_id: str, keys: list[str | None]) -> dict[str, str]:
         """Idempotency key -> id of the tenant's events already stored under those keys."""
@@ -538,18 +558,33 @@ class EventRepository:
     def _list(
         self, principal: Principal, query: EventQuery, db: peewee.Database
     ) -> tuple[builtins.list[Event], int]:
-        where, args = _scope(principal, db.param)
-        order = ", ".join(
-            f"{_SORT_COLUMNS[k.field]} {'DESC' if k.descending else 'ASC'}" for k in query.sort
-        )
-        last_direction = "DESC" if query.sort[-1].descending else "ASC"
-        rows = db.execute_sql(
-            f"{_SELECT_EVENT} WHERE {where} ORDER BY {order}, id {last_direction} "
-            f"LIMIT {db.param} OFFSET {db.param}",
-            (*args, query.limit, query.offset),
-        ).fetchall()
-        total = db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {where}", args).fetchone()[0]
-        return [_event_from_row(r) for r in rows], total
+        where, sql, args = list_sql(principal, query, self._store.postgres, db.param)
+        rows = db.execute_sql(sql, args).fetchall()
+        count_where, count_args = where
+        total = db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {count_where}", count_args)
+        return [_event_from_row(r) for r in rows], total.fetchone()[0]
+
+
+def list_sql(
+    principal: Principal, query: EventQuery, postgres: bool, param: str
+) -> tuple[tuple[str, list[Any]], str, list[Any]]:
+    """The WHERE clause (and its arguments) that counts a list, and the page's own SELECT."""
+    where, args = _scope(principal, param, include_shared=query.include_shared)
+    builder = SqlBuilder(postgres, param)
+    clauses = [where]
+    if not query.history:
+        clauses.append("latest = TRUE")
+    if query.condition is not None:
+        clauses.append(builder.condition(query.condition))
+    count_where = " AND ".join(clauses)
+    count_args = [*args, *builder.args]
+    if query.after is not None:
+        clauses.append(builder.after(query.sort, query.after))
+    sql = (
+        f"{_SELECT_EVENT} WHERE {' AND '.join(clauses)} ORDER BY {builder.order_by(query.sort)} "
+        f"LIMIT {builder.bind(query.limit)} OFFSET {builder.bind(query.offset)}"
+    )
+    return (count_where, count_args), sql, [*args, *builder.args]
 
     async def find(self, principal: Principal, request: q.FindRequest) -> q.FindResult:
         """Runs a find request inside the principal's scope, which is ANDed around whatever

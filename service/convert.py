@@ -53,6 +53,11 @@ def _from_timestamp(ts: Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
+def timestamp_micros(message: Any, name: str) -> int | None:
+    """A Timestamp field of `message` in epoch microseconds, or None when unset."""
+    return _from_timestamp(getattr(message, name)) if message.HasField(name) else None
+
+
 def event_to_proto(event: Event) -> event_pb2.Event:
     message = event_pb2.Event(
         id=event.id,

@@ -264,20 +264,23 @@ def acknowledge_document(event: Event) -> dict[str, Any]:
 
 
 def page_document(
-    page: EventPage, base_url: str, query_string: Callable[[int], str]
+    page: EventPage, base_url: str, query_string: Callable[..., str]
 ) -> dict[str, Any]:
-    """A HAL page; `query_string(n)` gives the query of page n for the links."""
+    """A HAL page; `query_string(n)` gives the query of page n for the links, and
+    `query_string(None, token)` the query that resumes from a cursor."""
     size = page.query.limit
-    number = page.query.offset // size
+    number = page.number
     total_pages = (page.total + size - 1) // size
-    links: dict[str, Any] = {"self": {"href": f"{base_url}/events?{query_string(number)}"}}
-    links["first"] = {"href": f"{base_url}/events?{query_string(0)}"}
+    href = f"{base_url}/events?"
+    links: dict[str, Any] = {"self": {"href": href + query_string(number)}}
+    links["first"] = {"href": href + query_string(0)}
     if number > 0:
-        links["prev"] = {"href": f"{base_url}/events?{query_string(number - 1)}"}
-    if number + 1 < total_pages:
-        links["next"] = {"href": f"{base_url}/events?{query_string(number + 1)}"}
+        links["prev"] = {"href": href + query_string(number - 1)}
+    if page.next_token:
+        # A cursor, not a page number: deep pages stay as fast as the first.
+        links["next"] = {"href": href + query_string(None, page.next_token)}
     if total_pages > 0:
-        links["last"] = {"href": f"{base_url}/events?{query_string(total_pages - 1)}"}
+        links["last"] = {"href": href + query_string(total_pages - 1)}
     return {
         "_embedded": {"events": [event_document(e, base_url) for e in page.events]},
         "_links": links,

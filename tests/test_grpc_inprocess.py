@@ -181,7 +181,10 @@ def test_create_get_list_update_acknowledge_round_trip(
     ).event
     assert fetched == created
 
-    listed = grpc_stub.ListEvents(event_service_pb2.ListEventsRequest(), metadata=key)
+    # A 2018 event lies outside the default 7-day window: ask for its time.
+    listed = grpc_stub.ListEvents(
+        event_service_pb2.ListEventsRequest(start_time=when), metadata=key
+    )
     assert [e.id for e in listed.events] == [created.id]
     assert listed.total_size == 1
 
@@ -229,12 +232,14 @@ def test_list_pages_with_tokens_and_exact_total(
     ]
     create(grpc_stub, make_key(fresh_tenant()), description="someone else's")
 
+    since = timestamp_pb2.Timestamp(seconds=1_700_000_000)  # before the 7-day default window
     seen: list[str] = []
     token = ""
     pages = 0
     while True:
         page = grpc_stub.ListEvents(
-            event_service_pb2.ListEventsRequest(page_size=3, page_token=token), metadata=key
+            event_service_pb2.ListEventsRequest(page_size=3, page_token=token, start_time=since),
+            metadata=key,
         )
         pages += 1
         assert page.total_size == 7
@@ -247,7 +252,10 @@ def test_list_pages_with_tokens_and_exact_total(
     assert seen == newest_first
 
     oldest_first = grpc_stub.ListEvents(
-        event_service_pb2.ListEventsRequest(page_size=10, order_by="timestamp asc"), metadata=key
+        event_service_pb2.ListEventsRequest(
+            page_size=10, order_by="timestamp asc", start_time=since
+        ),
+        metadata=key,
     )
     assert [e.id for e in oldest_first.events] == newest_first[::-1]
     assert oldest_first.next_page_token == ""

@@ -456,16 +456,27 @@ def page(total: int, number: int, size: int) -> dict[str, Any]:
     shown = max(0, min(size, total - number * size))
     events = [full_event(id=str(uuid.uuid4())) for _ in range(shown)]
     query = EventQuery(offset=number * size, limit=size)
+    # The next page is reached by a cursor; this one's text names the page it leads to.
+    token = f"cursor{number + 1}" if (number + 1) * size < total else ""
+
+    def query_string(n: int | None, token: str = "") -> str:
+        return f"pageToken={token}&size={size}" if token else f"page={n}&size={size}"
+
     return rest_json.page_document(
-        EventPage(events, total, query), BASE, lambda n: f"page={n}&size={size}"
+        EventPage(events, total, query, number=number, next_token=token), BASE, query_string
     )
 
 
 def link_pages(document: dict[str, Any]) -> dict[str, int]:
-    return {
-        name: int(link["href"].split("page=")[1].split("&")[0])
-        for name, link in document["_links"].items()
-    }
+    numbers = {}
+    for name, link in document["_links"].items():
+        query = link["href"].split("?", 1)[1]
+        if name == "next":
+            assert query.startswith("pageToken=cursor")
+            numbers[name] = int(query.removeprefix("pageToken=cursor").split("&")[0])
+        else:
+            numbers[name] = int(query.removeprefix("page=").split("&")[0])
+    return numbers
 
 
 @pytest.mark.parametrize(

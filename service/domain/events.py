@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventmgmt.domain.access import Principal, Role, check_domain_path
 from eventmgmt.domain.custom_fields import (
@@ -34,6 +34,10 @@ from eventmgmt.domain.errors import (
     StaleEtag,
     invalid,
 )
+from eventmgmt.domain.filters import Condition, CustomFieldType, no_custom_fields
+
+if TYPE_CHECKING:
+    from eventmgmt.domain.listing import ListRequest
 
 CLASSIFICATIONS = ("INTERNAL", "ALARM", "WARNING", "NOTIFICATION")
 MAX_SEVERITY = 5
@@ -187,11 +191,18 @@ MAX_PAGE_SIZE = 1000
 
 @dataclass(frozen=True, slots=True)
 class EventQuery:
-    """What a list call asks for: sort keys (canonical names), offset and limit."""
+    """What the store lists: a condition, sort keys (canonical names), and either an offset or
+    a keyset position (`after`: the sort key values and id of the last event already seen)."""
 
     sort: tuple[SortKey, ...] = DEFAULT_SORT
     offset: int = 0
     limit: int = DEFAULT_PAGE_SIZE
+    condition: Condition | None = None
+    # False: of the events sharing a non-empty correlation id, entity id and type id, only the
+    # newest is listed.
+    history: bool = True
+    include_shared: bool = False
+    after: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +210,9 @@ class EventPage:
     events: list[Event]
     total: int
     query: EventQuery
+    # The zero-based page number, and a cursor for the next page ("" on the last page).
+    number: int = 0
+    next_token: str = ""
 
 
 def parse_sort(keys: list[tuple[str, str]]) -> tuple[SortKey, ...]:
@@ -464,9 +478,17 @@ class EventManager:
             raise NotFound(f"event {event_id} not found", reason="EVENT_NOT_FOUND")
         return event
 
-    async def list(self, principal: Principal, query: EventQuery) -> EventPage:
-        events, total = await self._repository.list(principal, query)
-        return EventPage(events, total, query)
+    async def list(
+        self,
+        principal: Principal,
+        request: ListRequest,
+        custom_field_type: CustomFieldType = no_custom_fields,
+    ) -> EventPage:
+        """Lists within the principal's scope; `custom_field_type` resolves the custom fields a
+        filter may name (by default none)."""
+        from eventmgmt.domain.listing import list_events  # listing builds on this module
+
+        return await list_events(self._repository, principal, request, custom_field_type)
 
     async def update(
         self,

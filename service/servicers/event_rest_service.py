@@ -14,7 +14,9 @@ from google.api import httpbody_pb2
 from eventmgmt import rest_json
 from eventmgmt.auth import current_principal
 from eventmgmt.domain.errors import invalid
-from eventmgmt.domain.events import EventManager, EventQuery, check_page_size, parse_sort
+from eventmgmt.domain.events import EventManager, check_page_size, parse_sort
+from eventmgmt.domain.filters import parse_time
+from eventmgmt.domain.listing import ListRequest
 from eventmgmt.domain.live import (
     Delivery,
     FellBehind,
@@ -72,6 +74,13 @@ def _sse(cursor: int, kind: str, document: Any) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=data)
 
 
+def _time_param(text: str, field: str) -> int | None:
+    """A time query parameter: ISO-8601 with a zone, or epoch milliseconds as digits."""
+    if not text:
+        return None
+    return parse_time(int(text) if text.isdigit() else text, field)
+
+
 class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
     def __init__(self, events: EventManager, feed: LiveFeed) -> None:
         self._events = events
@@ -99,20 +108,49 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
     async def RestListEvents(
         self, request: pb.RestListEventsRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        if request.page < 0:
-            raise invalid("page", "must be 0 or more")
         size = check_page_size(request.size, "size")
         keys = [
             (name.strip(), direction.strip())
             for name, _, direction in (s.partition(",") for s in request.sort if s)
         ]
-        query = EventQuery(sort=parse_sort(keys), offset=request.page * size, limit=size)
-        page = await self._events.list(current_principal(), query)
+        list_request = ListRequest(
+            sort=parse_sort(keys),
+            size=size,
+            page=request.page,
+            page_token=request.page_token,
+            filter=request.filter,
+            start_time=_time_param(request.start_time, "startTime"),
+            end_time=_time_param(request.end_time, "endTime"),
+            severities=tuple(request.severity),
+            code=request.code,
+            entity_id=request.entity_id,
+            entity_type=request.entity_type,
+            history=request.history,
+            include_shared=request.include_shared,
+        )
+        page = await self._events.list(current_principal(), list_request)
+        # The links repeat every parameter but the position, so each one lists the same query.
+        params: list[tuple[str, Any]] = [("size", size)]
+        params += [("sort", s) for s in request.sort]
+        for name, value in (
+            ("filter", request.filter),
+            ("startTime", request.start_time),
+            ("endTime", request.end_time),
+            ("code", request.code),
+            ("entityId", request.entity_id),
+            ("entityType", request.entity_type),
+        ):
+            if value:
+                params.append((name, value))
+        params += [("severity", s) for s in request.severity]
+        if request.history:
+            params.append(("history", "true"))
+        if request.include_shared:
+            params.append(("includeShared", "true"))
 
-        def query_string(number: int) -> str:
-            params: list[tuple[str, Any]] = [("page", number), ("size", size)]
-            params += [("sort", s) for s in request.sort]
-            return urlencode(params)
+        def query_string(number: int | None, token: str = "") -> str:
+            position = [("pageToken", token)] if token else [("page", number)]
+            return urlencode(position + params)
 
         document = rest_json.page_document(page, base_url(context), query_string)
         return _body(document, HAL_JSON)

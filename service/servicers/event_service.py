@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import json
-
 import grpc
 
 from eventmgmt.auth import current_principal
-from eventmgmt.convert import event_to_proto, fields_from_proto
-from eventmgmt.domain.errors import invalid
-from eventmgmt.domain.events import EventManager, EventQuery, check_page_size, parse_sort
+from eventmgmt.convert import event_to_proto, fields_from_proto, timestamp_micros
+from eventmgmt.domain.events import EventManager, check_page_size, parse_sort
+from eventmgmt.domain.listing import ListRequest
 from eventmgmt.servicers import kept_warning
 from eventmgmt.v1 import event_service_pb2 as pb
 from eventmgmt.v1 import event_service_pb2_grpc
-
-
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def _decode_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-    except (ValueError, KeyError, TypeError):
-        raise invalid("page_token", "is not a token returned by ListEvents") from None
-    if not isinstance(offset, int) or offset < 0:
-        raise invalid("page_token", "is not a token returned by ListEvents")
-    return offset
 
 
 def _parse_order_by(order_by: str) -> list[tuple[str, str]]:
@@ -61,17 +42,26 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
     async def ListEvents(
         self, request: pb.ListEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListEventsResponse:
-        query = EventQuery(
+        list_request = ListRequest(
             sort=parse_sort(_parse_order_by(request.order_by)),
-            offset=_decode_token(request.page_token),
-            limit=check_page_size(request.page_size, "page_size"),
+            size=check_page_size(request.page_size, "page_size"),
+            page_token=request.page_token,
+            filter=request.filter,
+            start_time=timestamp_micros(request, "start_time"),
+            end_time=timestamp_micros(request, "end_time"),
+            severities=tuple(int(s) for s in request.severities),
+            code=request.code,
+            entity_id=request.entity_id,
+            entity_type=request.entity_type,
+            history=request.history,
+            include_shared=request.include_shared,
+            token_field="page_token",
         )
-        page = await self._events.list(current_principal(), query)
-        end = query.offset + len(page.events)
+        page = await self._events.list(current_principal(), list_request)
         return pb.ListEventsResponse(
             events=[event_to_proto(e) for e in page.events],
             total_size=page.total,
-            next_page_token=_encode_token(end) if end < page.total else "",
+            next_page_token=page.next_token,
         )
 
     async def UpdateEvent(

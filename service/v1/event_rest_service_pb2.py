@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%eventmgmt/v1/event_rest_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"B\n\x16RestCreateEventRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"?\n\x13RestGetEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"A\n\x15RestListEventsRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x0c\n\x04size\x18\x02 \x01(\x05\x12\x0c\n\x04sort\x18\x03 \x03(\t\"T\n\x16RestUpdateEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"/\n\x1bRestAcknowledgeEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xbe\x01\n\x1aRestSubscribeEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x10\n\x08type_ids\x18\x03 \x03(\t\x12\x12\n\nseverities\x18\x04 \x03(\x05\x12\x17\n\x0f\x63lassifications\x18\x05 \x03(\t\x12\x13\n\x0b\x65ntity_type\x18\x06 \x01(\t\x12\x11\n\tentity_id\x18\x07 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x08 \x01(\x05\x32\x89\x05\n\x10\x45ventRestService\x12\x64\n\x0fRestCreateEvent\x12$.eventmgmt.v1.RestCreateEventRequest\x1a\x14.google.api.HttpBody\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x07/events:\x04\x62ody\x12]\n\x0cRestGetEvent\x12!.eventmgmt.v1.RestGetEventRequest\x1a\x14.google.api.HttpBody\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/events/{id}\x12\\\n\x0eRestListEvents\x12#.eventmgmt.v1.RestListEventsRequest\x1a\x14.google.api.HttpBody\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/events\x12i\n\x0fRestUpdateEvent\x12$.eventmgmt.v1.RestUpdateEventRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\x1a\x0c/events/{id}:\x04\x62ody\x12y\n\x14RestAcknowledgeEvent\x12).eventmgmt.v1.RestAcknowledgeEventRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\"\x18/events/{id}/acknowledge\x12l\n\x13RestSubscribeEvents\x12(.eventmgmt.v1.RestSubscribeEventsRequest\x1a\x14.google.api.HttpBody\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/liveEvents0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%eventmgmt/v1/event_rest_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"B\n\x16RestCreateEventRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"?\n\x13RestGetEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"\xfc\x01\n\x15RestListEventsRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x0c\n\x04size\x18\x02 \x01(\x05\x12\x0c\n\x04sort\x18\x03 \x03(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x12\n\nstart_time\x18\x05 \x01(\t\x12\x10\n\x08\x65nd_time\x18\x06 \x01(\t\x12\x10\n\x08severity\x18\x07 \x03(\x05\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x11\n\tentity_id\x18\t \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\n \x01(\t\x12\x16\n\x0einclude_shared\x18\x0b \x01(\x08\x12\x0f\n\x07history\x18\x0c \x01(\x08\x12\x12\n\npage_token\x18\r \x01(\t\"T\n\x16RestUpdateEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"/\n\x1bRestAcknowledgeEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xbe\x01\n\x1aRestSubscribeEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x10\n\x08type_ids\x18\x03 \x03(\t\x12\x12\n\nseverities\x18\x04 \x03(\x05\x12\x17\n\x0f\x63lassifications\x18\x05 \x03(\t\x12\x13\n\x0b\x65ntity_type\x18\x06 \x01(\t\x12\x11\n\tentity_id\x18\x07 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x08 \x01(\x05\x32\x89\x05\n\x10\x45ventRestService\x12\x64\n\x0fRestCreateEvent\x12$.eventmgmt.v1.RestCreateEventRequest\x1a\x14.google.api.HttpBody\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x07/events:\x04\x62ody\x12]\n\x0cRestGetEvent\x12!.eventmgmt.v1.RestGetEventRequest\x1a\x14.google.api.HttpBody\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/events/{id}\x12\\\n\x0eRestListEvents\x12#.eventmgmt.v1.RestListEventsRequest\x1a\x14.google.api.HttpBody\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/events\x12i\n\x0fRestUpdateEvent\x12$.eventmgmt.v1.RestUpdateEventRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\x1a\x0c/events/{id}:\x04\x62ody\x12y\n\x14RestAcknowledgeEvent\x12).eventmgmt.v1.RestAcknowledgeEventRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\"\x18/events/{id}/acknowledge\x12l\n\x13RestSubscribeEvents\x12(.eventmgmt.v1.RestSubscribeEventsRequest\x1a\x14.google.api.HttpBody\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/liveEvents0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,14 +60,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTCREATEEVENTREQUEST']._serialized_end=211
   _globals['_RESTGETEVENTREQUEST']._serialized_start=213
   _globals['_RESTGETEVENTREQUEST']._serialized_end=276
-  _globals['_RESTLISTEVENTSREQUEST']._serialized_start=278
-  _globals['_RESTLISTEVENTSREQUEST']._serialized_end=343
-  _globals['_RESTUPDATEEVENTREQUEST']._serialized_start=345
-  _globals['_RESTUPDATEEVENTREQUEST']._serialized_end=429
-  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_start=431
-  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_end=478
-  _globals['_RESTSUBSCRIBEEVENTSREQUEST']._serialized_start=481
-  _globals['_RESTSUBSCRIBEEVENTSREQUEST']._serialized_end=671
-  _globals['_EVENTRESTSERVICE']._serialized_start=674
-  _globals['_EVENTRESTSERVICE']._serialized_end=1323
+  _globals['_RESTLISTEVENTSREQUEST']._serialized_start=279
+  _globals['_RESTLISTEVENTSREQUEST']._serialized_end=531
+  _globals['_RESTUPDATEEVENTREQUEST']._serialized_start=533
+  _globals['_RESTUPDATEEVENTREQUEST']._serialized_end=617
+  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_start=619
+  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_end=666
+  _globals['_RESTSUBSCRIBEEVENTSREQUEST']._serialized_start=669
+  _globals['_RESTSUBSCRIBEEVENTSREQUEST']._serialized_end=859
+  _globals['_EVENTRESTSERVICE']._serialized_start=862
+  _globals['_EVENTRESTSERVICE']._serialized_end=1511
 # @@protoc_insertion_point(module_scope)

@@ -24,14 +24,34 @@ class RestGetEventRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., include_shared: _Optional[bool] = ...) -> None: ...
 
 class RestListEventsRequest(_message.Message):
-    __slots__ = ("page", "size", "sort")
+    __slots__ = ("page", "size", "sort", "filter", "start_time", "end_time", "severity", "code", "entity_id", "entity_type", "include_shared", "history", "page_token")
     PAGE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SHARED_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     page: int
     size: int
     sort: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, page: _Optional[int] = ..., size: _Optional[int] = ..., sort: _Optional[_Iterable[str]] = ...) -> None: ...
+    filter: str
+    start_time: str
+    end_time: str
+    severity: _containers.RepeatedScalarFieldContainer[int]
+    code: str
+    entity_id: str
+    entity_type: str
+    include_shared: bool
+    history: bool
+    page_token: str
+    def __init__(self, page: _Optional[int] = ..., size: _Optional[int] = ..., sort: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ..., start_time: _Optional[str] = ..., end_time: _Optional[str] = ..., severity: _Optional[_Iterable[int]] = ..., code: _Optional[str] = ..., entity_id: _Optional[str] = ..., entity_type: _Optional[str] = ..., include_shared: _Optional[bool] = ..., history: _Optional[bool] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class RestUpdateEventRequest(_message.Message):
     __slots__ = ("id", "body")

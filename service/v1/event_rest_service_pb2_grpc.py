@@ -95,7 +95,9 @@ class EventRestServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RestListEvents(self, request, context):
-        """Lists events as a HAL page: `GET /events?page=&size=&sort=`.
+        """Lists events as a HAL page:
+        `GET /events?page=&size=&sort=&filter=&startTime=&endTime=&severity=&code=&entityId=`
+        `&entityType=&history=&includeShared=&pageToken=`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -85,7 +85,9 @@ class EventServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEvents(self, request, context):
-        """Lists the caller's events, newest first unless `order_by` says otherwise.
+        """Lists the caller's events, newest first unless `order_by` says otherwise. Without a time
+        filter only the last 7 days are listed; without `history`, events that share a non-empty
+        correlation id, entity id and type id collapse to the newest of them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,208 @@
+"""SQL for listing events: the domain's filter conditions rendered for SQLite or PostgreSQL,
+keyset positions, and the upkeep of the `latest` flag of correlated events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from eventmgmt.domain.events import SortKey
+from eventmgmt.domain.filters import (
+    ANY_RUN,
+    ONE_CHAR,
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Negation,
+    Pattern,
+    format_time,
+)
+
+# Canonical attribute -> column, for every standard field a filter or sort may name.
+COLUMNS = {
+    "id": "id",
+    "type_id": "type_id",
+    "correlation_id": "correlation_id",
+    "entity_type": "entity_type",
+    "entity_id": "entity_id",
+    "domain": "domain",
+    "timestamp": "ts",
+    "create_time": "create_time",
+    "update_time": "update_time",
+    "etag": "etag",
+    "severity": "severity",
+    "code": "code",
+    "description": "description",
+    "classification": "classification",
+    "category": "category",
+    "acknowledgement_required": "ack_required",
+    "acknowledged": "acknowledged",
+    "acknowledged_at": "acknowledged_at",
+    "acknowledged_by": "acknowledged_by",
+    "app_id": "app_id",
+    "internal": "internal",
+}
+_OPERATORS = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_JSON_TYPES = {
+    # What json_type (SQLite) / jsonb_typeof (PostgreSQL) say for each custom field type.
+    "integer": (("integer", "real"), "number"),
+    "double": (("integer", "real"), "number"),
+    "timestamp": (("text",), "string"),
+    "string": (("text",), "string"),
+    "boolean": (("true", "false"), "boolean"),
+}
+
+
+class SqlBuilder:
+    """Renders conditions with the backend's parameter style; collects the arguments."""
+
+    def __init__(self, postgres: bool, param: str) -> None:
+        self.postgres = postgres
+        self.p = param
+        self.args: list[Any] = []
+
+    def bind(self, value: Any) -> str:
+        self.args.append(value)
+        return self.p
+
+    def condition(self, node: Condition) -> str:
+        if isinstance(node, AllOf):
+            return "(" + " AND ".join(self.condition(part) for part in node.parts) + ")"
+        if isinstance(node, AnyOf):
+            return "(" + " OR ".join(self.condition(part) for part in node.parts) + ")"
+        if isinstance(node, Negation):
+            # A comparison with a missing value (an absent custom field, no acknowledgedAt)
+            # is NULL; NOT of it would be NULL too, so `not` would match nothing there.
+            # COALESCE makes `not` the exact complement of what it negates.
+            false = "FALSE" if self.postgres else "0"
+            return f"NOT COALESCE({self.condition(node.part)}, {false})"
+        if node.field.custom:
+            return self._custom(node)
+        return self._compare(COLUMNS[node.field.name], node.op, node.value)
+
+    def _compare(self, expression: str, op: str, value: Any, cast: str = "") -> str:
+        if op == "in":
+            return f"{expression} IN ({', '.join(self.bind(v) + cast for v in value)})"
+        if op == "like":
+            if self.postgres:
+                return f"{expression} LIKE {self.bind(_like(value))} ESCAPE '\\'"
+            # GLOB, not LIKE: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
+            return f"{expression} GLOB {self.bind(_glob(value))}"
+        return f"{expression} {_OPERATORS[op]} {self.bind(value)}{cast}"
+
+    def _custom(self, node: Compare) -> str:
+        kind = node.field.type
+        value = node.value
+        if kind == "timestamp":
+            value = tuple(map(format_time, value)) if node.op == "in" else format_time(value)
+        sqlite_types, postgres_type = _JSON_TYPES[kind]
+        if self.postgres:
+            name = self.bind(node.field.name)
+            if node.op == "like":
+                return self._compare(f"(custom::jsonb ->> {name})", "like", value)
+            element = f"(custom::jsonb -> {name})"
+            # jsonb against jsonb compares numbers as numbers and strings as strings.
+            encoded = tuple(map(json.dumps, value)) if node.op == "in" else json.dumps(value)
+            sql = self._compare(element, node.op, encoded, "::jsonb")
+            if node.op in _OPERATORS and node.op != "eq":
+                sql = f"(jsonb_typeof({element}) = '{postgres_type}' AND {sql})"
+            return sql
+        path = f'$."{node.field.name}"'  # the name is an identifier: checked by the domain
+        element = f"json_extract(custom, {self.bind(path)})"
+        if kind == "boolean":  # json_extract answers 1 or 0 for true and false
+            value = tuple(map(int, value)) if node.op == "in" else int(value)
+        sql = self._compare(element, node.op, value)
+        if node.op in _OPERATORS and node.op != "eq":
+            # SQLite orders every integer before every text: keep a range to one JSON type.
+            types = ", ".join(f"'{t}'" for t in sqlite_types)
+            sql = f"(json_type(custom, {self.bind(path)}) IN ({types}) AND {sql})"
+        return sql
+
+    def order_by(self, sort: Sequence[SortKey]) -> str:
+        keys = [f"{COLUMNS[k.field]} {'DESC' if k.descending else 'ASC'}" for k in sort]
+        keys.append(f"id {'DESC' if sort[-1].descending else 'ASC'}")
+        return ", ".join(keys)
+
+    def after(self, sort: Sequence[SortKey], values: Sequence[Any]) -> str:
+        """Rows strictly after the keyset position `values` (sort key values, then id)."""
+        columns = [COLUMNS[k.field] for k in sort] + ["id"]
+        directions = [k.descending for k in sort] + [sort[-1].descending]
+        if len(set(directions)) == 1:
+            # A row-value comparison: both backends turn it into one index range.
+            op = "<" if directions[0] else ">"
+            params = ", ".join(self.bind(v) for v in values)
+            return f"({', '.join(columns)}) {op} ({params})"
+        alternatives = []
+        for index, column in enumerate(columns):
+            equal = [f"{c} = {self.bind(v)}" for c, v in zip(columns[:index], values, strict=False)]
+            op = "<" if directions[index] else ">"
+            alternatives.append(" AND ".join([*equal, f"{column} {op} {self.bind(values[index])}"]))
+        return "(" + " OR ".join(f"({a})" for a in alternatives) + ")"
+
+
+def _like(pattern: Pattern) -> str:
+    out = []
+    for segment in pattern:
+        if segment == ANY_RUN:
+            out.append("%")
+        elif segment == ONE_CHAR:
+            out.append("_")
+        else:
+            out.append(segment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"))
+    return "".join(out)
+
+
+def _glob(pattern: Pattern) -> str:
+    out = []
+    for segment in pattern:
+        if segment == ANY_RUN:
+            out.append("*")
+        elif segment == ONE_CHAR:
+            out.append("?")
+        else:
+            out.append("".join(f"[{c}]" if c in "*?[" else c for c in segment))
+    return "".join(out)
+
+
+# --- the latest flag -------------------------------------------------------------------------
+
+Group = tuple[str, str, str, str]  # tenant id, correlation id, entity id, type id
+
+_GROUP = "tenant_id = {p} AND correlation_id = {p} AND entity_id = {p} AND type_id = {p}"
+
+
+def refresh_latest(cursor: Any, groups: Iterable[Group], postgres: bool) -> None:
+    """Keeps exactly the newest event (latest timestamp, then greatest id) of each correlation
+    group flagged `latest`, in the caller's transaction, after inserts or deletes.
+
+    Every group holds one flagged row between transactions, and new rows arrive flagged, so
+    the flagged rows are the old newest plus the new ones: a few rows, not the whole group.
+    When a delete took the flagged row, the newest unflagged row takes its place. On
+    PostgreSQL a transaction lock per group (taken in one global order, so two writers cannot
+    deadlock) keeps replicas writing one group from both keeping their own row as newest."""
+    p = "%s" if postgres else "?"
+    group = _GROUP.format(p=p)
+    for key in sorted(set(groups)):
+        if postgres:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7301245003))",
+                ("\x1f".join(key),),
+            )
+        cursor.execute(f"SELECT ts, id FROM events WHERE {group} AND latest = TRUE", key)
+        flagged = cursor.fetchall()
+        if len(flagged) == 1:
+            continue
+        if flagged:
+            newest = max((int(ts), str(event_id)) for ts, event_id in flagged)
+            cursor.execute(
+                f"UPDATE events SET latest = FALSE WHERE {group} AND latest = TRUE AND id <> {p}",
+                (*key, newest[1]),
+            )
+        else:
+            cursor.execute(
+                f"UPDATE events SET latest = TRUE WHERE id = (SELECT id FROM events "
+                f"WHERE {group} AND latest = FALSE ORDER BY ts DESC, id DESC LIMIT 1)",
+                key,
+            )

@@ -1,0 +1,363 @@
+"""Seed 003's JSON filter language, compiled into a small condition tree the store renders.
+
+A filter is a JSON object whose keys are field names (REST JSON names, or custom field names)
+or the combinators `and`, `or`, `not`. Several keys in one object must all match. A field's
+value is either a plain value (equality) or an object of operators: `eq`, `in`, `like`,
+`between`, `before`, `after` (several operators in one object must all match). The README's
+API notes give the full grammar; every rejection names the offending key and the rule.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from eventmgmt.domain.errors import InvalidInput, invalid
+
+FieldType = Literal["string", "integer", "double", "boolean", "timestamp"]
+# Resolves a non-standard field name to its type when the caller's event types declare it
+# filterable; None means "no such filterable field".
+CustomFieldType = Callable[[str], FieldType | None]
+
+MAX_FILTER_BYTES = 16 * 1024
+MAX_NODES = 200
+MAX_IN_VALUES = 500
+_CUSTOM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# REST JSON name -> (canonical attribute, type) of every standard field a filter may name.
+STANDARD_FIELDS: dict[str, tuple[str, FieldType]] = {
+    "id": ("id", "string"),
+    "typeId": ("type_id", "string"),
+    "correlationId": ("correlation_id", "string"),
+    "entityType": ("entity_type", "string"),
+    "entityId": ("entity_id", "string"),
+    "domain": ("domain", "string"),
+    "timestamp": ("timestamp", "timestamp"),
+    "createTime": ("create_time", "timestamp"),
+    "updateTime": ("update_time", "timestamp"),
+    "etag": ("etag", "integer"),
+    "severity": ("severity", "integer"),
+    "code": ("code", "string"),
+    "description": ("description", "string"),
+    "classification": ("classification", "string"),
+    "category": ("category", "string"),
+    "acknowledgementRequired": ("acknowledgement_required", "boolean"),
+    "acknowledged": ("acknowledged", "boolean"),
+    "acknowledgedAt": ("acknowledged_at", "timestamp"),
+    "acknowledgedBy": ("acknowledged_by", "string"),
+    "appId": ("app_id", "string"),
+    "internal": ("internal", "boolean"),
+}
+OPERATORS = ("eq", "in", "like", "between", "before", "after")
+COMBINATORS = ("and", "or", "not")
+
+
+def no_custom_fields(name: str) -> FieldType | None:
+    """The resolver used until event types declare filterable fields: none exist."""
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """A field a condition tests: a standard attribute, or a custom field by its name."""
+
+    name: str
+    type: FieldType
+    custom: bool = False
+
+
+# A `like` pattern as segments: literal text, "*" (any run) or "?" (one character).
+Pattern = tuple[str, ...]
+ANY_RUN = "\x00*"
+ONE_CHAR = "\x00?"
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """`field op value`: op is eq, in (value is a tuple), like (a Pattern), lt, le, gt, ge."""
+
+    field: FieldRef
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    parts: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Negation:
+    part: Condition
+
+
+Condition = Compare | AllOf | AnyOf | Negation
+
+
+def all_of(parts: list[Condition]) -> Condition | None:
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
+
+
+def mentions(condition: Condition | None, name: str) -> bool:
+    """Whether the condition tests the standard field `name` anywhere."""
+    if condition is None:
+        return False
+    if isinstance(condition, Compare):
+        return not condition.field.custom and condition.field.name == name
+    if isinstance(condition, Negation):
+        return mentions(condition.part, name)
+    return any(mentions(part, name) for part in condition.parts)
+
+
+def parse_time(value: Any, where: str) -> int:
+    """An ISO-8601 time with a zone or epoch milliseconds, as epoch microseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value * 1000
+    rule = "must be an ISO-8601 time with a zone, such as 2018-07-29T06:09:29.743Z"
+    if not isinstance(value, str):
+        raise invalid(where, rule + ", or epoch milliseconds")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise invalid(where, rule) from None
+    if moment.tzinfo is None:
+        raise invalid(where, rule)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def format_time(micros: int) -> str:
+    """The ISO-8601 UTC text custom timestamp fields are stored as (millisecond precision)."""
+    seconds, fraction = divmod(micros, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{moment}.{fraction // 1000:03d}Z"
+
+
+class _Compiler:
+    def __init__(self, custom_field_type: CustomFieldType) -> None:
+        self._custom_field_type = custom_field_type
+        self._nodes = 0
+
+    def clauses(self, document: Any, where: str) -> Condition:
+        """An object's clauses (all must match) or a list of filter objects (all must match)."""
+        self._count(where)
+        if isinstance(document, list):
+            if not document:
+                raise invalid(where, "must not be an empty list")
+            parts = [self.clauses(item, f"{where}[{i}]") for i, item in enumerate(document)]
+            return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
+        if not isinstance(document, dict):
+            raise invalid(where, "must be a JSON object of clauses (or a list of them)")
+        if not document:
+            raise invalid(where, "must not be an empty object")
+        return self._combine(
+            [self.clause(key, value, where) for key, value in document.items()], any_=False
+        )
+
+    def clause(self, key: str, value: Any, where: str) -> Condition:
+        path = f"{where}.{key}"
+        if key == "and":
+            return self.clauses(value, path)
+        if key == "or":
+            self._count(path)
+            if isinstance(value, list):
+                if not value:
+                    raise invalid(path, "must not be an empty list")
+                parts = [self.clauses(item, f"{path}[{i}]") for i, item in enumerate(value)]
+            elif isinstance(value, dict) and value:
+                parts = [self.clause(k, v, path) for k, v in value.items()]
+            else:
+                raise invalid(path, "must be a non-empty JSON object or list of filter objects")
+            return self._combine(parts, any_=True)
+        if key == "not":
+            return Negation(self.clauses(value, path))
+        return self.field_clause(key, value, path)
+
+    def field_clause(self, name: str, value: Any, path: str) -> Condition:
+        field = self._field(name, path)
+        if isinstance(value, dict):
+            if not value:
+                raise invalid(path, f"must name an operator: {', '.join(OPERATORS)}")
+            parts = [
+                self._operator(field, op, operand, f"{path}.{op}") for op, operand in value.items()
+            ]
+            return self._combine(parts, any_=False)
+        return Compare(field, "eq", self._value(field, value, path))
+
+    def _field(self, name: str, path: str) -> FieldRef:
+        standard = STANDARD_FIELDS.get(name)
+        if standard is not None:
+            return FieldRef(standard[0], standard[1])
+        kind = self._custom_field_type(name) if _CUSTOM_NAME.match(name) else None
+        if kind is None:
+            raise invalid(
+                path,
+                f"{name!r} is not a filterable field; standard fields: "
+                f"{', '.join(STANDARD_FIELDS)}, or a filterable custom field of an event type",
+            )
+        return FieldRef(name, kind, custom=True)
+
+    def _operator(self, field: FieldRef, op: str, operand: Any, path: str) -> Condition:
+        self._count(path)
+        if op == "eq":
+            return Compare(field, "eq", self._value(field, operand, path))
+        if op == "in":
+            if not isinstance(operand, list) or not operand:
+                raise invalid(path, "must be a non-empty JSON list of values")
+            if len(operand) > MAX_IN_VALUES:
+                raise invalid(path, f"at most {MAX_IN_VALUES} values")
+            values = tuple(self._value(field, v, f"{path}[{i}]") for i, v in enumerate(operand))
+            return Compare(field, "in", values)
+        if op == "like":
+            if field.type != "string":
+                raise invalid(
+                    path, f"like applies to string fields; {field.name} is a {field.type}"
+                )
+            if not isinstance(operand, str):
+                raise invalid(path, "must be a string pattern: * matches any run, ? one character")
+            return Compare(field, "like", like_pattern(operand))
+        if op in ("between", "before", "after"):
+            if field.type not in ("timestamp", "integer", "double"):
+                raise invalid(
+                    path, f"{op} applies to times and numbers; {field.name} is a {field.type}"
+                )
+            if op == "before":
+                return Compare(field, "lt", self._value(field, operand, path))
+            if op == "after":
+                return Compare(field, "gt", self._value(field, operand, path))
+            return self._between(field, operand, path)
+        raise invalid(path, f"unknown operator {op!r}; operators: {', '.join(OPERATORS)}")
+
+    def _between(self, field: FieldRef, operand: Any, path: str) -> Condition:
+        rule = "must be an interval such as [2018-01-01T00:00:00Z,2018-02-01T00:00:00Z)"
+        if not isinstance(operand, str) or len(operand) < 3:
+            raise invalid(path, rule)
+        opening, closing, inner = operand[0], operand[-1], operand[1:-1]
+        if opening not in "[(" or closing not in "])" or inner.count(",") != 1:
+            raise invalid(path, rule + "; [ ] include a bound, ( ) exclude it")
+        low_text, high_text = (part.strip() for part in inner.split(","))
+        parts: list[Condition] = []
+        if low_text:
+            low = self._value(field, _bound(low_text, field), path)
+            parts.append(Compare(field, "ge" if opening == "[" else "gt", low))
+        if high_text:
+            high = self._value(field, _bound(high_text, field), path)
+            parts.append(Compare(field, "le" if closing == "]" else "lt", high))
+        if not parts:
+            raise invalid(path, "needs at least one bound")
+        return self._combine(parts, any_=False)
+
+    def _value(self, field: FieldRef, value: Any, path: str) -> Any:
+        kind = field.type
+        if kind == "timestamp":
+            return parse_time(value, path)
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                raise invalid(path, "must be true or false")
+            return value
+        if kind == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise invalid(path, "must be an integer")
+            return value
+        if kind == "double":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise invalid(path, "must be a number")
+            return value
+        if field.name == "code" and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # codes are stored as text; seed 001 writes them as numbers
+        if not isinstance(value, str):
+            raise invalid(path, "must be a string")
+        return value
+
+    def _count(self, path: str) -> None:
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise invalid(path, f"the filter has more than {MAX_NODES} clauses")
+
+    @staticmethod
+    def _combine(parts: list[Condition], any_: bool) -> Condition:
+        if len(parts) == 1:
+            return parts[0]
+        return AnyOf(tuple(parts)) if any_ else AllOf(tuple(parts))
+
+
+def _bound(text: str, field: FieldRef) -> Any:
+    """An interval bound's text as the JSON value the field's parser expects."""
+    if field.type == "timestamp":
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # rejected by the field's parser with its rule
+
+
+def like_pattern(text: str) -> Pattern:
+    """Splits a pattern into literals and wildcards; a backslash makes the next char literal."""
+    segments: list[str] = []
+    literal: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            literal.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char in "*?":
+            if literal:
+                segments.append("".join(literal))
+                literal = []
+            segments.append(ANY_RUN if char == "*" else ONE_CHAR)
+        else:
+            literal.append(char)
+    if escaped:
+        literal.append("\\")
+    if literal:
+        segments.append("".join(literal))
+    return tuple(segments)
+
+
+def compile_filter(
+    text: str, custom_field_type: CustomFieldType = no_custom_fields
+) -> Condition | None:
+    """Parses and checks a JSON filter; None for an empty one. Errors name `filter` paths."""
+    if not text.strip():
+        return None
+    if len(text.encode()) > MAX_FILTER_BYTES:
+        raise invalid("filter", f"at most {MAX_FILTER_BYTES} bytes")
+    try:
+        document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as error:
+        raise invalid("filter", f"must be valid JSON: {error}", reason="MALFORMED_FILTER") from None
+    if not isinstance(document, dict):
+        raise invalid("filter", 'must be a JSON object such as {"typeId": "x"}')
+    if not document:
+        return None
+    try:
+        return _Compiler(custom_field_type).clauses(document, "filter")
+    except InvalidInput as error:
+        raise InvalidInput(error.violations, reason="INVALID_FILTER") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")

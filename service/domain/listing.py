@@ -1,0 +1,206 @@
+"""Listing events: seed 001's typed filters and seed 003's JSON filter combined into one
+condition, the 7-day default window, history collapse, and opaque keyset page tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from eventmgmt.domain.access import Principal
+from eventmgmt.domain.errors import invalid
+from eventmgmt.domain.events import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_SORT,
+    MAX_SEVERITY,
+    EventPage,
+    EventQuery,
+    SortKey,
+    now_us,
+)
+from eventmgmt.domain.filters import (
+    Compare,
+    Condition,
+    CustomFieldType,
+    FieldRef,
+    all_of,
+    compile_filter,
+    mentions,
+)
+
+if TYPE_CHECKING:
+    from eventmgmt.domain.events import EventRepository
+
+# Seed 003: a list without any time filter covers the last 7 days.
+DEFAULT_WINDOW_US = 7 * 86_400 * 1_000_000
+_TOKEN_VERSION = 1
+_TIMESTAMP = FieldRef("timestamp", "timestamp")
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """A list call as the caller spelled it; times are epoch microseconds, "" means unset."""
+
+    sort: tuple[SortKey, ...] = DEFAULT_SORT
+    size: int = DEFAULT_PAGE_SIZE
+    page: int = 0
+    page_token: str = ""
+    filter: str = ""
+    start_time: int | None = None
+    end_time: int | None = None
+    severities: tuple[int, ...] = ()
+    code: str = ""
+    entity_id: str = ""
+    entity_type: str = ""
+    history: bool = False
+    include_shared: bool = False
+    # How this API names the token field in errors (`pageToken` over REST, `page_token` gRPC).
+    token_field: str = "pageToken"
+
+
+@dataclass(frozen=True, slots=True)
+class _Cursor:
+    fingerprint: str
+    after: tuple[Any, ...]
+    now: int
+    number: int
+
+
+def _typed_filters(request: ListRequest) -> list[Condition]:
+    parts: list[Condition] = []
+    for severity in request.severities:
+        if not 0 <= severity <= MAX_SEVERITY:
+            raise invalid("severity", f"must be between 0 and {MAX_SEVERITY}")
+    if request.severities:
+        values = tuple(sorted(set(request.severities)))
+        parts.append(Compare(FieldRef("severity", "integer"), "in", values))
+    for name, value in (
+        ("code", request.code),
+        ("entity_id", request.entity_id),
+        ("entity_type", request.entity_type),
+    ):
+        if value:
+            parts.append(Compare(FieldRef(name, "string"), "eq", value))
+    start, end = request.start_time, request.end_time
+    if start is not None and end is not None and start >= end:
+        raise invalid("endTime", "must be after startTime")
+    return parts
+
+
+def _fingerprint(request: ListRequest, condition: Condition | None) -> str:
+    """What a token is bound to: every input that shapes the result set and its order."""
+    shape = repr(
+        (
+            condition,
+            request.sort,
+            request.start_time,
+            request.end_time,
+            request.history,
+            request.include_shared,
+        )
+    )
+    return hashlib.sha256(shape.encode()).hexdigest()[:16]
+
+
+def _encode(cursor: _Cursor) -> str:
+    document = {
+        "v": _TOKEN_VERSION,
+        "f": cursor.fingerprint,
+        "a": list(cursor.after),
+        "n": cursor.now,
+        "p": cursor.number,
+    }
+    raw = json.dumps(document, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(token: str, field: str, fingerprint: str, sort_keys: int) -> _Cursor:
+    rule = "is not a token returned by a list call"
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        document = json.loads(raw)
+        cursor = _Cursor(
+            document["f"], tuple(document["a"]), int(document["n"]), int(document["p"])
+        )
+        valid = (
+            document["v"] == _TOKEN_VERSION
+            and isinstance(cursor.fingerprint, str)
+            and len(cursor.after) == sort_keys + 1
+            and cursor.number > 0
+        )
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        valid = False
+    if not valid:
+        raise invalid(field, rule, reason="INVALID_PAGE_TOKEN")
+    if cursor.fingerprint != fingerprint:
+        raise invalid(
+            field,
+            "belongs to a list call with other filters, sort or history; repeat that call's "
+            "parameters with it, or start again without a token",
+            reason="PAGE_TOKEN_MISMATCH",
+        )
+    return cursor
+
+
+async def list_events(
+    repository: EventRepository,
+    principal: Principal,
+    request: ListRequest,
+    custom_field_type: CustomFieldType,
+) -> EventPage:
+    if request.page < 0:
+        raise invalid("page", "must be 0 or more")
+    condition = compile_filter(request.filter, custom_field_type)
+    parts = _typed_filters(request)
+    if condition is not None:
+        parts.append(condition)
+    combined = all_of(parts)
+    fingerprint = _fingerprint(request, combined)
+
+    cursor = None
+    if request.page_token:
+        if request.page:
+            raise invalid("page", f"give page or {request.token_field}, not both")
+        cursor = _decode(request.page_token, request.token_field, fingerprint, len(request.sort))
+    # A token keeps the first page's "now", so that a window ending now does not move under
+    # a client paging through it.
+    now = cursor.now if cursor else now_us()
+    if request.start_time is not None or request.end_time is not None:
+        if request.start_time is not None:
+            parts.append(Compare(_TIMESTAMP, "ge", request.start_time))
+            if request.end_time is None:
+                parts.append(Compare(_TIMESTAMP, "le", now))
+        if request.end_time is not None:
+            parts.append(Compare(_TIMESTAMP, "lt", request.end_time))
+    elif not mentions(combined, "timestamp"):
+        parts.append(Compare(_TIMESTAMP, "ge", now - DEFAULT_WINDOW_US))
+
+    number = cursor.number if cursor else request.page
+    query = EventQuery(
+        sort=request.sort,
+        offset=0 if cursor else request.page * request.size,
+        # One more than asked tells whether a next page exists without trusting the count.
+        limit=request.size + 1,
+        condition=all_of(parts),
+        history=request.history,
+        include_shared=request.include_shared,
+        after=cursor.after if cursor else None,
+    )
+    events, total = await repository.list(principal, query)
+    next_token = ""
+    if len(events) > request.size:
+        events = events[: request.size]
+        last = events[-1]
+        after = (*(getattr(last, key.field) for key in request.sort), last.id)
+        next_token = _encode(_Cursor(fingerprint, after, now, number + 1))
+    return EventPage(
+        events,
+        total,
+        dataclasses.replace(query, limit=request.size),
+        number=number,
+        next_token=next_token,
+    )

@@ -98,27 +98,30 @@ class SqlBuilder:
         if kind == "timestamp":
             value = tuple(map(format_time, value)) if node.op == "in" else format_time(value)
         sqlite_types, postgres_type = _JSON_TYPES[kind]
+        ranged = node.op in _OPERATORS and node.op != "eq"
+        guard = ""
         if self.postgres:
-            name = self.bind(node.field.name)
             if node.op == "like":
+                name = self.bind(node.field.name)
                 return self._compare(f"(custom::jsonb ->> {name})", "like", value)
-            element = f"(custom::jsonb -> {name})"
+            if ranged:
+                # A range keeps to the field's JSON type: jsonb orders all strings after
+                # all numbers, which would let a stray string into `after`.
+                guard = f"jsonb_typeof(custom::jsonb -> {self.bind(node.field.name)}) = "
+                guard += f"'{postgres_type}' AND "
+            element = f"(custom::jsonb -> {self.bind(node.field.name)})"
             # jsonb against jsonb compares numbers as numbers and strings as strings.
             encoded = tuple(map(json.dumps, value)) if node.op == "in" else json.dumps(value)
-            sql = self._compare(element, node.op, encoded, "::jsonb")
-            if node.op in _OPERATORS and node.op != "eq":
-                sql = f"(jsonb_typeof({element}) = '{postgres_type}' AND {sql})"
-            return sql
+            return f"({guard}{self._compare(element, node.op, encoded, '::jsonb')})"
         path = f'$."{node.field.name}"'  # the name is an identifier: checked by the domain
+        if ranged:
+            # SQLite orders every number before every text: keep a range to one JSON type.
+            types = ", ".join(f"'{t}'" for t in sqlite_types)
+            guard = f"json_type(custom, {self.bind(path)}) IN ({types}) AND "
         element = f"json_extract(custom, {self.bind(path)})"
         if kind == "boolean":  # json_extract answers 1 or 0 for true and false
             value = tuple(map(int, value)) if node.op == "in" else int(value)
-        sql = self._compare(element, node.op, value)
-        if node.op in _OPERATORS and node.op != "eq":
-            # SQLite orders every integer before every text: keep a range to one JSON type.
-            types = ", ".join(f"'{t}'" for t in sqlite_types)
-            sql = f"(json_type(custom, {self.bind(path)}) IN ({types}) AND {sql})"
-        return sql
+        return f"({guard}{self._compare(element, node.op, value)})"
 
     def order_by(self, sort: Sequence[SortKey]) -> str:
         keys = [f"{COLUMNS[k.field]} {'DESC' if k.descending else 'ASC'}" for k in sort]

@@ -341,7 +341,9 @@ def compile_filter(
     except (ValueError, RecursionError) as error:
         raise invalid("filter", f"must be valid JSON: {error}", reason="MALFORMED_FILTER") from None
     if not isinstance(document, dict):
-        raise invalid("filter", 'must be a JSON object such as {"typeId": "x"}')
+        raise invalid(
+            "filter", 'must be a JSON object such as {"typeId": "x"}', reason="INVALID_FILTER"
+        )
     if not document:
         return None
     try:

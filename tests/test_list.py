@@ -1,0 +1,293 @@
+"""Listing on both backends: seed 003's JSON filter, seed 001's typed filters, the 7-day default,
+history collapse, and keyset page tokens; the domain's list call over the real store."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from eventmgmt.domain.access import Principal, Role
+from eventmgmt.domain.errors import InvalidInput
+from eventmgmt.domain.events import Event, EventManager, EventPage, SortKey, now_us
+from eventmgmt.domain.filters import FieldType, compile_filter, format_time
+from eventmgmt.domain.listing import ListRequest
+from eventmgmt.persistence.store import Store
+
+T = TypeVar("T")
+DAY = 86_400 * 1_000_000
+NOW = now_us()
+CALLER = Principal(tenant_id="acme", key_id="k1", name="tester", role=Role.ADMIN)
+CUSTOM: dict[str, FieldType] = {
+    "plant": "string",
+    "temperature": "double",
+    "count": "integer",
+    "urgent": "boolean",
+    "due": "timestamp",
+}
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def event(tenant: str = "acme", **fields: Any) -> Event:
+    fields.setdefault("timestamp", NOW - DAY)
+    fields.setdefault("create_time", NOW)
+    fields.setdefault("update_time", NOW)
+    return Event(id=str(uuid.uuid4()), tenant_id=tenant, **fields)
+
+
+def insert(store: Store, *events: Event) -> None:
+    async def all_of_them() -> None:
+        await asyncio.gather(*(store.events.insert(e) for e in events))
+
+    run(all_of_them())
+
+
+def listing(store: Store, **request: Any) -> EventPage:
+    request.setdefault("size", 100)
+    return run(EventManager(store.events).list(CALLER, ListRequest(**request), CUSTOM.get))
+
+
+def descriptions(store: Store, filter_text: str = "", **request: Any) -> set[str]:
+    page = listing(store, filter=filter_text, **request)
+    assert page.total == len(page.events)
+    return {e.description for e in page.events}
+
+
+def rejection(store: Store, **request: Any) -> dict[str, str]:
+    with pytest.raises(InvalidInput) as caught:
+        listing(store, **request)
+    return {v.field: v.rule for v in caught.value.violations}
+
+
+def test_filter_operators_and_combinators(store: Store) -> None:
+    insert(
+        store,
+        event(description="a", severity=1, code="100", type_id="Pump", entity_id="p1"),
+        event(description="b", severity=2, code="200", type_id="Pump", entity_id="p_2"),
+        event(description="c", severity=3, code="300", type_id="Valve", entity_id="P%3"),
+        event(
+            description="d",
+            severity=4,
+            code="400",
+            type_id="Valve",
+            entity_id="p*4",
+            acknowledged=True,
+            acknowledged_at=NOW - DAY,
+        ),
+        event(description="e", severity=5, code="500", type_id="valve", entity_id="q5"),
+        event("globex", description="other tenant", severity=1),
+    )
+    assert descriptions(store, '{"typeId": "Pump"}') == {"a", "b"}
+    assert descriptions(store, '{"severity": {"in": [1, 2, 5]}}') == {"a", "b", "e"}
+    assert descriptions(store, '{"code": 300}') == {"c"}
+    # like: * any run, ? one character, case-sensitive on both backends; SQL's own wildcards
+    # and escaped \\* are literal characters.
+    assert descriptions(store, '{"typeId": {"like": "V*"}}') == {"c", "d"}
+    assert descriptions(store, '{"entityId": {"like": "p?"}}') == {"a"}
+    assert descriptions(store, '{"entityId": {"like": "p_*"}}') == {"b"}
+    assert descriptions(store, '{"entityId": {"like": "P%?"}}') == {"c"}
+    assert descriptions(store, '{"entityId": {"like": "p\\\\*?"}}') == {"d"}
+    assert descriptions(store, '{"or": [{"severity": 1}, {"code": "500"}]}') == {"a", "e"}
+    assert descriptions(store, '{"or": {"severity": 1, "code": "500"}}') == {"a", "e"}
+    assert descriptions(store, '{"and": [{"typeId": "Pump"}, {"severity": 2}]}') == {"b"}
+    assert descriptions(store, '{"typeId": "Valve", "severity": {"in": [4, 5]}}') == {"d"}
+    assert descriptions(store, '{"not": {"typeId": "Pump"}}') == {"c", "d", "e"}
+    assert descriptions(store, '{"not": [{"typeId": "Valve"}, {"severity": 3}]}') == {
+        "a",
+        "b",
+        "d",
+        "e",
+    }
+    # `not` is the exact complement, also over missing values (no acknowledgedAt).
+    acknowledged_before = f'{{"acknowledgedAt": {{"before": "{format_time(NOW)}"}}}}'
+    assert descriptions(store, acknowledged_before) == {"d"}
+    assert descriptions(store, f'{{"not": {acknowledged_before}}}') == {"a", "b", "c", "e"}
+    assert descriptions(store, '{"severity": {"between": "[2,4)"}}') == {"b", "c"}
+    assert descriptions(store, '{"severity": {"after": 3, "before": 5}}') == {"d"}
+
+
+def test_time_ranges_and_the_seven_day_default(store: Store) -> None:
+    insert(
+        store,
+        event(description="2018-01-01", timestamp=1_514_764_800_000_000),
+        event(description="2018-01-15", timestamp=1_514_764_800_000_000 + 14 * DAY),
+        event(description="2018-02-01", timestamp=1_517_443_200_000_000),
+        event(description="yesterday", timestamp=NOW - DAY),
+        event(description="eight days ago", timestamp=NOW - 8 * DAY),
+    )
+    # No time filter: the last 7 days only.
+    assert descriptions(store) == {"yesterday"}
+    january = "2018-01-01T00:00:00Z,2018-02-01T00:00:00Z"
+    assert descriptions(store, f'{{"timestamp": {{"between": "[{january})"}}}}') == {
+        "2018-01-01",
+        "2018-01-15",
+    }
+    assert descriptions(store, f'{{"timestamp": {{"between": "({january}]"}}}}') == {
+        "2018-01-15",
+        "2018-02-01",
+    }
+    assert descriptions(store, '{"timestamp": {"before": "2018-01-15T00:00:00Z"}}') == {
+        "2018-01-01"
+    }
+    assert descriptions(store, '{"timestamp": {"after": "2018-01-15T00:00:00Z"}}') == {
+        "2018-02-01",
+        "yesterday",
+        "eight days ago",
+    }
+    # A time filter anywhere in the filter replaces the default window.
+    assert descriptions(store, '{"or": [{"timestamp": 1514764800000}, {"severity": 9}]}') == {
+        "2018-01-01"
+    }
+    # Seed 001's range: start inclusive, end exclusive; a start alone runs until now.
+    assert descriptions(
+        store, start_time=1_514_764_800_000_000, end_time=1_517_443_200_000_000
+    ) == {"2018-01-01", "2018-01-15"}
+    assert descriptions(store, start_time=NOW - 10 * DAY) == {"yesterday", "eight days ago"}
+    assert descriptions(store, end_time=1_517_443_200_000_000) == {"2018-01-01", "2018-01-15"}
+
+
+def test_typed_filters_of_seed_001(store: Store) -> None:
+    insert(
+        store,
+        event(description="a", severity=1, code="10001", entity_id="pump-1", entity_type="Device"),
+        event(description="b", severity=2, code="10001", entity_id="pump-2", entity_type="Device"),
+        event(description="c", severity=2, code="10002", entity_id="site-1", entity_type="Asset"),
+    )
+    assert descriptions(store, severities=(1, 2), code="10001") == {"a", "b"}
+    assert descriptions(store, entity_type="Device", severities=(2,)) == {"b"}
+    assert descriptions(store, entity_id="site-1") == {"c"}
+    assert descriptions(store, include_shared=True, entity_type="Asset") == {"c"}
+    assert "severity" in rejection(store, severities=(7,))
+    assert "endTime" in rejection(store, start_time=NOW, end_time=NOW - DAY)
+
+
+def test_custom_fields_filter_by_their_declared_type(store: Store) -> None:
+    due = NOW + DAY
+    insert(
+        store,
+        event(
+            description="a",
+            custom_fields={
+                "plant": "Berlin",
+                "temperature": 71.5,
+                "count": 3,
+                "urgent": True,
+                "due": format_time(due),
+            },
+        ),
+        event(
+            description="b",
+            custom_fields={"plant": "Bern", "temperature": 40, "count": 10, "urgent": False},
+        ),
+        event(description="c", custom_fields={"plant": "3", "count": "3"}),
+        event(description="d"),
+    )
+    assert descriptions(store, '{"plant": "Berlin"}') == {"a"}
+    assert descriptions(store, '{"plant": {"like": "Ber*"}}') == {"a", "b"}
+    assert descriptions(store, '{"count": 3}') == {"a"}  # the string "3" is no integer
+    assert descriptions(store, '{"count": {"in": [3, 10]}}') == {"a", "b"}
+    assert descriptions(store, '{"count": {"after": 2}}') == {"a", "b"}
+    assert descriptions(store, '{"temperature": {"between": "[40,71.5)"}}') == {"b"}
+    assert descriptions(store, '{"urgent": false}') == {"b"}
+    assert descriptions(store, '{"not": {"urgent": true}}') == {"b", "c", "d"}
+    assert descriptions(store, f'{{"due": {{"after": "{format_time(NOW)}"}}}}') == {"a"}
+    assert descriptions(store, f'{{"due": {due // 1000}}}') == {"a"}
+
+
+@pytest.mark.parametrize(
+    ("filter_text", "field", "rule"),
+    [
+        ('{"severity": {"gt": 1}}', "filter.severity.gt", "unknown operator 'gt'"),
+        ('{"colour": "red"}', "filter.colour", "not a filterable field"),
+        ('{"severity": "high"}', "filter.severity", "must be an integer"),
+        ('{"severity": {"in": 1}}', "filter.severity.in", "non-empty JSON list"),
+        ('{"description": {"between": "[a,b]"}}', "filter.description.between", "times and"),
+        ('{"severity": {"like": "1*"}}', "filter.severity.like", "string fields"),
+        ('{"timestamp": {"between": "2018-01-01T00:00:00Z"}}', "filter.timestamp.between", "["),
+        ('{"timestamp": "yesterday"}', "filter.timestamp", "ISO-8601"),
+        ('{"acknowledged": "yes"}', "filter.acknowledged", "true or false"),
+        ('{"or": []}', "filter.or", "must not be an empty list"),
+        ('{"not": 3}', "filter.not", "JSON object"),
+        ('{"typeId": "x"', "filter", "valid JSON"),
+        ('{"typeId": "x", "typeId": "y"}', "filter", "duplicate key"),
+        ("[1]", "filter", "JSON object"),
+        ('{"payload": "x"}', "filter.payload", "not a filterable field"),
+    ],
+)
+def test_bad_filters_name_the_problem(filter_text: str, field: str, rule: str) -> None:
+    # Rejected while compiling, before any query runs: no database needed.
+    with pytest.raises(InvalidInput) as caught:
+        compile_filter(filter_text, CUSTOM.get)
+    violations = {v.field: v.rule for v in caught.value.violations}
+    assert rule in violations[field]
+    assert caught.value.reason in ("INVALID_FILTER", "MALFORMED_FILTER")
+
+
+def test_history_collapses_correlated_events_to_the_newest(store: Store) -> None:
+    old, middle, new = NOW - 3 * DAY, NOW - 2 * DAY, NOW - DAY
+    insert(store, event(description="v2", correlation_id="c1", entity_id="e", timestamp=middle))
+    # Arriving later but older, and in one batch with a newer one: the flag stays right.
+    insert(
+        store,
+        event(description="v1", correlation_id="c1", entity_id="e", timestamp=old),
+        event(description="v3", correlation_id="c1", entity_id="e", timestamp=new),
+        event(description="other entity", correlation_id="c1", entity_id="f", timestamp=old),
+        event(
+            description="other type", correlation_id="c1", entity_id="e", type_id="T", timestamp=old
+        ),
+        event(description="no correlation 1", timestamp=old),
+        event(description="no correlation 2", timestamp=old),
+        event(
+            "globex", description="other tenant", correlation_id="c1", entity_id="e", timestamp=NOW
+        ),
+    )
+    latest = {"v3", "other entity", "other type", "no correlation 1", "no correlation 2"}
+    assert descriptions(store) == latest
+    assert descriptions(store, history=True) == latest | {"v1", "v2"}
+    # Collapse comes first, then the filter: v3 stands for its correlation.
+    assert descriptions(store, '{"timestamp": {"before": "' + format_time(new) + '"}}') == {
+        "other entity",
+        "other type",
+        "no correlation 1",
+        "no correlation 2",
+    }
+
+
+def test_cursor_pages_match_the_sorted_list_and_are_bound_to_the_query(store: Store) -> None:
+    events = [
+        event(description=f"e{i}", severity=i % 3, timestamp=NOW - DAY + (i // 2) * 1000)
+        for i in range(23)
+    ]
+    insert(store, *events)
+    for sort in (
+        (SortKey("timestamp", descending=True),),
+        (SortKey("severity", descending=False), SortKey("timestamp", descending=True)),
+    ):
+        expected = sorted(events, key=lambda e: e.id, reverse=sort[-1].descending)
+        for key in reversed(sort):
+            expected.sort(key=lambda e, k=key: getattr(e, k.field), reverse=key.descending)
+        seen: list[str] = []
+        token, number, size = "", 0, 4
+        while True:
+            page = listing(store, sort=sort, size=size, page_token=token)
+            assert page.total == 23 and page.number == number
+            seen += [e.id for e in page.events]
+            token, number, size = page.next_token, number + 1, 5  # a size may change
+            if not token:
+                break
+        assert seen == [e.id for e in expected]
+
+    first = listing(store, size=5, filter='{"severity": {"in": [0, 1]}}')
+    assert first.next_token
+    mismatch = rejection(store, size=5, page_token=first.next_token, filter='{"severity": 0}')
+    assert "another" not in mismatch["pageToken"] and "other filters" in mismatch["pageToken"]
+    assert "pageToken" in rejection(store, page_token="not-a-token")
+    assert "page" in rejection(
+        store, size=5, page=2, page_token=first.next_token, filter='{"severity": {"in": [0, 1]}}'
+    )

@@ -59,11 +59,12 @@ lint: $(STAMP) $(THIRD_PARTY) checkgenerate ## ruff, mypy, buf lint and buf brea
 	else echo "buf breaking: no buf.yaml on main yet, nothing to compare"; fi
 
 .PHONY: bench
-bench: $(STAMP) ## Create rates, bulk jobs, find latency on 1M events, live delivery, ingest.
+bench: $(STAMP) ## Create rates, jobs, find on 1M events, live, ingest, list at 100k and 1M.
 	$(PY) tests/benchmarks/bench.py
 	$(PY) tests/benchmarks/bench_jobs.py
 	$(PY) tests/benchmarks/bench_find.py
 	$(PY) tests/benchmarks/bench_live.py
+	$(PY) tests/benchmarks/bench_list.py
 
 .PHONY: clean
 clean: ## Remove the virtual environment, build output and local data.

@@ -3,6 +3,7 @@ PostgreSQL: filters, history, cursors, and bad input answered with the field and
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -79,6 +80,14 @@ def listed(service: Service, key: str, query: str) -> list[str]:
     return [e["description"] for e in body["_embedded"]["events"]]
 
 
+# A well-formed token whose keyset holds text where the timestamp column needs an integer.
+FORGED_TOKEN = (
+    base64.urlsafe_b64encode(
+        json.dumps({"v": 1, "f": "0" * 16, "a": ["x", "id"], "n": 1, "p": 1}).encode()
+    )
+    .decode()
+    .rstrip("=")
+)
 NOVEMBER = "startTime=2026-11-01T00:00:00Z&endTime=2026-11-04T00:00:00Z"
 
 
@@ -149,6 +158,11 @@ def test_rest_cursor_walks_every_page(service: Service, tenant: tuple[str, Any])
         ("startTime=2026-11-02T00:00:00Z&endTime=2026-11-01T00:00:00Z", "endTime"),
         ("severity=9", "severity"),
         ("pageToken=garbage", "pageToken"),
+        # Values no backend can bind must be a 400 too, never a 500.
+        ("filter=" + quote('{"severity": 99999999999999999999}'), "filter.severity"),
+        ("filter=" + quote('{"description": "a\\u0000b"}'), "filter.description"),
+        ("filter=" + quote('{"timestamp": 99999999999999999999}'), "filter.timestamp"),
+        ("pageToken=" + FORGED_TOKEN, "pageToken"),
     ],
 )
 def test_rest_bad_list_input_is_400_naming_the_field(
@@ -204,3 +218,7 @@ def test_grpc_list_filters_and_tokens(service: Service, tenant: tuple[str, Any])
             call(filter='{"severity": {"near": 1}}')
         assert bad_filter.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "filter.severity.near" in (bad_filter.value.details() or "")
+        with pytest.raises(grpc.RpcError) as nul:
+            call(code="10\x00")
+        assert nul.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "code" in (nul.value.details() or "")

@@ -121,9 +121,23 @@ def mentions(condition: Condition | None, name: str) -> bool:
     return any(mentions(part, name) for part in condition.parts)
 
 
+# Integers a filter may hold: every backend binds them as a signed 64-bit value.
+MAX_INTEGER = 2**63 - 1
+_MAX_MILLIS = MAX_INTEGER // 1000
+
+
+def check_text(value: str, where: str) -> str:
+    """Filter text must be storable text: PostgreSQL refuses NUL in any string."""
+    if "\x00" in value:
+        raise invalid(where, "must not contain NUL characters")
+    return value
+
+
 def parse_time(value: Any, where: str) -> int:
     """An ISO-8601 time with a zone or epoch milliseconds, as epoch microseconds."""
     if isinstance(value, int) and not isinstance(value, bool):
+        if not -_MAX_MILLIS <= value <= _MAX_MILLIS:
+            raise invalid(where, "epoch milliseconds out of range")
         return value * 1000
     rule = "must be an ISO-8601 time with a zone, such as 2018-07-29T06:09:29.743Z"
     if not isinstance(value, str):
@@ -227,7 +241,7 @@ class _Compiler:
                 )
             if not isinstance(operand, str):
                 raise invalid(path, "must be a string pattern: * matches any run, ? one character")
-            return Compare(field, "like", like_pattern(operand))
+            return Compare(field, "like", like_pattern(check_text(operand, path)))
         if op in ("between", "before", "after"):
             if field.type not in ("timestamp", "integer", "double"):
                 raise invalid(
@@ -270,16 +284,20 @@ class _Compiler:
         if kind == "integer":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise invalid(path, "must be an integer")
+            if not -MAX_INTEGER <= value <= MAX_INTEGER:
+                raise invalid(path, "must fit in 64 bits")
             return value
         if kind == "double":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise invalid(path, "must be a number")
+            if isinstance(value, int) and not -MAX_INTEGER <= value <= MAX_INTEGER:
+                raise invalid(path, "must fit in 64 bits")
             return value
         if field.name == "code" and isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # codes are stored as text; seed 001 writes them as numbers
         if not isinstance(value, str):
             raise invalid(path, "must be a string")
-        return value
+        return check_text(value, path)
 
     def _count(self, path: str) -> None:
         self._nodes += 1

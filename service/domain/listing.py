@@ -16,6 +16,7 @@ from eventmgmt.domain.errors import invalid
 from eventmgmt.domain.events import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_SORT,
+    JSON_NAMES,
     MAX_SEVERITY,
     EventPage,
     EventQuery,
@@ -23,11 +24,13 @@ from eventmgmt.domain.events import (
     now_us,
 )
 from eventmgmt.domain.filters import (
+    MAX_INTEGER,
     Compare,
     Condition,
     CustomFieldType,
     FieldRef,
     all_of,
+    check_text,
     compile_filter,
     mentions,
 )
@@ -84,6 +87,7 @@ def _typed_filters(request: ListRequest) -> list[Condition]:
         ("entity_type", request.entity_type),
     ):
         if value:
+            check_text(value, JSON_NAMES[name])
             parts.append(Compare(FieldRef(name, "string"), "eq", value))
     start, end = request.start_time, request.end_time
     if start is not None and end is not None and start >= end:
@@ -118,7 +122,17 @@ def _encode(cursor: _Cursor) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(token: str, field: str, fingerprint: str, sort_keys: int) -> _Cursor:
+_INTEGER_SORT_KEYS = frozenset({"timestamp", "severity", "create_time", "update_time"})
+
+
+def _fits(value: Any, key: str) -> bool:
+    """Whether a token's keyset value has the type (and range) of its sort column."""
+    if key in _INTEGER_SORT_KEYS:
+        return type(value) is int and -MAX_INTEGER <= value <= MAX_INTEGER
+    return isinstance(value, str) and "\x00" not in value
+
+
+def _decode(token: str, field: str, fingerprint: str, sort: tuple[SortKey, ...]) -> _Cursor:
     rule = "is not a token returned by a list call"
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
@@ -129,8 +143,10 @@ def _decode(token: str, field: str, fingerprint: str, sort_keys: int) -> _Cursor
         valid = (
             document["v"] == _TOKEN_VERSION
             and isinstance(cursor.fingerprint, str)
-            and len(cursor.after) == sort_keys + 1
-            and cursor.number > 0
+            and len(cursor.after) == len(sort) + 1
+            and all(map(_fits, cursor.after, [*(key.field for key in sort), "id"]))
+            and 0 < cursor.number <= MAX_INTEGER
+            and 0 <= cursor.now <= MAX_INTEGER
         )
     except (ValueError, KeyError, TypeError, binascii.Error):
         valid = False
@@ -165,7 +181,7 @@ async def list_events(
     if request.page_token:
         if request.page:
             raise invalid("page", f"give page or {request.token_field}, not both")
-        cursor = _decode(request.page_token, request.token_field, fingerprint, len(request.sort))
+        cursor = _decode(request.page_token, request.token_field, fingerprint, request.sort)
     # A token keeps the first page's "now", so that a window ending now does not move under
     # a client paging through it.
     now = cursor.now if cursor else now_us()

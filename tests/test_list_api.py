@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -222,3 +223,29 @@ def test_grpc_list_filters_and_tokens(service: Service, tenant: tuple[str, Any])
             call(code="10\x00")
         assert nul.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "code" in (nul.value.details() or "")
+
+
+def test_deleting_the_newest_version_lists_the_one_before(service: Service) -> None:
+    key = service.create_key(f"list-del-{uuid.uuid4().hex[:8]}", "Admin")
+    for severity, when in ((3, "2026-11-01T10:00:00Z"), (4, "2026-11-01T11:00:00Z")):
+        body = {
+            "description": f"v{severity}",
+            "severity": severity,
+            "entityId": "pump-9",
+            "correlationId": "c-del",
+            "timestamp": when,
+        }
+        assert service.request("POST", "/events", body, key=key).status == 201
+    assert listed(service, key, NOVEMBER) == ["v4"]
+
+    job = service.request(
+        "POST", "/deleteEventsJobs", {"filter": {"entityId": "pump-9", "severity": 4}}, key=key
+    )
+    assert job.status in (200, 201, 202), job.body
+    path = f"/deleteEventsJobs/{job.json()['id']}"
+    deadline = time.monotonic() + 60
+    while service.request("GET", path, key=key).json()["state"] != "FINISHED":
+        assert time.monotonic() < deadline, "the delete job did not finish"
+        time.sleep(0.05)
+
+    assert listed(service, key, NOVEMBER) == ["v3"]

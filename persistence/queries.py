@@ -17,7 +17,6 @@ from eventmgmt.domain.filters import (
     Condition,
     Negation,
     Pattern,
-    format_time,
 )
 
 # Canonical attribute -> column, for every standard field a filter or sort may name.
@@ -49,7 +48,7 @@ _JSON_TYPES = {
     # What json_type (SQLite) / jsonb_typeof (PostgreSQL) say for each custom field type.
     "integer": (("integer", "real"), "number"),
     "double": (("integer", "real"), "number"),
-    "timestamp": (("text",), "string"),
+    "timestamp": (("integer",), "number"),
     "string": (("text",), "string"),
     "boolean": (("true", "false"), "boolean"),
 }
@@ -95,33 +94,38 @@ class SqlBuilder:
     def _custom(self, node: Compare) -> str:
         kind = node.field.type
         value = node.value
-        if kind == "timestamp":
-            value = tuple(map(format_time, value)) if node.op == "in" else format_time(value)
+        # Custom timestamps are stored as {"$timestamp": microseconds} (see store.py): the
+        # number inside is what compares.
+        inner = ("$timestamp",) if kind == "timestamp" else ()
         sqlite_types, postgres_type = _JSON_TYPES[kind]
         ranged = node.op in _OPERATORS and node.op != "eq"
         guard = ""
         if self.postgres:
+
+            def element(operator: str = "->") -> str:
+                keys = [node.field.name, *inner]
+                arrows = [f" -> {self.bind(k)}" for k in keys[:-1]]
+                return f"(custom::jsonb{''.join(arrows)} {operator} {self.bind(keys[-1])})"
+
             if node.op == "like":
-                name = self.bind(node.field.name)
-                return self._compare(f"(custom::jsonb ->> {name})", "like", value)
+                return self._compare(element("->>"), "like", value)
             if ranged:
                 # A range keeps to the field's JSON type: jsonb orders all strings after
                 # all numbers, which would let a stray string into `after`.
-                guard = f"jsonb_typeof(custom::jsonb -> {self.bind(node.field.name)}) = "
-                guard += f"'{postgres_type}' AND "
-            element = f"(custom::jsonb -> {self.bind(node.field.name)})"
+                guard = f"jsonb_typeof({element()}) = '{postgres_type}' AND "
             # jsonb against jsonb compares numbers as numbers and strings as strings.
             encoded = tuple(map(json.dumps, value)) if node.op == "in" else json.dumps(value)
-            return f"({guard}{self._compare(element, node.op, encoded, '::jsonb')})"
-        path = f'$."{node.field.name}"'  # the name is an identifier: checked by the domain
+            return f"({guard}{self._compare(element(), node.op, encoded, '::jsonb')})"
+        # The name is an identifier (checked by the domain), so it needs no escaping here.
+        path = "$." + ".".join(f'"{k}"' for k in (node.field.name, *inner))
         if ranged:
             # SQLite orders every number before every text: keep a range to one JSON type.
             types = ", ".join(f"'{t}'" for t in sqlite_types)
             guard = f"json_type(custom, {self.bind(path)}) IN ({types}) AND "
-        element = f"json_extract(custom, {self.bind(path)})"
+        extracted = f"json_extract(custom, {self.bind(path)})"
         if kind == "boolean":  # json_extract answers 1 or 0 for true and false
             value = tuple(map(int, value)) if node.op == "in" else int(value)
-        return f"({guard}{self._compare(element, node.op, value)})"
+        return f"({guard}{self._compare(extracted, node.op, value)})"
 
     def order_by(self, sort: Sequence[SortKey]) -> str:
         keys = [f"{COLUMNS[k.field]} {'DESC' if k.descending else 'ASC'}" for k in sort]

@@ -249,3 +249,38 @@ def test_deleting_the_newest_version_lists_the_one_before(service: Service) -> N
         time.sleep(0.05)
 
     assert listed(service, key, NOVEMBER) == ["v3"]
+
+
+def test_filters_on_custom_fields_that_event_types_declare_filterable(service: Service) -> None:
+    key = service.create_key(f"list-types-{uuid.uuid4().hex[:8]}", "Admin")
+    fields = [
+        {"name": "pressure", "type": "INTEGER", "filterable": True},
+        {"name": "due", "type": "TIMESTAMP", "filterable": True},
+        {"name": "line", "type": "STRING"},
+    ]
+    created = service.request("POST", "/eventTypes", {"name": "Pump", "fields": fields}, key=key)
+    assert created.status == 201, created.body
+    type_id = created.json()["id"]
+    for pressure, due in ((3, "2026-11-01T00:00:00Z"), (8, "2026-12-01T00:00:00Z")):
+        body = {
+            "typeId": type_id,
+            "description": f"p{pressure}",
+            "pressure": pressure,
+            "due": due,
+            "line": "A",
+        }
+        answer = service.request("POST", "/events", body, key=key)
+        assert answer.status == 201, answer.body
+
+    def with_filter(document: dict[str, Any]) -> Any:
+        return service.request("GET", "/events?filter=" + quote(json.dumps(document)), key=key)
+
+    by_pressure = with_filter({"pressure": {"after": 5}}).json()
+    assert [e["description"] for e in by_pressure["_embedded"]["events"]] == ["p8"]
+    by_due = with_filter({"due": {"before": "2026-11-15T00:00:00Z"}}).json()
+    assert [e["description"] for e in by_due["_embedded"]["events"]] == ["p3"]
+    wrong_type = with_filter({"pressure": "high"})
+    assert wrong_type.status == 400 and "filter.pressure" in wrong_type.json()["message"]
+    not_filterable = with_filter({"line": "A"})
+    assert not_filterable.status == 400
+    assert "not a filterable field" in not_filterable.json()["message"]

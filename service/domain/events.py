@@ -34,7 +34,13 @@ from eventmgmt.domain.errors import (
     StaleEtag,
     invalid,
 )
-from eventmgmt.domain.filters import Condition, CustomFieldType, no_custom_fields
+from eventmgmt.domain.filters import (
+    Condition,
+    CustomFieldType,
+    custom_field_names,
+    no_custom_fields,
+)
+from eventmgmt.domain.filters import FieldType as FilterFieldType
 
 if TYPE_CHECKING:
     from eventmgmt.domain.listing import ListRequest
@@ -298,6 +304,10 @@ class CustomFieldLookup(Protocol):
         """Every field of a type the principal sees and of its ancestors; None if unseen."""
         ...
 
+    async def field_type(self, principal: Principal, name: str) -> Any:
+        """The FieldType of a filterable custom field the principal sees, or None."""
+        ...
+
 
 def check_event_id(event_id: str) -> str:
     try:
@@ -362,6 +372,15 @@ def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
             FieldViolation("acknowledged", "cannot be set on create or update; use acknowledge")
         )
     return violations
+
+
+_FILTER_TYPES: dict[str, FilterFieldType] = {
+    "STRING": "string",
+    "INTEGER": "integer",
+    "DOUBLE": "double",
+    "BOOLEAN": "boolean",
+    "TIMESTAMP": "timestamp",
+}
 
 
 class EventManager:
@@ -482,13 +501,26 @@ class EventManager:
         self,
         principal: Principal,
         request: ListRequest,
-        custom_field_type: CustomFieldType = no_custom_fields,
+        custom_field_type: CustomFieldType | None = None,
     ) -> EventPage:
         """Lists within the principal's scope; `custom_field_type` resolves the custom fields a
-        filter may name (by default none)."""
+        filter may name (by default the filterable fields of the types the principal sees)."""
         from eventmgmt.domain.listing import list_events  # listing builds on this module
 
+        if custom_field_type is None:
+            custom_field_type = await self._filterable_fields(principal, request.filter)
         return await list_events(self._repository, principal, request, custom_field_type)
+
+    async def _filterable_fields(self, principal: Principal, filter_text: str) -> CustomFieldType:
+        if self._types is None:
+            return no_custom_fields
+        found: dict[str, FilterFieldType] = {}
+        for name in custom_field_names(filter_text):
+            kind = await self._types.field_type(principal, name)
+            if kind is not None:
+                # ENUM values are stored and compared as their string.
+                found[name] = _FILTER_TYPES.get(str(kind.value), "string")
+        return found.get
 
     async def update(
         self,

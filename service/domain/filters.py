@@ -57,6 +57,31 @@ OPERATORS = ("eq", "in", "like", "between", "before", "after")
 COMBINATORS = ("and", "or", "not")
 
 
+def custom_field_names(text: str) -> set[str]:
+    """The names a filter uses where a field goes that are not standard fields, so that their
+    types can be looked up before compiling; empty when the text is no JSON object (the
+    compiler then reports the problem)."""
+    try:
+        document = json.loads(text) if text.strip() else {}
+    except (ValueError, RecursionError):
+        return set()
+    names: set[str] = set()
+
+    def walk(clauses: Any) -> None:
+        if isinstance(clauses, list):
+            for item in clauses:
+                walk(item)
+        elif isinstance(clauses, dict):
+            for key, value in clauses.items():
+                if key in COMBINATORS:
+                    walk(value)
+                elif key not in STANDARD_FIELDS and isinstance(key, str):
+                    names.add(key)
+
+    walk(document)
+    return {name for name in names if _CUSTOM_NAME.match(name)}
+
+
 def no_custom_fields(name: str) -> FieldType | None:
     """The resolver used until event types declare filterable fields: none exist."""
     return None
@@ -150,13 +175,6 @@ def parse_time(value: Any, where: str) -> int:
         raise invalid(where, rule)
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def format_time(micros: int) -> str:
-    """The ISO-8601 UTC text custom timestamp fields are stored as (millisecond precision)."""
-    seconds, fraction = divmod(micros, 1_000_000)
-    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{moment}.{fraction // 1000:03d}Z"
 
 
 class _Compiler:

@@ -15,6 +15,7 @@ from eventmgmt.domain.access import Principal
 from eventmgmt.domain.custom_fields import STANDARD_EVENT, FieldDefinition, FieldType
 from eventmgmt.domain.event_types import DeleteOutcome, EventType, Scope
 from eventmgmt.domain.events import Event
+from eventmgmt.persistence.queries import refresh_latest
 from eventmgmt.persistence.store import Store
 from eventmgmt.persistence.store import _event_row as event_row
 
@@ -263,12 +264,17 @@ class RetentionRepository:
 
         def write(cursor: Any) -> int:
             p = self._store.database.param
+            # RETURNING names the correlations that lost an event, whose newest remaining
+            # event must then be flagged latest (see refresh_latest).
             cursor.execute(
                 f"DELETE FROM events WHERE id IN (SELECT id FROM events "
-                f"WHERE type_id = {p} AND create_time < {p} LIMIT {p})",
+                f"WHERE type_id = {p} AND create_time < {p} LIMIT {p}) "
+                "RETURNING tenant_id, correlation_id, entity_id, type_id",
                 (type_id, cutoff_us, limit),
             )
-            return int(cursor.rowcount)
+            gone = cursor.fetchall()
+            refresh_latest(cursor, (tuple(g) for g in gone if g[1]), self._store.postgres)
+            return len(gone)
 
         deleted: int = await self._store.writer.submit(write)
         return deleted

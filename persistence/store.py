@@ -564,28 +564,6 @@ class EventRepository:
         total = db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {count_where}", count_args)
         return [_event_from_row(r) for r in rows], total.fetchone()[0]
 
-
-def list_sql(
-    principal: Principal, query: EventQuery, postgres: bool, param: str
-) -> tuple[tuple[str, list[Any]], str, list[Any]]:
-    """The WHERE clause (and its arguments) that counts a list, and the page's own SELECT."""
-    where, args = _scope(principal, param, include_shared=query.include_shared)
-    builder = SqlBuilder(postgres, param)
-    clauses = [where]
-    if not query.history:
-        clauses.append("latest = TRUE")
-    if query.condition is not None:
-        clauses.append(builder.condition(query.condition))
-    count_where = " AND ".join(clauses)
-    count_args = [*args, *builder.args]
-    if query.after is not None:
-        clauses.append(builder.after(query.sort, query.after))
-    sql = (
-        f"{_SELECT_EVENT} WHERE {' AND '.join(clauses)} ORDER BY {builder.order_by(query.sort)} "
-        f"LIMIT {builder.bind(query.limit)} OFFSET {builder.bind(query.offset)}"
-    )
-    return (count_where, count_args), sql, [*args, *builder.args]
-
     async def find(self, principal: Principal, request: q.FindRequest) -> q.FindResult:
         """Runs a find request inside the principal's scope, which is ANDed around whatever
         the query says; `_scope` is the one place that decides what a principal may read,
@@ -769,6 +747,28 @@ def _child_buckets(
         result.other_count = int(count) - sum(b.doc_count for b in result.buckets)
     for identity, bucket in by_identity.items():
         bucket.children[child.name] = results.get(identity, q.AggregationResult())
+
+
+def list_sql(
+    principal: Principal, query: EventQuery, postgres: bool, param: str
+) -> tuple[tuple[str, list[Any]], str, list[Any]]:
+    """The WHERE clause (and its arguments) that counts a list, and the page's own SELECT."""
+    where, args = _scope(principal, param, include_shared=query.include_shared)
+    builder = SqlBuilder(postgres, param)
+    clauses = [where]
+    if not query.history:
+        clauses.append("latest = TRUE")
+    if query.condition is not None:
+        clauses.append(builder.condition(query.condition))
+    count_where = " AND ".join(clauses)
+    count_args = [*args, *builder.args]
+    if query.after is not None:
+        clauses.append(builder.after(query.sort, query.after))
+    sql = (
+        f"{_SELECT_EVENT} WHERE {' AND '.join(clauses)} ORDER BY {builder.order_by(query.sort)} "
+        f"LIMIT {builder.bind(query.limit)} OFFSET {builder.bind(query.offset)}"
+    )
+    return (count_where, count_args), sql, [*args, *builder.args]
 
 
 API_KEY_PREFIX = "emk"

@@ -88,6 +88,22 @@ def fill(store: Store, start: int, end: int, now: int) -> float:
     # may look a correlation group up by the type index instead of the correlation index.
     bounds = [start, *range(min(start + 5000, end), end, CHUNK), end]
     db.connect(reuse_if_open=True)  # one connection for the whole load
+    # The list indexes are dropped during the load and built again after it (a sort beats a
+    # million random index inserts); the correlation index stays, the writer's upkeep uses it.
+    if store.postgres:
+        found = db.execute_sql(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events' "
+            f"AND indexname LIKE {db.param}",
+            ("events_tenant_%",),
+        ).fetchall()
+    else:
+        found = db.execute_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            f"AND tbl_name = 'events' AND name LIKE {db.param}",
+            ("events_tenant_%",),
+        ).fetchall()
+    for name, _ in found:
+        db.execute_sql(f"DROP INDEX {name}")
     if not store.postgres:
         # SQLite's default 2 MB page cache thrashes on seven indexes of a million rows; this
         # loading connection gets 256 MB (the service's own connections keep the default).
@@ -98,6 +114,8 @@ def fill(store: Store, start: int, end: int, now: int) -> float:
             insert_events(db.cursor(), rows, store.postgres)
         if store.postgres and low == start:
             db.execute_sql("ANALYZE events")
+    for _, definition in found:
+        db.execute_sql(definition)
     # Fresh statistics (and on PostgreSQL the visibility map that index-only scans need), as
     # autovacuum would leave a table that grew this much.
     db.execute_sql("VACUUM ANALYZE events" if store.postgres else "ANALYZE")

@@ -15,7 +15,7 @@ from eventmgmt.domain.access import ROOT_DOMAIN, Principal
 from eventmgmt.domain.device_events import duplicate
 from eventmgmt.domain.events import Event, Payload
 from eventmgmt.domain.registry import App, Device
-from eventmgmt.persistence.store import _event_row
+from eventmgmt.persistence.store import event_row
 
 if TYPE_CHECKING:
     from eventmgmt.persistence.store import Store
@@ -171,7 +171,7 @@ class DeviceEventStore:
         self._store = store
 
     async def insert_unique(self, event: Event, fingerprint: str) -> None:
-        row = _event_row(event)
+        row = event_row(event)
 
         def insert(cursor: Any) -> None:
             self._store.insert_event_row(cursor, row, {"report_hash": fingerprint})
@@ -250,7 +250,7 @@ class DeviceEventStore:
             )
             stored = dropped = 0
             for report_id, fingerprint, text in cursor.fetchall():
-                row = _event_row(_event_from_json(text))
+                row = event_row(_event_from_json(text))
                 if self._store.insert_event_row(
                     cursor, row, {"report_hash": fingerprint}, skip_conflicts=True
                 ):

@@ -16,8 +16,7 @@ from eventmgmt.domain.custom_fields import STANDARD_EVENT, FieldDefinition, Fiel
 from eventmgmt.domain.event_types import DeleteOutcome, EventType, Scope
 from eventmgmt.domain.events import Event
 from eventmgmt.persistence.queries import refresh_latest
-from eventmgmt.persistence.store import Store
-from eventmgmt.persistence.store import _event_row as event_row
+from eventmgmt.persistence.store import Store, event_row
 
 _COLUMNS = "id, tenant_id, name, parent_id, scope, fields, ttl_days, etag, create_time, update_time"
 # Walking parent links stops here even if the table were ever corrupted into a loop.

@@ -18,9 +18,7 @@ from eventmgmt.domain.access import Principal, Role
 from eventmgmt.domain.events import Event, now_us
 from eventmgmt.domain.jobs import Job, JobKind, JobResult, JobState, LeaseLost
 from eventmgmt.persistence.queries import refresh_latest
-from eventmgmt.persistence.store import Store
-from eventmgmt.persistence.store import _event_row as event_row
-from eventmgmt.persistence.store import _scope as scope
+from eventmgmt.persistence.store import Store, event_row, scope_clause
 
 _JOB_COLUMNS = (
     "id",
@@ -270,7 +268,7 @@ class JobRepository:
 def _matching(
     principal: Principal, where: Mapping[str, Any], p: str
 ) -> tuple[str, builtins.list[Any]]:
-    clause, args = scope(principal, p)
+    clause, args = scope_clause(principal, p)
     for column, value in where.items():
         clause += f" AND {column} = {p}"
         args.append(value)

@@ -109,7 +109,7 @@ def _decode_custom(document: dict[str, Any]) -> Any:
     return document
 
 
-def _event_row(e: Event) -> tuple[Any, ...]:
+def event_row(e: Event) -> tuple[Any, ...]:
     source = None if e.source is None else json.dumps(e.source, ensure_ascii=False)
     custom = (
         json.dumps(e.custom_fields, ensure_ascii=False, default=_encode_custom)
@@ -309,7 +309,7 @@ class Store:
         return results
 
     def insert_event_rows(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Inserts event rows (of `_event_row`) for work submitted to the writer as a callable,
+        """Inserts event rows (of `event_row`) for work submitted to the writer as a callable,
         such as a bulk job's chunk: they get the next feed positions in this transaction, and
         subscribers and the commit listeners learn of them once it commits."""
         if not rows:
@@ -416,7 +416,7 @@ class Store:
         self.database.close()
 
 
-def _scope(
+def scope_clause(
     principal: Principal, param: str, *, whole_tenant: bool = False, include_shared: bool = False
 ) -> tuple[str, list[Any]]:
     """The WHERE clause that keeps a query inside the principal's tenant and domain subtree,
@@ -471,7 +471,7 @@ class EventRepository:
         self._store = store
 
     async def insert(self, event: Event) -> None:
-        await self._store.writer.submit(_Insert(event, _event_row(event)))
+        await self._store.writer.submit(_Insert(event, event_row(event)))
 
     async def insert_batch(
         self, principal: Principal, events: Sequence[tuple[Event, str | None]]
@@ -479,7 +479,7 @@ class EventRepository:
         batch = _InsertBatch(
             principal.tenant_id,
             [event for event, _ in events],
-            [_event_row(event) for event, _ in events],
+            [event_row(event) for event, _ in events],
             [key for _, key in events],
         )
         if any(event.tenant_id != principal.tenant_id for event in batch.events):
@@ -509,7 +509,7 @@ class EventRepository:
     ) -> builtins.list[Event]:
         def work(db: peewee.Database) -> builtins.list[Event]:
             p = db.param
-            where, args = _scope(principal, p)
+            where, args = scope_clause(principal, p)
             clauses, more = _filter_clauses(event_filter, p)
             rows = db.execute_sql(
                 f"{_SELECT_EVENT} WHERE {where} AND seq > {p} AND seq <= {p}{clauses} "
@@ -521,7 +521,7 @@ class EventRepository:
         return await self._store.read(work)
 
     async def replace(self, event: Event, expected_etag: int) -> bool:
-        replaced: bool = await self._store.writer.submit(_Replace(_event_row(event), expected_etag))
+        replaced: bool = await self._store.writer.submit(_Replace(event_row(event), expected_etag))
         return replaced
 
     async def get(
@@ -544,7 +544,7 @@ class EventRepository:
         include_shared: bool,
         db: peewee.Database,
     ) -> Event | None:
-        where, args = _scope(
+        where, args = scope_clause(
             principal, db.param, whole_tenant=whole_tenant, include_shared=include_shared
         )
         row = db.execute_sql(
@@ -577,7 +577,7 @@ class EventRepository:
 
         def statement() -> tuple[FindSql, str]:
             sql = FindSql(postgres, db.param)
-            scope, args = _scope(principal, db.param, include_shared=request.include_shared)
+            scope, args = scope_clause(principal, db.param, include_shared=request.include_shared)
             sql.args.extend(args)
             return sql, f"({scope}) AND ({sql.where(request.query)})"
 
@@ -753,7 +753,7 @@ def list_sql(
     principal: Principal, query: EventQuery, postgres: bool, param: str
 ) -> tuple[tuple[str, list[Any]], str, list[Any]]:
     """The WHERE clause (and its arguments) that counts a list, and the page's own SELECT."""
-    where, args = _scope(principal, param, include_shared=query.include_shared)
+    where, args = scope_clause(principal, param, include_shared=query.include_shared)
     builder = SqlBuilder(postgres, param)
     clauses = [where]
     if not query.history:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from google.api import httpbody_pb2
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -20,10 +19,6 @@ REST_FORMAT = "rest"
 GRPC_FORMAT = "grpc"
 # A job body holds up to 10,000 events: larger than one event's 1 MiB.
 MAX_JOB_BODY_BYTES = 16 * 1024 * 1024
-
-
-def http_body(document: Any) -> httpbody_pb2.HttpBody:
-    return httpbody_pb2.HttpBody(content_type="application/json", data=rest_json.dumps(document))
 
 
 def parse_job_item(source: str, item: dict[str, Any]) -> Mapping[str, Any]:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from google.api import httpbody_pb2
+
 from eventmgmt.domain.custom_fields import Instant
 from eventmgmt.domain.errors import FieldViolation, InvalidInput, invalid
 from eventmgmt.domain.events import JSON_NAMES, Event, EventPage, Payload
@@ -53,6 +55,11 @@ def loads(raw: bytes, what: str = "body", limit: int = MAX_BODY_BYTES) -> Any:
 
 def dumps(document: Any) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def json_body(document: Any, content_type: str = "application/json") -> httpbody_pb2.HttpBody:
+    """A REST answer: the document as compact JSON, for an HttpBody rpc."""
+    return httpbody_pb2.HttpBody(content_type=content_type, data=dumps(document))
 
 
 def _string(value: Any) -> str:

@@ -95,5 +95,4 @@ async def answer_device_error(
     if isinstance(error, AlreadyExists) and error.existing_id:
         headers.append(("location", f"{base_url(context)}/events/{error.existing_id}"))
     await context.send_initial_metadata(headers)
-    document = rest_json.device_error_document(code, message)
-    return httpbody_pb2.HttpBody(content_type=JSON, data=rest_json.dumps(document))
+    return rest_json.json_body(rest_json.device_error_document(code, message))

@@ -76,7 +76,7 @@ class EventJobRestServicer(event_job_rest_service_pb2_grpc.EventJobRestServiceSe
         self, request: rest_pb.RestGetCreateEventsJobRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         job = await self._jobs.get(current_principal(), JobKind.CREATE_EVENTS, request.id)
-        return job_views.http_body(job_views.status_document(job, base_url(context)))
+        return rest_json.json_body(job_views.status_document(job, base_url(context)))
 
     async def RestSubmitDeleteEventsJob(
         self, request: rest_pb.RestSubmitDeleteEventsJobRequest, context: grpc.aio.ServicerContext
@@ -89,11 +89,11 @@ class EventJobRestServicer(event_job_rest_service_pb2_grpc.EventJobRestServiceSe
         self, request: rest_pb.RestGetDeleteEventsJobRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         job = await self._jobs.get(current_principal(), JobKind.DELETE_EVENTS, request.id)
-        return job_views.http_body(job_views.status_document(job, base_url(context)))
+        return rest_json.json_body(job_views.status_document(job, base_url(context)))
 
     @staticmethod
     async def _accepted(job: Any, context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
         await context.send_initial_metadata(
             [("x-http-code", "201"), ("location", job_views.location(job, base_url(context)))]
         )
-        return job_views.http_body(job_views.accepted_document(job))
+        return rest_json.json_body(job_views.accepted_document(job))

@@ -49,10 +49,6 @@ def base_url(context: grpc.aio.ServicerContext) -> str:
     return f"{scheme}://{host}"
 
 
-def _body(document: Any, content_type: str = JSON) -> httpbody_pb2.HttpBody:
-    return httpbody_pb2.HttpBody(content_type=content_type, data=rest_json.dumps(document))
-
-
 def _expected_etag(context: grpc.aio.ServicerContext, body_etag: Any) -> int | None:
     header = _metadata(context, "if-match")
     from_header = None
@@ -95,7 +91,7 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         await context.send_initial_metadata(
             [("x-http-code", "201"), ("location", f"{base}/events/{event.id}")]
         )
-        return _body(rest_json.event_document(event, base))
+        return rest_json.json_body(rest_json.event_document(event, base))
 
     async def RestGetEvent(
         self, request: pb.RestGetEventRequest, context: grpc.aio.ServicerContext
@@ -103,7 +99,7 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         event = await self._events.get(
             current_principal(), request.id, include_shared=request.include_shared
         )
-        return _body(rest_json.event_document(event, base_url(context)))
+        return rest_json.json_body(rest_json.event_document(event, base_url(context)))
 
     async def RestListEvents(
         self, request: pb.RestListEventsRequest, context: grpc.aio.ServicerContext
@@ -153,7 +149,7 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
             return urlencode(position + params)
 
         document = rest_json.page_document(page, base_url(context), query_string)
-        return _body(document, HAL_JSON)
+        return rest_json.json_body(document, HAL_JSON)
 
     async def RestUpdateEvent(
         self, request: pb.RestUpdateEventRequest, context: grpc.aio.ServicerContext
@@ -165,13 +161,13 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         event, kept = await self._events.update(current_principal(), request.id, fields, expected)
         if kept:
             await context.send_initial_metadata([("warning", kept_warning(kept))])
-        return _body(rest_json.event_document(event, base_url(context)))
+        return rest_json.json_body(rest_json.event_document(event, base_url(context)))
 
     async def RestAcknowledgeEvent(
         self, request: pb.RestAcknowledgeEventRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         event = await self._events.acknowledge(current_principal(), request.id)
-        return _body(rest_json.acknowledge_document(event))
+        return rest_json.json_body(rest_json.acknowledge_document(event))
 
     async def RestSubscribeEvents(
         self, request: pb.RestSubscribeEventsRequest, context: grpc.aio.ServicerContext

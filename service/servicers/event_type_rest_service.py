@@ -16,7 +16,7 @@ from eventmgmt.convert import event_type_to_proto, spec_from_proto
 from eventmgmt.domain.errors import invalid
 from eventmgmt.domain.event_types import EventTypeManager
 from eventmgmt.servicers import decode_offset_token, encode_offset_token
-from eventmgmt.servicers.event_rest_service import JSON, _expected_etag, base_url
+from eventmgmt.servicers.event_rest_service import _expected_etag, base_url
 from eventmgmt.v1 import event_type_pb2, event_type_rest_service_pb2_grpc
 from eventmgmt.v1 import event_type_rest_service_pb2 as pb
 
@@ -24,10 +24,6 @@ from eventmgmt.v1 import event_type_rest_service_pb2 as pb
 def _json(message: Message) -> Any:
     # Every field printed, zero values included, as the gateway prints typed answers.
     return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-
-
-def _body(document: Any) -> httpbody_pb2.HttpBody:
-    return httpbody_pb2.HttpBody(content_type=JSON, data=rest_json.dumps(document))
 
 
 class EventTypeRestServicer(event_type_rest_service_pb2_grpc.EventTypeRestServiceServicer):
@@ -43,13 +39,13 @@ class EventTypeRestServicer(event_type_rest_service_pb2_grpc.EventTypeRestServic
         created = await self._types.create(current_principal(), spec_from_proto(message))
         location = f"{base_url(context)}/eventTypes/{created.id}"
         await context.send_initial_metadata([("x-http-code", "201"), ("location", location)])
-        return _body(_json(event_type_to_proto(created)))
+        return rest_json.json_body(_json(event_type_to_proto(created)))
 
     async def RestGetEventType(
         self, request: pb.RestGetEventTypeRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         found = await self._types.get(current_principal(), request.id)
-        return _body(_json(event_type_to_proto(found)))
+        return rest_json.json_body(_json(event_type_to_proto(found)))
 
     async def RestListEventTypes(
         self, request: pb.RestListEventTypesRequest, context: grpc.aio.ServicerContext
@@ -57,7 +53,7 @@ class EventTypeRestServicer(event_type_rest_service_pb2_grpc.EventTypeRestServic
         offset = decode_offset_token(request.page_token, "pageToken")
         found, total = await self._types.list(current_principal(), offset, request.page_size)
         end = offset + len(found)
-        return _body(
+        return rest_json.json_body(
             {
                 "eventTypes": [_json(event_type_to_proto(t)) for t in found],
                 "nextPageToken": encode_offset_token(end) if end < total else "",
@@ -72,11 +68,11 @@ class EventTypeRestServicer(event_type_rest_service_pb2_grpc.EventTypeRestServic
         expected = _expected_etag(context, message.etag or None)
         spec = spec_from_proto(message, fields_given="fields" in sent)
         updated = await self._types.update(current_principal(), request.id, spec, expected)
-        return _body(_json(event_type_to_proto(updated)))
+        return rest_json.json_body(_json(event_type_to_proto(updated)))
 
     async def RestDeleteEventType(
         self, request: pb.RestDeleteEventTypeRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         expected = _expected_etag(context, request.etag or None)
         await self._types.delete(current_principal(), request.id, expected)
-        return _body({})
+        return rest_json.json_body({})

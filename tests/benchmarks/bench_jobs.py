@@ -17,7 +17,7 @@ from bench import Service
 
 from eventmgmt.domain.access import Principal, Role
 from eventmgmt.domain.events import EventManager
-from eventmgmt.persistence.store import Store, _event_row
+from eventmgmt.persistence.store import Store, event_row
 
 EVENTS = 10_000
 ROUNDS = 3
@@ -68,7 +68,7 @@ def raw_rate(work_dir: Path) -> float:
         for n in range(EVENTS)
     ]
     started = time.perf_counter()
-    store.run_sync(lambda db: store.insert_event_rows(db.cursor(), [_event_row(e) for e in events]))
+    store.run_sync(lambda db: store.insert_event_rows(db.cursor(), [event_row(e) for e in events]))
     elapsed = time.perf_counter() - started
     store.close()
     return EVENTS / elapsed

@@ -42,7 +42,7 @@ from eventmgmt.domain.access import Principal, Role
 from eventmgmt.domain.events import Event, EventManager, EventQuery, new_event_id, now_us
 from eventmgmt.domain.filters import FieldType, all_of
 from eventmgmt.domain.listing import DEFAULT_WINDOW_US, ListRequest
-from eventmgmt.persistence.store import Store, _event_row, insert_events, list_sql
+from eventmgmt.persistence.store import Store, event_row, insert_events, list_sql
 
 TENANT = "bench"
 PRINCIPAL = Principal(tenant_id=TENANT, key_id="bench", name="bench", role=Role.ADMIN)
@@ -76,7 +76,7 @@ def make_rows(start: int, count: int, now: int, rng: random.Random) -> list[tupl
             classification="ALARM",
             custom_fields={"plant": f"P{n % PLANTS}", "temperature": round(rng.random() * 100, 2)},
         )
-        rows.append(_event_row(event))
+        rows.append(event_row(event))
     return rows
 
 

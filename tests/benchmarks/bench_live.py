@@ -41,7 +41,7 @@ import grpc
 
 from eventmgmt.domain.access import Principal, Role
 from eventmgmt.domain.events import Event, EventManager
-from eventmgmt.persistence.store import _INSERT_COLUMNS, Store, _event_row
+from eventmgmt.persistence.store import _INSERT_COLUMNS, Store, event_row
 from eventmgmt.v1 import (
     event_pb2,
     event_service_pb2,
@@ -263,7 +263,7 @@ def raw_executemany_rate(work_dir: Path, count: int, per_transaction: int) -> fl
         return [await manager.prepare(principal, f) for f in fields]
 
     events = asyncio.run(prepare_all())
-    rows = [(*_event_row(e), seq, f"raw-{seq}") for seq, e in enumerate(events, start=1)]
+    rows = [(*event_row(e), seq, f"raw-{seq}") for seq, e in enumerate(events, start=1)]
     connection = sqlite3.connect(work_dir / "raw.db", isolation_level=None)
     connection.execute("PRAGMA journal_mode=wal")
     connection.execute("PRAGMA synchronous=normal")

@@ -33,21 +33,22 @@ test: $(STAMP) ## Run the test suite (PostgreSQL tests need EVENTMGMT_TEST_POSTG
 	$(VENV)/bin/pytest
 
 $(THIRD_PARTY): $(STAMP)
-	$(PY) -m eventmgmt.protogen third-party $(THIRD_PARTY)
+	$(PY) -m service.protogen third-party $(THIRD_PARTY)
 
 .PHONY: generate
 generate: $(STAMP) ## Regenerate the Python code in service/v1 from protos/.
-	$(PY) -m eventmgmt.protogen python
+	$(PY) -m service.protogen python
 
 .PHONY: checkgenerate
 checkgenerate: $(STAMP) ## Fail when the generated code in service/v1 is stale.
-	$(PY) -m eventmgmt.protogen check
+	$(PY) -m service.protogen check
 
 .PHONY: lint
-lint: $(STAMP) $(THIRD_PARTY) checkgenerate ## ruff, mypy, buf lint and buf breaking against main.
+lint: $(STAMP) $(THIRD_PARTY) checkgenerate ## ruff, mypy, pyright, buf lint, buf breaking against main.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy service persistence gateway
+	$(VENV)/bin/basedpyright
 	$(VENV)/bin/buf lint
 	@# buf cannot read the googleapis module out of git (it is copied, not committed), so
 	@# main's protos are unpacked beside a copy of it and compared as a directory.

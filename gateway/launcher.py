@@ -17,7 +17,7 @@ from pathlib import Path
 from string import Template
 from types import TracebackType
 
-from eventmgmt.protogen import build_descriptor_set
+from service.protogen import build_descriptor_set
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _die_with_parent() -> None:
 
 
 def _package_text(name: str) -> str:
-    return resources.files("eventmgmt.gateway").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("gateway").joinpath(name).read_text(encoding="utf-8")
 
 
 def _indent(text: str, spaces: int) -> str:

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from eventmgmt.domain.access import ROOT_DOMAIN, Principal
-from eventmgmt.domain.device_events import duplicate
-from eventmgmt.domain.events import Event, Payload
-from eventmgmt.domain.registry import App, Device
-from eventmgmt.persistence.store import event_row
+from persistence.store import event_row
+from service.domain.access import ROOT_DOMAIN, Principal
+from service.domain.device_events import duplicate
+from service.domain.events import Event, Payload
+from service.domain.registry import App, Device
 
 if TYPE_CHECKING:
-    from eventmgmt.persistence.store import Store
+    from persistence.store import Store
 
 _DEVICE_COLUMNS = "tenant_id, id, domain, entity_type, enabled, create_time, update_time"
 _APP_COLUMNS = "tenant_id, id, name, licence_active, create_time, update_time"
@@ -85,7 +85,8 @@ class RegistryStore:
     ) -> builtins.list[Device]:
         def work(db: peewee.Database) -> builtins.list[Device]:
             p = db.param
-            where, args = f"tenant_id = {p} AND id > {p}", [principal.tenant_id, after_id]
+            where = f"tenant_id = {p} AND id > {p}"
+            args: list[Any] = [principal.tenant_id, after_id]
             if principal.domain != ROOT_DOMAIN:
                 subtree = principal.domain + "/"
                 where += f" AND (domain = {p} OR substr(domain, 1, {p}) = {p})"

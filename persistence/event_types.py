@@ -11,12 +11,12 @@ from typing import Any
 
 import peewee
 
-from eventmgmt.domain.access import Principal
-from eventmgmt.domain.custom_fields import STANDARD_EVENT, FieldDefinition, FieldType
-from eventmgmt.domain.event_types import DeleteOutcome, EventType, Scope
-from eventmgmt.domain.events import Event
-from eventmgmt.persistence.queries import refresh_latest
-from eventmgmt.persistence.store import Store, event_row
+from persistence.queries import refresh_latest
+from persistence.store import Store, event_row
+from service.domain.access import Principal
+from service.domain.custom_fields import STANDARD_EVENT, FieldDefinition, FieldType
+from service.domain.event_types import DeleteOutcome, EventType, Scope
+from service.domain.events import Event
 
 _COLUMNS = "id, tenant_id, name, parent_id, scope, fields, ttl_days, etag, create_time, update_time"
 # Walking parent links stops here even if the table were ever corrupted into a loop.

@@ -1,4 +1,4 @@
-"""SQL for find: the query AST of eventmgmt.domain.find translated for SQLite and PostgreSQL.
+"""SQL for find: the query AST of service.domain.find translated for SQLite and PostgreSQL.
 
 Every predicate is built NULL-free (`COALESCE(..., FALSE)`), so that `must_not` keeps events
 that lack a field, as Elasticsearch does. Values always travel as parameters; only field keys,
@@ -13,7 +13,7 @@ from typing import Any
 
 import peewee
 
-from eventmgmt.domain import find as q
+from service.domain import find as q
 
 _COLUMNS = {
     "timestamp": "ts",

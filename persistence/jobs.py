@@ -14,11 +14,11 @@ from typing import Any
 
 import peewee
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.events import Event, now_us
-from eventmgmt.domain.jobs import Job, JobKind, JobResult, JobState, LeaseLost
-from eventmgmt.persistence.queries import refresh_latest
-from eventmgmt.persistence.store import Store, event_row, scope_clause
+from persistence.queries import refresh_latest
+from persistence.store import Store, event_row, scope_clause
+from service.domain.access import Principal, Role
+from service.domain.events import Event, now_us
+from service.domain.jobs import Job, JobKind, JobResult, JobState, LeaseLost
 
 _JOB_COLUMNS = (
     "id",

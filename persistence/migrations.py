@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import peewee
 
-from eventmgmt.persistence.database import is_postgres
+from persistence.database import is_postgres
 
 log = logging.getLogger(__name__)
 _ADVISORY_LOCK_KEY = 7_301_245_001

@@ -7,8 +7,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from eventmgmt.domain.events import SortKey
-from eventmgmt.domain.filters import (
+from service.domain.events import SortKey
+from service.domain.filters import (
     ANY_RUN,
     ONE_CHAR,
     AllOf,

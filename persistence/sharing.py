@@ -6,8 +6,8 @@ from typing import Any
 
 import peewee
 
-from eventmgmt.domain.sharing import EntityShare
-from eventmgmt.persistence.store import Store
+from persistence.store import Store
+from service.domain.sharing import EntityShare
 
 
 class ShareRepository:

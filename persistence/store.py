@@ -18,17 +18,17 @@ from typing import Any, TypeVar
 
 import peewee
 
-from eventmgmt.domain import find as q
-from eventmgmt.domain.access import ROOT_DOMAIN, Principal, Role
-from eventmgmt.domain.custom_fields import Instant
-from eventmgmt.domain.events import Event, EventQuery, Payload
-from eventmgmt.domain.live import EventFilter
-from eventmgmt.persistence.database import is_postgres, open_database
-from eventmgmt.persistence.find import FindSql, decode_group_value, install_sqlite_functions
-from eventmgmt.persistence.migrations import migrate
-from eventmgmt.persistence.notify import FEED_CHANNEL, FeedListener
-from eventmgmt.persistence.queries import SqlBuilder, refresh_latest
-from eventmgmt.persistence.writer import GroupCommitWriter
+from persistence.database import is_postgres, open_database
+from persistence.find import FindSql, decode_group_value, install_sqlite_functions
+from persistence.migrations import migrate
+from persistence.notify import FEED_CHANNEL, FeedListener
+from persistence.queries import SqlBuilder, refresh_latest
+from persistence.writer import GroupCommitWriter
+from service.domain import find as q
+from service.domain.access import ROOT_DOMAIN, Principal, Role
+from service.domain.custom_fields import Instant
+from service.domain.events import Event, EventQuery, Payload
+from service.domain.live import EventFilter
 
 T = TypeVar("T")
 
@@ -225,7 +225,7 @@ class Store:
         self._created_by: dict[int, list[Event]] = {}
         self._recording: list[Event] | None = None
         # Imported here: those repositories build on this module's row helpers.
-        from eventmgmt.persistence.devices import DeviceEventStore, RegistryStore
+        from persistence.devices import DeviceEventStore, RegistryStore
 
         self.registry = RegistryStore(self)
         self.device_events = DeviceEventStore(self)
@@ -421,7 +421,8 @@ def scope_clause(
 ) -> tuple[str, list[Any]]:
     """The WHERE clause that keeps a query inside the principal's tenant and domain subtree,
     and, when asked, adds the events of entities other tenants share with it."""
-    clause, args = f"tenant_id = {param}", [principal.tenant_id]
+    clause = f"tenant_id = {param}"
+    args: list[Any] = [principal.tenant_id]
     if not whole_tenant and principal.domain != ROOT_DOMAIN:
         # A prefix compared by equality, not LIKE ('_' in a domain name is no wildcard) nor a
         # range: under a natural-language collation (ICU, en_US) a range lets /root/Sub1/x

@@ -1,5 +1,5 @@
 """Authentication: the interceptor that resolves the caller's principal once per call and
-turns every failure of the call into a gRPC status (through eventmgmt.errors)."""
+turns every failure of the call into a gRPC status (through service.errors)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 
 import grpc
 
-from eventmgmt.domain.access import Principal
-from eventmgmt.domain.errors import Unauthenticated
-from eventmgmt.errors import to_status
-from eventmgmt.persistence.store import hash_api_key
+from persistence.store import hash_api_key
+from service.domain.access import Principal
+from service.domain.errors import Unauthenticated
+from service.errors import to_status
 
 # A method that answers its own failures (seed 000's device path has its own error body)
 # turns an error into its response instead of a gRPC status.
@@ -90,9 +90,11 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_SERVICES):
@@ -167,4 +169,5 @@ def _guard(
         return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), *serializers)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), *serializers)
+    assert handler.stream_stream is not None
     return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), *serializers)

@@ -6,8 +6,8 @@ import logging
 import os
 from pathlib import Path
 
-from eventmgmt.domain.access import ROOT_DOMAIN, Role
-from eventmgmt.persistence.store import Store
+from persistence.store import Store
+from service.domain.access import ROOT_DOMAIN, Role
 
 log = logging.getLogger(__name__)
 DEV_TENANT = "dev"

@@ -10,11 +10,11 @@ import os
 import sys
 from pathlib import Path
 
-from eventmgmt.domain.access import ROOT_DOMAIN, Principal, Role, check_domain_path
-from eventmgmt.domain.errors import DomainError
-from eventmgmt.domain.registry import RegistryManager
-from eventmgmt.persistence.store import Store
-from eventmgmt.server import ServerSettings, serve
+from persistence.store import Store
+from service.domain.access import ROOT_DOMAIN, Principal, Role, check_domain_path
+from service.domain.errors import DomainError
+from service.domain.registry import RegistryManager
+from service.server import ServerSettings, serve
 
 
 def _env(name: str, default: str) -> str:

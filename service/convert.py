@@ -1,4 +1,4 @@
-"""The gRPC view of events: domain events to and from eventmgmt.v1.Event messages."""
+"""The gRPC view of events: domain events to and from service.v1.Event messages."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from eventmgmt.domain.custom_fields import FieldDefinition, FieldType, Instant
-from eventmgmt.domain.errors import FieldViolation, InvalidInput, invalid
-from eventmgmt.domain.event_types import EventType, EventTypeSpec, Scope
-from eventmgmt.domain.events import CLASSIFICATIONS, Event, Payload
-from eventmgmt.domain.registry import App, Device
-from eventmgmt.rest_json import loads
-from eventmgmt.v1 import device_event_service_pb2, event_pb2, event_type_pb2, registry_pb2
+from service.domain.custom_fields import FieldDefinition, FieldType, Instant
+from service.domain.errors import FieldViolation, InvalidInput, invalid
+from service.domain.event_types import EventType, EventTypeSpec, Scope
+from service.domain.events import CLASSIFICATIONS, Event, Payload
+from service.domain.registry import App, Device
+from service.rest_json import loads
+from service.v1 import device_event_service_pb2, event_pb2, event_type_pb2, registry_pb2
 
 _CLASSIFICATION_TO_PROTO = {name: index for index, name in enumerate(CLASSIFICATIONS, start=1)}
 _CLASSIFICATION_FROM_PROTO = {v: k for k, v in _CLASSIFICATION_TO_PROTO.items()}
@@ -71,9 +71,9 @@ def event_to_proto(event: Event) -> event_pb2.Event:
         create_time=_to_timestamp(event.create_time),
         update_time=_to_timestamp(event.update_time),
         etag=event.etag,
-        severity=event.severity,
+        severity=event.severity,  # type: ignore[arg-type]  # an int of the enum
         code=event.code,
-        description=event.description,  # type: ignore[arg-type]
+        description=event.description,
         classification=_CLASSIFICATION_TO_PROTO.get(event.classification, 0),  # type: ignore[arg-type]
         category=event.category,
         acknowledgement_required=event.acknowledgement_required,
@@ -229,7 +229,7 @@ def event_type_to_proto(event_type: EventType) -> event_type_pb2.EventType:
         fields=[
             event_type_pb2.FieldDefinition(
                 name=d.name,
-                type=event_type_pb2.FieldType.Value(d.type.value),
+                type=event_type_pb2.FieldType.Value(d.type.value),  # type: ignore[arg-type]
                 values=d.values,
                 required=d.required,
                 filterable=d.filterable,
@@ -237,7 +237,7 @@ def event_type_to_proto(event_type: EventType) -> event_type_pb2.EventType:
             )
             for d in event_type.fields
         ],
-        scope=event_type_pb2.Scope.Value(event_type.scope.value),
+        scope=event_type_pb2.Scope.Value(event_type.scope.value),  # type: ignore[arg-type]
         ttl=event_type.ttl_days,
         etag=event_type.etag,
         tenant_id=event_type.tenant_id,

@@ -9,11 +9,11 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from eventmgmt import rest_json
-from eventmgmt.convert import fields_from_proto
-from eventmgmt.domain.jobs import Job, JobKind, JobState
-from eventmgmt.v1 import event_job_service_pb2 as pb
-from eventmgmt.v1 import event_pb2
+from service import rest_json
+from service.convert import fields_from_proto
+from service.domain.jobs import Job, JobKind, JobState
+from service.v1 import event_job_service_pb2 as pb
+from service.v1 import event_pb2
 
 REST_FORMAT = "rest"
 GRPC_FORMAT = "grpc"
@@ -97,7 +97,7 @@ def _timestamp(micros: int | None) -> Timestamp | None:
 def job_message(job: Job) -> pb.Job:
     message = pb.Job(
         id=job.id,
-        state=pb.JobState.Value(f"JOB_STATE_{job.state.value}"),
+        state=pb.JobState.Value(f"JOB_STATE_{job.state.value}"),  # type: ignore[arg-type]
         done=job.done,
         total=job.total,
         create_time=_timestamp(job.create_time),

@@ -16,9 +16,10 @@ from collections import deque
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-from eventmgmt import rest_json
-from eventmgmt.domain.events import Event
+from service import rest_json
+from service.domain.events import Event
 
 log = logging.getLogger(__name__)
 QOS = 1
@@ -53,7 +54,7 @@ class MqttPublisher:
         self._retry = threading.Event()  # set by stop(): a retry sleep that stopping cuts short
         self.dropped = 0
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
         )
         if parsed.username:
             self._client.username_pw_set(parsed.username, parsed.password)

@@ -4,14 +4,14 @@ converts the document, which would accept `"35"` for a number and report one err
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from eventmgmt.domain.errors import FieldViolation, InvalidInput, invalid
-from eventmgmt.rest_json import loads
+from service.domain.errors import FieldViolation, InvalidInput, invalid
+from service.rest_json import loads
 
 M = TypeVar("M", bound=Message)
 _INTEGERS = {
@@ -39,10 +39,12 @@ def _value_rule(field: FieldDescriptor, value: Any) -> str | None:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         return None if ok else "must be a number"
     if kind == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
         names = [v.name for v in field.enum_type.values if v.number != 0]
         if isinstance(value, str) and value in names:
             return None
         return f"must be one of {', '.join(names)}"
+    assert field.message_type is not None
     if field.message_type.full_name == "google.protobuf.Timestamp":
         return None if isinstance(value, str) else "must be an ISO-8601 time"
     return None if isinstance(value, dict) else "must be a JSON object"
@@ -72,7 +74,7 @@ def _check(
             rule = _value_rule(field, item)
             if rule is not None:
                 out.append(FieldViolation(item_path, rule))
-            elif isinstance(item, dict) and field.type == FieldDescriptor.TYPE_MESSAGE:
+            elif isinstance(item, dict) and field.message_type is not None:
                 _check(item, field.message_type, f"{item_path}.", out)
 
 
@@ -92,7 +94,7 @@ def parse(raw: bytes, message: M) -> tuple[M, frozenset[str]]:
     if not isinstance(document, dict):
         raise invalid("body", "must be a JSON object")
     violations: list[FieldViolation] = []
-    _check(document, message.DESCRIPTOR, "", violations)
+    _check(document, cast(Descriptor, message.DESCRIPTOR), "", violations)
     if violations:
         raise InvalidInput(violations)
     try:

@@ -1,11 +1,12 @@
 """Builds everything that is derived from protos/: Python code, descriptor sets, buf inputs.
 
-`python -m eventmgmt.protogen python|check|third-party DIR` is what the Makefile runs.
+`python -m service.protogen python|check|third-party DIR` is what the Makefile runs.
 """
 
 from __future__ import annotations
 
 import filecmp
+import re
 import shutil
 import sys
 import tempfile
@@ -52,6 +53,15 @@ def _protoc(*args: str) -> None:
         raise SystemExit(f"protoc failed: {' '.join(argv)}")
 
 
+# protoc names the generated modules after the proto package (`eventmgmt.v1`); they live in
+# the folder `service/v1`, so their imports of each other are rewritten to that import name.
+_PROTO_IMPORT = re.compile(r"^(from|import) eventmgmt\.v1\b", re.MULTILINE)
+
+
+def _own_imports(source: str) -> str:
+    return _PROTO_IMPORT.sub(r"\1 service.v1", source)
+
+
 def generate_python(out: Path = GENERATED) -> None:
     """Writes *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for protos/eventmgmt/v1 into `out`."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +73,7 @@ def generate_python(out: Path = GENERATED) -> None:
         for old in out.glob("*_pb2*.py*"):
             old.unlink()
         for new in produced.iterdir():
-            shutil.copy(new, out / new.name)
+            (out / new.name).write_text(_own_imports(new.read_text()))
         (out / "__init__.py").write_text('"""Generated from protos/eventmgmt/v1; never edit."""\n')
 
 
@@ -120,7 +130,7 @@ def main(argv: list[str]) -> int:
     if command == "third-party" and len(argv) == 2:
         copy_third_party(Path(argv[1]))
         return 0
-    print("usage: python -m eventmgmt.protogen python|check|third-party DIR", file=sys.stderr)
+    print("usage: python -m service.protogen python|check|third-party DIR", file=sys.stderr)
     return 2
 
 

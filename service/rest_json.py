@@ -10,9 +10,9 @@ from typing import Any
 
 from google.api import httpbody_pb2
 
-from eventmgmt.domain.custom_fields import Instant
-from eventmgmt.domain.errors import FieldViolation, InvalidInput, invalid
-from eventmgmt.domain.events import JSON_NAMES, Event, EventPage, Payload
+from service.domain.custom_fields import Instant
+from service.domain.errors import FieldViolation, InvalidInput, invalid
+from service.domain.events import JSON_NAMES, Event, EventPage, Payload
 
 MAX_BODY_BYTES = 1024 * 1024
 _CANONICAL = {json_name: name for name, json_name in JSON_NAMES.items()}

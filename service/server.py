@@ -14,37 +14,37 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from eventmgmt.auth import KeyResolver, PrincipalInterceptor
-from eventmgmt.domain.device_events import PENDING_BATCH, DeviceEventReporter
-from eventmgmt.domain.event_types import EventTypeManager
-from eventmgmt.domain.events import EventManager
-from eventmgmt.domain.find import EventFinder
-from eventmgmt.domain.jobs import JobManager, JobRunner
-from eventmgmt.domain.live import LiveFeed
-from eventmgmt.domain.registry import RegistryManager
-from eventmgmt.domain.retention import RetentionSweeper
-from eventmgmt.domain.sharing import SharingManager
-from eventmgmt.job_views import parse_job_item
-from eventmgmt.persistence.event_types import EventTypeRepository, RetentionRepository
-from eventmgmt.persistence.jobs import JobRepository
-from eventmgmt.persistence.sharing import ShareRepository
-from eventmgmt.persistence.store import Store
-from eventmgmt.servicers.device_event_service import (
+from persistence.event_types import EventTypeRepository, RetentionRepository
+from persistence.jobs import JobRepository
+from persistence.sharing import ShareRepository
+from persistence.store import Store
+from service.auth import KeyResolver, PrincipalInterceptor
+from service.domain.device_events import PENDING_BATCH, DeviceEventReporter
+from service.domain.event_types import EventTypeManager
+from service.domain.events import EventManager
+from service.domain.find import EventFinder
+from service.domain.jobs import JobManager, JobRunner
+from service.domain.live import LiveFeed
+from service.domain.registry import RegistryManager
+from service.domain.retention import RetentionSweeper
+from service.domain.sharing import SharingManager
+from service.job_views import parse_job_item
+from service.servicers.device_event_service import (
     REST_REPORT_METHOD,
     DeviceEventRestServicer,
     DeviceEventServicer,
     answer_device_error,
 )
-from eventmgmt.servicers.event_job_service import EventJobRestServicer, EventJobServicer
-from eventmgmt.servicers.event_rest_service import EventRestServicer
-from eventmgmt.servicers.event_search_service import EventSearchServicer
-from eventmgmt.servicers.event_service import EventServicer
-from eventmgmt.servicers.event_stream_service import EventStreamServicer
-from eventmgmt.servicers.event_type_rest_service import EventTypeRestServicer
-from eventmgmt.servicers.event_type_service import EventTypeServicer
-from eventmgmt.servicers.registry_service import RegistryServicer
-from eventmgmt.servicers.sharing_service import SharingServicer
-from eventmgmt.v1 import (
+from service.servicers.event_job_service import EventJobRestServicer, EventJobServicer
+from service.servicers.event_rest_service import EventRestServicer
+from service.servicers.event_search_service import EventSearchServicer
+from service.servicers.event_service import EventServicer
+from service.servicers.event_stream_service import EventStreamServicer
+from service.servicers.event_type_rest_service import EventTypeRestServicer
+from service.servicers.event_type_service import EventTypeServicer
+from service.servicers.registry_service import RegistryServicer
+from service.servicers.sharing_service import SharingServicer
+from service.v1 import (
     device_event_rest_service_pb2,
     device_event_rest_service_pb2_grpc,
     device_event_service_pb2,
@@ -236,8 +236,8 @@ async def process_pending_reports(reporter: DeviceEventReporter, interval: float
 
 
 async def serve(settings: ServerSettings) -> None:
-    from eventmgmt.bootstrap import ensure_dev_key
-    from eventmgmt.gateway.launcher import Envoy, GatewaySettings
+    from gateway.launcher import Envoy, GatewaySettings
+    from service.bootstrap import ensure_dev_key
 
     store = Store(settings.database_url)
     store.migrate()
@@ -259,7 +259,7 @@ async def serve(settings: ServerSettings) -> None:
     log.info("gRPC listening on %s", settings.grpc_address)
     publisher = None
     if settings.mqtt_url:
-        from eventmgmt.mqtt import MqttPublisher
+        from service.mqtt import MqttPublisher
 
         publisher = MqttPublisher(settings.mqtt_url)
         store.commit_listeners.append(publisher.offer)

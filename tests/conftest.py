@@ -23,7 +23,7 @@ import pytest
 POSTGRES_ENV = "EVENTMGMT_TEST_POSTGRES_URL"
 MQTT_ENV = "EVENTMGMT_TEST_MQTT_URL"
 BACKENDS = ["sqlite", "postgresql"]
-EVENTMGMT = [sys.executable, "-m", "eventmgmt"]
+EVENTMGMT = [sys.executable, "-m", "service"]
 
 
 def free_port() -> int:
@@ -98,7 +98,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_databa
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[Any]:
-    from eventmgmt.persistence.store import Store
+    from persistence.store import Store
 
     opened = Store(database_url)
     opened.migrate()

@@ -18,8 +18,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from conftest import Keys, Response, Service, free_port
-from eventmgmt.persistence.database import open_database
-from eventmgmt.v1 import (
+from persistence.database import open_database
+from service.v1 import (
     device_event_service_pb2,
     device_event_service_pb2_grpc,
     event_pb2,

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from eventmgmt.cli import main
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.device_events import DeviceEventReporter, check_report
-from eventmgmt.domain.errors import AlreadyExists, PermissionDenied
-from eventmgmt.domain.registry import RegistryManager
-from eventmgmt.persistence.store import Store
+from persistence.store import Store
+from service.cli import main
+from service.domain.access import Principal, Role
+from service.domain.device_events import DeviceEventReporter, check_report
+from service.domain.errors import AlreadyExists, PermissionDenied
+from service.domain.registry import RegistryManager
 
 APP = "IPSO-SFHWREG-ASDEGFE-SDGACXV-BSDF"
 REPORT = {
@@ -112,7 +112,7 @@ def test_other_data_or_other_events_are_no_duplicates(registered: Store) -> None
 
 
 async def _create_plain_event(store: Store, **fields: Any) -> str:
-    from eventmgmt.domain.events import Event
+    from service.domain.events import Event
 
     event = Event(id="plain-1", tenant_id="acme", timestamp=REPORT["timestamp"], **fields)
     await store.events.insert(event)

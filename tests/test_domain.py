@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.custom_fields import (
+from service.domain.access import Principal, Role
+from service.domain.custom_fields import (
     FieldDefinition,
     FieldType,
     Instant,
     check_custom_fields,
     coerce_value,
 )
-from eventmgmt.domain.errors import InvalidInput
-from eventmgmt.domain.events import MAX_SOURCE_DEPTH, EventManager, new_event_id
+from service.domain.errors import InvalidInput
+from service.domain.events import MAX_SOURCE_DEPTH, EventManager, new_event_id
 
 
 def test_event_ids_are_uuid_v7_in_time_order() -> None:

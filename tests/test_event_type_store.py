@@ -10,14 +10,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.custom_fields import FieldDefinition, FieldType, Instant
-from eventmgmt.domain.errors import FailedPrecondition, InvalidInput
-from eventmgmt.domain.event_types import EventTypeManager, EventTypeSpec, Scope
-from eventmgmt.domain.events import Event, EventManager, EventQuery, now_us
-from eventmgmt.domain.retention import DAY_US, RetentionSweeper
-from eventmgmt.persistence.event_types import EventTypeRepository, RetentionRepository
-from eventmgmt.persistence.store import Store
+from persistence.event_types import EventTypeRepository, RetentionRepository
+from persistence.store import Store
+from service.domain.access import Principal, Role
+from service.domain.custom_fields import FieldDefinition, FieldType, Instant
+from service.domain.errors import FailedPrecondition, InvalidInput
+from service.domain.event_types import EventTypeManager, EventTypeSpec, Scope
+from service.domain.events import Event, EventManager, EventQuery, now_us
+from service.domain.retention import DAY_US, RetentionSweeper
 
 T = TypeVar("T")
 ACME = Principal(tenant_id="acme", key_id="k1", name="a", role=Role.ADMIN)

@@ -14,7 +14,7 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from eventmgmt.v1 import (
+from service.v1 import (
     event_pb2,
     event_service_pb2,
     event_service_pb2_grpc,

@@ -15,8 +15,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from conftest import Service
-from eventmgmt.v1 import event_search_service_pb2 as pb
-from eventmgmt.v1 import event_search_service_pb2_grpc
+from service.v1 import event_search_service_pb2 as pb
+from service.v1 import event_search_service_pb2_grpc
 
 if TYPE_CHECKING:
     from conftest import Keys

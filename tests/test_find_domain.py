@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventmgmt.domain.errors import InvalidInput
-from eventmgmt.domain.find import parse_find_request
+from service.domain.errors import InvalidInput
+from service.domain.find import parse_find_request
 
 NAMES = [
     "query", "bool", "must", "filter", "should", "must_not", "minimum_should_match", "term",

@@ -19,10 +19,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.events import Event
-from eventmgmt.domain.find import EventFinder
-from eventmgmt.persistence.store import Store
+from persistence.store import Store
+from service.domain.access import Principal, Role
+from service.domain.events import Event
+from service.domain.find import EventFinder
 
 DOMAINS = ["/", "/root", "/root/sub1", "/root/sub1/sub11", "/root/sub10"]
 WORDS = ["engine", "Error", "pump", "HOT", "cold_start", "über", "x1"]

@@ -7,12 +7,12 @@ import asyncio
 import uuid
 from typing import Any
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.custom_fields import Instant
-from eventmgmt.domain.errors import InvalidInput
-from eventmgmt.domain.events import Event
-from eventmgmt.domain.find import FIELD_NAMES, EventFinder
-from eventmgmt.persistence.store import Store
+from persistence.store import Store
+from service.domain.access import Principal, Role
+from service.domain.custom_fields import Instant
+from service.domain.errors import InvalidInput
+from service.domain.events import Event
+from service.domain.find import FIELD_NAMES, EventFinder
 
 MILLIS = 1460661813164
 

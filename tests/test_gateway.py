@@ -21,16 +21,16 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from eventmgmt.gateway.launcher import (
+from gateway.launcher import (
     Envoy,
     EnvoyStartError,
     GatewaySettings,
     find_envoy,
     render_config,
 )
-from eventmgmt.protogen import build_descriptor_set
-from eventmgmt.v1 import event_rest_service_pb2 as rest_pb2
-from eventmgmt.v1 import event_rest_service_pb2_grpc as rest_grpc
+from service.protogen import build_descriptor_set
+from service.v1 import event_rest_service_pb2 as rest_pb2
+from service.v1 import event_rest_service_pb2_grpc as rest_grpc
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from conftest import Service
-from eventmgmt.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
+from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
 if TYPE_CHECKING:
     from conftest import Keys

@@ -18,10 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from conftest import free_port
-from eventmgmt.domain.access import Role
-from eventmgmt.persistence.store import Store
-from eventmgmt.server import create_server
-from eventmgmt.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
+from persistence.store import Store
+from service.domain.access import Role
+from service.server import create_server
+from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
 Metadata = tuple[tuple[str, str], ...]
 

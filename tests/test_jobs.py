@@ -16,13 +16,13 @@ import grpc
 import pytest
 
 from conftest import Service
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.events import EventManager
-from eventmgmt.domain.jobs import JobKind, JobManager, JobRunner, JobState, RunnerSettings
-from eventmgmt.job_views import parse_job_item
-from eventmgmt.persistence.jobs import JobRepository
-from eventmgmt.v1 import event_job_service_pb2 as pb
-from eventmgmt.v1 import event_job_service_pb2_grpc, event_pb2
+from persistence.jobs import JobRepository
+from service.domain.access import Principal, Role
+from service.domain.events import EventManager
+from service.domain.jobs import JobKind, JobManager, JobRunner, JobState, RunnerSettings
+from service.job_views import parse_job_item
+from service.v1 import event_job_service_pb2 as pb
+from service.v1 import event_job_service_pb2_grpc, event_pb2
 
 if TYPE_CHECKING:
     from conftest import Keys
@@ -333,7 +333,7 @@ def test_a_job_killed_mid_way_finishes_after_restart_exactly_once(durable_servic
 
 
 def _count_events(database_url: str, tenant: str, correlation_id: str) -> int:
-    from eventmgmt.persistence.store import Store
+    from persistence.store import Store
 
     store = Store(database_url)
     try:

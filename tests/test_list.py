@@ -10,14 +10,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.custom_fields import Instant
-from eventmgmt.domain.errors import InvalidInput
-from eventmgmt.domain.events import Event, EventManager, EventPage, SortKey, now_us
-from eventmgmt.domain.filters import FieldType, compile_filter
-from eventmgmt.domain.listing import ListRequest
-from eventmgmt.persistence.store import Store
-from eventmgmt.rest_json import format_time
+from persistence.store import Store
+from service.domain.access import Principal, Role
+from service.domain.custom_fields import Instant
+from service.domain.errors import InvalidInput
+from service.domain.events import Event, EventManager, EventPage, SortKey, now_us
+from service.domain.filters import FieldType, compile_filter
+from service.domain.listing import ListRequest
+from service.rest_json import format_time
 
 T = TypeVar("T")
 DAY = 86_400 * 1_000_000

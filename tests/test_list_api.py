@@ -15,7 +15,7 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from eventmgmt.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
+from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
 if TYPE_CHECKING:
     from conftest import Service

@@ -18,7 +18,7 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from conftest import Keys, Service
-from eventmgmt.v1 import (
+from service.v1 import (
     event_pb2,
     event_service_pb2,
     event_service_pb2_grpc,

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from eventmgmt import rest_json
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.errors import InvalidInput
-from eventmgmt.domain.events import Event, EventManager, EventPage, EventQuery, Payload
+from service import rest_json
+from service.domain.access import Principal, Role
+from service.domain.errors import InvalidInput
+from service.domain.events import Event, EventManager, EventPage, EventQuery, Payload
 
 BASE = "https://events.example.com"
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 
-from eventmgmt.v1 import (
+from service.v1 import (
     event_service_pb2,
     event_service_pb2_grpc,
     sharing_service_pb2,

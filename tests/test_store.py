@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 import peewee
 import pytest
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.events import Event, EventManager, EventQuery, Payload, SortKey
-from eventmgmt.persistence.migrations import MIGRATIONS
-from eventmgmt.persistence.store import Store
+from persistence.migrations import MIGRATIONS
+from persistence.store import Store
+from service.domain.access import Principal, Role
+from service.domain.events import Event, EventManager, EventQuery, Payload, SortKey
 
 T = TypeVar("T")
 

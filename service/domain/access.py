@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 
-from eventmgmt.domain.errors import PermissionDenied, invalid
+from service.domain.errors import PermissionDenied, invalid
 
 ROOT_DOMAIN = "/"
 _DOMAIN_PATH = re.compile(r"^(/[A-Za-z0-9_.\-]{1,64}){1,16}$")

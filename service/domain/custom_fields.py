@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from eventmgmt.domain.errors import FieldViolation
+from service.domain.errors import FieldViolation
 
 STANDARD_EVENT = "StandardEvent"
 MAX_STRING_VALUE = 4096

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.errors import (
+from service.domain.access import Principal, Role
+from service.domain.errors import (
     AlreadyExists,
     FieldViolation,
     InvalidInput,
@@ -19,7 +19,7 @@ from eventmgmt.domain.errors import (
     PermissionDenied,
     invalid,
 )
-from eventmgmt.domain.events import (
+from service.domain.events import (
     MAX_PAYLOAD_BYTES,
     MAX_TIMESTAMP_US,
     Event,
@@ -27,7 +27,7 @@ from eventmgmt.domain.events import (
     new_event_id,
     now_us,
 )
-from eventmgmt.domain.registry import MAX_APP_ID, Device, RegistryRepository, check_registry_id
+from service.domain.registry import MAX_APP_ID, Device, RegistryRepository, check_registry_id
 
 MAX_TYPE_ID = 24
 MAX_DESCRIPTION = 255

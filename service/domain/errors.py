@@ -1,4 +1,4 @@
-"""The domain's own failures. One layer (eventmgmt.errors) turns them into gRPC statuses."""
+"""The domain's own failures. One layer (service.errors) turns them into gRPC statuses."""
 
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.custom_fields import FieldDefinition, FieldType
-from eventmgmt.domain.errors import (
+from service.domain.access import Principal, Role
+from service.domain.custom_fields import FieldDefinition, FieldType
+from service.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
@@ -24,7 +24,7 @@ from eventmgmt.domain.errors import (
     StaleEtag,
     invalid,
 )
-from eventmgmt.domain.events import JSON_NAMES, STANDARD_EVENT, Event, new_event_id, now_us
+from service.domain.events import JSON_NAMES, STANDARD_EVENT, Event, new_event_id, now_us
 
 # Siemens allows 4 levels; 8 leaves room for a platform type, a vendor type and a few
 # refinements while keeping the per-event ancestor walk short.

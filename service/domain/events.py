@@ -18,14 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from eventmgmt.domain.access import Principal, Role, check_domain_path
-from eventmgmt.domain.custom_fields import (
+from service.domain.access import Principal, Role, check_domain_path
+from service.domain.custom_fields import (
     STANDARD_EVENT,
     FieldDefinition,
     check_custom_changes,
     check_custom_fields,
 )
-from eventmgmt.domain.errors import (
+from service.domain.errors import (
     DomainError,
     FieldViolation,
     InvalidInput,
@@ -34,16 +34,16 @@ from eventmgmt.domain.errors import (
     StaleEtag,
     invalid,
 )
-from eventmgmt.domain.filters import (
+from service.domain.filters import (
     Condition,
     CustomFieldType,
     custom_field_names,
     no_custom_fields,
 )
-from eventmgmt.domain.filters import FieldType as FilterFieldType
+from service.domain.filters import FieldType as FilterFieldType
 
 if TYPE_CHECKING:
-    from eventmgmt.domain.listing import ListRequest
+    from service.domain.listing import ListRequest
 
 CLASSIFICATIONS = ("INTERNAL", "ALARM", "WARNING", "NOTIFICATION")
 MAX_SEVERITY = 5
@@ -505,7 +505,7 @@ class EventManager:
     ) -> EventPage:
         """Lists within the principal's scope; `custom_field_type` resolves the custom fields a
         filter may name (by default the filterable fields of the types the principal sees)."""
-        from eventmgmt.domain.listing import list_events  # listing builds on this module
+        from service.domain.listing import list_events  # listing builds on this module
 
         if custom_field_type is None:
             custom_field_type = await self._filterable_fields(principal, request.filter)

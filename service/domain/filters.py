@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from eventmgmt.domain.errors import InvalidInput, invalid
+from service.domain.errors import InvalidInput, invalid
 
 FieldType = Literal["string", "integer", "double", "boolean", "timestamp"]
 # Resolves a non-standard field name to its type when the caller's event types declare it

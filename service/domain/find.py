@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Protocol
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.custom_fields import Instant
-from eventmgmt.domain.errors import InvalidInput, invalid
-from eventmgmt.domain.events import Event
+from service.domain.access import Principal, Role
+from service.domain.custom_fields import Instant
+from service.domain.errors import InvalidInput, invalid
+from service.domain.events import Event
 
 INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
 PROPERTY_REQUIRED = "PROPERTY_REQUIRED"
@@ -623,7 +623,7 @@ def _range(ref: FieldRef, bounds: dict[str, Any], where: str) -> Clause:
                 normalised["lt"] = (millis + 1) * 1000
         if ("gt" in bounds and "gte" in bounds) or ("lt" in bounds and "lte" in bounds):
             raise _error(where, "give one lower bound (gt or gte) and one upper (lt or lte)")
-        return Range(ref, **normalised)  # type: ignore[arg-type]
+        return Range(ref, **normalised)
     numbers = all(
         isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         for v in bounds.values()
@@ -729,6 +729,7 @@ def _parse_aggregations(value: Any, where: str, top: bool) -> tuple[Aggregation,
         if not isinstance(spec, dict):
             raise _error(at, "must be an object")
         metrics: tuple[Metric, ...] = ()
+        children: tuple[TermsAgg | HistogramAgg, ...] = ()
         if subs is not None:
             if not top or kind not in _BUCKETS:
                 raise _error(

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, invalid
-from eventmgmt.domain.events import Event, EventManager, new_event_id, now_us
+from service.domain.access import Principal, Role
+from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, invalid
+from service.domain.events import Event, EventManager, new_event_id, now_us
 
 log = logging.getLogger(__name__)
 

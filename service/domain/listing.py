@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from eventmgmt.domain.access import Principal
-from eventmgmt.domain.errors import invalid
-from eventmgmt.domain.events import (
+from service.domain.access import Principal
+from service.domain.errors import invalid
+from service.domain.events import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_SORT,
     JSON_NAMES,
@@ -23,7 +23,7 @@ from eventmgmt.domain.events import (
     SortKey,
     now_us,
 )
-from eventmgmt.domain.filters import (
+from service.domain.filters import (
     MAX_INTEGER,
     Compare,
     Condition,
@@ -36,7 +36,7 @@ from eventmgmt.domain.filters import (
 )
 
 if TYPE_CHECKING:
-    from eventmgmt.domain.events import EventRepository
+    from service.domain.events import EventRepository
 
 # Seed 003: a list without any time filter covers the last 7 days.
 DEFAULT_WINDOW_US = 7 * 86_400 * 1_000_000
@@ -149,7 +149,7 @@ def _decode(token: str, field: str, fingerprint: str, sort: tuple[SortKey, ...])
             and 0 <= cursor.now <= MAX_INTEGER
         )
     except (ValueError, KeyError, TypeError, binascii.Error):
-        valid = False
+        raise invalid(field, rule, reason="INVALID_PAGE_TOKEN") from None
     if not valid:
         raise invalid(field, rule, reason="INVALID_PAGE_TOKEN")
     if cursor.fingerprint != fingerprint:

@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from eventmgmt.domain.access import Principal, Role, check_domain_path, domain_covers
-from eventmgmt.domain.errors import FieldViolation, InvalidInput, PermissionDenied, invalid
-from eventmgmt.domain.events import CLASSIFICATIONS, MAX_SEVERITY, Event
+from service.domain.access import Principal, Role, check_domain_path, domain_covers
+from service.domain.errors import FieldViolation, InvalidInput, PermissionDenied, invalid
+from service.domain.events import CLASSIFICATIONS, MAX_SEVERITY, Event
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from eventmgmt.domain.access import Principal, Role, check_domain_path
-from eventmgmt.domain.errors import (
+from service.domain.access import Principal, Role, check_domain_path
+from service.domain.errors import (
     AlreadyExists,
     FieldViolation,
     InvalidInput,
@@ -16,7 +16,7 @@ from eventmgmt.domain.errors import (
     PermissionDenied,
     invalid,
 )
-from eventmgmt.domain.events import now_us
+from service.domain.events import now_us
 
 DEVICE_ENTITY_TYPE = "Device"
 _REGISTRY_ID = re.compile(r"^[A-Za-z0-9._:\-]+$")

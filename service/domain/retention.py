@@ -6,9 +6,9 @@ import asyncio
 import logging
 from typing import Protocol
 
-from eventmgmt.domain.custom_fields import STANDARD_EVENT
-from eventmgmt.domain.event_types import DEFAULT_TTL_DAYS
-from eventmgmt.domain.events import now_us
+from service.domain.custom_fields import STANDARD_EVENT
+from service.domain.event_types import DEFAULT_TTL_DAYS
+from service.domain.events import now_us
 
 log = logging.getLogger(__name__)
 DAY_US = 86_400 * 1_000_000

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.errors import AlreadyExists, FieldViolation, InvalidInput, NotFound
-from eventmgmt.domain.events import now_us
+from service.domain.access import Principal, Role
+from service.domain.errors import AlreadyExists, FieldViolation, InvalidInput, NotFound
+from service.domain.events import now_us
 
 MAX_ENTITY_ID = 128
 

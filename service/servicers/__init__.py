@@ -3,7 +3,7 @@
 import base64
 import json
 
-from eventmgmt.domain.errors import invalid
+from service.domain.errors import invalid
 
 
 def encode_offset_token(offset: int) -> str:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import grpc
 from google.api import httpbody_pb2
 
-from eventmgmt import rest_json
-from eventmgmt.auth import current_principal
-from eventmgmt.convert import event_to_proto, report_fields_from_proto
-from eventmgmt.domain.device_events import DeviceEventReporter
-from eventmgmt.domain.errors import AlreadyExists
-from eventmgmt.errors import to_device_error
-from eventmgmt.servicers.event_rest_service import JSON, base_url
-from eventmgmt.v1 import (
+from service import rest_json
+from service.auth import current_principal
+from service.convert import event_to_proto, report_fields_from_proto
+from service.domain.device_events import DeviceEventReporter
+from service.domain.errors import AlreadyExists
+from service.errors import to_device_error
+from service.servicers.event_rest_service import JSON, base_url
+from service.v1 import (
     device_event_rest_service_pb2,
     device_event_rest_service_pb2_grpc,
     device_event_service_pb2,

@@ -7,14 +7,14 @@ from typing import Any
 import grpc
 from google.api import httpbody_pb2
 
-from eventmgmt import job_views, rest_json
-from eventmgmt.auth import current_principal
-from eventmgmt.domain.errors import invalid
-from eventmgmt.domain.jobs import JobKind, JobManager
-from eventmgmt.servicers.event_rest_service import base_url
-from eventmgmt.v1 import event_job_rest_service_pb2 as rest_pb
-from eventmgmt.v1 import event_job_rest_service_pb2_grpc, event_job_service_pb2_grpc
-from eventmgmt.v1 import event_job_service_pb2 as pb
+from service import job_views, rest_json
+from service.auth import current_principal
+from service.domain.errors import invalid
+from service.domain.jobs import JobKind, JobManager
+from service.servicers.event_rest_service import base_url
+from service.v1 import event_job_rest_service_pb2 as rest_pb
+from service.v1 import event_job_rest_service_pb2_grpc, event_job_service_pb2_grpc
+from service.v1 import event_job_service_pb2 as pb
 
 
 class EventJobServicer(event_job_service_pb2_grpc.EventJobServiceServicer):

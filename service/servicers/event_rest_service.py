@@ -11,13 +11,13 @@ from urllib.parse import urlencode
 import grpc
 from google.api import httpbody_pb2
 
-from eventmgmt import rest_json
-from eventmgmt.auth import current_principal
-from eventmgmt.domain.errors import invalid
-from eventmgmt.domain.events import EventManager, check_page_size, parse_sort
-from eventmgmt.domain.filters import parse_time
-from eventmgmt.domain.listing import ListRequest
-from eventmgmt.domain.live import (
+from service import rest_json
+from service.auth import current_principal
+from service.domain.errors import invalid
+from service.domain.events import EventManager, check_page_size, parse_sort
+from service.domain.filters import parse_time
+from service.domain.listing import ListRequest
+from service.domain.live import (
     Delivery,
     FellBehind,
     LiveFeed,
@@ -25,9 +25,9 @@ from eventmgmt.domain.live import (
     parse_cursor,
     subscription_filter,
 )
-from eventmgmt.servicers import kept_warning
-from eventmgmt.v1 import event_rest_service_pb2 as pb
-from eventmgmt.v1 import event_rest_service_pb2_grpc
+from service.servicers import kept_warning
+from service.v1 import event_rest_service_pb2 as pb
+from service.v1 import event_rest_service_pb2_grpc
 
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 JSON = "application/json"

@@ -6,16 +6,16 @@ from __future__ import annotations
 import grpc
 from google.api import httpbody_pb2
 
-from eventmgmt import rest_json
-from eventmgmt.auth import current_principal
-from eventmgmt.domain.find import (
+from service import rest_json
+from service.auth import current_principal
+from service.domain.find import (
     MAX_GRPC_ANSWER_BYTES,
     MAX_REST_ANSWER_BYTES,
     EventFinder,
     check_answer_size,
 )
-from eventmgmt.v1 import event_search_service_pb2 as pb
-from eventmgmt.v1 import event_search_service_pb2_grpc
+from service.v1 import event_search_service_pb2 as pb
+from service.v1 import event_search_service_pb2_grpc
 
 
 class EventSearchServicer(event_search_service_pb2_grpc.EventSearchServiceServicer):

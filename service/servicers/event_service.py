@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import grpc
 
-from eventmgmt.auth import current_principal
-from eventmgmt.convert import event_to_proto, fields_from_proto, timestamp_micros
-from eventmgmt.domain.events import EventManager, check_page_size, parse_sort
-from eventmgmt.domain.listing import ListRequest
-from eventmgmt.servicers import kept_warning
-from eventmgmt.v1 import event_service_pb2 as pb
-from eventmgmt.v1 import event_service_pb2_grpc
+from service.auth import current_principal
+from service.convert import event_to_proto, fields_from_proto, timestamp_micros
+from service.domain.events import EventManager, check_page_size, parse_sort
+from service.domain.listing import ListRequest
+from service.servicers import kept_warning
+from service.v1 import event_service_pb2 as pb
+from service.v1 import event_service_pb2_grpc
 
 
 def _parse_order_by(order_by: str) -> list[tuple[str, str]]:

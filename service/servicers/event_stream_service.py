@@ -1,5 +1,5 @@
 """EventStreamService: live subscriptions and streamed ingest. Translates messages; the rules
-live in eventmgmt.domain.live and EventManager."""
+live in service.domain.live and EventManager."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from eventmgmt.auth import current_principal
-from eventmgmt.convert import classification_name, event_to_proto, fields_from_proto
-from eventmgmt.domain.access import Principal
-from eventmgmt.domain.errors import DomainError, ResourceExhausted
-from eventmgmt.domain.events import Draft, Event, EventManager, IngestOutcome
-from eventmgmt.domain.live import (
+from service.auth import current_principal
+from service.convert import classification_name, event_to_proto, fields_from_proto
+from service.domain.access import Principal
+from service.domain.errors import DomainError, ResourceExhausted
+from service.domain.events import Draft, Event, EventManager, IngestOutcome
+from service.domain.live import (
     Delivery,
     FellBehind,
     LiveFeed,
@@ -23,9 +23,9 @@ from eventmgmt.domain.live import (
     parse_cursor,
     subscription_filter,
 )
-from eventmgmt.errors import to_status_proto
-from eventmgmt.v1 import event_stream_service_pb2 as pb
-from eventmgmt.v1 import event_stream_service_pb2_grpc
+from service.errors import to_status_proto
+from service.v1 import event_stream_service_pb2 as pb
+from service.v1 import event_stream_service_pb2_grpc
 
 MAX_INGEST_BATCH = 1000
 INGEST_WINDOW = 8

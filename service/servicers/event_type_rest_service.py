@@ -10,15 +10,15 @@ from google.api import httpbody_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from eventmgmt import proto_json, rest_json
-from eventmgmt.auth import current_principal
-from eventmgmt.convert import event_type_to_proto, spec_from_proto
-from eventmgmt.domain.errors import invalid
-from eventmgmt.domain.event_types import EventTypeManager
-from eventmgmt.servicers import decode_offset_token, encode_offset_token
-from eventmgmt.servicers.event_rest_service import _expected_etag, base_url
-from eventmgmt.v1 import event_type_pb2, event_type_rest_service_pb2_grpc
-from eventmgmt.v1 import event_type_rest_service_pb2 as pb
+from service import proto_json, rest_json
+from service.auth import current_principal
+from service.convert import event_type_to_proto, spec_from_proto
+from service.domain.errors import invalid
+from service.domain.event_types import EventTypeManager
+from service.servicers import decode_offset_token, encode_offset_token
+from service.servicers.event_rest_service import _expected_etag, base_url
+from service.v1 import event_type_pb2, event_type_rest_service_pb2_grpc
+from service.v1 import event_type_rest_service_pb2 as pb
 
 
 def _json(message: Message) -> Any:

@@ -1,17 +1,17 @@
 """EventTypeService: the typed gRPC API for event types. Translates messages; the rules live
-in the domain (eventmgmt.domain.event_types)."""
+in the domain (service.domain.event_types)."""
 
 from __future__ import annotations
 
 import grpc
 
-from eventmgmt.auth import current_principal
-from eventmgmt.convert import event_type_to_proto, spec_from_proto
-from eventmgmt.domain.errors import invalid
-from eventmgmt.domain.event_types import EventTypeManager
-from eventmgmt.servicers import decode_offset_token, encode_offset_token
-from eventmgmt.v1 import event_type_service_pb2 as pb
-from eventmgmt.v1 import event_type_service_pb2_grpc
+from service.auth import current_principal
+from service.convert import event_type_to_proto, spec_from_proto
+from service.domain.errors import invalid
+from service.domain.event_types import EventTypeManager
+from service.servicers import decode_offset_token, encode_offset_token
+from service.v1 import event_type_service_pb2 as pb
+from service.v1 import event_type_service_pb2_grpc
 
 
 class EventTypeServicer(event_type_service_pb2_grpc.EventTypeServiceServicer):

@@ -6,12 +6,12 @@ import base64
 
 import grpc
 
-from eventmgmt.auth import current_principal
-from eventmgmt.convert import app_to_proto, device_to_proto
-from eventmgmt.domain.errors import invalid
-from eventmgmt.domain.registry import RegistryManager, check_registry_page_size
-from eventmgmt.v1 import registry_service_pb2 as pb
-from eventmgmt.v1 import registry_service_pb2_grpc
+from service.auth import current_principal
+from service.convert import app_to_proto, device_to_proto
+from service.domain.errors import invalid
+from service.domain.registry import RegistryManager, check_registry_page_size
+from service.v1 import registry_service_pb2 as pb
+from service.v1 import registry_service_pb2_grpc
 
 
 def _encode_token(last_id: str) -> str:

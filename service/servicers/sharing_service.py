@@ -8,11 +8,11 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from eventmgmt.auth import current_principal
-from eventmgmt.domain.errors import invalid
-from eventmgmt.domain.sharing import EntityShare, SharingManager
-from eventmgmt.v1 import sharing_service_pb2 as pb
-from eventmgmt.v1 import sharing_service_pb2_grpc
+from service.auth import current_principal
+from service.domain.errors import invalid
+from service.domain.sharing import EntityShare, SharingManager
+from service.v1 import sharing_service_pb2 as pb
+from service.v1 import sharing_service_pb2_grpc
 
 
 def _message(share: EntityShare) -> pb.EntityShare:

@@ -1,6 +1,6 @@
 import datetime
 
-from eventmgmt.v1 import event_pb2 as _event_pb2
+from service.v1 import event_pb2 as _event_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf import descriptor as _descriptor

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from eventmgmt.v1 import event_service_pb2 as eventmgmt_dot_v1_dot_event__service__pb2
+from service.v1 import event_service_pb2 as eventmgmt_dot_v1_dot_event__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

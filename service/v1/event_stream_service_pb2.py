@@ -22,7 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from eventmgmt.v1 import event_pb2 as eventmgmt_dot_v1_dot_event__pb2
+from service.v1 import event_pb2 as eventmgmt_dot_v1_dot_event__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 

@@ -1,4 +1,4 @@
-from eventmgmt.v1 import event_pb2 as _event_pb2
+from service.v1 import event_pb2 as _event_pb2
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor

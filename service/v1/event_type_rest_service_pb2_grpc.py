@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from eventmgmt.v1 import event_type_rest_service_pb2 as eventmgmt_dot_v1_dot_event__type__rest__service__pb2
+from service.v1 import event_type_rest_service_pb2 as eventmgmt_dot_v1_dot_event__type__rest__service__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'

@@ -1,4 +1,4 @@
-from eventmgmt.v1 import registry_pb2 as _registry_pb2
+from service.v1 import registry_pb2 as _registry_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor

@@ -45,7 +45,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-EVENTMGMT = [sys.executable, "-m", "eventmgmt"]
+EVENTMGMT = [sys.executable, "-m", "service"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DESCRIPTION = "Error happened in the engine (bench)"
 REST_BODY = json.dumps({"description": DESCRIPTION, "severity": 3})
@@ -142,7 +142,7 @@ async def grpc_load(args: argparse.Namespace) -> dict[str, Any]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from eventmgmt.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
+    from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
     channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.channels)]
     for channel in channels:

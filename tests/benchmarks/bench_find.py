@@ -27,9 +27,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.find import EventFinder
-from eventmgmt.persistence.store import EVENT_COLUMNS, Store
+from persistence.store import EVENT_COLUMNS, Store
+from service.domain.access import Principal, Role
+from service.domain.find import EventFinder
 
 TENANT = "bench"
 DAY_US = 86_400_000_000

@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench import Service
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.events import EventManager
-from eventmgmt.persistence.store import Store, event_row
+from persistence.store import Store, event_row
+from service.domain.access import Principal, Role
+from service.domain.events import EventManager
 
 EVENTS = 10_000
 ROUNDS = 3

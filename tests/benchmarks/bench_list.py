@@ -38,11 +38,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.events import Event, EventManager, EventQuery, new_event_id, now_us
-from eventmgmt.domain.filters import FieldType, all_of
-from eventmgmt.domain.listing import DEFAULT_WINDOW_US, ListRequest
-from eventmgmt.persistence.store import Store, event_row, insert_events, list_sql
+from persistence.store import Store, event_row, insert_events, list_sql
+from service.domain.access import Principal, Role
+from service.domain.events import Event, EventManager, EventQuery, new_event_id, now_us
+from service.domain.filters import FieldType, all_of
+from service.domain.listing import DEFAULT_WINDOW_US, ListRequest
 
 TENANT = "bench"
 PRINCIPAL = Principal(tenant_id=TENANT, key_id="bench", name="bench", role=Role.ADMIN)
@@ -175,7 +175,7 @@ async def measure(store: Store, repeat: int, now: int) -> dict[str, tuple[float,
 
 def explain(store: Store, now: int) -> None:
     """The page query of each shape, as the store would run it, with the database's plan."""
-    from eventmgmt.domain.filters import Compare, FieldRef, compile_filter
+    from service.domain.filters import Compare, FieldRef, compile_filter
 
     window = Compare(FieldRef("timestamp", "timestamp"), "ge", now - DEFAULT_WINDOW_US)
     conditions: dict[str, Any] = {

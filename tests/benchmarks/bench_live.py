@@ -39,10 +39,10 @@ from typing import Any
 
 import grpc
 
-from eventmgmt.domain.access import Principal, Role
-from eventmgmt.domain.events import Event, EventManager
-from eventmgmt.persistence.store import _INSERT_COLUMNS, Store, event_row
-from eventmgmt.v1 import (
+from persistence.store import _INSERT_COLUMNS, Store, event_row
+from service.domain.access import Principal, Role
+from service.domain.events import Event, EventManager
+from service.v1 import (
     event_pb2,
     event_service_pb2,
     event_service_pb2_grpc,
@@ -50,7 +50,7 @@ from eventmgmt.v1 import (
     event_stream_service_pb2_grpc,
 )
 
-EVENTMGMT = [sys.executable, "-m", "eventmgmt"]
+EVENTMGMT = [sys.executable, "-m", "service"]
 TARGET_INGEST_VS_RAW = 0.50
 BATCH = 100
 

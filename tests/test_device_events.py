@@ -17,7 +17,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from conftest import Keys, Response, Service, free_port
+from helpers import Keys, Response, Service, auth, free_port
 from persistence.database import open_database
 from service.v1 import (
     device_event_service_pb2,
@@ -68,10 +68,6 @@ def path(tenant: str = "acme", device: str = "dev-1") -> str:
 def report(**fields: Any) -> dict[str, Any]:
     """The seed's report with a timestamp no other test uses, and `fields` changed."""
     return {**SEED_000_REPORT, "timestamp": next(_timestamps), **fields}
-
-
-def auth(key: str) -> tuple[tuple[str, str], ...]:
-    return (("x-api-key", key),)
 
 
 def stored_rows(service: Service, sql: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from helpers import rows
 from persistence.store import Store
 from service.cli import main
 from service.domain.access import Principal, Role
@@ -29,10 +30,6 @@ REPORT = {
 
 def admin(tenant: str = "acme", domain: str = "/") -> Principal:
     return Principal(tenant_id=tenant, key_id="k1", name="tester", role=Role.ADMIN, domain=domain)
-
-
-def rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
-    return store.run_sync(lambda db: [tuple(r) for r in db.execute_sql(sql).fetchall()])
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
 
+from helpers import run
 from persistence.event_types import EventTypeRepository, RetentionRepository
 from persistence.store import Store
 from service.domain.access import Principal, Role
@@ -22,10 +22,6 @@ from service.domain.retention import DAY_US, RetentionSweeper
 T = TypeVar("T")
 ACME = Principal(tenant_id="acme", key_id="k1", name="a", role=Role.ADMIN)
 GLOBEX = Principal(tenant_id="globex", key_id="k2", name="g", role=Role.ADMIN)
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
 
 
 def spec(**fields: Any) -> EventTypeSpec:

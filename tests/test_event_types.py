@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
+from helpers import auth, error_reason, grpc_violations, violations
 from service.v1 import (
     event_pb2,
     event_service_pb2,
@@ -24,7 +22,7 @@ from service.v1 import (
 )
 
 if TYPE_CHECKING:
-    from conftest import Keys, Response, Service
+    from helpers import Keys, Service
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +49,6 @@ def create_type(service: Service, key: str, **definition: Any) -> dict[str, Any]
     answer = service.request("POST", "/eventTypes", definition, key=key)
     assert answer.status == 201, answer.body
     return dict(answer.json())
-
-
-def error_reason(answer: Response) -> str:
-    details = answer.json()["details"]
-    return str(next(d["reason"] for d in details if d["@type"].endswith("ErrorInfo")))
-
-
-def violations(answer: Response) -> dict[str, str]:
-    bad_request = next(d for d in answer.json()["details"] if d["@type"].endswith("BadRequest"))
-    return {v["field"]: v["description"] for v in bad_request["fieldViolations"]}
 
 
 # --- seed 003 -----------------------------------------------------------------------------------
@@ -443,26 +431,6 @@ def test_list_pages_through_visible_types(service: Service, keys: Keys) -> None:
 
 
 # --- gRPC ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def channel(service: Service) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(service.grpc_target) as opened:
-        yield opened
-
-
-def auth(key: str) -> tuple[tuple[str, str], ...]:
-    return (("x-api-key", key),)
-
-
-def grpc_violations(error: grpc.RpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            return {v.field: v.description for v in bad.field_violations}
-    return {}
 
 
 def test_custom_events_over_grpc(channel: grpc.Channel, keys: Keys) -> None:

@@ -14,12 +14,12 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from conftest import Service
+from helpers import Service
 from service.v1 import event_search_service_pb2 as pb
 from service.v1 import event_search_service_pb2_grpc
 
 if TYPE_CHECKING:
-    from conftest import Keys
+    from helpers import Keys
 
 pytestmark = pytest.mark.integration
 

@@ -28,6 +28,7 @@ from gateway.launcher import (
     find_envoy,
     render_config,
 )
+from helpers import free_port
 from service.protogen import build_descriptor_set
 from service.v1 import event_rest_service_pb2 as rest_pb2
 from service.v1 import event_rest_service_pb2_grpc as rest_grpc
@@ -37,12 +38,6 @@ pytestmark = pytest.mark.integration
 MAX_REQUEST_BYTES = 64 * 1024
 # The canned upstream's largest answer is 4 MiB: over this limit.
 MAX_RESPONSE_BYTES = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

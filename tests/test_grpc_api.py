@@ -11,48 +11,21 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
-from conftest import Service
+from helpers import Service, auth, grpc_details
 from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
 if TYPE_CHECKING:
-    from conftest import Keys
+    from helpers import Keys
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def channel(service: Service) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(service.grpc_target) as opened:
-        yield opened
-
-
-@pytest.fixture
 def stub(channel: grpc.Channel) -> event_service_pb2_grpc.EventServiceStub:
     return event_service_pb2_grpc.EventServiceStub(channel)
-
-
-def auth(key: str) -> tuple[tuple[str, str], ...]:
-    return (("x-api-key", key),)
-
-
-def details(error: grpc.RpcError) -> tuple[str, dict[str, str]]:
-    """The ErrorInfo reason and the BadRequest violations of a failed call."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    reason, fields = "", {}
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(info):
-            reason = info.reason
-        elif detail.Unpack(bad):
-            fields = {v.field: v.description for v in bad.field_violations}
-    return reason, fields
 
 
 def test_event_lifecycle_over_grpc(
@@ -132,32 +105,32 @@ def test_errors_carry_reason_and_field_violations(
             metadata=auth(keys.writer),
         )
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "domain" in details(invalid.value)[1]
+    assert "domain" in grpc_details(invalid.value)[1]
 
     with pytest.raises(grpc.RpcError) as bad_size:
         stub.ListEvents(
             event_service_pb2.ListEventsRequest(page_size=5000), metadata=auth(keys.read)
         )
     assert bad_size.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "page_size" in details(bad_size.value)[1]
+    assert "page_size" in grpc_details(bad_size.value)[1]
 
     with pytest.raises(grpc.RpcError) as bad_token:
         stub.ListEvents(
             event_service_pb2.ListEventsRequest(page_token="garbage"), metadata=auth(keys.read)
         )
-    assert "page_token" in details(bad_token.value)[1]
+    assert "page_token" in grpc_details(bad_token.value)[1]
 
     with pytest.raises(grpc.RpcError) as unauthenticated:
         stub.GetEvent(event_service_pb2.GetEventRequest(id="x"))
     assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert details(unauthenticated.value)[0] == "API_KEY_MISSING"
+    assert grpc_details(unauthenticated.value)[0] == "API_KEY_MISSING"
 
     with pytest.raises(grpc.RpcError) as read_only:
         stub.CreateEvent(
             event_service_pb2.CreateEventRequest(event=event_pb2.Event()), metadata=auth(keys.read)
         )
     assert read_only.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert details(read_only.value)[0] == "ROLE_TOO_LOW"
+    assert grpc_details(read_only.value)[0] == "ROLE_TOO_LOW"
 
 
 def test_stale_etag_changes_nothing(
@@ -177,7 +150,7 @@ def test_stale_etag_changes_nothing(
         )
 
     assert stale.value.code() == grpc.StatusCode.ABORTED
-    assert details(stale.value)[0] == "ETAG_MISMATCH"
+    assert grpc_details(stale.value)[0] == "ETAG_MISMATCH"
     again = stub.GetEvent(
         event_service_pb2.GetEventRequest(id=created.id), metadata=auth(keys.read)
     ).event

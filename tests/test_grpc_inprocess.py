@@ -17,7 +17,7 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from conftest import free_port
+from helpers import free_port
 from persistence.store import Store
 from service.domain.access import Role
 from service.server import create_server

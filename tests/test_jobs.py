@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 
-from conftest import Service
+from helpers import Service
 from persistence.jobs import JobRepository
 from service.domain.access import Principal, Role
 from service.domain.events import EventManager
@@ -25,7 +25,7 @@ from service.v1 import event_job_service_pb2 as pb
 from service.v1 import event_job_service_pb2_grpc, event_pb2
 
 if TYPE_CHECKING:
-    from conftest import Keys
+    from helpers import Keys
 
 pytestmark = pytest.mark.integration
 

@@ -3,13 +3,12 @@ history collapse, and keyset page tokens; the domain's list call over the real s
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
 
+from helpers import event as new_event
+from helpers import insert, run
 from persistence.store import Store
 from service.domain.access import Principal, Role
 from service.domain.custom_fields import Instant
@@ -32,22 +31,10 @@ CUSTOM: dict[str, FieldType] = {
 }
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
-
-
 def event(tenant: str = "acme", **fields: Any) -> Event:
+    """An event inside the default 7-day window unless its time is given."""
     fields.setdefault("timestamp", NOW - DAY)
-    fields.setdefault("create_time", NOW)
-    fields.setdefault("update_time", NOW)
-    return Event(id=str(uuid.uuid4()), tenant_id=tenant, **fields)
-
-
-def insert(store: Store, *events: Event) -> None:
-    async def all_of_them() -> None:
-        await asyncio.gather(*(store.events.insert(e) for e in events))
-
-    run(all_of_them())
+    return new_event(tenant, **fields)
 
 
 def listing(store: Store, **request: Any) -> EventPage:

@@ -18,7 +18,7 @@ from google.protobuf import timestamp_pb2
 from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
 if TYPE_CHECKING:
-    from conftest import Service
+    from helpers import Service
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
-from conftest import Keys, Service
+from helpers import Keys, Service, auth
 from service.v1 import (
     event_pb2,
     event_service_pb2,
@@ -28,10 +28,6 @@ from service.v1 import (
 
 pytestmark = pytest.mark.integration
 WAIT = 30.0  # generous bound for anything to arrive; never a timing assertion
-
-
-def auth(key: str) -> tuple[tuple[str, str], ...]:
-    return (("x-api-key", key),)
 
 
 class Subscription:
@@ -78,12 +74,6 @@ class Subscription:
     def cancel(self) -> None:
         self.call.cancel()
         self.thread.join(timeout=WAIT)
-
-
-@pytest.fixture
-def channel(service: Service) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(service.grpc_target) as opened:
-        yield opened
 
 
 def create(channel: grpc.Channel, key: str, **fields: Any) -> event_pb2.Event:
@@ -499,7 +489,7 @@ def test_subscriber_on_one_replica_gets_events_written_through_another(
 
 @pytest.fixture
 def mqtt_service(tmp_path: Path) -> Iterator[Service]:
-    from conftest import mqtt_broker_url
+    from helpers import mqtt_broker_url
 
     running = Service(
         f"sqlite:///{tmp_path / 'events.db'}",
@@ -542,7 +532,7 @@ class MqttInbox:
 
 
 def test_committed_events_are_published_to_mqtt_by_domain_topic(mqtt_service: Service) -> None:
-    from conftest import mqtt_broker_url
+    from helpers import mqtt_broker_url
 
     tenant = f"mqtt-{uuid.uuid4().hex[:8]}"
     key = mqtt_service.create_key(tenant, "ReadWrite")

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from helpers import error_reason, violations
+
 if TYPE_CHECKING:
-    from conftest import Keys, Service
+    from helpers import Keys, Service
 
 pytestmark = pytest.mark.integration
 
@@ -29,15 +31,6 @@ def create(service: Service, key: str, **fields: Any) -> dict[str, Any]:
     answer = service.request("POST", "/events", {"description": "test", **fields}, key=key)
     assert answer.status == 201, answer.body
     return dict(answer.json())
-
-
-def error_reason(body: dict[str, Any]) -> str:
-    return next(d["reason"] for d in body["details"] if d["@type"].endswith("ErrorInfo"))
-
-
-def violations(body: dict[str, Any]) -> dict[str, str]:
-    bad_request = next(d for d in body["details"] if d["@type"].endswith("BadRequest"))
-    return {v["field"]: v["description"] for v in bad_request["fieldViolations"]}
 
 
 def test_seed_003_standard_event_is_created_as_documented(service: Service, keys: Keys) -> None:

@@ -18,7 +18,7 @@ from service.v1 import (
 )
 
 if TYPE_CHECKING:
-    from conftest import Keys, Service
+    from helpers import Keys, Service
 
 pytestmark = pytest.mark.integration
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import peewee
 import pytest
 
+from helpers import event, insert, rows, run
 from persistence.migrations import MIGRATIONS
 from persistence.store import Store
 from service.domain.access import Principal, Role
@@ -20,30 +21,8 @@ from service.domain.events import Event, EventManager, EventQuery, Payload, Sort
 T = TypeVar("T")
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
-
-
 def principal(tenant: str = "acme", domain: str = "/", role: Role = Role.ADMIN) -> Principal:
     return Principal(tenant_id=tenant, key_id="k1", name="tester", role=role, domain=domain)
-
-
-def event(tenant: str = "acme", **fields: Any) -> Event:
-    fields.setdefault("timestamp", 1_700_000_000_000_000)
-    fields.setdefault("create_time", fields["timestamp"])
-    fields.setdefault("update_time", fields["timestamp"])
-    return Event(id=str(uuid.uuid4()), tenant_id=tenant, **fields)
-
-
-def insert(store: Store, *events: Event) -> None:
-    async def all_of_them() -> None:
-        await asyncio.gather(*(store.events.insert(e) for e in events))
-
-    run(all_of_them())
-
-
-def rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
-    return store.run_sync(lambda db: list(db.execute_sql(sql).fetchall()))
 
 
 # --- migrations ------------------------------------------------------------------------------
@@ -384,7 +363,7 @@ def icu_postgres_store() -> Iterator[Store]:
     servers (a natural-language collation, not C)."""
     import psycopg2
 
-    from conftest import postgres_server_url
+    from helpers import postgres_server_url
 
     server_url = postgres_server_url()
     name = f"eventmgmt_test_icu_{uuid.uuid4().hex[:12]}"

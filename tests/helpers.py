@@ -1,0 +1,294 @@
+"""What the tests share besides fixtures: the running service and its REST client, free ports,
+the optional PostgreSQL and MQTT servers, and small builders and readers of events, rows and
+error details. Fixtures live in conftest.py, which builds on this module."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+if TYPE_CHECKING:
+    import grpc
+
+    from persistence.store import Store
+    from service.domain.events import Event
+
+T = TypeVar("T")
+POSTGRES_ENV = "EVENTMGMT_TEST_POSTGRES_URL"
+MQTT_ENV = "EVENTMGMT_TEST_MQTT_URL"
+BACKENDS = ["sqlite", "postgresql"]
+EVENTMGMT = [sys.executable, "-m", "service"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def postgres_server_url() -> str:
+    """The PostgreSQL server the tests may use; CI must have one, elsewhere it is optional."""
+    url = os.environ.get(POSTGRES_ENV)
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the PostgreSQL tests: set {POSTGRES_ENV}")
+    pytest.skip(f"no PostgreSQL configured: set {POSTGRES_ENV}=postgresql://user@host/db to run")
+
+
+def mqtt_broker_url() -> str:
+    """The MQTT broker the tests may use; CI must have one, elsewhere it is optional."""
+    url = os.environ.get(MQTT_ENV)
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the MQTT tests: set {MQTT_ENV}")
+    pytest.skip(f"no MQTT broker configured: set {MQTT_ENV}=mqtt://host:1883 to run")
+
+
+def admin_connection(url: str) -> Any:
+    import psycopg2
+
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    return connection
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Service:
+    """A running `eventmgmt serve` child process with its Envoy gateway."""
+
+    database_url: str
+    data_dir: Path
+    grpc_port: int = field(default_factory=free_port)
+    rest_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    # Extra environment for the server (for example shorter job leases), and whether it
+    # runs its Envoy gateway.
+    env: dict[str, str] = field(default_factory=dict)
+    gateway: bool = True
+    # More `serve` flags, such as `--mqtt-url ...`.
+    serve_args: tuple[str, ...] = ()
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [*EVENTMGMT, "--database", self.database_url, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"eventmgmt {' '.join(args)} failed: {done.stderr}")
+        return done.stdout.strip()
+
+    def create_key(self, tenant: str, role: str, domain: str = "/", name: str = "test-key") -> str:
+        self.cli("admin", "create-tenant", tenant)
+        return self.cli(
+            "admin",
+            "create-key",
+            "--tenant",
+            tenant,
+            "--role",
+            role,
+            "--domain",
+            domain,
+            "--name",
+            name,
+        )
+
+    def start(self) -> None:
+        log = open(self.data_dir / "serve.log", "ab")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(
+            [
+                *EVENTMGMT,
+                "--database",
+                self.database_url,
+                "serve",
+                "--grpc-address",
+                self.grpc_target,
+                "--rest-port",
+                str(self.rest_port),
+                "--admin-port",
+                str(self.admin_port),
+                "--data-dir",
+                str(self.data_dir),
+                *([] if self.gateway else ["--no-gateway"]),
+                *self.serve_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_tail()}")
+            if self._ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready in 30 s: {self.log_tail()}")
+
+    def _ready(self) -> bool:
+        try:
+            if self.gateway:
+                return self.request("GET", "/events").status == 401
+            with socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def log_tail(self) -> str:
+        return (self.data_dir / "serve.log").read_text(errors="replace")[-3000:]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=30)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        if key is not None:
+            all_headers["x-api-key"] = key
+        request = urllib.request.Request(
+            self.rest_url + path, data=data, method=method, headers=all_headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return Response(
+                    answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
+                )
+        except urllib.error.HTTPError as error:
+            with error:
+                return Response(
+                    error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+                )
+
+
+@dataclass
+class Keys:
+    """API keys of a running service: two tenants, each role, and a domain-limited key."""
+
+    admin: str
+    read: str
+    writer: str
+    sub1_writer: str
+    other_tenant: str
+
+
+# --- small builders and readers ------------------------------------------------------------
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def event(tenant: str = "acme", **fields: Any) -> Event:
+    """A new event of `tenant` (not stored); its times default to one fixed moment."""
+    from service.domain.events import Event
+
+    fields.setdefault("timestamp", 1_700_000_000_000_000)
+    fields.setdefault("create_time", fields["timestamp"])
+    fields.setdefault("update_time", fields["timestamp"])
+    return Event(id=str(uuid.uuid4()), tenant_id=tenant, **fields)
+
+
+def insert(store: Store, *events: Event) -> None:
+    """Stores the events through the store's writer, concurrently, as clients would."""
+
+    async def all_of_them() -> None:
+        await asyncio.gather(*(store.events.insert(e) for e in events))
+
+    run(all_of_them())
+
+
+def rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
+    return store.run_sync(lambda db: [tuple(r) for r in db.execute_sql(sql).fetchall()])
+
+
+def auth(key: str) -> tuple[tuple[str, str], ...]:
+    """gRPC call metadata with an API key."""
+    return (("x-api-key", key),)
+
+
+def _error_body(answer: Response | dict[str, Any]) -> dict[str, Any]:
+    return answer.json() if isinstance(answer, Response) else answer
+
+
+def error_reason(answer: Response | dict[str, Any]) -> str:
+    """The ErrorInfo reason of a REST error answer (or of its decoded body)."""
+    details = _error_body(answer)["details"]
+    return str(next(d["reason"] for d in details if d["@type"].endswith("ErrorInfo")))
+
+
+def violations(answer: Response | dict[str, Any]) -> dict[str, str]:
+    """Field -> rule of a REST error answer's BadRequest (or of its decoded body)."""
+    details = _error_body(answer)["details"]
+    bad_request = next(d for d in details if d["@type"].endswith("BadRequest"))
+    return {v["field"]: v["description"] for v in bad_request["fieldViolations"]}
+
+
+def grpc_details(error: grpc.RpcError) -> tuple[str, dict[str, str]]:
+    """The ErrorInfo reason and the BadRequest violations of a failed gRPC call."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    reason, fields = "", {}
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            reason = info.reason
+        elif detail.Unpack(bad):
+            fields = {v.field: v.description for v in bad.field_violations}
+    return reason, fields
+
+
+def grpc_violations(error: grpc.RpcError) -> dict[str, str]:
+    return grpc_details(error)[1]

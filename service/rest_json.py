@@ -300,6 +300,23 @@ def page_document(
     }
 
 
+def billboard_document(base_url: str) -> dict[str, Any]:
+    """The API's entry point: HAL links to its collections, templated with their parameters."""
+    links: dict[str, Any] = {"self": {"href": f"{base_url}/"}}
+    for name, parameters in (
+        ("events", "page,size,sort,filter,history,includeShared"),
+        ("eventTypes", "page,size,sort,filter"),
+        ("createEventsJobs", ""),
+        ("deleteEventsJobs", ""),
+    ):
+        href = f"{base_url}/{name}"
+        if parameters:
+            links[name] = {"href": f"{href}{{?{parameters}}}", "templated": True}
+        else:
+            links[name] = {"href": href}
+    return {"_links": links}
+
+
 def _device_time(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Reject("must be an integer: epoch milliseconds, such as 1440014969567")

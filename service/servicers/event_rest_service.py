@@ -33,6 +33,9 @@ _ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 JSON = "application/json"
 HAL_JSON = "application/hal+json"
 EVENT_STREAM = "text/event-stream"
+# The base path of the platform's Event Management API (seed 003), which its existing clients
+# address; every seed 003 path is also served without it.
+API_BASE_PATH = "/api/eventmanagement/v3"
 
 
 def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
@@ -43,10 +46,14 @@ def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
 
 
 def base_url(context: grpc.aio.ServicerContext) -> str:
-    """The client-facing origin, from the headers the gateway adds."""
+    """The client-facing origin and base path, from the headers the gateway adds: links and
+    Location use `/api/eventmanagement/v3` when the request came in under it."""
     host = _metadata(context, "x-forwarded-host") or "localhost"
     scheme = _metadata(context, "x-forwarded-proto") or "http"
-    return f"{scheme}://{host}"
+    # Set by the transcoder to the client's path, overwriting any header the client sent.
+    path = (_metadata(context, "x-envoy-original-path") or "").partition("?")[0]
+    prefix = API_BASE_PATH if (path + "/").startswith(API_BASE_PATH + "/") else ""
+    return f"{scheme}://{host}{prefix}"
 
 
 def _expected_etag(context: grpc.aio.ServicerContext, body_etag: Any) -> int | None:
@@ -201,3 +208,8 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
                 return
             else:
                 yield _sse(notice.cursor, "heartbeat", {"cursor": str(notice.cursor)})
+
+    async def RestGetApiRoot(
+        self, request: pb.RestGetApiRootRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        return rest_json.json_body(rest_json.billboard_document(base_url(context)), HAL_JSON)

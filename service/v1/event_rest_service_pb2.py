@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%eventmgmt/v1/event_rest_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"B\n\x16RestCreateEventRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"?\n\x13RestGetEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"\xfc\x01\n\x15RestListEventsRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x0c\n\x04size\x18\x02 \x01(\x05\x12\x0c\n\x04sort\x18\x03 \x03(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x12\n\nstart_time\x18\x05 \x01(\t\x12\x10\n\x08\x65nd_time\x18\x06 \x01(\t\x12\x10\n\x08severity\x18\x07 \x03(\x05\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x11\n\tentity_id\x18\t \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\n \x01(\t\x12\x16\n\x0einclude_shared\x18\x0b \x01(\x08\x12\x0f\n\x07history\x18\x0c \x01(\x08\x12\x12\n\npage_token\x18\r \x01(\t\"T\n\x16RestUpdateEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"/\n\x1bRestAcknowledgeEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xbe\x01\n\x1aRestSubscribeEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x10\n\x08type_ids\x18\x03 \x03(\t\x12\x12\n\nseverities\x18\x04 \x03(\x05\x12\x17\n\x0f\x63lassifications\x18\x05 \x03(\t\x12\x13\n\x0b\x65ntity_type\x18\x06 \x01(\t\x12\x11\n\tentity_id\x18\x07 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x08 \x01(\x05\x32\x89\x05\n\x10\x45ventRestService\x12\x64\n\x0fRestCreateEvent\x12$.eventmgmt.v1.RestCreateEventRequest\x1a\x14.google.api.HttpBody\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x07/events:\x04\x62ody\x12]\n\x0cRestGetEvent\x12!.eventmgmt.v1.RestGetEventRequest\x1a\x14.google.api.HttpBody\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/events/{id}\x12\\\n\x0eRestListEvents\x12#.eventmgmt.v1.RestListEventsRequest\x1a\x14.google.api.HttpBody\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/events\x12i\n\x0fRestUpdateEvent\x12$.eventmgmt.v1.RestUpdateEventRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\x1a\x0c/events/{id}:\x04\x62ody\x12y\n\x14RestAcknowledgeEvent\x12).eventmgmt.v1.RestAcknowledgeEventRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\"\x18/events/{id}/acknowledge\x12l\n\x13RestSubscribeEvents\x12(.eventmgmt.v1.RestSubscribeEventsRequest\x1a\x14.google.api.HttpBody\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/liveEvents0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%eventmgmt/v1/event_rest_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"\x17\n\x15RestGetApiRootRequest\"B\n\x16RestCreateEventRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"?\n\x13RestGetEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"\xfc\x01\n\x15RestListEventsRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x0c\n\x04size\x18\x02 \x01(\x05\x12\x0c\n\x04sort\x18\x03 \x03(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x12\n\nstart_time\x18\x05 \x01(\t\x12\x10\n\x08\x65nd_time\x18\x06 \x01(\t\x12\x10\n\x08severity\x18\x07 \x03(\x05\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x11\n\tentity_id\x18\t \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\n \x01(\t\x12\x16\n\x0einclude_shared\x18\x0b \x01(\x08\x12\x0f\n\x07history\x18\x0c \x01(\x08\x12\x12\n\npage_token\x18\r \x01(\t\"T\n\x16RestUpdateEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"/\n\x1bRestAcknowledgeEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xbe\x01\n\x1aRestSubscribeEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x10\n\x08type_ids\x18\x03 \x03(\t\x12\x12\n\nseverities\x18\x04 \x03(\x05\x12\x17\n\x0f\x63lassifications\x18\x05 \x03(\t\x12\x13\n\x0b\x65ntity_type\x18\x06 \x01(\t\x12\x11\n\tentity_id\x18\x07 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x08 \x01(\x05\x32\xf8\x07\n\x10\x45ventRestService\x12q\n\x0eRestGetApiRoot\x12#.eventmgmt.v1.RestGetApiRootRequest\x1a\x14.google.api.HttpBody\"$\x82\xd3\xe4\x93\x02\x1e\x12\x01/Z\x19\x12\x17/api/eventmanagement/v3\x12\x8c\x01\n\x0fRestCreateEvent\x12$.eventmgmt.v1.RestCreateEventRequest\x1a\x14.google.api.HttpBody\"=\x82\xd3\xe4\x93\x02\x37\"\x07/events:\x04\x62odyZ&\"\x1e/api/eventmanagement/v3/events:\x04\x62ody\x12\x84\x01\n\x0cRestGetEvent\x12!.eventmgmt.v1.RestGetEventRequest\x1a\x14.google.api.HttpBody\";\x82\xd3\xe4\x93\x02\x35\x12\x0c/events/{id}Z%\x12#/api/eventmanagement/v3/events/{id}\x12~\n\x0eRestListEvents\x12#.eventmgmt.v1.RestListEventsRequest\x1a\x14.google.api.HttpBody\"1\x82\xd3\xe4\x93\x02+\x12\x07/eventsZ \x12\x1e/api/eventmanagement/v3/events\x12\x96\x01\n\x0fRestUpdateEvent\x12$.eventmgmt.v1.RestUpdateEventRequest\x1a\x14.google.api.HttpBody\"G\x82\xd3\xe4\x93\x02\x41\x1a\x0c/events/{id}:\x04\x62odyZ+\x1a#/api/eventmanagement/v3/events/{id}:\x04\x62ody\x12\xac\x01\n\x14RestAcknowledgeEvent\x12).eventmgmt.v1.RestAcknowledgeEventRequest\x1a\x14.google.api.HttpBody\"S\x82\xd3\xe4\x93\x02M\"\x18/events/{id}/acknowledgeZ1\"//api/eventmanagement/v3/events/{id}/acknowledge\x12\x92\x01\n\x13RestSubscribeEvents\x12(.eventmgmt.v1.RestSubscribeEventsRequest\x1a\x14.google.api.HttpBody\"9\x82\xd3\xe4\x93\x02\x33\x12\x0b/liveEventsZ$\x12\"/api/eventmanagement/v3/liveEvents0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,30 +44,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTUPDATEEVENTREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
   _globals['_RESTACKNOWLEDGEEVENTREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_RESTACKNOWLEDGEEVENTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_EVENTRESTSERVICE'].methods_by_name['RestGetApiRoot']._loaded_options = None
+  _globals['_EVENTRESTSERVICE'].methods_by_name['RestGetApiRoot']._serialized_options = b'\202\323\344\223\002\036\022\001/Z\031\022\027/api/eventmanagement/v3'
   _globals['_EVENTRESTSERVICE'].methods_by_name['RestCreateEvent']._loaded_options = None
-  _globals['_EVENTRESTSERVICE'].methods_by_name['RestCreateEvent']._serialized_options = b'\202\323\344\223\002\017\"\007/events:\004body'
+  _globals['_EVENTRESTSERVICE'].methods_by_name['RestCreateEvent']._serialized_options = b'\202\323\344\223\0027\"\007/events:\004bodyZ&\"\036/api/eventmanagement/v3/events:\004body'
   _globals['_EVENTRESTSERVICE'].methods_by_name['RestGetEvent']._loaded_options = None
-  _globals['_EVENTRESTSERVICE'].methods_by_name['RestGetEvent']._serialized_options = b'\202\323\344\223\002\016\022\014/events/{id}'
+  _globals['_EVENTRESTSERVICE'].methods_by_name['RestGetEvent']._serialized_options = b'\202\323\344\223\0025\022\014/events/{id}Z%\022#/api/eventmanagement/v3/events/{id}'
   _globals['_EVENTRESTSERVICE'].methods_by_name['RestListEvents']._loaded_options = None
-  _globals['_EVENTRESTSERVICE'].methods_by_name['RestListEvents']._serialized_options = b'\202\323\344\223\002\t\022\007/events'
+  _globals['_EVENTRESTSERVICE'].methods_by_name['RestListEvents']._serialized_options = b'\202\323\344\223\002+\022\007/eventsZ \022\036/api/eventmanagement/v3/events'
   _globals['_EVENTRESTSERVICE'].methods_by_name['RestUpdateEvent']._loaded_options = None
-  _globals['_EVENTRESTSERVICE'].methods_by_name['RestUpdateEvent']._serialized_options = b'\202\323\344\223\002\024\032\014/events/{id}:\004body'
+  _globals['_EVENTRESTSERVICE'].methods_by_name['RestUpdateEvent']._serialized_options = b'\202\323\344\223\002A\032\014/events/{id}:\004bodyZ+\032#/api/eventmanagement/v3/events/{id}:\004body'
   _globals['_EVENTRESTSERVICE'].methods_by_name['RestAcknowledgeEvent']._loaded_options = None
-  _globals['_EVENTRESTSERVICE'].methods_by_name['RestAcknowledgeEvent']._serialized_options = b'\202\323\344\223\002\032\"\030/events/{id}/acknowledge'
+  _globals['_EVENTRESTSERVICE'].methods_by_name['RestAcknowledgeEvent']._serialized_options = b'\202\323\344\223\002M\"\030/events/{id}/acknowledgeZ1\"//api/eventmanagement/v3/events/{id}/acknowledge'
   _globals['_EVENTRESTSERVICE'].methods_by_name['RestSubscribeEvents']._loaded_options = None
-  _globals['_EVENTRESTSERVICE'].methods_by_name['RestSubscribeEvents']._serialized_options = b'\202\323\344\223\002\r\022\013/liveEvents'
-  _globals['_RESTCREATEEVENTREQUEST']._serialized_start=145
-  _globals['_RESTCREATEEVENTREQUEST']._serialized_end=211
-  _globals['_RESTGETEVENTREQUEST']._serialized_start=213
-  _globals['_RESTGETEVENTREQUEST']._serialized_end=276
-  _globals['_RESTLISTEVENTSREQUEST']._serialized_start=279
-  _globals['_RESTLISTEVENTSREQUEST']._serialized_end=531
-  _globals['_RESTUPDATEEVENTREQUEST']._serialized_start=533
-  _globals['_RESTUPDATEEVENTREQUEST']._serialized_end=617
-  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_start=619
-  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_end=666
-  _globals['_RESTSUBSCRIBEEVENTSREQUEST']._serialized_start=669
-  _globals['_RESTSUBSCRIBEEVENTSREQUEST']._serialized_end=859
-  _globals['_EVENTRESTSERVICE']._serialized_start=862
-  _globals['_EVENTRESTSERVICE']._serialized_end=1511
+  _globals['_EVENTRESTSERVICE'].methods_by_name['RestSubscribeEvents']._serialized_options = b'\202\323\344\223\0023\022\013/liveEventsZ$\022\"/api/eventmanagement/v3/liveEvents'
+  _globals['_RESTGETAPIROOTREQUEST']._serialized_start=145
+  _globals['_RESTGETAPIROOTREQUEST']._serialized_end=168
+  _globals['_RESTCREATEEVENTREQUEST']._serialized_start=170
+  _globals['_RESTCREATEEVENTREQUEST']._serialized_end=236
+  _globals['_RESTGETEVENTREQUEST']._serialized_start=238
+  _globals['_RESTGETEVENTREQUEST']._serialized_end=301
+  _globals['_RESTLISTEVENTSREQUEST']._serialized_start=304
+  _globals['_RESTLISTEVENTSREQUEST']._serialized_end=556
+  _globals['_RESTUPDATEEVENTREQUEST']._serialized_start=558
+  _globals['_RESTUPDATEEVENTREQUEST']._serialized_end=642
+  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_start=644
+  _globals['_RESTACKNOWLEDGEEVENTREQUEST']._serialized_end=691
+  _globals['_RESTSUBSCRIBEEVENTSREQUEST']._serialized_start=694
+  _globals['_RESTSUBSCRIBEEVENTSREQUEST']._serialized_end=884
+  _globals['_EVENTRESTSERVICE']._serialized_start=887
+  _globals['_EVENTRESTSERVICE']._serialized_end=1903
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,10 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RestGetApiRootRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class RestCreateEventRequest(_message.Message):
     __slots__ = ("body",)
     BODY_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class EventRestServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.RestGetApiRoot = channel.unary_unary(
+                '/eventmgmt.v1.EventRestService/RestGetApiRoot',
+                request_serializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestGetApiRootRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.RestCreateEvent = channel.unary_unary(
                 '/eventmgmt.v1.EventRestService/RestCreateEvent',
                 request_serializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestCreateEventRequest.SerializeToString,
@@ -79,6 +84,15 @@ class EventRestServiceServicer:
     (seed 003's top-level custom fields, HAL pages, seed 002's acknowledge answer), which are
     not the proto3 JSON mapping. gRPC clients use EventService instead.
     """
+
+    def RestGetApiRoot(self, request, context):
+        """The API's entry point (a HAL billboard): `GET /` and `GET /api/eventmanagement/v3/` answer
+        `_links` to events, eventTypes, createEventsJobs and deleteEventsJobs under the base path
+        the request came in on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def RestCreateEvent(self, request, context):
         """Stores one event: `POST /events` answers 201 with the stored event and a Location header.
@@ -131,6 +145,11 @@ class EventRestServiceServicer:
 
 def add_EventRestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'RestGetApiRoot': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestGetApiRoot,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestGetApiRootRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
             'RestCreateEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.RestCreateEvent,
                     request_deserializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestCreateEventRequest.FromString,
@@ -176,6 +195,33 @@ class EventRestService:
     (seed 003's top-level custom fields, HAL pages, seed 002's acknowledge answer), which are
     not the proto3 JSON mapping. gRPC clients use EventService instead.
     """
+
+    @staticmethod
+    def RestGetApiRoot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventRestService/RestGetApiRoot',
+            eventmgmt_dot_v1_dot_event__rest__service__pb2.RestGetApiRootRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RestCreateEvent(request,

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'eventmgmt/v1/event_search_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"E\n\x11\x46indEventsRequest\x12\x18\n\nquery_json\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"/\n\x12\x46indEventsResponse\x12\x19\n\x0bresult_json\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\"Y\n\x15RestFindEventsRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\x32\xd0\x01\n\x12\x45ventSearchService\x12Q\n\nFindEvents\x12\x1f.eventmgmt.v1.FindEventsRequest\x1a .eventmgmt.v1.FindEventsResponse\"\x00\x12g\n\x0eRestFindEvents\x12#.eventmgmt.v1.RestFindEventsRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0c/events/find:\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'eventmgmt/v1/event_search_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"E\n\x11\x46indEventsRequest\x12\x18\n\nquery_json\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"/\n\x12\x46indEventsResponse\x12\x19\n\x0bresult_json\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\"Y\n\x15RestFindEventsRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\x32\xfe\x01\n\x12\x45ventSearchService\x12Q\n\nFindEvents\x12\x1f.eventmgmt.v1.FindEventsRequest\x1a .eventmgmt.v1.FindEventsResponse\"\x00\x12\x94\x01\n\x0eRestFindEvents\x12#.eventmgmt.v1.RestFindEventsRequest\x1a\x14.google.api.HttpBody\"G\x82\xd3\xe4\x93\x02\x41\"\x0c/events/find:\x04\x62odyZ+\"#/api/eventmanagement/v3/events/find:\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,7 +41,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTFINDEVENTSREQUEST'].fields_by_name['body']._loaded_options = None
   _globals['_RESTFINDEVENTSREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
   _globals['_EVENTSEARCHSERVICE'].methods_by_name['RestFindEvents']._loaded_options = None
-  _globals['_EVENTSEARCHSERVICE'].methods_by_name['RestFindEvents']._serialized_options = b'\202\323\344\223\002\024\"\014/events/find:\004body'
+  _globals['_EVENTSEARCHSERVICE'].methods_by_name['RestFindEvents']._serialized_options = b'\202\323\344\223\002A\"\014/events/find:\004bodyZ+\"#/api/eventmanagement/v3/events/find:\004body'
   _globals['_FINDEVENTSREQUEST']._serialized_start=147
   _globals['_FINDEVENTSREQUEST']._serialized_end=216
   _globals['_FINDEVENTSRESPONSE']._serialized_start=218
@@ -49,5 +49,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTFINDEVENTSREQUEST']._serialized_start=267
   _globals['_RESTFINDEVENTSREQUEST']._serialized_end=356
   _globals['_EVENTSEARCHSERVICE']._serialized_start=359
-  _globals['_EVENTSEARCHSERVICE']._serialized_end=567
+  _globals['_EVENTSEARCHSERVICE']._serialized_end=613
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import psycopg2
 import psycopg2.extensions
 
+from service.domain.parsing import is_digits
+
 log = logging.getLogger(__name__)
 # Each write transaction that creates events notifies its newest feed position here.
 FEED_CHANNEL = "eventmgmt_feed"
@@ -57,7 +59,7 @@ class FeedListener:
                 newest = 0
                 while connection.notifies:
                     payload = connection.notifies.pop(0).payload
-                    newest = max(newest, int(payload) if payload.isdigit() else 0)
+                    newest = max(newest, int(payload) if is_digits(payload) else 0)
                 if newest:
                     self._on_notify(newest)
         finally:

@@ -85,12 +85,12 @@ class GroupCommitWriter:
     def _commit(self, operations: list[Any]) -> list[Any]:
         db = self._database
         db.connect(reuse_if_open=True)
-        # The wrapper turns the driver's errors (sqlite3, psycopg2) into peewee's, which the
-        # one-by-one retry below catches; the raw cursor does not convert them itself.
+        # Any failure, not only the database's: a value the driver cannot encode raises its
+        # own error (UnicodeEncodeError, ValueError) before the statement runs. The batch is
+        # then applied again one write per transaction, so only the guilty write fails.
         try:
-            with db.atomic(), peewee.__exception_wrapper__:  # type: ignore[attr-defined]
-                return self._apply(db.cursor(), operations)
-        except peewee.DatabaseError as error:
+            return self._apply_atomically(operations)
+        except Exception as error:
             if len(operations) == 1:
                 return [error]
             log.info(
@@ -99,11 +99,17 @@ class GroupCommitWriter:
         results: list[Any] = []
         for operation in operations:
             try:
-                with db.atomic(), peewee.__exception_wrapper__:  # type: ignore[attr-defined]
-                    results.extend(self._apply(db.cursor(), [operation]))
-            except peewee.DatabaseError as error:
+                results.extend(self._apply_atomically([operation]))
+            except Exception as error:
                 results.append(error)
         return results
+
+    def _apply_atomically(self, operations: list[Any]) -> list[Any]:
+        db = self._database
+        # The wrapper turns the driver's errors (sqlite3, psycopg2) into peewee's; the raw
+        # cursor does not convert them itself.
+        with db.atomic(), peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+            return self._apply(db.cursor(), operations)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

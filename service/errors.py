@@ -47,6 +47,16 @@ def to_status(error: BaseException) -> grpc.Status:
     return rpc_status.to_status(to_status_proto(error))
 
 
+def _printable(text: str) -> str:
+    """Text for a protobuf string, which must be valid UTF-8: an echoed client value that
+    holds a lone surrogate is shown escaped rather than failing the whole answer."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 def to_status_proto(error: BaseException) -> status_pb2.Status:
     """The google.rpc.Status of a failure, for answers that carry one per item."""
     if isinstance(error, errors.DomainError):
@@ -62,14 +72,14 @@ def to_status_proto(error: BaseException) -> status_pb2.Status:
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.rule
+                            field=_printable(v.field), description=_printable(v.rule)
                         )
                         for v in error.violations
                     ]
                 )
             )
         )
-    return status_pb2.Status(code=code, message=message, details=details)
+    return status_pb2.Status(code=code, message=_printable(message), details=details)
 
 
 # Seed 000's failure answers: the HTTP status by kind of error, and its error code by reason

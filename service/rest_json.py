@@ -13,8 +13,9 @@ from google.api import httpbody_pb2
 from service.domain.custom_fields import Instant
 from service.domain.errors import FieldViolation, InvalidInput, invalid
 from service.domain.events import JSON_NAMES, Event, EventPage, Payload
+from service.domain.parsing import MAX_JSON_BYTES, loads_json
 
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = MAX_JSON_BYTES
 _CANONICAL = {json_name: name for name, json_name in JSON_NAMES.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -26,31 +27,9 @@ class _Reject(Exception):
         self.rule = rule
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
 def loads(raw: bytes, what: str = "body", limit: int = MAX_BODY_BYTES) -> Any:
-    """Parses JSON strictly: UTF-8, no duplicate keys, no NaN or Infinity."""
-    if len(raw) > limit:
-        raise invalid(what, f"at most {limit} bytes", reason="BODY_TOO_LARGE")
-    try:
-        return json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise invalid(what, f"must be valid JSON: {error}", reason="MALFORMED_JSON") from None
-    except RecursionError:  # a few hundred kilobytes of '[' exhaust the parser's stack
-        raise invalid(
-            what, "must not nest arrays and objects this deeply", reason="MALFORMED_JSON"
-        ) from None
+    """Parses a client's JSON strictly (see parsing.loads_json)."""
+    return loads_json(raw, what, limit)
 
 
 def dumps(document: Any) -> bytes:

@@ -399,3 +399,25 @@ def test_domain_scope_does_not_depend_on_the_database_collation(icu_postgres_sto
     assert total == len(visible)
     for domain in hidden:
         assert run(store.events.get(caller, by_domain[domain].id)) is None, domain
+
+
+def test_a_write_the_driver_cannot_encode_fails_alone_among_concurrent_tenants(
+    store: Store, batch_sizes: list[int]
+) -> None:
+    # The domain refuses such text before it is written; this write skips the domain on
+    # purpose, to prove that a gap there would still cost no other tenant its write.
+    valid = [event(tenant=f"tenant-{i % 3}", description=f"valid {i}") for i in range(60)]
+    unencodable = event(tenant="hostile", description="a \ud800 b")
+
+    async def write_together() -> list[Any]:
+        writes = [store.events.insert(e) for e in valid]
+        writes.insert(30, store.events.insert(unencodable))
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    results = run(write_together())
+    assert isinstance(results.pop(30), UnicodeEncodeError)
+    assert results == [None] * 60
+    assert max(batch_sizes) > 1, "the writes were meant to share batches"
+    for tenant in ("tenant-0", "tenant-1", "tenant-2"):
+        assert run(store.events.list(principal(tenant), EventQuery()))[1] == 20
+    assert run(store.events.list(principal("hostile"), EventQuery()))[1] == 0

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from service.domain.errors import InvalidInput, invalid
+from service.domain.parsing import loads_json
 
 FieldType = Literal["string", "integer", "double", "boolean", "timestamp"]
 # Resolves a non-standard field name to its type when the caller's event types declare it
@@ -370,12 +371,10 @@ def compile_filter(
     """Parses and checks a JSON filter; None for an empty one. Errors name `filter` paths."""
     if not text.strip():
         return None
-    if len(text.encode()) > MAX_FILTER_BYTES:
-        raise invalid("filter", f"at most {MAX_FILTER_BYTES} bytes")
     try:
-        document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as error:
-        raise invalid("filter", f"must be valid JSON: {error}", reason="MALFORMED_FILTER") from None
+        document = loads_json(text, "filter", MAX_FILTER_BYTES)
+    except InvalidInput as error:
+        raise InvalidInput(error.violations, reason="MALFORMED_FILTER") from None
     if not isinstance(document, dict):
         raise invalid(
             "filter", 'must be a JSON object such as {"typeId": "x"}', reason="INVALID_FILTER"
@@ -386,16 +385,3 @@ def compile_filter(
         return _Compiler(custom_field_type).clauses(document, "filter")
     except InvalidInput as error:
         raise InvalidInput(error.violations, reason="INVALID_FILTER") from None
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")

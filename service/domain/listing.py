@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from service.domain.access import Principal
-from service.domain.errors import invalid
+from service.domain.errors import InvalidInput, invalid
 from service.domain.events import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_SORT,
@@ -34,6 +34,7 @@ from service.domain.filters import (
     compile_filter,
     mentions,
 )
+from service.domain.parsing import loads_json
 
 if TYPE_CHECKING:
     from service.domain.events import EventRepository
@@ -136,7 +137,7 @@ def _decode(token: str, field: str, fingerprint: str, sort: tuple[SortKey, ...])
     rule = "is not a token returned by a list call"
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        document = json.loads(raw)
+        document = loads_json(raw, field)
         cursor = _Cursor(
             document["f"], tuple(document["a"]), int(document["n"]), int(document["p"])
         )
@@ -148,7 +149,7 @@ def _decode(token: str, field: str, fingerprint: str, sort: tuple[SortKey, ...])
             and 0 < cursor.number <= MAX_INTEGER
             and 0 <= cursor.now <= MAX_INTEGER
         )
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, binascii.Error, InvalidInput):
         raise invalid(field, rule, reason="INVALID_PAGE_TOKEN") from None
     if not valid:
         raise invalid(field, rule, reason="INVALID_PAGE_TOKEN")

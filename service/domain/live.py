@@ -21,6 +21,7 @@ from typing import Protocol
 from service.domain.access import Principal, Role, check_domain_path, domain_covers
 from service.domain.errors import FieldViolation, InvalidInput, PermissionDenied, invalid
 from service.domain.events import CLASSIFICATIONS, MAX_SEVERITY, Event
+from service.domain.parsing import parse_digits
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,7 @@ def parse_cursor(text: str, field: str = "cursor") -> int | None:
     """None for an empty cursor (start at the call), else the feed position it names."""
     if not text:
         return None
-    if not text.isdigit() or len(text) > 18:
-        raise invalid(field, "must be a cursor returned by a subscription (digits)")
-    return int(text)
+    return parse_digits(text, field, "must be a cursor returned by a subscription (digits)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,12 @@ from service.domain.live import (
     parse_cursor,
     subscription_filter,
 )
+from service.domain.parsing import is_digits, parse_digits
 from service.servicers import kept_warning
 from service.v1 import event_rest_service_pb2 as pb
 from service.v1 import event_rest_service_pb2_grpc
 
-_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+_ETAG = re.compile(r'^(?:W/)?"?([0-9]{1,18})"?$')
 JSON = "application/json"
 HAL_JSON = "application/hal+json"
 EVENT_STREAM = "text/event-stream"
@@ -81,7 +82,9 @@ def _time_param(text: str, field: str) -> int | None:
     """A time query parameter: ISO-8601 with a zone, or epoch milliseconds as digits."""
     if not text:
         return None
-    return parse_time(int(text) if text.isdigit() else text, field)
+    if is_digits(text):
+        return parse_time(parse_digits(text, field, "must be epoch milliseconds"), field)
+    return parse_time(text, field)
 
 
 class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):

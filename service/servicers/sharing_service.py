@@ -5,9 +5,9 @@ the documented JSON)."""
 from __future__ import annotations
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from service import proto_json
 from service.auth import current_principal
 from service.domain.errors import invalid
 from service.domain.sharing import EntityShare, SharingManager
@@ -28,11 +28,7 @@ def _message(share: EntityShare) -> pb.EntityShare:
 def _requested(request: pb.ShareEntityRequest) -> pb.EntityShare:
     if not request.HasField("body"):
         return request.share
-    share = pb.EntityShare()
-    try:
-        json_format.Parse(request.body.data, share, ignore_unknown_fields=False)
-    except json_format.ParseError as error:
-        raise invalid("body", f'must be {{"entityId", "tenantId"}}: {error}') from None
+    share, _ = proto_json.parse(request.body.data, pb.EntityShare())
     if share.owner_tenant_id or share.HasField("create_time"):
         raise invalid("body", "ownerTenantId and createTime are set by the server")
     return share

@@ -3,7 +3,6 @@ with the database-enforced duplicate rule, or saved as pending and processed lat
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import json
 from collections.abc import Sequence
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from persistence.store import event_row
+from persistence.rows import event_row
 from service.domain.access import ROOT_DOMAIN, Principal
 from service.domain.device_events import duplicate
 from service.domain.events import Event, Payload
@@ -80,10 +79,8 @@ class RegistryStore:
 
         return await self._store.read(work)
 
-    async def list_devices(
-        self, principal: Principal, after_id: str, limit: int
-    ) -> builtins.list[Device]:
-        def work(db: peewee.Database) -> builtins.list[Device]:
+    async def list_devices(self, principal: Principal, after_id: str, limit: int) -> list[Device]:
+        def work(db: peewee.Database) -> list[Device]:
             p = db.param
             where = f"tenant_id = {p} AND id > {p}"
             args: list[Any] = [principal.tenant_id, after_id]
@@ -124,10 +121,8 @@ class RegistryStore:
 
         return await self._store.read(work)
 
-    async def list_apps(
-        self, principal: Principal, after_id: str, limit: int
-    ) -> builtins.list[App]:
-        def work(db: peewee.Database) -> builtins.list[App]:
+    async def list_apps(self, principal: Principal, after_id: str, limit: int) -> list[App]:
+        def work(db: peewee.Database) -> list[App]:
             p = db.param
             rows = db.execute_sql(
                 f"SELECT {_APP_COLUMNS} FROM tenant_apps WHERE tenant_id = {p} AND id > {p} "
@@ -175,7 +170,7 @@ class DeviceEventStore:
         row = event_row(event)
 
         def insert(cursor: Any) -> None:
-            self._store.insert_event_row(cursor, row, {"report_hash": fingerprint})
+            self._store.writes.insert_row(cursor, row, {"report_hash": fingerprint})
 
         try:
             await self._store.writer.submit(insert)
@@ -252,7 +247,7 @@ class DeviceEventStore:
             stored = dropped = 0
             for report_id, fingerprint, text in cursor.fetchall():
                 row = event_row(_event_from_json(text))
-                if self._store.insert_event_row(
+                if self._store.writes.insert_row(
                     cursor, row, {"report_hash": fingerprint}, skip_conflicts=True
                 ):
                     stored += 1

@@ -3,7 +3,6 @@ store side of the retention sweeper. Writes go through the store's group-commit 
 
 from __future__ import annotations
 
-import builtins
 import functools
 import json
 from collections.abc import Sequence
@@ -12,7 +11,8 @@ from typing import Any
 import peewee
 
 from persistence.queries import refresh_latest
-from persistence.store import Store, event_row
+from persistence.rows import event_row
+from persistence.store import Store
 from service.domain.access import Principal
 from service.domain.custom_fields import STANDARD_EVENT, FieldDefinition, FieldType
 from service.domain.event_types import DeleteOutcome, EventType, Scope
@@ -105,9 +105,9 @@ class EventTypeRepository:
         ).fetchone()
         return None if row is None else _from_row(row)
 
-    async def chain(self, principal: Principal, type_id: str) -> builtins.list[EventType]:
-        def work(db: peewee.Database) -> builtins.list[EventType]:
-            found: builtins.list[EventType] = []
+    async def chain(self, principal: Principal, type_id: str) -> list[EventType]:
+        def work(db: peewee.Database) -> list[EventType]:
+            found: list[EventType] = []
             current = type_id
             while current != STANDARD_EVENT and len(found) < _MAX_WALK:
                 event_type = self._get(principal, current, db)
@@ -119,10 +119,10 @@ class EventTypeRepository:
 
         return await self._store.read(work)
 
-    async def list(
+    async def page(
         self, principal: Principal, offset: int, limit: int
-    ) -> tuple[builtins.list[EventType], int]:
-        def work(db: peewee.Database) -> tuple[builtins.list[EventType], int]:
+    ) -> tuple[list[EventType], int]:
+        def work(db: peewee.Database) -> tuple[list[EventType], int]:
             p = db.param
             rows = db.execute_sql(
                 f"SELECT {_COLUMNS} FROM event_types WHERE {_visible(p)} "
@@ -136,8 +136,8 @@ class EventTypeRepository:
 
         return await self._store.read(work)
 
-    async def descendants(self, principal: Principal, type_id: str) -> builtins.list[EventType]:
-        def work(db: peewee.Database) -> builtins.list[EventType]:
+    async def descendants(self, principal: Principal, type_id: str) -> list[EventType]:
+        def work(db: peewee.Database) -> list[EventType]:
             p = db.param
             owned = db.execute_sql(
                 f"SELECT 1 FROM event_types WHERE id = {p} AND tenant_id = {p}",
@@ -146,7 +146,7 @@ class EventTypeRepository:
             if owned is None:
                 return []
             # Other tenants' children count too: the owner's changes bind their fields.
-            found: builtins.list[EventType] = []
+            found: list[EventType] = []
             level = [type_id]
             for _ in range(_MAX_WALK):
                 marks = ", ".join([p] * len(level))
@@ -164,8 +164,8 @@ class EventTypeRepository:
 
         return await self._store.read(work)
 
-    async def visible_fields(self, principal: Principal) -> builtins.list[FieldDefinition]:
-        def work(db: peewee.Database) -> builtins.list[FieldDefinition]:
+    async def visible_fields(self, principal: Principal) -> list[FieldDefinition]:
+        def work(db: peewee.Database) -> list[FieldDefinition]:
             rows = db.execute_sql(
                 f"SELECT fields FROM event_types WHERE {_visible(db.param)}",
                 (principal.tenant_id,),
@@ -186,7 +186,7 @@ class EventTypeRepository:
             )
             if cursor.rowcount != 1:
                 return False
-            self._store.insert_event_rows(cursor, [event_row(audit)])
+            self._store.writes.insert_rows(cursor, [event_row(audit)])
             return True
 
         inserted: bool = await self._store.writer.submit(write)
@@ -205,7 +205,7 @@ class EventTypeRepository:
             )
             if cursor.rowcount != 1:
                 return False
-            self._store.insert_event_rows(cursor, [event_row(audit)])
+            self._store.writes.insert_rows(cursor, [event_row(audit)])
             return True
 
         replaced: bool = await self._store.writer.submit(write)
@@ -235,7 +235,7 @@ class EventTypeRepository:
             if cursor.fetchone() is not None:
                 return "has_events"
             cursor.execute(f"DELETE FROM event_types WHERE id = {p}", (type_id,))
-            self._store.insert_event_rows(cursor, [event_row(audit)])
+            self._store.writes.insert_rows(cursor, [event_row(audit)])
             return "deleted"
 
         outcome: DeleteOutcome = await self._store.writer.submit(write)

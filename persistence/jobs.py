@@ -7,7 +7,6 @@ deletes; so a job is never run twice at once, and its progress is exactly what i
 
 from __future__ import annotations
 
-import builtins
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +14,9 @@ from typing import Any
 import peewee
 
 from persistence.queries import refresh_latest
-from persistence.store import Store, event_row, scope_clause
+from persistence.rows import event_row
+from persistence.scope import scope_clause
+from persistence.store import Store
 from service.domain.access import Principal, Role
 from service.domain.events import Event, now_us
 from service.domain.jobs import Job, JobKind, JobResult, JobState, LeaseLost
@@ -178,7 +179,7 @@ class JobRepository:
         def write(cursor: Any) -> None:
             self._renew(cursor, job, owner, lease_us, job.done + len(results), failed)
             if events:
-                self._store.insert_event_rows(cursor, [event_row(e) for e in events])
+                self._store.writes.insert_rows(cursor, [event_row(e) for e in events])
             cursor.executemany(
                 f"INSERT INTO job_results VALUES ({p}, {p}, {p}, {p}, {p})",
                 [(job.id, r.item, r.result_code, r.event_id, r.error_message) for r in results],
@@ -245,7 +246,7 @@ class JobRepository:
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(f"job {job.id} is no longer leased to {owner}")
-            self._store.insert_event_rows(cursor, [event_row(audit)])
+            self._store.writes.insert_rows(cursor, [event_row(audit)])
 
         await self._store.writer.submit(write)
 
@@ -265,9 +266,7 @@ class JobRepository:
         return purged
 
 
-def _matching(
-    principal: Principal, where: Mapping[str, Any], p: str
-) -> tuple[str, builtins.list[Any]]:
+def _matching(principal: Principal, where: Mapping[str, Any], p: str) -> tuple[str, list[Any]]:
     clause, args = scope_clause(principal, p)
     for column, value in where.items():
         clause += f" AND {column} = {p}"

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from persistence.store import hash_api_key
+from persistence.keys import hash_api_key
 from service.domain.access import Principal
 from service.domain.errors import Unauthenticated
 from service.errors import to_status

@@ -42,7 +42,7 @@ def stored_event(type_id: str, age_days: float, tenant: str = "acme") -> Event:
 
 
 def all_events(store: Store, principal: Principal = ACME) -> list[Event]:
-    events, _ = run(store.events.list(principal, EventQuery(limit=1000)))
+    events, _ = run(store.events.query(principal, EventQuery(limit=1000)))
     return events
 
 
@@ -63,7 +63,7 @@ def test_types_round_trip_and_respect_scope(store: Store) -> None:
     assert run(types.get(ACME, "acme.pump")) == local
     assert run(EventTypeRepository(store).get(GLOBEX, "acme.pump")) is None
     assert run(types.get(GLOBEX, shared.id)) == shared
-    assert {t.id for t in run(types.list(GLOBEX, 0, 100))[0]} == {shared.id}
+    assert {t.id for t in run(types.list_types(GLOBEX, 0, 100))[0]} == {shared.id}
     with pytest.raises(InvalidInput):
         run(types.create(GLOBEX, spec(parent_id="acme.pump")))
 

@@ -39,7 +39,7 @@ def event(tenant: str = "acme", **fields: Any) -> Event:
 
 def listing(store: Store, **request: Any) -> EventPage:
     request.setdefault("size", 100)
-    return run(EventManager(store.events).list(CALLER, ListRequest(**request), CUSTOM.get))
+    return run(EventManager(store.events).list_events(CALLER, ListRequest(**request), CUSTOM.get))
 
 
 def descriptions(store: Store, filter_text: str = "", **request: Any) -> set[str]:

@@ -48,7 +48,7 @@ class MemoryRepository:
     ) -> Event | None:
         return self.events.get(event_id)
 
-    async def list(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]:
+    async def query(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]:
         return list(self.events.values()), len(self.events)
 
     async def replace(self, event: Event, expected_etag: int) -> bool:

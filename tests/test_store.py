@@ -172,8 +172,8 @@ def test_another_tenant_neither_sees_nor_counts_the_events(store: Store) -> None
     other = principal("globex")
     assert run(store.events.get(other, mine.id)) is None
     assert run(store.events.get(other, mine.id, whole_tenant=True)) is None
-    assert run(store.events.list(other, EventQuery())) == ([], 0)
-    events, total = run(store.events.list(principal("acme"), EventQuery()))
+    assert run(store.events.query(other, EventQuery())) == ([], 0)
+    events, total = run(store.events.query(principal("acme"), EventQuery()))
     assert total == 2
     assert mine.id in {e.id for e in events}
 
@@ -214,7 +214,7 @@ def test_a_principal_sees_its_domain_subtree_only(
     by_domain = {domain: event(domain=domain) for domain in DOMAINS}
     insert(store, *by_domain.values())
     caller = principal(domain=subtree)
-    events, total = run(store.events.list(caller, EventQuery(limit=100)))
+    events, total = run(store.events.query(caller, EventQuery(limit=100)))
     assert {e.domain for e in events} == visible
     assert total == len(visible)
     for domain, stored in by_domain.items():
@@ -235,7 +235,7 @@ def test_list_sorts_pages_and_counts_exactly(store: Store) -> None:
     caller = principal(domain="/root/a")
 
     by_time = sorted(events, key=lambda e: e.timestamp, reverse=True)
-    page, total = run(store.events.list(caller, EventQuery(offset=5, limit=10)))
+    page, total = run(store.events.query(caller, EventQuery(offset=5, limit=10)))
     assert total == 25
     assert [e.id for e in page] == [e.id for e in by_time[5:15]]
 
@@ -243,12 +243,12 @@ def test_list_sorts_pages_and_counts_exactly(store: Store) -> None:
     expected = sorted(events, key=lambda e: (-e.severity, e.timestamp))
     collected = []
     for offset in range(0, 25, 7):
-        page, total = run(store.events.list(caller, EventQuery(sort=sort, offset=offset, limit=7)))
+        page, total = run(store.events.query(caller, EventQuery(sort=sort, offset=offset, limit=7)))
         assert total == 25
         collected += page
     assert [e.id for e in collected] == [e.id for e in expected]
 
-    beyond, total = run(store.events.list(caller, EventQuery(offset=25, limit=10)))
+    beyond, total = run(store.events.query(caller, EventQuery(offset=25, limit=10)))
     assert beyond == []
     assert total == 25
 
@@ -258,7 +258,7 @@ def test_equal_sort_keys_page_without_gaps_or_repeats(store: Store) -> None:
     insert(store, *same_time)
     seen: list[str] = []
     for offset in range(0, 9, 4):
-        page, _ = run(store.events.list(principal(), EventQuery(offset=offset, limit=4)))
+        page, _ = run(store.events.query(principal(), EventQuery(offset=offset, limit=4)))
         seen += [e.id for e in page]
     assert sorted(seen) == sorted(e.id for e in same_time)
 
@@ -299,7 +299,7 @@ def test_concurrent_creates_share_few_transactions(store: Store, batch_sizes: li
     assert len({e.id for e in created}) == 500
     assert sum(batch_sizes) == 500
     assert len(batch_sizes) <= 20, batch_sizes
-    stored, total = run(store.events.list(writer, EventQuery(limit=1000)))
+    stored, total = run(store.events.query(writer, EventQuery(limit=1000)))
     assert total == 500
     assert {e.id: e for e in stored} == {e.id: e for e in created}
 
@@ -344,7 +344,7 @@ def test_a_failing_write_fails_only_its_caller_in_the_batch(
     assert run(store.events.get(principal(), before.id)) == before
     assert run(store.events.get(principal(), after.id)) == after
     assert run(store.events.get(principal(), existing.id)) == existing
-    assert run(store.events.list(principal(), EventQuery()))[1] == 3
+    assert run(store.events.query(principal(), EventQuery()))[1] == 3
 
 
 def test_the_writer_keeps_working_after_a_failed_write(store: Store) -> None:
@@ -394,7 +394,7 @@ def test_domain_scope_does_not_depend_on_the_database_collation(icu_postgres_sto
     by_domain = {domain: event(domain=domain) for domain in visible | hidden}
     insert(store, *by_domain.values())
     caller = principal(domain="/root/sub1")
-    events, total = run(store.events.list(caller, EventQuery(limit=100)))
+    events, total = run(store.events.query(caller, EventQuery(limit=100)))
     assert {e.domain for e in events} == visible
     assert total == len(visible)
     for domain in hidden:

@@ -3,7 +3,6 @@ values pass. Kept apart from event_types so that the event rules can use it with
 
 from __future__ import annotations
 
-import builtins
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,7 +97,7 @@ def coerce_value(definition: FieldDefinition, value: Any) -> Any:
     return value
 
 
-def _unknown(names: builtins.list[str], type_id: str) -> FieldViolation:
+def _unknown(names: list[str], type_id: str) -> FieldViolation:
     plural = "s" if len(names) > 1 else ""
     owner = (
         "the standard event has"
@@ -112,11 +111,11 @@ def _unknown(names: builtins.list[str], type_id: str) -> FieldViolation:
 
 def check_custom_fields(
     type_id: str, definitions: Mapping[str, FieldDefinition], values: Mapping[str, Any]
-) -> tuple[dict[str, Any], builtins.list[FieldViolation]]:
+) -> tuple[dict[str, Any], list[FieldViolation]]:
     """Checks a new event's custom fields against its type and ancestors: every required
     field present, every value of its field's type, no unknown names (all listed at once)."""
     coerced: dict[str, Any] = {}
-    violations: builtins.list[FieldViolation] = []
+    violations: list[FieldViolation] = []
     unknown = []
     for name, value in values.items():
         definition = definitions.get(name)
@@ -140,12 +139,12 @@ def check_custom_changes(
     definitions: Mapping[str, FieldDefinition],
     stored: Mapping[str, Any],
     values: Mapping[str, Any],
-) -> tuple[dict[str, Any], builtins.list[str], builtins.list[FieldViolation]]:
+) -> tuple[dict[str, Any], list[str], list[FieldViolation]]:
     """For an update: the updatable values that change, the names sent with another value
     that are not updatable (kept and reported), and the violations."""
     changes: dict[str, Any] = {}
-    kept: builtins.list[str] = []
-    violations: builtins.list[FieldViolation] = []
+    kept: list[str] = []
+    violations: list[FieldViolation] = []
     unknown = []
     for name, value in values.items():
         definition = definitions.get(name)

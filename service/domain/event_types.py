@@ -4,7 +4,6 @@ events must pass. Field names are REST JSON names; errors name the EventType JSO
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import re
 import uuid
@@ -107,21 +106,21 @@ class EventTypeRepository(Protocol):
         """The type when the principal sees it (its tenant's, or GLOBAL)."""
         ...
 
-    async def chain(self, principal: Principal, type_id: str) -> builtins.list[EventType]:
+    async def chain(self, principal: Principal, type_id: str) -> list[EventType]:
         """The type and its ancestors, nearest first, as far as the principal sees them;
         empty when the type itself is not visible."""
         ...
 
-    async def list(
+    async def page(
         self, principal: Principal, offset: int, limit: int
-    ) -> tuple[builtins.list[EventType], int]: ...
+    ) -> tuple[list[EventType], int]: ...
 
-    async def descendants(self, principal: Principal, type_id: str) -> builtins.list[EventType]:
+    async def descendants(self, principal: Principal, type_id: str) -> list[EventType]:
         """Every type below one the principal's tenant owns, of any tenant: their fields and
         depth depend on it."""
         ...
 
-    async def visible_fields(self, principal: Principal) -> builtins.list[FieldDefinition]: ...
+    async def visible_fields(self, principal: Principal) -> list[FieldDefinition]: ...
 
     async def insert(self, event_type: EventType, audit: Event) -> bool:
         """Stores the type and its audit event together; False when the id is taken."""
@@ -137,7 +136,7 @@ class EventTypeRepository(Protocol):
         ...
 
 
-def _check_spec(spec: EventTypeSpec, *, creating: bool) -> builtins.list[FieldViolation]:
+def _check_spec(spec: EventTypeSpec, *, creating: bool) -> list[FieldViolation]:
     violations = []
     if creating and spec.id and not _TYPE_ID.match(spec.id):
         violations.append(
@@ -191,8 +190,8 @@ def _check_spec(spec: EventTypeSpec, *, creating: bool) -> builtins.list[FieldVi
 
 
 def _clashes(
-    own: tuple[FieldDefinition, ...], others: builtins.list[EventType], relation: str
-) -> builtins.list[FieldViolation]:
+    own: tuple[FieldDefinition, ...], others: list[EventType], relation: str
+) -> list[FieldViolation]:
     taken = {d.name: t.id for t in others for d in t.fields}
     return [
         FieldViolation(
@@ -226,9 +225,9 @@ def audit_event(principal: Principal, type_id: str, code: str, what: str) -> Eve
     )
 
 
-def _height(type_id: str, descendants: builtins.list[EventType]) -> int:
+def _height(type_id: str, descendants: list[EventType]) -> int:
     """How many levels of types hang below `type_id`."""
-    children: dict[str, builtins.list[str]] = {}
+    children: dict[str, list[str]] = {}
     for t in descendants:
         children.setdefault(t.parent_id, []).append(t.id)
     height, level = 0, [type_id]
@@ -286,14 +285,14 @@ class EventTypeManager:
             raise NotFound(f"event type {type_id} not found", reason="EVENT_TYPE_NOT_FOUND")
         return event_type
 
-    async def list(
+    async def list_types(
         self, principal: Principal, offset: int, page_size: int
-    ) -> tuple[builtins.list[EventType], int]:
+    ) -> tuple[list[EventType], int]:
         if page_size == 0:
             page_size = DEFAULT_PAGE_SIZE
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise invalid("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
-        return await self._repository.list(principal, offset, page_size)
+        return await self._repository.page(principal, offset, page_size)
 
     async def update(
         self,
@@ -397,7 +396,7 @@ class EventTypeManager:
 
     async def _ancestors(
         self, principal: Principal, parent_id: str, scope: Scope, type_id: str
-    ) -> builtins.list[EventType]:
+    ) -> list[EventType]:
         if not parent_id or parent_id == STANDARD_EVENT:
             return []
         if parent_id == type_id:
@@ -415,7 +414,7 @@ class EventTypeManager:
         return chain
 
     @staticmethod
-    def _check_depth(ancestors: builtins.list[EventType], height: int) -> None:
+    def _check_depth(ancestors: list[EventType], height: int) -> None:
         depth = len(ancestors) + 1 + height
         if depth > MAX_DEPTH:
             raise invalid(

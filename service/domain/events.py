@@ -7,7 +7,6 @@ their REST JSON names, which are also the proto3 JSON names gRPC clients know.
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import json
 import os
@@ -275,7 +274,7 @@ class EventRepository(Protocol):
 
     async def insert_batch(
         self, principal: Principal, events: Sequence[tuple[Event, str | None]]
-    ) -> builtins.list[str | None]:
+    ) -> list[str | None]:
         """Stores the principal's events in one transaction; for each, None when stored or
         the id of the event already stored under the same idempotency key."""
         ...
@@ -292,7 +291,7 @@ class EventRepository(Protocol):
         the events of entities shared with its tenant when asked."""
         ...
 
-    async def list(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]: ...
+    async def query(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]: ...
 
     async def replace(self, event: Event, expected_etag: int) -> bool: ...
 
@@ -407,7 +406,7 @@ class EventManager:
 
     async def create_many(
         self, principal: Principal, drafts: Sequence[Draft]
-    ) -> builtins.list[IngestOutcome]:
+    ) -> list[IngestOutcome]:
         """Stores a batch with one write: each draft gets its own outcome, in order. A draft
         that breaks a rule fails alone; one whose idempotency key is already stored (or
         earlier in the batch) stores nothing and answers with the first event's id."""
@@ -497,7 +496,7 @@ class EventManager:
             raise NotFound(f"event {event_id} not found", reason="EVENT_NOT_FOUND")
         return event
 
-    async def list(
+    async def list_events(
         self,
         principal: Principal,
         request: ListRequest,
@@ -528,7 +527,7 @@ class EventManager:
         event_id: str,
         fields: Mapping[str, Any],
         expected_etag: int | None,
-    ) -> tuple[Event, builtins.list[str]]:
+    ) -> tuple[Event, list[str]]:
         """Applies the updatable fields; returns the new event and the fields left unchanged
         because they are not updatable (reported to the caller, never silently dropped)."""
         principal.require(Role.READ_WRITE)

@@ -207,7 +207,7 @@ async def list_events(
         include_shared=request.include_shared,
         after=cursor.after if cursor else None,
     )
-    events, total = await repository.list(principal, query)
+    events, total = await repository.query(principal, query)
     next_token = ""
     if len(events) > request.size:
         events = events[: request.size]

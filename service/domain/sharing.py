@@ -68,7 +68,7 @@ class SharingManager:
                 reason="SHARE_NOT_FOUND",
             )
 
-    async def list(self, principal: Principal) -> list[EntityShare]:
+    async def list_shares(self, principal: Principal) -> list[EntityShare]:
         """The shares the principal's tenant made and received."""
         principal.require(Role.READ)
         return await self._repository.list_for(principal.tenant_id)

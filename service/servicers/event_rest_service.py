@@ -134,7 +134,7 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
             history=request.history,
             include_shared=request.include_shared,
         )
-        page = await self._events.list(current_principal(), list_request)
+        page = await self._events.list_events(current_principal(), list_request)
         # The links repeat every parameter but the position, so each one lists the same query.
         params: list[tuple[str, Any]] = [("size", size)]
         params += [("sort", s) for s in request.sort]

@@ -57,7 +57,7 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
             include_shared=request.include_shared,
             token_field="page_token",
         )
-        page = await self._events.list(current_principal(), list_request)
+        page = await self._events.list_events(current_principal(), list_request)
         return pb.ListEventsResponse(
             events=[event_to_proto(e) for e in page.events],
             total_size=page.total,

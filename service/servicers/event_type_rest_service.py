@@ -51,7 +51,7 @@ class EventTypeRestServicer(event_type_rest_service_pb2_grpc.EventTypeRestServic
         self, request: pb.RestListEventTypesRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         offset = decode_offset_token(request.page_token, "pageToken")
-        found, total = await self._types.list(current_principal(), offset, request.page_size)
+        found, total = await self._types.list_types(current_principal(), offset, request.page_size)
         end = offset + len(found)
         return rest_json.json_body(
             {

@@ -36,7 +36,7 @@ class EventTypeServicer(event_type_service_pb2_grpc.EventTypeServiceServicer):
         self, request: pb.ListEventTypesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListEventTypesResponse:
         offset = decode_offset_token(request.page_token, "page_token")
-        found, total = await self._types.list(current_principal(), offset, request.page_size)
+        found, total = await self._types.list_types(current_principal(), offset, request.page_size)
         end = offset + len(found)
         return pb.ListEventTypesResponse(
             event_types=[event_type_to_proto(t) for t in found],

@@ -50,7 +50,7 @@ class SharingServicer(sharing_service_pb2_grpc.SharingServiceServicer):
     async def ListEntityShares(
         self, request: pb.ListEntitySharesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListEntitySharesResponse:
-        shares = await self._sharing.list(current_principal())
+        shares = await self._sharing.list_shares(current_principal())
         return pb.ListEntitySharesResponse(shares=[_message(s) for s in shares])
 
     async def UnshareEntity(

@@ -27,7 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from persistence.store import EVENT_COLUMNS, Store
+from persistence.rows import EVENT_COLUMNS
+from persistence.store import Store
 from service.domain.access import Principal, Role
 from service.domain.find import EventFinder
 

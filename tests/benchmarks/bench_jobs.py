@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench import Service
 
-from persistence.store import Store, event_row
+from persistence.rows import event_row
+from persistence.store import Store
 from service.domain.access import Principal, Role
 from service.domain.events import EventManager
 
@@ -68,7 +69,7 @@ def raw_rate(work_dir: Path) -> float:
         for n in range(EVENTS)
     ]
     started = time.perf_counter()
-    store.run_sync(lambda db: store.insert_event_rows(db.cursor(), [event_row(e) for e in events]))
+    store.run_sync(lambda db: store.writes.insert_rows(db.cursor(), [event_row(e) for e in events]))
     elapsed = time.perf_counter() - started
     store.close()
     return EVENTS / elapsed

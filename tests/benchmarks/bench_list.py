@@ -38,7 +38,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from persistence.store import Store, event_row, insert_events, list_sql
+from persistence.events import list_sql
+from persistence.rows import event_row, insert_events
+from persistence.store import Store
 from service.domain.access import Principal, Role
 from service.domain.events import Event, EventManager, EventQuery, new_event_id, now_us
 from service.domain.filters import FieldType, all_of
@@ -139,7 +141,7 @@ async def deep_token(manager: EventManager, request: ListRequest, depth: int) ->
     token, seen = "", 0
     while seen < depth:
         size = min(1000, depth - seen)
-        page = await manager.list(
+        page = await manager.list_events(
             PRINCIPAL, _with(request, size=size, page_token=token), CUSTOM.get
         )
         token, seen = page.next_token, seen + len(page.events)
@@ -155,7 +157,7 @@ def _with(request: ListRequest, **changes: Any) -> ListRequest:
 async def measure(store: Store, repeat: int, now: int) -> dict[str, tuple[float, float, int]]:
     manager = EventManager(store.events)
     requests = shapes(now)
-    total = (await manager.list(PRINCIPAL, ListRequest(), CUSTOM.get)).total
+    total = (await manager.list_events(PRINCIPAL, ListRequest(), CUSTOM.get)).total
     depth = max(20, total // 10 // 20 * 20)
     requests["cursor deep"] = _with(
         ListRequest(), page_token=await deep_token(manager, ListRequest(), depth)
@@ -166,7 +168,7 @@ async def measure(store: Store, repeat: int, now: int) -> dict[str, tuple[float,
         samples = []
         for _ in range(repeat):
             began = time.perf_counter()
-            page = await manager.list(PRINCIPAL, request, CUSTOM.get)
+            page = await manager.list_events(PRINCIPAL, request, CUSTOM.get)
             samples.append((time.perf_counter() - began) * 1000)
         quantiles = statistics.quantiles(samples, n=100, method="inclusive")
         results[name] = (statistics.median(samples), quantiles[98], page.total)

@@ -39,7 +39,8 @@ from typing import Any
 
 import grpc
 
-from persistence.store import _INSERT_COLUMNS, Store, event_row
+from persistence.rows import INSERT_COLUMNS, event_row
+from persistence.store import Store
 from service.domain.access import Principal, Role
 from service.domain.events import Event, EventManager
 from service.v1 import (
@@ -268,8 +269,8 @@ def raw_executemany_rate(work_dir: Path, count: int, per_transaction: int) -> fl
     connection.execute("PRAGMA journal_mode=wal")
     connection.execute("PRAGMA synchronous=normal")
     sql = (
-        f"INSERT INTO events ({', '.join(_INSERT_COLUMNS)}) "
-        f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
+        f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
     )
     started = time.perf_counter()
     for start in range(0, len(rows), per_transaction):

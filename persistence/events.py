@@ -1,0 +1,153 @@
+"""The event repository: events read and written within a principal's scope."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import peewee
+
+from persistence.find_run import run_find
+from persistence.queries import SqlBuilder
+from persistence.rows import SELECT_EVENT, event_from_row, event_row
+from persistence.scope import filter_clauses, scope_clause
+from persistence.writes import Insert, InsertBatch, Replace
+from service.domain import find as q
+from service.domain.access import Principal
+from service.domain.events import Event, EventQuery
+from service.domain.live import EventFilter
+
+if TYPE_CHECKING:
+    from persistence.store import Store
+
+
+class EventRepository:
+    """Events, always read and written within a principal's scope."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def insert(self, event: Event) -> None:
+        await self._store.writer.submit(Insert(event, event_row(event)))
+
+    async def insert_batch(
+        self, principal: Principal, events: Sequence[tuple[Event, str | None]]
+    ) -> list[str | None]:
+        batch = InsertBatch(
+            principal.tenant_id,
+            [event for event, _ in events],
+            [event_row(event) for event, _ in events],
+            [key for _, key in events],
+        )
+        if any(event.tenant_id != principal.tenant_id for event in batch.events):
+            raise ValueError("a batch holds the events of the calling tenant only")
+        outcome: list[int | str] = await self._store.writer.submit(batch)
+        return [None if isinstance(o, int) else o for o in outcome]
+
+    async def latest_seq(self) -> int:
+        return await self._store.read(
+            lambda db: int(
+                db.execute_sql("SELECT last_seq FROM feed_state WHERE id = 1").fetchone()[0]
+            )
+        )
+
+    async def committed_after(self, after: int, limit: int) -> list[Event]:
+        def work(db: peewee.Database) -> list[Event]:
+            p = db.param
+            rows = db.execute_sql(
+                f"{SELECT_EVENT} WHERE seq > {p} ORDER BY seq LIMIT {p}", (after, limit)
+            ).fetchall()
+            return [event_from_row(r) for r in rows]
+
+        return await self._store.read(work)
+
+    async def feed_page(
+        self, principal: Principal, event_filter: EventFilter, after: int, upto: int, limit: int
+    ) -> list[Event]:
+        def work(db: peewee.Database) -> list[Event]:
+            p = db.param
+            where, args = scope_clause(principal, p)
+            clauses, more = filter_clauses(event_filter, p)
+            rows = db.execute_sql(
+                f"{SELECT_EVENT} WHERE {where} AND seq > {p} AND seq <= {p}{clauses} "
+                f"ORDER BY seq LIMIT {p}",
+                (*args, after, upto, *more, limit),
+            ).fetchall()
+            return [event_from_row(r) for r in rows]
+
+        return await self._store.read(work)
+
+    async def replace(self, event: Event, expected_etag: int) -> bool:
+        replaced: bool = await self._store.writer.submit(Replace(event_row(event), expected_etag))
+        return replaced
+
+    async def get(
+        self,
+        principal: Principal,
+        event_id: str,
+        *,
+        whole_tenant: bool = False,
+        include_shared: bool = False,
+    ) -> Event | None:
+        return await self._store.read(
+            functools.partial(self._get, principal, event_id, whole_tenant, include_shared)
+        )
+
+    def _get(
+        self,
+        principal: Principal,
+        event_id: str,
+        whole_tenant: bool,
+        include_shared: bool,
+        db: peewee.Database,
+    ) -> Event | None:
+        where, args = scope_clause(
+            principal, db.param, whole_tenant=whole_tenant, include_shared=include_shared
+        )
+        row = db.execute_sql(
+            f"{SELECT_EVENT} WHERE id = {db.param} AND {where}", (event_id, *args)
+        ).fetchone()
+        return None if row is None else event_from_row(row)
+
+    async def query(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]:
+        return await self._store.read(functools.partial(self._query, principal, query))
+
+    def _query(
+        self, principal: Principal, query: EventQuery, db: peewee.Database
+    ) -> tuple[list[Event], int]:
+        where, sql, args = list_sql(principal, query, self._store.postgres, db.param)
+        rows = db.execute_sql(sql, args).fetchall()
+        count_where, count_args = where
+        total = db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {count_where}", count_args)
+        return [event_from_row(r) for r in rows], total.fetchone()[0]
+
+    async def find(self, principal: Principal, request: q.FindRequest) -> q.FindResult:
+        """Runs a find request inside the principal's scope, which is ANDed around whatever
+        the query says; `scope_clause` is the one place that decides what a principal may read,
+        including the events of entities shared with its tenant when the request asks."""
+        return await self._store.read(
+            functools.partial(run_find, principal, request, self._store.postgres)
+        )
+
+
+def list_sql(
+    principal: Principal, query: EventQuery, postgres: bool, param: str
+) -> tuple[tuple[str, list[Any]], str, list[Any]]:
+    """The WHERE clause (and its arguments) that counts a list, and the page's own SELECT."""
+    where, args = scope_clause(principal, param, include_shared=query.include_shared)
+    builder = SqlBuilder(postgres, param)
+    clauses = [where]
+    if not query.history:
+        clauses.append("latest = TRUE")
+    if query.condition is not None:
+        clauses.append(builder.condition(query.condition))
+    count_where = " AND ".join(clauses)
+    count_args = [*args, *builder.args]
+    if query.after is not None:
+        clauses.append(builder.after(query.sort, query.after))
+    sql = (
+        f"{SELECT_EVENT} WHERE {' AND '.join(clauses)} ORDER BY {builder.order_by(query.sort)} "
+        f"LIMIT {builder.bind(query.limit)} OFFSET {builder.bind(query.offset)}"
+    )
+    return (count_where, count_args), sql, [*args, *builder.args]

@@ -1,0 +1,205 @@
+"""The writes of the events table, applied on the group-commit writer's thread: inserts
+under the feed counter (each event gets the next feed position in its own transaction),
+idempotent batches, replacements checked by etag, and callable work (a job's chunk) that
+inserts rows of its own; after each commit the listeners learn which events it created."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import peewee
+
+from persistence.notify import FEED_CHANNEL
+from persistence.queries import refresh_latest
+from persistence.rows import EVENT_COLUMNS, INSERT_COLUMNS, event_from_row
+from service.domain.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    event: Event
+    row: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InsertBatch:
+    """Events of one tenant, each with an optional idempotency key. Its result lists, per
+    event, its new feed position (int) or the id already stored under its key (str)."""
+
+    tenant_id: str
+    events: Sequence[Event]
+    rows: list[tuple[Any, ...]]
+    keys: list[str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    row: tuple[Any, ...]
+    expected_etag: int
+
+
+class EventWrites:
+    """Applies batches of write operations; tells the commit listeners what they created."""
+
+    def __init__(self, database: peewee.Database, postgres: bool) -> None:
+        self._database = database
+        self._postgres = postgres
+        # Called on the event loop with the events each commit created, in feed order.
+        self.commit_listeners: list[Callable[[list[Event]], None]] = []
+        # Events inserted by callable writes, by the operation's id, until their commit.
+        self._created_by: dict[int, list[Event]] = {}
+        self._recording: list[Event] | None = None
+
+    def apply(self, cursor: Any, operations: Sequence[Any]) -> list[Any]:
+        p = self._database.param
+        results: list[Any] = [None] * len(operations)
+        rows: list[tuple[Any, ...]] = []
+        if any(isinstance(op, Insert | InsertBatch) for op in operations):
+            # Taken before anything else: the feed_state row lock orders the transactions.
+            cursor.execute("UPDATE feed_state SET last_seq = last_seq WHERE id = 1")
+            cursor.execute("SELECT last_seq FROM feed_state WHERE id = 1")
+            next_seq = int(cursor.fetchone()[0]) + 1
+            for index, op in enumerate(operations):
+                if isinstance(op, Insert):
+                    rows.append((*op.row, next_seq, None))
+                    results[index] = next_seq
+                    next_seq += 1
+                elif isinstance(op, InsertBatch):
+                    existing = self._stored_keys(cursor, op.tenant_id, op.keys)
+                    outcome: list[int | str] = []
+                    for row, key, event in zip(op.rows, op.keys, op.events, strict=True):
+                        if key is not None and key in existing:
+                            outcome.append(existing[key])
+                            continue
+                        if key is not None:
+                            existing[key] = event.id
+                        rows.append((*row, next_seq, key))
+                        outcome.append(next_seq)
+                        next_seq += 1
+                    results[index] = outcome
+            if rows:
+                self._insert_numbered(cursor, rows)
+                cursor.execute(
+                    f"UPDATE feed_state SET last_seq = {p} WHERE id = 1", (next_seq - 1,)
+                )
+                if self._postgres:  # delivered at commit, to every replica that listens
+                    cursor.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, str(next_seq - 1)))
+        assignments = ", ".join(f"{c} = {p}" for c in EVENT_COLUMNS[1:])
+        for index, op in enumerate(operations):
+            if isinstance(op, Replace):
+                cursor.execute(
+                    f"UPDATE events SET {assignments} WHERE id = {p} AND etag = {p}",
+                    (*op.row[1:], op.row[0], op.expected_etag),
+                )
+                results[index] = cursor.rowcount == 1
+            elif callable(op):
+                # What the callable inserts through insert_rows is told to the commit
+                # listeners once this attempt commits (see after_commit).
+                self._recording = self._created_by[id(op)] = []
+                try:
+                    results[index] = op(cursor)
+                finally:
+                    self._recording = None
+        return results
+
+    def insert_rows(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Inserts event rows (of `event_row`) for work submitted to the writer as a callable,
+        such as a bulk job's chunk: they get the next feed positions in this transaction, and
+        subscribers and the commit listeners learn of them once it commits."""
+        if not rows:
+            return
+        first = self._claim_seqs(cursor, len(rows))
+        numbered = [(*row, first + n, None) for n, row in enumerate(rows)]
+        self._insert_numbered(cursor, numbered)
+        if self._recording is not None:
+            self._recording.extend(event_from_row(row) for row in numbered)
+
+    def insert_row(
+        self,
+        cursor: Any,
+        row: tuple[Any, ...],
+        extra: dict[str, Any] | None = None,
+        *,
+        skip_conflicts: bool = False,
+    ) -> bool:
+        """Inserts one event row with more columns (`extra`), for writes that need their own
+        statement, such as device reports with their report hash; with `skip_conflicts` a
+        row that breaks a unique index is left out. True when the row was inserted. Like
+        insert_rows, it gets the next feed position and reaches the commit listeners."""
+        seq = self._claim_seqs(cursor, 1)
+        extra = extra or {}
+        columns = (*INSERT_COLUMNS, *extra)
+        placeholders = ", ".join([self._database.param] * len(columns))
+        conflict = " ON CONFLICT DO NOTHING" if skip_conflicts else ""
+        cursor.execute(
+            f"INSERT INTO events ({', '.join(columns)}) VALUES ({placeholders}){conflict}",
+            (*row, seq, None, *extra.values()),
+        )
+        inserted = bool(cursor.rowcount == 1)
+        if inserted and row[3]:  # a correlated event may be its correlation's new newest
+            refresh_latest(cursor, [(row[1], row[3], row[5], row[2])], self._postgres)
+        if inserted and self._recording is not None:
+            self._recording.append(event_from_row((*row, seq)))
+        return inserted
+
+    def _claim_seqs(self, cursor: Any, count: int) -> int:
+        """Hands out `count` feed positions in this transaction; returns the first."""
+        p = self._database.param
+        cursor.execute(f"UPDATE feed_state SET last_seq = last_seq + {p} WHERE id = 1", (count,))
+        cursor.execute("SELECT last_seq FROM feed_state WHERE id = 1")
+        last = int(cursor.fetchone()[0])
+        if self._postgres:
+            cursor.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, str(last)))
+        return last - count + 1
+
+    def _insert_numbered(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        columns = ", ".join(INSERT_COLUMNS)
+        if self._postgres:
+            from psycopg2.extras import execute_values
+
+            execute_values(
+                cursor, f"INSERT INTO events ({columns}) VALUES %s", rows, page_size=1000
+            )
+        else:
+            placeholders = ", ".join(["?"] * len(INSERT_COLUMNS))
+            cursor.executemany(f"INSERT INTO events ({columns}) VALUES ({placeholders})", rows)
+        # Columns 1, 3, 5, 2: tenant, correlation id, entity id, type id.
+        refresh_latest(cursor, ((r[1], r[3], r[5], r[2]) for r in rows if r[3]), self._postgres)
+
+    def _stored_keys(self, cursor: Any, tenant_id: str, keys: list[str | None]) -> dict[str, str]:
+        """Idempotency key -> id of the tenant's events already stored under those keys."""
+        wanted = sorted({k for k in keys if k is not None})
+        found: dict[str, str] = {}
+        p = self._database.param
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            cursor.execute(
+                f"SELECT idempotency_key, id FROM events WHERE tenant_id = {p} "
+                f"AND idempotency_key IN ({', '.join([p] * len(chunk))})",
+                (tenant_id, *chunk),
+            )
+            found.update(cursor.fetchall())
+        return found
+
+    def after_commit(self, operations: Sequence[Any], results: Sequence[Any]) -> None:
+        """Gives each committed event its feed position and tells the listeners."""
+        committed: list[Event] = []
+        for op, result in zip(operations, results, strict=True):
+            if isinstance(op, Insert) and isinstance(result, int):
+                op.event.seq = result
+                committed.append(op.event)
+            elif isinstance(op, InsertBatch) and isinstance(result, list):
+                for event, outcome in zip(op.events, result, strict=True):
+                    if isinstance(outcome, int):
+                        event.seq = outcome
+                        committed.append(event)
+            elif callable(op):
+                created = self._created_by.pop(id(op), [])
+                if not isinstance(result, BaseException):
+                    committed.extend(created)
+        if committed:
+            committed.sort(key=lambda e: e.seq)
+            for listener in self.commit_listeners:
+                listener(committed)

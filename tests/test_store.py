@@ -419,5 +419,5 @@ def test_a_write_the_driver_cannot_encode_fails_alone_among_concurrent_tenants(
     assert results == [None] * 60
     assert max(batch_sizes) > 1, "the writes were meant to share batches"
     for tenant in ("tenant-0", "tenant-1", "tenant-2"):
-        assert run(store.events.list(principal(tenant), EventQuery()))[1] == 20
-    assert run(store.events.list(principal("hostile"), EventQuery()))[1] == 0
+        assert run(store.events.query(principal(tenant), EventQuery()))[1] == 20
+    assert run(store.events.query(principal("hostile"), EventQuery()))[1] == 0

@@ -59,8 +59,19 @@ lint: $(STAMP) $(THIRD_PARTY) checkgenerate ## ruff, mypy, pyright, buf lint, bu
 	  $(VENV)/bin/buf breaking --against build/against && echo "buf breaking: none against main"; \
 	else echo "buf breaking: no buf.yaml on main yet, nothing to compare"; fi
 
+# The unary rates are driven by C load generators (h2load for gRPC, wrk for REST through
+# Envoy), so that the client does not share the server's interpreter and cores.
+.PHONY: bench-tools
+bench-tools: ## Install h2load and wrk (Debian nghttp2-client, wrk) when missing.
+	@command -v h2load >/dev/null && command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q nghttp2-client wrk || \
+	      { apt-get update -q && apt-get install -y -q nghttp2-client wrk; }; \
+	  else echo "make bench needs h2load and wrk: sudo apt-get install nghttp2-client wrk" >&2; \
+	    exit 1; fi; }
+
 .PHONY: bench
-bench: $(STAMP) ## Create rates, jobs, find on 1M events, live, ingest, list at 100k and 1M.
+bench: $(STAMP) bench-tools ## Unary rates (h2load, wrk) against Health/Check, workers, jobs, find, live, list.
 	$(PY) tests/benchmarks/bench.py
 	$(PY) tests/benchmarks/bench_jobs.py
 	$(PY) tests/benchmarks/bench_find.py

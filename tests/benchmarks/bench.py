@@ -1,33 +1,38 @@
-"""`make bench`: create rates over gRPC and REST against a no-database RPC, and server memory.
+"""`make bench`: unary request rates driven by C load generators, each set against the same
+server's no-database RPC measured in the same run, and server memory.
 
 One run, one fresh SQLite database in a temporary directory, one real `eventmgmt serve`
-(gRPC server + Envoy gateway) in a child process. Load generators run in separate processes
-(this same file in worker mode, or `wrk` for REST) so they do not share the server's GIL:
+(gRPC server + Envoy gateway) in a child process. The load comes from C programs, so the
+client does not share the server's interpreter and costs little of the two cores:
 
-  1. gRPC CreateEvent rate, 64 calls in flight (grpc.aio client).
-  2. grpc.health.v1.Health/Check rate on the same server, same client and concurrency:
-     same server, transport and interceptor chain, no database.
-  3. REST POST /events through Envoy, 64 connections (wrk if installed, else a Python
-     asyncio HTTP/1.1 keep-alive client; the report says which).
-  4. Ratios gRPC create / no-db (target >= 0.80) and REST / gRPC (target >= 0.80).
-  5. Server RSS (VmRSS of the Python server process, not Envoy) once 100,000 events are
-     stored (target < 150 MB); the rest of the 100k is inserted over gRPC at high concurrency.
+  gRPC  h2load (Debian `nghttp2-client`), 4 connections x 32 streams: a serialized request in
+        a gRPC length-prefixed frame (`-d file`, content-type application/grpc, te trailers)
+        for grpc.health.v1.Health/Check (same server, transport and interceptor chain, no
+        database), CreateEvent and GetEvent by id.
+  REST  wrk through Envoy, 64 connections: POST /events, GET /events/{id}; and once the
+        database holds the memory target's events, GET /events?size=20 at 16 connections.
 
-The machine has 2 cores shared by server, Envoy and client: absolute rates are noisy, the
-ratios measured within one run are what to compare. CPU seconds per phase and process are
-printed so one can see who was saturated.
+h2load counts HTTP statuses only, and gRPC sends its errors as trailers on an HTTP 200: so
+each gRPC rate is checked to have received one response message per call (a failed call has
+none), and each create rate against the events the database gained.
 
-Overrides (flags or env): --quick, --duration/BENCH_DURATION (seconds per rate, split over
---rounds/BENCH_ROUNDS interleaved rounds), --warmup/BENCH_WARMUP (per round),
---concurrency/BENCH_CONCURRENCY, --channels/BENCH_CHANNELS, --fill-total/BENCH_FILL_TOTAL,
---fill-concurrency/BENCH_FILL_CONCURRENCY, --rest-client/BENCH_REST_CLIENT (auto|wrk|python),
---keep (keep the temp dir and print its path), --strict (exit 1 when a target is missed).
+The rates are taken in interleaved rounds, so a burst of load from anything else on the
+machine hits all of them alike; each ratio is the median of its rounds. Then the server is
+restarted with `--workers N` for each further count of `--workers` (default 1 and the number
+of cores) and the scaling factor against one worker is printed. The machine is shared:
+absolute rates are noisy, the ratios measured within one run are what to compare. CPU seconds
+per phase and process are printed so one can see who was saturated.
+
+Streams (SubscribeEvents, IngestEvents) are not measured here: no C load generator speaks
+gRPC streaming, so bench_live.py drives them with a Python client.
+
+Flags: --quick, --duration (seconds per rate, split over --rounds), --workers 1,2, --keep,
+--strict (exit 1 when a target is missed). Env: BENCH_QUICK, BENCH_DURATION, BENCH_ROUNDS.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -36,12 +41,14 @@ import signal
 import socket
 import sqlite3
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +56,11 @@ EVENTMGMT = [sys.executable, "-m", "service"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DESCRIPTION = "Error happened in the engine (bench)"
 REST_BODY = json.dumps({"description": DESCRIPTION, "severity": 3})
+TOOLS = {"h2load": "nghttp2-client", "wrk": "wrk"}
 
-KINDS = ("health", "grpc", "rest")
-LABELS = {
-    "health": "gRPC Health/Check (no db)",
-    "grpc": "gRPC CreateEvent",
-    "rest": "REST POST /events ({rest_client})",
-}
-TARGET_CREATE_VS_NODB = 0.80
-TARGET_REST_VS_GRPC = 0.80
+# The loads of issue 15's measurements.
+H2_CLIENTS, H2_STREAMS = 4, 32
+WRK_CONNECTIONS, WRK_LIST_CONNECTIONS = 64, 16
 TARGET_RSS_MB = 150.0
 TARGET_RSS_EVENTS = 100_000
 
@@ -65,10 +68,8 @@ TARGET_RSS_EVENTS = 100_000
 # --------------------------------------------------------------------------- process stats
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a live process, in seconds (None when it is gone or unknown)."""
-    if pid is None:
-        return None
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a live process, in seconds (None when it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -108,229 +109,139 @@ def process_name(pid: int) -> str:
 
 
 class CpuWindow:
-    """CPU seconds used by some processes between start() and stop()."""
+    """CPU seconds used by groups of processes between start() and stop()."""
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        self.pids = pids
-        self.begin: dict[str, float | None] = {}
-        self.used: dict[str, float | None] = {}
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self.begin: dict[int, float | None] = {}
 
     def start(self) -> None:
-        self.begin = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.begin = {pid: cpu_seconds(pid) for pids in self.groups.values() for pid in pids}
 
-    def stop(self) -> dict[str, float | None]:
-        for name, pid in self.pids.items():
-            now, then = cpu_seconds(pid), self.begin.get(name)
-            self.used[name] = None if now is None or then is None else now - then
-        return self.used
-
-
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    if not latencies:
-        return {}
-    ordered = sorted(latencies)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99)}
+    def stop(self) -> dict[str, float]:
+        used: dict[str, float] = {}
+        for name, pids in self.groups.items():
+            total = 0.0
+            for pid in pids:
+                now, then = cpu_seconds(pid), self.begin.get(pid)
+                if now is not None and then is not None:
+                    total += now - then
+            used[name] = total
+        return used
 
 
-# --------------------------------------------------------------------------- gRPC worker
+# --------------------------------------------------------------------------- load generators
 
 
-async def grpc_load(args: argparse.Namespace) -> dict[str, Any]:
-    """Keeps `concurrency` unary calls in flight over `channels` channels. Duration mode:
-    warm up, then count completions inside the window. Count mode: stop after `count` OKs."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
-
-    channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.channels)]
-    for channel in channels:
-        await asyncio.wait_for(channel.channel_ready(), 10)
-    metadata = (("x-api-key", args.key),)
-    if args.method == "health":
-        stubs = [health_pb2_grpc.HealthStub(c).Check for c in channels]
-        request: Any = health_pb2.HealthCheckRequest()
-        call_metadata: Any = None
-    else:
-        stubs = [event_service_pb2_grpc.EventServiceStub(c).CreateEvent for c in channels]
-        request = event_service_pb2.CreateEventRequest(
-            event=event_pb2.Event(description=DESCRIPTION, severity=3)
+def require_tools() -> None:
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        packages = " ".join(TOOLS[tool] for tool in missing)
+        sys.exit(
+            f"make bench needs {' and '.join(missing)}: `make bench-tools` installs them as "
+            f"root, or run `sudo apt-get install {packages}` (Debian/Ubuntu)"
         )
-        call_metadata = metadata
 
-    counting = args.count > 0
-    measuring = counting  # count mode has no warm-up
-    state = {"ok": 0, "errors": 0, "issued": 0}
-    errors: dict[str, int] = {}
-    latencies: list[float] = []
-    stop = asyncio.Event()
 
-    async def client(index: int) -> None:
-        call = stubs[index % len(stubs)]
-        while not stop.is_set():
-            if counting:
-                if state["issued"] >= args.count:
-                    return
-                state["issued"] += 1
-            started = time.perf_counter()
-            try:
-                await call(request, metadata=call_metadata, timeout=30)
-            except grpc.aio.AioRpcError as error:
-                if measuring and not stop.is_set():
-                    state["errors"] += not counting
-                    code = error.code().name
-                    errors[code] = errors.get(code, 0) + 1
-                if counting:
-                    state["issued"] -= 1  # retry it, unless the server keeps failing
-                    state["errors"] += 1
-                    if state["errors"] > max(100, args.count // 10):
-                        raise
-                continue
-            if measuring and not stop.is_set():
-                state["ok"] += 1
-                latencies.append(time.perf_counter() - started)
+def grpc_frame(message: Any) -> bytes:
+    """A gRPC length-prefixed message: not compressed, 4-byte big-endian length, bytes."""
+    payload = message.SerializeToString()
+    return b"\0" + struct.pack(">I", len(payload)) + payload
 
-    tasks = [asyncio.create_task(client(i)) for i in range(args.concurrency)]
-    window = CpuWindow({"server": args.server_pid, "envoy": args.envoy_pid})
-    if not counting:
-        await asyncio.sleep(args.warmup)
-        measuring = True
+
+@dataclass
+class Result:
+    ok: int
+    errors: int
+    seconds: float
+    cpu: dict[str, float]
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+def _measured(argv: list[str], groups: dict[str, list[int]]) -> tuple[str, dict[str, float]]:
+    """Runs a load generator, returning its output and the CPU each group used meanwhile
+    (the generator's own from its rusage)."""
+    window = CpuWindow(groups)
     window.start()
-    client_cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    if counting:
-        await asyncio.gather(*tasks)
-    else:
-        await asyncio.sleep(args.duration)
-        stop.set()
-    elapsed = time.perf_counter() - t0
-    client_cpu = time.process_time() - client_cpu0
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    output = process.stdout.read().decode(errors="replace")
+    _, status, usage = os.wait4(process.pid, 0)
     cpu = window.stop()
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for channel in channels:
-        await channel.close()
-    return {
-        "ok": state["ok"],
-        "errors": state["errors"],
-        "error_codes": errors,
-        "seconds": elapsed,
-        "rate": state["ok"] / elapsed,
-        "cpu": {**cpu, "client": client_cpu},
-        **percentiles(latencies),
-    }
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{argv[0]} failed:\n{output}")
+    cpu["client"] = usage.ru_utime + usage.ru_stime
+    return output, cpu
 
 
-# --------------------------------------------------------------------------- REST worker
+def _latency_percentiles(micros: list[int]) -> tuple[float | None, float | None]:
+    if not micros:
+        return None, None
+    ordered = sorted(micros)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000  # noqa: E731
+    return pick(0.50), pick(0.99)
 
 
-async def rest_load(args: argparse.Namespace) -> dict[str, Any]:
-    """A minimal HTTP/1.1 keep-alive client on asyncio streams: one connection per
-    concurrent client, one POST at a time on each."""
-    body = REST_BODY.encode()
-    request = (
-        f"POST /events HTTP/1.1\r\nHost: 127.0.0.1:{args.rest_port}\r\n"
-        f"Content-Type: application/json\r\nx-api-key: {args.key}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    measuring = False
-    state = {"ok": 0, "errors": 0}
-    statuses: dict[str, int] = {}
-    latencies: list[float] = []
-    stop = asyncio.Event()
+@dataclass(frozen=True)
+class GrpcLoad:
+    """One unary method driven by h2load with one serialized request."""
 
-    async def read_response(reader: asyncio.StreamReader) -> int:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        length, chunked = 0, False
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "transfer-encoding" and "chunked" in value.lower():
-                chunked = True
-        if chunked:
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                await reader.readexactly(size + 2)
-                if size == 0:
-                    break
-        elif length:
-            await reader.readexactly(length)
-        return status
+    path: str  # /package.Service/Method
+    body: Path
+    key: str
+    response_frame_bytes: int  # of one successful answer, to tell it from a trailers-only error
 
-    async def client() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", args.rest_port)
-        try:
-            while not stop.is_set():
-                started = time.perf_counter()
-                writer.write(request)
-                status = await read_response(reader)
-                if measuring and not stop.is_set():
-                    if status == 201:
-                        state["ok"] += 1
-                        latencies.append(time.perf_counter() - started)
-                    else:
-                        state["errors"] += 1
-                        statuses[str(status)] = statuses.get(str(status), 0) + 1
-        finally:
-            writer.close()
-
-    tasks = [asyncio.create_task(client()) for _ in range(args.concurrency)]
-    window = CpuWindow({"server": args.server_pid, "envoy": args.envoy_pid})
-    await asyncio.sleep(args.warmup)
-    measuring = True
-    window.start()
-    client_cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    await asyncio.sleep(args.duration)
-    stop.set()
-    elapsed = time.perf_counter() - t0
-    client_cpu = time.process_time() - client_cpu0
-    cpu = window.stop()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return {
-        "ok": state["ok"],
-        "errors": state["errors"],
-        "error_codes": statuses,
-        "seconds": elapsed,
-        "rate": state["ok"] / elapsed,
-        "cpu": {**cpu, "client": client_cpu},
-        **percentiles(latencies),
-    }
-
-
-def worker_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bench.py _worker")
-    parser.add_argument("kind", choices=["grpc", "rest"])
-    parser.add_argument("--method", choices=["create", "health"], default="create")
-    parser.add_argument("--target", default="")
-    parser.add_argument("--rest-port", type=int, default=0)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--duration", type=float, default=10)
-    parser.add_argument("--warmup", type=float, default=2)
-    parser.add_argument("--count", type=int, default=0)
-    parser.add_argument("--server-pid", type=int)
-    parser.add_argument("--envoy-pid", type=int)
-    args = parser.parse_args(argv)
-    run = grpc_load if args.kind == "grpc" else rest_load
-    result = asyncio.run(run(args))
-    print(json.dumps(result))
-    return 0
-
-
-# --------------------------------------------------------------------------- wrk
+    def run(
+        self, port: int, groups: dict[str, list[int]], *, seconds: float = 0, count: int = 0
+    ) -> Result:
+        log_file = self.body.with_suffix(".log")
+        argv = [
+            "h2load",
+            "-t1",
+            f"-c{H2_CLIENTS}",
+            f"-m{H2_STREAMS}",
+            *(["-D", f"{seconds:g}"] if seconds else ["-n", str(count)]),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-H",
+            f"x-api-key: {self.key}",
+            "-d",
+            str(self.body),
+            "--log-file",
+            str(log_file),
+            f"http://127.0.0.1:{port}{self.path}",
+        ]
+        output, cpu = _measured(argv, groups)
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", output)
+        took = re.search(r"finished in ([\d.]+)s", output)
+        data = re.search(r"traffic: .*\((\d+)\) data", output)
+        if not (done and took and data):
+            raise RuntimeError(f"cannot read h2load's report:\n{output}")
+        succeeded = int(done.group(2))
+        # A failed gRPC call answers HTTP 200 with no message, only trailers.
+        answered = min(succeeded, int(data.group(1)) // self.response_frame_bytes)
+        durations = [
+            int(line.split("\t")[2])
+            for line in log_file.read_text().splitlines()
+            if line.count("\t") >= 2
+        ]
+        log_file.unlink(missing_ok=True)
+        p50, p99 = _latency_percentiles(durations)
+        # With -D, h2load reports the measured window; with -n, the whole run.
+        elapsed = seconds or float(took.group(1))
+        return Result(answered, int(done.group(1)) - answered, elapsed, cpu, p50, p99)
 
 
 WRK_SCRIPT = """
-wrk.method = "POST"
+wrk.method = {method}
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["x-api-key"] = {key}
@@ -338,59 +249,69 @@ wrk.headers["x-api-key"] = {key}
 
 
 def _wrk_duration(value: str) -> float:
+    """wrk's '1.23ms' as milliseconds."""
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
     if not match:
         return float("nan")
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[match.group(2)]
-    return float(match.group(1)) * scale
+    return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[match.group(2)]
 
 
-def run_wrk(
-    rest_port: int,
-    key: str,
-    concurrency: int,
-    duration: float,
-    script: Path,
-    pids: dict[str, int | None],
-) -> dict[str, Any]:
-    argv = [
-        "wrk",
-        "-t1",
-        f"-c{concurrency}",
-        f"-d{max(1, round(duration))}s",
-        "--latency",
-        "-s",
-        str(script),
-        f"http://127.0.0.1:{rest_port}/events",
-    ]
-    window = CpuWindow(pids)
-    window.start()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    cpu = window.stop()
-    assert process.stdout is not None
-    output = process.stdout.read().decode(errors="replace")
-    if process.returncode != 0:
-        raise RuntimeError(f"wrk failed ({process.returncode}):\n{output}")
-    total = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", output).group(1))  # type: ignore[union-attr]
-    seconds = _wrk_duration(re.search(r"requests in ([\d.]+\w+)", output).group(1)) / 1000  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    sock = re.search(r"Socket errors: (.*)", output)
-    errors = int(bad.group(1)) if bad else 0
-    p50 = re.search(r"\n\s+50%\s+(\S+)", output)
-    p99 = re.search(r"\n\s+99%\s+(\S+)", output)
-    result: dict[str, Any] = {
-        "ok": total - errors,
-        "errors": errors,
-        "error_codes": {"non-2xx": errors, **({"socket": sock.group(1)} if sock else {})},
-        "seconds": seconds,
-        "rate": (total - errors) / seconds,
-        "cpu": {**cpu, "client": usage.ru_utime + usage.ru_stime},
-    }
-    if p50 and p99:
-        result.update(p50_ms=_wrk_duration(p50.group(1)), p99_ms=_wrk_duration(p99.group(1)))
-    return result
+@dataclass(frozen=True)
+class RestLoad:
+    """One REST request driven by wrk through Envoy."""
+
+    method: str
+    path: str
+    script: Path
+    connections: int = WRK_CONNECTIONS
+
+    @classmethod
+    def write(
+        cls,
+        work_dir: Path,
+        name: str,
+        method: str,
+        path: str,
+        key: str,
+        body: str = "",
+        connections: int = WRK_CONNECTIONS,
+    ) -> RestLoad:
+        script = work_dir / f"{name}.lua"
+        script.write_text(
+            WRK_SCRIPT.format(method=json.dumps(method), body=json.dumps(body), key=json.dumps(key))
+        )
+        return cls(method, path, script, connections)
+
+    def run(self, port: int, groups: dict[str, list[int]], *, seconds: float) -> Result:
+        argv = [
+            "wrk",
+            "-t1",
+            f"-c{self.connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(self.script),
+            f"http://127.0.0.1:{port}{self.path}",
+        ]
+        output, cpu = _measured(argv, groups)
+        total = re.search(r"(\d+) requests in ([\d.]+\w+)", output)
+        if not total:
+            raise RuntimeError(f"cannot read wrk's report:\n{output}")
+        elapsed = _wrk_duration(total.group(2)) / 1000
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+        sockets = re.search(r"Socket errors: (.*)", output)
+        errors = int(bad.group(1)) if bad else 0
+        p50 = re.search(r"\n\s+50%\s+(\S+)", output)
+        p99 = re.search(r"\n\s+99%\s+(\S+)", output)
+        return Result(
+            int(total.group(1)) - errors,
+            errors,
+            elapsed,
+            cpu,
+            _wrk_duration(p50.group(1)) if p50 else None,
+            _wrk_duration(p99.group(1)) if p99 else None,
+            [f"socket errors: {sockets.group(1)}"] if sockets else [],
+        )
 
 
 # --------------------------------------------------------------------------- the service
@@ -403,13 +324,15 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, work_dir: Path) -> None:
+    """A real `eventmgmt serve` (with its Envoy) on a database in `work_dir`."""
+
+    def __init__(self, work_dir: Path, workers: int | None = None) -> None:
         self.work_dir = work_dir
+        self.workers = workers
         self.db_path = work_dir / "events.db"
         self.database_url = f"sqlite:///{self.db_path}"
         self.grpc_port, self.rest_port, self.admin_port = free_port(), free_port(), free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        self.envoy_pid: int | None = None
 
     @property
     def pid(self) -> int:
@@ -436,6 +359,7 @@ class Service:
 
     def start(self) -> None:
         log = open(self.work_dir / "serve.log", "ab")  # noqa: SIM115 - lives with the process
+        workers = [] if self.workers is None else ["--workers", str(self.workers)]
         self.process = subprocess.Popen(
             [
                 *EVENTMGMT,
@@ -444,6 +368,7 @@ class Service:
                 "--log-level",
                 "WARNING",
                 "serve",
+                *workers,
                 "--grpc-address",
                 f"127.0.0.1:{self.grpc_port}",
                 "--rest-port",
@@ -466,8 +391,15 @@ class Service:
             time.sleep(0.1)
         else:
             raise RuntimeError(f"server not ready in 60 s: {self.log_tail()}")
-        envoys = [p for p in child_pids(self.pid) if "envoy" in process_name(p)]
-        self.envoy_pid = envoys[0] if envoys else None
+
+    def processes(self) -> dict[str, list[int]]:
+        """The server's Python processes (the parent and any workers) and its Envoy."""
+        servers, envoys, todo = [self.pid], [], [self.pid]
+        while todo:
+            for child in child_pids(todo.pop()):
+                (envoys if "envoy" in process_name(child) else servers).append(child)
+                todo.append(child)
+        return {"server": servers, "envoy": envoys}
 
     def log_tail(self) -> str:
         try:
@@ -485,8 +417,12 @@ class Service:
             self.process.kill()
             self.process.wait()
 
-    def rss_kb(self) -> tuple[int | None, int | None]:
-        return status_kb(self.pid, "VmRSS"), status_kb(self.pid, "VmHWM")
+    def rss_mb(self) -> tuple[float, float]:
+        """The largest resident set of one server process now, and its peak, in MB."""
+        pids = self.processes()["server"]
+        rss = max((status_kb(pid, "VmRSS") or 0) for pid in pids)
+        peak = max((status_kb(pid, "VmHWM") or 0) for pid in pids)
+        return rss / 1024, peak / 1024
 
     def stored_events(self) -> int:
         connection = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
@@ -495,7 +431,7 @@ class Service:
         finally:
             connection.close()
 
-    def post_once(self, key: str) -> int:
+    def post_once(self, key: str) -> dict[str, Any]:
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.rest_port}/events",
             data=REST_BODY.encode(),
@@ -504,60 +440,140 @@ class Service:
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
-                return int(answer.status)
+                return dict(json.loads(answer.read()))
         except urllib.error.HTTPError as error:
             with error:
-                return int(error.code)
+                raise RuntimeError(
+                    f"POST /events answered {error.code}: {error.read()!r}"
+                ) from None
 
 
-# --------------------------------------------------------------------------- the run
+# --------------------------------------------------------------------------- the loads
 
 
-def run_worker(kind: str, service: Service, key: str, **options: Any) -> dict[str, Any]:
-    argv = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "_worker",
-        kind,
-        "--key",
-        key,
-        "--target",
-        f"127.0.0.1:{service.grpc_port}",
-        "--rest-port",
-        str(service.rest_port),
-        "--server-pid",
-        str(service.pid),
-    ]
-    if service.envoy_pid is not None:
-        argv += ["--envoy-pid", str(service.envoy_pid)]
-    for name, value in options.items():
-        argv += [f"--{name.replace('_', '-')}", str(value)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {kind} failed:\n{done.stderr[-3000:]}\n{service.log_tail()}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+def grpc_loads(service: Service, key: str) -> dict[str, GrpcLoad]:
+    """Checks each gRPC request once with a real client, then writes it for h2load."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
+
+    metadata = (("x-api-key", key),)
+    with grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+        events = event_service_pb2_grpc.EventServiceStub(channel)
+        health_request = health_pb2.HealthCheckRequest()
+        health = health_pb2_grpc.HealthStub(channel).Check(health_request, metadata=metadata)
+        create = event_service_pb2.CreateEventRequest(
+            event=event_pb2.Event(description=DESCRIPTION, severity=3)
+        )
+        created = events.CreateEvent(create, metadata=metadata)
+        get = event_service_pb2.GetEventRequest(id=created.event.id)
+        got = events.GetEvent(get, metadata=metadata)
+    loads = {}
+    for name, path, request, response in (
+        ("health", "/grpc.health.v1.Health/Check", health_request, health),
+        ("grpc_create", "/eventmgmt.v1.EventService/CreateEvent", create, created),
+        ("grpc_get", "/eventmgmt.v1.EventService/GetEvent", get, got),
+    ):
+        body = service.work_dir / f"{name}.bin"
+        body.write_bytes(grpc_frame(request))
+        loads[name] = GrpcLoad(path, body, key, len(grpc_frame(response)))
+    return loads
 
 
-def describe(name: str, result: dict[str, Any]) -> None:
-    cpu = result.get("cpu", {})
-    seconds = result["seconds"] or 1.0
-    shares = "  ".join(
-        f"{who} {100 * used / seconds:.0f}%" for who, used in cpu.items() if used is not None
-    )
-    server_us = (cpu.get("server") or 0) / max(1, result["ok"]) * 1e6
+def rest_loads(service: Service, key: str) -> dict[str, RestLoad]:
+    event_id = service.post_once(key)["id"]
+    work_dir = service.work_dir
+    return {
+        "rest_create": RestLoad.write(work_dir, "post", "POST", "/events", key, REST_BODY),
+        "rest_get": RestLoad.write(work_dir, "get", "GET", f"/events/{event_id}", key),
+        "rest_list": RestLoad.write(
+            work_dir, "list", "GET", "/events?size=20", key, connections=WRK_LIST_CONNECTIONS
+        ),
+    }
+
+
+LABELS = {
+    "health": "gRPC Health/Check (no db)",
+    "grpc_create": "gRPC CreateEvent",
+    "grpc_get": "gRPC GetEvent by id",
+    "rest_create": "REST POST /events",
+    "rest_get": "REST GET /events/{id}",
+    "rest_list": "REST GET /events?size=20",
+}
+ROUND_KINDS = ("health", "grpc_create", "grpc_get", "rest_create", "rest_get")
+# (numerator, denominator, target, what the issue asks)
+RATIOS = (
+    ("grpc_create", "health", 0.80, "gRPC create / Health/Check"),
+    ("grpc_get", "grpc_create", 1.00, "gRPC GET by id / create"),
+    ("rest_create", "grpc_create", 0.80, "REST POST / gRPC create"),
+    ("rest_get", "grpc_get", 0.80, "REST GET by id / gRPC GET"),
+    ("rest_get", "rest_create", 1.00, "REST GET by id / POST"),
+)
+
+
+class Phase:
+    """Rates of one server configuration, taken in interleaved rounds."""
+
+    def __init__(self, service: Service, key: str) -> None:
+        self.service = service
+        self.grpc = grpc_loads(service, key)
+        self.rest = rest_loads(service, key)
+        self.runs: dict[str, list[Result]] = {}
+
+    def measure(self, kind: str, seconds: float) -> Result:
+        groups = self.service.processes()
+        if kind in self.grpc:
+            load = self.grpc[kind]
+            before = self.service.stored_events() if kind == "grpc_create" else 0
+            result = load.run(self.service.grpc_port, groups, seconds=seconds)
+            if kind == "grpc_create":
+                gained = self.service.stored_events() - before
+                if gained < result.ok:
+                    result.notes.append(f"only {gained} events stored for {result.ok} answers")
+                    result.errors += result.ok - gained
+                    result.ok = gained
+            return result
+        return self.rest[kind].run(self.service.rest_port, groups, seconds=seconds)
+
+    def rounds(self, kinds: tuple[str, ...], rounds: int, seconds: float, tag: str) -> None:
+        for kind in kinds:  # warm-up, not counted
+            self.measure(kind, 1)
+        for number in range(1, rounds + 1):
+            for kind in kinds:
+                result = self.measure(kind, seconds)
+                self.runs.setdefault(kind, []).append(result)
+                describe(f"{LABELS[kind]} {tag}[{number}/{rounds}]", result)
+
+    def rate(self, kind: str) -> float:
+        runs = self.runs[kind]
+        return sum(r.ok for r in runs) / max(1e-9, sum(r.seconds for r in runs))
+
+    def ratio(self, top: str, bottom: str) -> tuple[float, list[float]]:
+        each = [
+            a.rate / b.rate if b.rate else 0.0
+            for a, b in zip(self.runs[top], self.runs[bottom], strict=True)
+        ]
+        return statistics.median(each), each
+
+
+def describe(name: str, result: Result) -> None:
+    seconds = result.seconds or 1.0
+    shares = "  ".join(f"{who} {100 * used / seconds:.0f}%" for who, used in result.cpu.items())
+    server_us = result.cpu.get("server", 0.0) / max(1, result.ok) * 1e6
     latency = (
-        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms"
-        if "p50_ms" in result
+        f"; p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+        if result.p50_ms is not None and result.p99_ms is not None
         else ""
     )
     print(
-        f"  {name:<36} {result['rate']:>8.0f}/s  ({result['ok']} ok, {result['errors']} errors "
-        f"in {result['seconds']:.1f} s; {latency})",
+        f"  {name:<38} {result.rate:>8.0f}/s  ({result.ok} ok, {result.errors} errors "
+        f"in {result.seconds:.1f} s{latency})",
         flush=True,
     )
-    print(f"  {'':<36} CPU: {shares}; server {server_us:.0f} µs CPU per call", flush=True)
-    if result["errors"]:
-        print(f"  {'':<36} errors: {result['error_codes']}", flush=True)
+    print(f"  {'':<38} CPU: {shares}; server {server_us:.0f} µs CPU per call", flush=True)
+    for note in result.notes:
+        print(f"  {'':<38} {note}", flush=True)
 
 
 def verdict(ok: bool | None) -> str:
@@ -570,201 +586,151 @@ def env_default(name: str, fallback: Any) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["_worker"]:
-        return worker_main(argv[1:])
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="short run: 3 s windows, 1 s warm-up, 20,000 events for memory",
-    )
-    parser.add_argument(
-        "--duration", type=float, default=None, help="measured seconds per rate, all rounds"
-    )
+    parser.add_argument("--quick", action="store_true", help="short run: one round of 3 s")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per rate, all rounds")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
-    parser.add_argument("--warmup", type=float, default=None)
-    parser.add_argument("--concurrency", type=int, default=env_default("BENCH_CONCURRENCY", 64))
-    parser.add_argument("--channels", type=int, default=env_default("BENCH_CHANNELS", 1))
+    parser.add_argument(
+        "--workers",
+        default=os.environ.get("BENCH_WORKERS", ""),
+        help="comma-separated worker counts to compare; the first also measures everything "
+        "else (default: the server's default)",
+    )
     parser.add_argument("--fill-total", type=int, default=None)
-    parser.add_argument(
-        "--fill-concurrency", type=int, default=env_default("BENCH_FILL_CONCURRENCY", 64)
-    )
-    parser.add_argument(
-        "--rest-client",
-        choices=["auto", "wrk", "python"],
-        default=env_default("BENCH_REST_CLIENT", "auto"),
-    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
+    require_tools()
     quick = args.quick or os.environ.get("BENCH_QUICK") in ("1", "true")
     duration = args.duration or env_default("BENCH_DURATION", 3.0 if quick else 12.0)
     rounds = max(1, args.rounds or env_default("BENCH_ROUNDS", 1 if quick else 3))
     per_round = max(1, round(duration / rounds))  # wrk takes whole seconds
-    warmup = args.warmup if args.warmup is not None else env_default("BENCH_WARMUP", 1.0)
     fill_total = args.fill_total or env_default(
         "BENCH_FILL_TOTAL", 20_000 if quick else TARGET_RSS_EVENTS
     )
-
-    rest_client = args.rest_client
-    if rest_client == "auto":
-        rest_client = "wrk" if shutil.which("wrk") else "python"
-    elif rest_client == "wrk" and not shutil.which("wrk"):
-        print("wrk is not installed; using the Python client", file=sys.stderr)
-        rest_client = "python"
+    worker_counts: list[int | None] = [int(n) for n in args.workers.split(",") if n] or [None]
 
     started = time.monotonic()
     work_dir = Path(tempfile.mkdtemp(prefix="eventmgmt-bench-"))
-    service = Service(work_dir)
     print(
-        f"eventmgmt bench: {os.cpu_count()} CPUs, {args.concurrency} in flight, "
-        f"{args.channels} gRPC channel(s), {rounds} round(s) of {warmup:g} s warm-up "
-        f"+ {per_round:g} s per rate, "
-        f"REST client: {rest_client}, SQLite in {work_dir}",
+        f"eventmgmt bench: {os.cpu_count()} CPUs, h2load {H2_CLIENTS} connections x "
+        f"{H2_STREAMS} streams, wrk {WRK_CONNECTIONS} connections, {rounds} round(s) of "
+        f"{per_round:g} s per rate, SQLite in {work_dir}",
         flush=True,
     )
-    results: dict[str, dict[str, Any]] = {}
-    per_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    phases: list[tuple[int | None, Phase]] = []
+    memory: dict[str, Any] = {}
     try:
-        key = service.create_key("bench")
-        service.start()
-        rss0, _ = service.rss_kb()
-        print(
-            f"  server pid {service.pid} (RSS {(rss0 or 0) / 1024:.0f} MB at start), "
-            f"envoy pid {service.envoy_pid}",
-            flush=True,
-        )
-        common = {"concurrency": args.concurrency, "duration": per_round, "warmup": warmup}
-
-        status = service.post_once(key)
-        if status != 201:
-            raise RuntimeError(f"POST /events answered {status}, not 201")
-        script = work_dir / "post.lua"
-        script.write_text(WRK_SCRIPT.format(body=json.dumps(REST_BODY), key=json.dumps(key)))
-        pids = {"server": service.pid, "envoy": service.envoy_pid}
-
-        def measure(kind: str) -> dict[str, Any]:
-            if kind in ("health", "grpc"):
-                method = "health" if kind == "health" else "create"
-                return run_worker(
-                    "grpc", service, key, method=method, channels=args.channels, **common
+        key = ""
+        for index, workers in enumerate(worker_counts):
+            service = Service(work_dir, workers)
+            if index == 0:
+                key = service.create_key("bench")
+            service.start()
+            tag = "" if workers is None else f"({workers} worker{'s' * (workers != 1)}) "
+            try:
+                groups = service.processes()
+                print(
+                    f"  {tag or 'server '}pids {groups['server']} (RSS "
+                    f"{service.rss_mb()[0]:.0f} MB), envoy pids {groups['envoy']}",
+                    flush=True,
                 )
-            if rest_client == "python":
-                return run_worker("rest", service, key, **common)
-            if warmup > 0:
-                run_wrk(service.rest_port, key, args.concurrency, warmup, script, pids)
-            return run_wrk(service.rest_port, key, args.concurrency, per_round, script, pids)
-
-        # The three rates are taken in interleaved rounds, so a burst of load from anything
-        # else on the machine hits all of them alike; each ratio is the median of its rounds.
-        for number in range(1, rounds + 1):
-            for kind in KINDS:
-                result = measure(kind)
-                per_kind[kind].append(result)
-                describe(
-                    f"{LABELS[kind].format(rest_client=rest_client)} [{number}/{rounds}]", result
-                )
-
-        stored = service.stored_events()
-        missing = max(0, fill_total - stored)
-        fill_seconds = 0.0
-        if missing:
-            print(
-                f"  filling: {stored} events stored, inserting {missing} more over gRPC "
-                f"({args.fill_concurrency} in flight)...",
-                flush=True,
-            )
-            fill = run_worker(
-                "grpc",
-                service,
-                key,
-                method="create",
-                count=missing,
-                concurrency=args.fill_concurrency,
-                channels=max(2, args.channels),
-            )
-            results["fill"] = fill
-            fill_seconds = fill["seconds"]
-            describe("gRPC CreateEvent (fill)", fill)
-        time.sleep(1.0)
-        stored = service.stored_events()
-        rss, hwm = service.rss_kb()
-        results["memory"] = {
-            "events": stored,
-            "rss_kb": rss,
-            "hwm_kb": hwm,
-            "fill_seconds": fill_seconds,
-        }
+                phase = Phase(service, key)
+                phases.append((workers, phase))
+                kinds = ROUND_KINDS if index == 0 else ("health", "grpc_create", "rest_create")
+                phase.rounds(kinds, rounds, per_round, tag)
+                if index == 0:
+                    memory = fill_and_list(service, phase, fill_total, per_round)
+            finally:
+                service.stop()
     finally:
-        service.stop()
         if args.keep:
             print(f"  kept {work_dir}")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
-
-    def rate(kind: str) -> float:
-        runs = per_kind[kind]
-        return sum(r["ok"] for r in runs) / max(1e-9, sum(r["seconds"] for r in runs))
-
-    def ratio(top: str, bottom: str) -> float:
-        return statistics.median(
-            a["rate"] / b["rate"] if b["rate"] else 0.0
-            for a, b in zip(per_kind[top], per_kind[bottom], strict=True)
-        )
-
-    grpc_rate, nodb_rate, rest_rate = rate("grpc"), rate("health"), rate("rest")
-    create_ratio, rest_ratio = ratio("grpc", "health"), ratio("rest", "grpc")
-    spread = {
-        name: ", ".join(
-            f"{a['rate'] / b['rate']:.2f}"
-            for a, b in zip(per_kind[top], per_kind[bottom], strict=True)
-            if b["rate"]
-        )
-        for name, top, bottom in (("create", "grpc", "health"), ("rest", "rest", "grpc"))
-    }
-    memory = results["memory"]
-    rss_mb = (memory["rss_kb"] or 0) / 1024
-    memory_ok = None if memory["events"] < TARGET_RSS_EVENTS else rss_mb < TARGET_RSS_MB
-    checks = [create_ratio >= TARGET_CREATE_VS_NODB, rest_ratio >= TARGET_REST_VS_GRPC, memory_ok]
-
-    rows = [
-        ("gRPC CreateEvent", f"{grpc_rate:,.0f} events/s", "", ""),
-        ("gRPC Health/Check (no db)", f"{nodb_rate:,.0f} calls/s", "", ""),
-        (f"REST POST /events ({rest_client})", f"{rest_rate:,.0f} events/s", "", ""),
-        (
-            "gRPC create / no-db",
-            f"{create_ratio:.2f}" + (f" ({spread['create']})" if rounds > 1 else ""),
-            f">= {TARGET_CREATE_VS_NODB:.2f}",
-            verdict(checks[0]),
-        ),
-        (
-            "REST / gRPC create",
-            f"{rest_ratio:.2f}" + (f" ({spread['rest']})" if rounds > 1 else ""),
-            f">= {TARGET_REST_VS_GRPC:.2f}",
-            verdict(checks[1]),
-        ),
-        (
-            f"server RSS, {memory['events']:,} events",
-            f"{rss_mb:.0f} MB (peak {(memory['hwm_kb'] or 0) / 1024:.0f})",
-            f"< {TARGET_RSS_MB:.0f} MB at {TARGET_RSS_EVENTS:,}",
-            verdict(memory_ok),
-        ),
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    print(f"\nResults ({args.concurrency} in flight, {time.monotonic() - started:.0f} s total):")
-    for row in rows:
-        print(
-            "  "
-            + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
-    if memory_ok is None:
-        print(
-            f"  (memory target applies at {TARGET_RSS_EVENTS:,} events; "
-            "run without --quick to check it)"
-        )
+    checks = report(phases, memory, rounds, time.monotonic() - started)
     return 1 if args.strict and False in checks else 0
+
+
+def fill_and_list(service: Service, phase: Phase, fill_total: int, seconds: float) -> dict:
+    """Fills the database up to `fill_total` events over gRPC, measures the list at that
+    size and the server's memory."""
+    missing = max(0, fill_total - service.stored_events())
+    if missing:
+        print(f"  filling: inserting {missing} events over gRPC (h2load)...", flush=True)
+        describe(
+            "gRPC CreateEvent (fill)",
+            phase.grpc["grpc_create"].run(service.grpc_port, service.processes(), count=missing),
+        )
+    stored = service.stored_events()
+    phase.measure("rest_list", 1)
+    listed = phase.measure("rest_list", seconds)
+    phase.runs["rest_list"] = [listed]
+    describe(f"{LABELS['rest_list']} ({stored:,} events)", listed)
+    time.sleep(1.0)
+    rss, peak = service.rss_mb()
+    return {"events": stored, "rss_mb": rss, "peak_mb": peak}
+
+
+def report(
+    phases: list[tuple[int | None, Phase]], memory: dict[str, Any], rounds: int, took: float
+) -> list[bool | None]:
+    rows: list[tuple[str, str, str, str]] = []
+    checks: list[bool | None] = []
+
+    def row(what: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        rows.append((what, value, target, verdict(ok) if target else ""))
+        if target:
+            checks.append(ok)
+
+    base_workers, base = phases[0]
+    suffix = "" if base_workers is None else f" ({base_workers} worker{'s' * (base_workers != 1)})"
+    nodb = base.rate("health")
+    for kind in ROUND_KINDS:
+        rate = base.rate(kind)
+        row(f"{LABELS[kind]}{suffix}", f"{rate:,.0f}/s ({rate / nodb:.2f} of Health/Check)")
+    for top, bottom, target, what in RATIOS:
+        median, each = base.ratio(top, bottom)
+        spread = f" ({', '.join(f'{v:.2f}' for v in each)})" if rounds > 1 else ""
+        row(what, f"{median:.2f}{spread}", f">= {target:.2f}", median >= target)
+    listed = base.runs["rest_list"][0]
+    row(
+        f"{LABELS['rest_list']}, {memory['events']:,} events",
+        f"{listed.rate:,.0f}/s, p50 {listed.p50_ms or 0:.1f} ms ({listed.rate / nodb:.2f} of "
+        "Health/Check)",
+    )
+    memory_ok = None if memory["events"] < TARGET_RSS_EVENTS else memory["rss_mb"] <= TARGET_RSS_MB
+    row(
+        f"server RSS (largest process), {memory['events']:,} events",
+        f"{memory['rss_mb']:.0f} MB (peak {memory['peak_mb']:.0f})",
+        f"<= {TARGET_RSS_MB:.0f} MB at {TARGET_RSS_EVENTS:,}",
+        memory_ok,
+    )
+    for workers, phase in phases[1:]:
+        for kind in ("health", "grpc_create", "rest_create"):
+            factor = phase.rate(kind) / base.rate(kind)
+            row(
+                f"{LABELS[kind]}, {workers} workers / {base_workers}",
+                f"{phase.rate(kind):,.0f}/s: x{factor:.2f}",
+                f"x{(workers or 1) / (base_workers or 1):.2f} (ideal, cores permitting)",
+                None,
+            )
+        median, _ = phase.ratio("grpc_create", "health")
+        row(
+            f"gRPC create / Health/Check, {workers} workers",
+            f"{median:.2f}",
+            ">= 0.80",
+            median >= 0.8,
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print(f"\nResults ({took:.0f} s in all; targets from issue 15):")
+    for cells in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    if memory_ok is None:
+        print(f"  (the memory target applies at {TARGET_RSS_EVENTS:,} events; run without --quick)")
+    return checks
 
 
 if __name__ == "__main__":

@@ -254,6 +254,22 @@ def _v8_jobs(db: peewee.Database) -> None:
         db.execute_sql(statement)
 
 
+def _v9_standard_type_id(db: peewee.Database) -> None:
+    # Seed 003's id of the standard type (68 characters) replaces `StandardEvent` in stored
+    # events and as a parent; type ids may be 128 characters long. Widening a VARCHAR is a
+    # catalogue change on PostgreSQL (no table rewrite); SQLite does not enforce lengths.
+    if is_postgres(db):
+        for table, column in (("events", "type_id"), ("event_types", "id")):
+            db.execute_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(128)")
+        db.execute_sql("ALTER TABLE event_types ALTER COLUMN parent_id TYPE VARCHAR(128)")
+    p = db.param
+    standard = "com.siemens.mindsphere.eventmgmt.event.type.MindSphereStandardEvent"
+    for table, column in (("events", "type_id"), ("event_types", "parent_id")):
+        db.execute_sql(
+            f"UPDATE {table} SET {column} = {p} WHERE {column} = {p}", (standard, "StandardEvent")
+        )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
@@ -262,6 +278,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (5, "entities shared with other tenants", _v5_entity_shares),
     (7, "live feed position and ingest idempotency keys on events", _v7_live_feed),
     (8, "bulk jobs and their per-event results", _v8_jobs),
+    (9, "seed 003's standard type id in stored events; type ids up to 128", _v9_standard_type_id),
 ]
 
 

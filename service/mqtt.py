@@ -1,7 +1,7 @@
 """Publishes every committed event to an MQTT broker (seed 002's realtime topics).
 
-Topic: `event/<tenantId><domain>/<typeId>`, for example `event/acme/root/sub1/StandardEvent`
-(an event of domain `/` goes to `event/acme/StandardEvent`), so `event/acme/root/sub1/#`
+Topic: `event/<tenantId><domain>/<typeId>`, for example `event/acme/root/sub1/<typeId>`
+(an event of domain `/` goes to `event/acme/<typeId>`), so `event/acme/root/sub1/#`
 receives the events of `/root/sub1` and all its subdomains. QoS 1; the payload is the event's
 REST JSON document. The write path only appends to a bounded queue after commit; a thread
 publishes, and a broker that goes away is reconnected to with back-off while the queue

@@ -33,6 +33,8 @@ POSTGRES_ENV = "EVENTMGMT_TEST_POSTGRES_URL"
 MQTT_ENV = "EVENTMGMT_TEST_MQTT_URL"
 BACKENDS = ["sqlite", "postgresql"]
 EVENTMGMT = [sys.executable, "-m", "service"]
+# Seed 003's id of the standard event type, written out as a client sees it.
+STANDARD_EVENT_ID = "com.siemens.mindsphere.eventmgmt.event.type.MindSphereStandardEvent"
 
 
 def free_port() -> int:

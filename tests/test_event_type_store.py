@@ -13,7 +13,7 @@ from helpers import run
 from persistence.event_types import EventTypeRepository, RetentionRepository
 from persistence.store import Store
 from service.domain.access import Principal, Role
-from service.domain.custom_fields import FieldDefinition, FieldType, Instant
+from service.domain.custom_fields import STANDARD_EVENT, FieldDefinition, FieldType, Instant
 from service.domain.errors import FailedPrecondition, InvalidInput
 from service.domain.event_types import EventTypeManager, EventTypeSpec, Scope
 from service.domain.events import Event, EventManager, EventQuery, now_us
@@ -159,8 +159,8 @@ def test_the_sweeper_deletes_events_older_than_their_types_retention(store: Stor
     types = EventTypeManager(EventTypeRepository(store))
     short = run(types.create(ACME, spec(ttl_days=1)))
     expired = [stored_event(short.id, 2) for _ in range(5)]
-    expired.append(stored_event("StandardEvent", 36))
-    kept = [stored_event(short.id, 0.5), stored_event("StandardEvent", 34)]
+    expired.append(stored_event(STANDARD_EVENT, 36))
+    kept = [stored_event(short.id, 0.5), stored_event(STANDARD_EVENT, 34)]
 
     async def sweep() -> int:
         for e in expired + kept:
@@ -173,8 +173,8 @@ def test_the_sweeper_deletes_events_older_than_their_types_retention(store: Stor
 
 
 def test_the_sweeper_runs_in_the_background_until_cancelled(store: Store) -> None:
-    old = stored_event("StandardEvent", 40)
-    young = stored_event("StandardEvent", 1)
+    old = stored_event(STANDARD_EVENT, 40)
+    young = stored_event(STANDARD_EVENT, 1)
 
     async def sweep_in_background() -> None:
         await store.events.insert(old)

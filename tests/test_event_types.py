@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from helpers import auth, error_reason, grpc_violations, violations
+from helpers import STANDARD_EVENT_ID, auth, error_reason, grpc_violations, violations
 from service.v1 import (
     event_pb2,
     event_service_pb2,
@@ -61,7 +61,7 @@ def test_seed_003_parent_and_child_types_and_the_custom_event(service: Service, 
         name="Parent",
         fields=[field("additionalFieldParent", required=True, filterable=True)],
     )
-    assert parent["parentId"] == "StandardEvent"
+    assert parent["parentId"] == STANDARD_EVENT_ID
     assert (parent["scope"], parent["ttl"], parent["etag"]) == ("LOCAL", 35, 1)
     assert parent["fields"] == [
         {
@@ -340,7 +340,11 @@ def test_update_keeps_what_it_does_not_name(service: Service, keys: Keys) -> Non
     moved = service.request(
         "PUT", path, {"parentId": "StandardEvent", "fields": []}, key=keys.admin
     ).json()
-    assert (moved["parentId"], moved["fields"], moved["scope"]) == ("StandardEvent", [], "GLOBAL")
+    assert (moved["parentId"], moved["fields"], moved["scope"]) == (
+        STANDARD_EVENT_ID,
+        [],
+        "GLOBAL",
+    )
 
 
 def test_types_in_use_cannot_be_deleted(service: Service, keys: Keys) -> None:

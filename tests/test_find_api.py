@@ -14,7 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from helpers import Service
+from helpers import STANDARD_EVENT_ID, Service
 from service.v1 import event_search_service_pb2 as pb
 from service.v1 import event_search_service_pb2_grpc
 
@@ -153,7 +153,7 @@ def test_seed_form_finds_events_in_the_range(
     source = hit["_source"]
     assert source["timestamp"] == T0
     assert source["message"] == EVENTS["a"]["description"]
-    assert source["type"] == "StandardEvent"
+    assert source["type"] == STANDARD_EVENT_ID
     assert source["source"] == EVENTS["a"]["source"]
     assert source["acknowledgementRequired"] is True
     assert isinstance(source["acknowledgedAt"], int)

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from persistence.store import Store
 from service.domain.access import Principal, Role
+from service.domain.custom_fields import STANDARD_EVENT
 from service.domain.events import Event
 from service.domain.find import EventFinder
 
@@ -55,7 +56,7 @@ def events(draw: Any) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
         "domain": draw(st.sampled_from(DOMAINS)),
-        "type_id": draw(st.sampled_from(["RULE", "THING.CREATE", "StandardEvent"])),
+        "type_id": draw(st.sampled_from(["RULE", "THING.CREATE", STANDARD_EVENT])),
         "timestamp": (BASE_MS + draw(st.integers(0, SPAN_MS))) * 1000 + draw(st.integers(0, 999)),
         "severity": draw(st.integers(0, 5)),
         "category": draw(texts),
@@ -74,7 +75,7 @@ time_values = st.integers(BASE_MS - 1000, BASE_MS + SPAN_MS + 1000).flatmap(
     )
 )
 term_clauses = st.one_of(
-    st.builds(lambda v: {"term": {"type": v}}, st.sampled_from(["RULE", "StandardEvent", "x"])),
+    st.builds(lambda v: {"term": {"type": v}}, st.sampled_from(["RULE", STANDARD_EVENT, "x"])),
     st.builds(lambda v: {"term": {"category": v}}, st.sampled_from(["A", "a", "B"])),
     st.builds(lambda v: {"term": {"severity": v}}, st.integers(0, 5)),
     st.builds(lambda v: {"term": {"source.thingName": v}}, st.sampled_from(["001", "002"])),

@@ -17,7 +17,7 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from helpers import free_port
+from helpers import STANDARD_EVENT_ID, free_port
 from persistence.store import Store
 from service.domain.access import Role
 from service.server import create_server
@@ -170,7 +170,7 @@ def test_create_get_list_update_acknowledge_round_trip(
     assert str(uuid.UUID(created.id)) == created.id
     assert created.tenant_id == tenant
     assert created.etag == 1
-    assert created.type_id == "StandardEvent"
+    assert created.type_id == STANDARD_EVENT_ID
     assert created.timestamp == when
     assert created.source_object == source
     assert created.payload.data == b'{"n":1}'

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
-from helpers import Keys, Service, auth
+from helpers import STANDARD_EVENT_ID, Keys, Service, auth
 from service.v1 import (
     event_pb2,
     event_service_pb2,
@@ -544,8 +544,8 @@ def test_committed_events_are_published_to_mqtt_by_domain_topic(mqtt_service: Se
             two = create(channel, key, description="two", domain="/root/sub1/sub11", type_id="")
         got = inbox.take(2)
         assert [topic for topic, _ in got] == [
-            f"event/{tenant}/root/sub1/StandardEvent",
-            f"event/{tenant}/root/sub1/sub11/StandardEvent",
+            f"event/{tenant}/root/sub1/{STANDARD_EVENT_ID}",
+            f"event/{tenant}/root/sub1/sub11/{STANDARD_EVENT_ID}",
         ]
         assert [payload["id"] for _, payload in got] == [one.id, two.id]
         assert got[0][1]["severity"] == 2 and got[0][1]["tenantId"] == tenant

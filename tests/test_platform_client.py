@@ -4,12 +4,20 @@ that keep the base path the request came in on."""
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pytest
 
+from helpers import STANDARD_EVENT_ID
+from service.domain.access import Principal, Role
+from service.domain.live import subscription_filter
+
 if TYPE_CHECKING:
-    from conftest import Keys, Response, Service
+    from helpers import Keys, Response, Service
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +40,21 @@ class Client:
     ) -> Response:
         all_headers = {"Authorization": f"Bearer {self.key}", **(headers or {})}
         return self.service.request(method, self.base + path, body, headers=all_headers)
+
+    def list_events(self, event_filter: dict[str, Any], extra: str = "") -> dict[str, Any]:
+        answer = self.call("GET", f"/events?filter={quote(json.dumps(event_filter))}{extra}")
+        assert answer.status == 200, answer.body
+        return dict(answer.json())
+
+    def finished_job(self, location: str, timeout: float = 60) -> dict[str, Any]:
+        path = location.removeprefix(self.origin)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.call("GET", path).json()
+            if status["state"] in ("FINISHED", "FINISHED_WITH_ERROR"):
+                return dict(status)
+            time.sleep(0.05)
+        raise AssertionError(f"job {path} did not finish in {timeout} s")
 
 
 @pytest.mark.parametrize("base", BASES)
@@ -98,3 +121,65 @@ def test_the_billboard_links_to_the_collections(service: Service, keys: Keys, pa
     assert links["deleteEventsJobs"] == {"href": f"{origin}/deleteEventsJobs"}
     # Like every call, it needs a key.
     assert service.request("GET", path).status == 401
+
+
+@pytest.mark.parametrize("type_id", [STANDARD_EVENT_ID, "StandardEvent"])
+def test_both_ids_of_the_standard_type_are_accepted_everywhere(
+    service: Service, keys: Keys, type_id: str
+) -> None:
+    client = Client(service, keys.writer, API_BASE)
+    entity = f"std-{uuid.uuid4().hex}"
+    named = client.call("POST", "/events", {"entityId": entity, "typeId": type_id})
+    unnamed = client.call("POST", "/events", {"entityId": entity})
+    assert (named.status, unnamed.status) == (201, 201), (named.body, unnamed.body)
+    assert named.json()["typeId"] == unnamed.json()["typeId"] == STANDARD_EVENT_ID
+    ids = {named.json()["id"], unnamed.json()["id"]}
+
+    for event_filter in (
+        {"typeId": type_id, "entityId": entity},
+        {"typeId": {"in": [type_id]}, "entityId": entity},
+    ):
+        page = client.list_events(event_filter)
+        assert {e["id"] for e in page["_embedded"]["events"]} == ids, event_filter
+    found = client.call(
+        "POST",
+        "/events/find",
+        {
+            "query": {
+                "bool": {"filter": [{"term": {"type": type_id}}, {"term": {"entityId": entity}}]}
+            }
+        },
+    ).json()
+    assert found["hits"]["total"]["value"] == 2
+
+    standard = client.call("GET", f"/eventTypes/{type_id}")
+    assert standard.status == 200, standard.body
+    assert standard.json()["id"] == STANDARD_EVENT_ID
+    assert {f["name"] for f in standard.json()["fields"]} >= {"severity", "code", "description"}
+    child = client.call("POST", "/eventTypes", {"name": "Standard's child", "parentId": type_id})
+    assert child.status == 201, child.body
+    assert child.json()["parentId"] == STANDARD_EVENT_ID
+
+    job = client.call(
+        "POST", "/deleteEventsJobs", {"filter": {"typeId": type_id, "entityId": entity}}
+    )
+    assert job.status == 201, job.body
+    done = client.finished_job(job.headers["location"])
+    assert done["details"]["resultDescription"] == "2 events deleted."
+
+    principal = Principal(tenant_id="acme", key_id="k", name="n", role=Role.READ, domain="/")
+    live = subscription_filter(principal, type_ids=[type_id])
+    assert live.type_ids == {STANDARD_EVENT_ID}
+
+
+def test_type_ids_may_be_128_characters_long(service: Service, keys: Keys) -> None:
+    client = Client(service, keys.writer, "")
+    long_id = "com.example." + uuid.uuid4().hex + "." + "x" * (128 - 12 - 33)
+    assert len(long_id) == 128
+    created = client.call("POST", "/eventTypes", {"id": long_id, "name": "Long id"})
+    assert created.status == 201, created.body
+    event = client.call("POST", "/events", {"entityId": "e", "typeId": long_id})
+    assert event.status == 201, event.body
+    assert event.json()["typeId"] == long_id
+    too_long = client.call("POST", "/eventTypes", {"id": long_id + "y", "name": "Too long"})
+    assert too_long.status == 400

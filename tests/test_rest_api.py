@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from helpers import error_reason, violations
+from helpers import STANDARD_EVENT_ID, error_reason, violations
 
 if TYPE_CHECKING:
     from helpers import Keys, Service
@@ -273,7 +273,7 @@ def test_acknowledge_answers_with_seed_002_fields(service: Service, keys: Keys) 
     assert body["acknowledgementRequired"] is True
     assert body["acknowledgedBy"] == "test-key"
     assert isinstance(body["acknowledgedAt"], int)
-    assert body["type"] == "StandardEvent"
+    assert body["type"] == STANDARD_EVENT_ID
     assert body["source"] == {"thingName": "000001", "domain": "root"}
     stored = service.request("GET", f"/events/{event['id']}", key=keys.read).json()
     assert stored["acknowledged"] is True and stored["etag"] == 2

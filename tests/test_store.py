@@ -46,6 +46,18 @@ def test_first_migration_on_an_empty_database_applies_every_version(database_url
         fresh.close()
 
 
+def test_migration_9_gives_stored_standard_events_seed_003s_type_id(store: Store) -> None:
+    legacy = event(description="stored before seed 003's id")
+    insert(store, dataclasses.replace(legacy, type_id="StandardEvent"), event(type_id="Custom"))
+    store.run_sync(lambda db: db.execute_sql("DELETE FROM schema_migrations WHERE version = 9"))
+
+    assert store.migrate() == [9]
+    assert sorted(rows(store, "SELECT type_id FROM events")) == [
+        ("Custom",),
+        ("com.siemens.mindsphere.eventmgmt.event.type.MindSphereStandardEvent",),
+    ]
+
+
 # --- tenants and keys ------------------------------------------------------------------------
 
 

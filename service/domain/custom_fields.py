@@ -12,7 +12,11 @@ from typing import Any
 
 from service.domain.errors import FieldViolation
 
-STANDARD_EVENT = "StandardEvent"
+# The built-in root type: seed 003's id, which the platform's events and clients carry.
+# `StandardEvent`, this service's id for it before it served those clients, is accepted for
+# it wherever a type id is input.
+STANDARD_EVENT = "com.siemens.mindsphere.eventmgmt.event.type.MindSphereStandardEvent"
+STANDARD_EVENT_ALIAS = "StandardEvent"
 MAX_STRING_VALUE = 4096
 _INT64 = 2**63
 
@@ -42,6 +46,11 @@ class FieldDefinition:
     required: bool = False
     filterable: bool = False
     updatable: bool = False
+
+
+def canonical_type_id(type_id: str) -> str:
+    """The stored id of a type id as input: the standard type's alias is the standard type."""
+    return STANDARD_EVENT if type_id == STANDARD_EVENT_ALIAS else type_id
 
 
 def parse_time(text: str) -> int:

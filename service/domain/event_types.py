@@ -12,7 +12,11 @@ from enum import StrEnum
 from typing import Literal, Protocol
 
 from service.domain.access import Principal, Role
-from service.domain.custom_fields import FieldDefinition, FieldType
+from service.domain.custom_fields import (
+    FieldDefinition,
+    FieldType,
+    canonical_type_id,
+)
 from service.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -33,7 +37,8 @@ MAX_TTL_DAYS = 36_500
 MAX_FIELDS = 100
 MAX_ENUM_VALUES = 100
 MAX_NAME = 255
-MAX_ID = 64
+# At least 128, as the platform allows: its ids are often reverse domain names.
+MAX_ID = 128
 DEFAULT_PAGE_SIZE = 100
 # Platform event codes (0-9999 are reserved for internal events, seed 001), recorded in the
 # owner tenant's events in the same transaction as the change.
@@ -41,7 +46,7 @@ CODE_EVENT_TYPE_CREATED = "1201"
 CODE_EVENT_TYPE_CHANGED = "1202"
 CODE_EVENT_TYPE_DELETED = "1203"
 MAX_PAGE_SIZE = 1000
-_TYPE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+_TYPE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # A JSON key that is also safe in filter paths and SQL JSON paths.
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 # Every name a stored event carries at the top level of its REST JSON: a custom field there
@@ -80,6 +85,33 @@ class EventType:
 
     def visible_to(self, principal: Principal) -> bool:
         return self.scope == Scope.GLOBAL or self.tenant_id == principal.tenant_id
+
+
+# The built-in root as `GET /eventTypes/{id}` answers it for either of its ids: GLOBAL, owned by
+# the platform itself ("core", no tenant), its fields the standard event fields that the
+# platform documents for it. It is no row in the store, so it is never listed, changed or
+# deleted (only its owner could).
+STANDARD_EVENT_OWNER = "core"
+STANDARD_EVENT_TYPE = EventType(
+    id=STANDARD_EVENT,
+    tenant_id=STANDARD_EVENT_OWNER,
+    name=STANDARD_EVENT.rpartition(".")[2],
+    parent_id="",
+    fields=tuple(
+        FieldDefinition(name, kind, required=False, filterable=True, updatable=updatable)
+        for name, kind, updatable in (
+            ("entityId", FieldType.STRING, False),
+            ("correlationId", FieldType.STRING, False),
+            ("timestamp", FieldType.TIMESTAMP, False),
+            ("severity", FieldType.INTEGER, True),
+            ("code", FieldType.STRING, True),
+            ("description", FieldType.STRING, True),
+            ("source", FieldType.STRING, True),
+            ("acknowledged", FieldType.BOOLEAN, True),
+        )
+    ),
+    scope=Scope.GLOBAL,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +174,7 @@ def _check_spec(spec: EventTypeSpec, *, creating: bool) -> list[FieldViolation]:
         violations.append(
             FieldViolation("id", f"a machine name of at most {MAX_ID} letters, digits or ._:-")
         )
-    if creating and spec.id == STANDARD_EVENT:
+    if creating and canonical_type_id(spec.id) == STANDARD_EVENT:
         violations.append(FieldViolation("id", f"{STANDARD_EVENT} is the built-in root type"))
     if not spec.name.strip():
         violations.append(FieldViolation("name", "required"))
@@ -280,6 +312,8 @@ class EventTypeManager:
         return event_type
 
     async def get(self, principal: Principal, type_id: str) -> EventType:
+        if canonical_type_id(type_id) == STANDARD_EVENT:
+            return STANDARD_EVENT_TYPE
         event_type = await self._repository.get(principal, type_id)
         if event_type is None:
             raise NotFound(f"event type {type_id} not found", reason="EVENT_TYPE_NOT_FOUND")
@@ -397,7 +431,7 @@ class EventTypeManager:
     async def _ancestors(
         self, principal: Principal, parent_id: str, scope: Scope, type_id: str
     ) -> list[EventType]:
-        if not parent_id or parent_id == STANDARD_EVENT:
+        if not parent_id or canonical_type_id(parent_id) == STANDARD_EVENT:
             return []
         if parent_id == type_id:
             raise invalid("parentId", "an event type cannot be its own parent (a cycle)")

@@ -21,6 +21,7 @@ from service.domain.access import Principal, Role, check_domain_path
 from service.domain.custom_fields import (
     STANDARD_EVENT,
     FieldDefinition,
+    canonical_type_id,
     check_custom_changes,
     check_custom_fields,
 )
@@ -89,7 +90,8 @@ _TEXT_LIMITS = {
     "category": 128,
     "app_id": 64,
 }
-_NAME_LIMITS = {"type_id": 64, "entity_type": 64}
+# Type ids hold reverse domain names such as seed 003's standard type id (68 characters).
+_NAME_LIMITS = {"type_id": 128, "entity_type": 64}
 MAX_SOURCE_BYTES = 16 * 1024
 # gRPC clients get the source as a google.protobuf.Struct, which protobuf refuses to read past
 # 100 levels of nesting; a much lower cap keeps every stored source readable everywhere.
@@ -436,7 +438,7 @@ class EventManager:
         """Checks a new event against every rule and builds it, without storing it."""
         principal.require(Role.READ_WRITE)
         violations = _check_fields(fields)
-        type_id = fields.get("type_id") or STANDARD_EVENT
+        type_id = canonical_type_id(fields.get("type_id") or STANDARD_EVENT)
         custom: dict[str, Any] = {}
         if not any(v.field == "typeId" for v in violations):
             definitions = await self._fields_of(principal, type_id)

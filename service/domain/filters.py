@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from service.domain.custom_fields import canonical_type_id
 from service.domain.errors import InvalidInput, invalid
 from service.domain.parsing import loads_json
 
@@ -316,6 +317,8 @@ class _Compiler:
             return str(value)  # codes are stored as text; seed 001 writes them as numbers
         if not isinstance(value, str):
             raise invalid(path, "must be a string")
+        if field.name == "type_id" and not field.custom:
+            return canonical_type_id(check_text(value, path))
         return check_text(value, path)
 
     def _count(self, path: str) -> None:

@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from service.domain.access import Principal, Role
-from service.domain.custom_fields import Instant
+from service.domain.custom_fields import Instant, canonical_type_id
 from service.domain.errors import InvalidInput, invalid
 from service.domain.events import Event
 
@@ -602,6 +602,8 @@ def _term(ref: FieldRef, value: Any, where: str) -> Clause:
         text = text.lower()
     if text == "":
         return MatchNone()  # the store keeps an absent text as "", which no term matches
+    if ref.attribute == "type_id":
+        text = canonical_type_id(text)
     return Term(ref, text)
 
 

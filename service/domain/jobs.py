@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from service.domain.access import Principal, Role
+from service.domain.custom_fields import STANDARD_EVENT, canonical_type_id
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, invalid
 from service.domain.events import Event, EventManager, new_event_id, now_us
 
@@ -129,6 +130,8 @@ def parse_delete_filter(document: Any) -> dict[str, Any]:
             violations.append(FieldViolation(f"filter.{name}", "must be an integer"))
         elif column != "severity" and not isinstance(value, str):
             violations.append(FieldViolation(f"filter.{name}", "must be a string"))
+        elif column == "type_id":
+            where[column] = canonical_type_id(str(value))
         else:
             where[column] = value
     if violations:
@@ -316,7 +319,7 @@ class JobRunner:
         audit = Event(
             id=new_event_id(),
             tenant_id=job.tenant_id,
-            type_id="StandardEvent",
+            type_id=STANDARD_EVENT,
             entity_type="Job",
             entity_id=job.id,
             domain=job.owner.domain,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.domain.access import Principal, Role, check_domain_path, domain_covers
+from service.domain.custom_fields import canonical_type_id
 from service.domain.errors import FieldViolation, InvalidInput, PermissionDenied, invalid
 from service.domain.events import CLASSIFICATIONS, MAX_SEVERITY, Event
 from service.domain.parsing import parse_digits
@@ -95,7 +96,7 @@ def subscription_filter(
         )
     return EventFilter(
         domain=domain,
-        type_ids=frozenset(t for t in type_ids if t),
+        type_ids=frozenset(canonical_type_id(t) for t in type_ids if t),
         severities=severity_set,
         classifications=classification_set,
         entity_type=entity_type,

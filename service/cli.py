@@ -1,5 +1,6 @@
 """`eventmgmt`: the one console command. `serve` runs the service and its REST gateway;
-`admin` manages tenants and API keys; `migrate` applies schema migrations."""
+`admin` manages tenants and API keys; `migrate` applies schema migrations; `events` works
+with events over gRPC (service.cli_events); `completion` prints the shell completion script."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import os
 import sys
 from pathlib import Path
 
+import argcomplete
+
 from persistence.store import Store
+from service import cli_events
 from service.domain.access import ROOT_DOMAIN, Principal, Role, check_domain_path
 from service.domain.errors import DomainError
 from service.domain.registry import RegistryManager
@@ -108,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     disable_app = actions.add_parser("disable-app", help="deactivate an app's licence")
     disable_app.add_argument("app_id")
     disable_app.add_argument("--tenant", required=True)
+
+    cli_events.add_parsers(commands)
     return parser
 
 
@@ -198,7 +204,15 @@ def _admin(store: Store, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Answers the shell's completion requests (and exits) when the completion script calls.
+    argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        print(cli_events.completion_script(args.shell))
+        return 0
+    if args.command == "events":
+        return cli_events.run(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -94,17 +94,7 @@ def event_to_proto(event: Event) -> event_pb2.Event:
         message.payload.content_type = event.payload.content_type
         message.payload.data = event.payload.data
     for name, value in event.custom_fields.items():
-        field = message.custom_fields[name]
-        if isinstance(value, Instant):
-            field.timestamp_value.CopyFrom(_to_timestamp(value.micros))
-        elif isinstance(value, bool):
-            field.boolean_value = value
-        elif isinstance(value, int):
-            field.integer_value = value
-        elif isinstance(value, float):
-            field.double_value = value
-        else:
-            field.string_value = str(value)
+        _set_custom_value(message.custom_fields[name], value)
     return message
 
 
@@ -284,4 +274,63 @@ def spec_from_proto(message: event_type_pb2.EventType, fields_given: bool = Fals
         fields=tuple(fields) if fields or fields_given else None,
         scope=Scope(event_type_pb2.Scope.Name(message.scope)) if message.scope else None,
         ttl_days=message.ttl,
+    )
+
+
+def _set_custom_value(field: event_pb2.FieldValue, value: Any) -> None:
+    if isinstance(value, Instant):
+        field.timestamp_value.CopyFrom(_to_timestamp(value.micros))
+    elif isinstance(value, bool):
+        field.boolean_value = value
+    elif isinstance(value, int):
+        field.integer_value = value
+    elif isinstance(value, float):
+        field.double_value = value
+    else:
+        field.string_value = str(value)
+
+
+def fields_to_proto(fields: dict[str, Any]) -> event_pb2.Event:
+    """The message a gRPC client sends for canonical fields (as rest_json parses them): the
+    inverse of fields_from_proto, so that the command line reads the REST JSON of events."""
+    message = event_pb2.Event()
+    for name, value in fields.items():
+        if name == "timestamp":
+            message.timestamp.CopyFrom(_to_timestamp(value))
+        elif name == "source":
+            if isinstance(value, dict):
+                message.source_object.update(value)
+            else:
+                message.source_text = value
+        elif name == "classification":
+            if value not in _CLASSIFICATION_TO_PROTO:
+                raise invalid("classification", f"must be one of {', '.join(CLASSIFICATIONS)}")
+            message.classification = _CLASSIFICATION_TO_PROTO[value]  # type: ignore[assignment]
+        elif name == "payload":
+            message.payload.content_type = value.content_type
+            message.payload.data = value.data
+        elif name == "custom_fields":
+            for key, item in value.items():
+                _set_custom_value(message.custom_fields[key], item)
+        else:
+            setattr(message, name, value)
+    return message
+
+
+def event_from_proto(message: event_pb2.Event) -> Event:
+    """A stored event as a gRPC client receives it, for the REST JSON views of rest_json."""
+    fields = {name: _field_value(message, name) for name in _SETTABLE if name != "payload"}
+    return Event(
+        id=message.id,
+        tenant_id=message.tenant_id,
+        create_time=_from_timestamp(message.create_time),
+        update_time=_from_timestamp(message.update_time),
+        etag=message.etag,
+        acknowledged=message.acknowledged,
+        acknowledged_at=timestamp_micros(message, "acknowledged_at"),
+        acknowledged_by=message.acknowledged_by,
+        internal=message.internal,
+        payload=_field_value(message, "payload") if message.HasField("payload") else None,
+        custom_fields={k: _custom_value(v) for k, v in message.custom_fields.items()},
+        **fields,
     )

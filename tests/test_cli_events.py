@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import pytest
 
-from conftest import EVENTMGMT, Keys, Service
+from helpers import EVENTMGMT, Keys, Service, auth
 from service.cli import main
 from service.v1 import event_service_pb2, event_service_pb2_grpc
 
@@ -63,7 +63,7 @@ def count(service: Service, key: str, entity_id: str) -> int:
         stub = event_service_pb2_grpc.EventServiceStub(channel)
         page = stub.ListEvents(
             event_service_pb2.ListEventsRequest(entity_id=entity_id, history=True, page_size=1),
-            metadata=(("x-api-key", key),),
+            metadata=auth(key),
         )
         return int(page.total_size)
 
@@ -541,7 +541,7 @@ def _create(service: Service, key: str, entity: str, description: str) -> str:
             event_service_pb2.CreateEventRequest(
                 event={"entity_id": entity, "description": description}  # type: ignore[arg-type]
             ),
-            metadata=(("x-api-key", key),),
+            metadata=auth(key),
         ).event
         return str(event.id)
 

@@ -13,9 +13,10 @@ from persistence.queries import SqlBuilder
 from persistence.rows import SELECT_EVENT, event_from_row, event_row
 from persistence.scope import filter_clauses, scope_clause
 from persistence.writes import Insert, InsertBatch, Replace
-from service.domain import find as q
 from service.domain.access import Principal
 from service.domain.events import Event, EventQuery
+from service.domain.find_answer import FindResult
+from service.domain.find_query import FindRequest
 from service.domain.live import EventFilter
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class EventRepository:
         total = db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {count_where}", count_args)
         return [event_from_row(r) for r in rows], total.fetchone()[0]
 
-    async def find(self, principal: Principal, request: q.FindRequest) -> q.FindResult:
+    async def find(self, principal: Principal, request: FindRequest) -> FindResult:
         """Runs a find request inside the principal's scope, which is ANDed around whatever
         the query says; `scope_clause` is the one place that decides what a principal may read,
         including the events of entities shared with its tenant when the request asks."""

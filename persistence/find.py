@@ -1,4 +1,4 @@
-"""SQL for find: the query AST of service.domain.find translated for SQLite and PostgreSQL.
+"""SQL for find: the query of service.domain.find_query translated for SQLite and PostgreSQL.
 
 Every predicate is built NULL-free (`COALESCE(..., FALSE)`), so that `must_not` keeps events
 that lack a field, as Elasticsearch does. Values always travel as parameters; only field keys,
@@ -13,7 +13,8 @@ from typing import Any
 
 import peewee
 
-from service.domain import find as q
+from service.domain import find_query as q
+from service.domain.find_fields import FieldRef, Kind
 
 _COLUMNS = {
     "timestamp": "ts",
@@ -57,10 +58,10 @@ class FindSql:
 
     # --- field expressions ------------------------------------------------------------------
 
-    def _column(self, ref: q.FieldRef) -> str:
+    def _column(self, ref: FieldRef) -> str:
         return _COLUMNS.get(ref.attribute, ref.attribute)
 
-    def _json(self, ref: q.FieldRef) -> tuple[str, str]:
+    def _json(self, ref: FieldRef) -> tuple[str, str]:
         """(type expression, value expression) of a JSON field; the type is NULL when absent."""
         column = self._column(ref)
         if self.postgres:
@@ -69,13 +70,13 @@ class FindSql:
         path = "'$'" if ref.key is None else f"'$.\"{ref.key}\"'"
         return f"json_type({column}, {path})", f"json_extract({column}, {path})"
 
-    def json_text(self, ref: q.FieldRef) -> str:
+    def json_text(self, ref: FieldRef) -> str:
         kind, value = self._json(ref)
         if self.postgres:
             return f"(CASE WHEN {kind} = 'string' THEN {value} #>> '{{}}' END)"
         return f"(CASE WHEN {kind} = 'text' THEN {value} END)"
 
-    def json_number(self, ref: q.FieldRef) -> str:
+    def json_number(self, ref: FieldRef) -> str:
         """A JSON number; a custom TIMESTAMP value ({"$timestamp": micros}) counts as its
         epoch milliseconds, as Elasticsearch keeps dates."""
         kind, value = self._json(ref)
@@ -92,15 +93,15 @@ class FindSql:
             f"WHEN {kind} = 'object' THEN {instant} END)"
         )
 
-    def json_boolean(self, ref: q.FieldRef) -> str:
+    def json_boolean(self, ref: FieldRef) -> str:
         kind, value = self._json(ref)
         if self.postgres:
             return f"(CASE WHEN {kind} = 'boolean' THEN ({value} #>> '{{}}')::boolean END)"
         return f"(CASE {kind} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
 
-    def text(self, ref: q.FieldRef) -> str:
+    def text(self, ref: FieldRef) -> str:
         """A string field's text, NULL when absent (the store keeps absent text as '')."""
-        if ref.kind is q.Kind.JSON:
+        if ref.kind is Kind.JSON:
             return self.json_text(ref)
         value = f"NULLIF({self._column(ref)}, '')"
         if ref.lowercase:
@@ -110,8 +111,8 @@ class FindSql:
     def collate(self, expression: str) -> str:
         return f'{expression} COLLATE "C"' if self.postgres else expression
 
-    def number(self, ref: q.FieldRef) -> str:
-        return self.json_number(ref) if ref.kind is q.Kind.JSON else self._column(ref)
+    def number(self, ref: FieldRef) -> str:
+        return self.json_number(ref) if ref.kind is Kind.JSON else self._column(ref)
 
     # --- predicates --------------------------------------------------------------------------
 
@@ -159,8 +160,8 @@ class FindSql:
             return self._words(clause)
         raise TypeError(f"no SQL for {clause!r}")
 
-    def _term(self, ref: q.FieldRef, value: Any) -> str:
-        if ref.kind is q.Kind.JSON:
+    def _term(self, ref: FieldRef, value: Any) -> str:
+        if ref.kind is Kind.JSON:
             if isinstance(value, bool):
                 return (
                     f"{self.json_boolean(ref)} = {self.p(value if self.postgres else int(value))}"
@@ -168,10 +169,10 @@ class FindSql:
             if isinstance(value, int | float):
                 return f"{self.json_number(ref)} = {self.p(value)}"
             return f"{self.json_text(ref)} = {self.p(value)}"
-        if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT) and not ref.lowercase:
+        if ref.kind in (Kind.KEYWORD, Kind.TEXT) and not ref.lowercase:
             # The bare column, so that its indexes serve; the domain never asks for ''.
             return f"{self._column(ref)} = {self.p(value)}"
-        if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT):
+        if ref.kind in (Kind.KEYWORD, Kind.TEXT):
             return f"{self.text(ref)} = {self.p(value)}"
         return f"{self._column(ref)} = {self.p(value)}"
 
@@ -190,7 +191,7 @@ class FindSql:
         if not bounds:
             return self._exists(ref)
         strings = all(isinstance(v, str) for _, v in bounds)
-        if ref.kind in (q.Kind.TIME, q.Kind.INTEGER):
+        if ref.kind in (Kind.TIME, Kind.INTEGER):
             value = self._column(ref)
         elif strings:
             value = self.collate(self.text(ref))
@@ -198,11 +199,11 @@ class FindSql:
             value = self.number(ref)
         return " AND ".join(f"{value} {op} {self.p(v)}" for op, v in bounds)
 
-    def _exists(self, ref: q.FieldRef) -> str:
-        if ref.kind is q.Kind.JSON:
+    def _exists(self, ref: FieldRef) -> str:
+        if ref.kind is Kind.JSON:
             kind, _ = self._json(ref)
             return f"{kind} IS NOT NULL AND {kind} <> 'null'"
-        if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT):
+        if ref.kind in (Kind.KEYWORD, Kind.TEXT):
             return f"{self._column(ref)} <> ''"
         return f"{self._column(ref)} IS NOT NULL"
 
@@ -244,7 +245,7 @@ class FindSql:
             ref = key.field
             missing = "0" if key.missing_first else "1"
             present = "1" if key.missing_first else "0"
-            if ref.kind is q.Kind.JSON:
+            if ref.kind is Kind.JSON:
                 number, text = self.json_number(ref), self.json_text(ref)
                 terms.append(
                     f"CASE WHEN {number} IS NOT NULL THEN {present} "
@@ -254,9 +255,9 @@ class FindSql:
                 terms.append(f"CASE WHEN {number} IS NOT NULL THEN 0 ELSE 1 END")
                 terms += [f"{number} {direction}", f"{self.collate(text)} {direction}"]
                 continue
-            value = self.text(ref) if ref.kind is q.Kind.KEYWORD else self._column(ref)
+            value = self.text(ref) if ref.kind is Kind.KEYWORD else self._column(ref)
             terms.append(f"CASE WHEN {value} IS NULL THEN {missing} ELSE {present} END")
-            sortable = self.collate(value) if ref.kind is q.Kind.KEYWORD else value
+            sortable = self.collate(value) if ref.kind is Kind.KEYWORD else value
             terms.append(f"{sortable} {direction}")
         if not sort:
             terms.append("ts DESC")
@@ -270,9 +271,9 @@ class FindSql:
         ref = metric.field
         if metric.kind in (q.MetricKind.VALUE_COUNT, q.MetricKind.CARDINALITY):
             value = self.group_value(ref)
-            if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT):
+            if ref.kind in (Kind.KEYWORD, Kind.TEXT):
                 value = f"NULLIF({value}, '')"
-        elif ref.kind is q.Kind.TIME:
+        elif ref.kind is Kind.TIME:
             value = f"CAST({self._column(ref)} / 1000 AS DOUBLE PRECISION)"  # milliseconds
         else:
             value = f"CAST({self.number(ref)} AS DOUBLE PRECISION)"
@@ -289,9 +290,9 @@ class FindSql:
         distinct = "DISTINCT " if metric.kind is q.MetricKind.CARDINALITY else ""
         return f"{function}({distinct}{value})"
 
-    def group_value(self, ref: q.FieldRef) -> str:
+    def group_value(self, ref: FieldRef) -> str:
         """A field's value as one groupable expression, NULL when absent or not a scalar."""
-        if ref.kind is q.Kind.JSON:
+        if ref.kind is Kind.JSON:
             kind, value = self._json(ref)
             if self.postgres:
                 return f"(CASE WHEN {kind} IN ('string', 'number', 'boolean') THEN {value} END)"
@@ -301,26 +302,26 @@ class FindSql:
                 f"WHEN 'text' THEN 's:' || {value} WHEN 'integer' THEN {value} "
                 f"WHEN 'real' THEN {value} END)"
             )
-        if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT) and not ref.lowercase:
+        if ref.kind in (Kind.KEYWORD, Kind.TEXT) and not ref.lowercase:
             # The bare column groups along its indexes; `present` leaves out the ''.
             return self._column(ref)
-        if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT):
+        if ref.kind in (Kind.KEYWORD, Kind.TEXT):
             return self.text(ref)
-        if ref.kind is q.Kind.TIME:
+        if ref.kind is Kind.TIME:
             return f"({self._column(ref)} / 1000)"  # Elasticsearch keeps milliseconds
         return self._column(ref)
 
-    def present(self, ref: q.FieldRef, value: str) -> str:
+    def present(self, ref: FieldRef, value: str) -> str:
         """The condition that a `group_value` result counts as a value."""
-        if ref.kind in (q.Kind.KEYWORD, q.Kind.TEXT):
+        if ref.kind in (Kind.KEYWORD, Kind.TEXT):
             return f"{value} <> ''"
         return f"{value} IS NOT NULL"
 
-    def key_order(self, ref: q.FieldRef, key: str, direction: str) -> list[str]:
+    def key_order(self, ref: FieldRef, key: str, direction: str) -> list[str]:
         """ORDER BY terms for a `group_value` result named `key`: numbers, then strings, then
         booleans, each in its own order."""
-        if ref.kind is not q.Kind.JSON:
-            return [f"{self.collate(key) if ref.kind is q.Kind.KEYWORD else key} {direction}"]
+        if ref.kind is not Kind.JSON:
+            return [f"{self.collate(key) if ref.kind is Kind.KEYWORD else key} {direction}"]
         if self.postgres:
             kind = f"jsonb_typeof({key})"
             return [
@@ -350,7 +351,7 @@ class FindSql:
                     f"+ CAST(strftime('%m', {seconds}) AS INTEGER) - 1)"
                 )
             return f"({months} / {int(aggregation.months)})"
-        if ref.kind is q.Kind.TIME:
+        if ref.kind is Kind.TIME:
             # Floor division of integers, exact for values before the offset too.
             shifted = f"({self._column(ref)} - {int(aggregation.offset)})"
             step = int(aggregation.interval)
@@ -372,12 +373,12 @@ def _never_null(clause: q.Clause) -> bool:
     if isinstance(clause, q.Ids):
         return True
     if isinstance(clause, q.Exists):
-        return clause.field.kind is not q.Kind.JSON
+        return clause.field.kind is not Kind.JSON
     if isinstance(clause, q.Term | q.Range):
         ref = clause.field
-        plain = ref.kind is not q.Kind.JSON and not ref.lowercase
+        plain = ref.kind is not Kind.JSON and not ref.lowercase
         if isinstance(clause, q.Range):
-            plain = plain and ref.kind in (q.Kind.TIME, q.Kind.INTEGER)
+            plain = plain and ref.kind in (Kind.TIME, Kind.INTEGER)
         return plain and ref.attribute not in _NULLABLE_ATTRIBUTES
     return False
 

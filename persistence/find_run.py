@@ -10,14 +10,16 @@ import peewee
 from persistence.find import FindSql, decode_group_value
 from persistence.rows import SELECT_EVENT, event_from_row
 from persistence.scope import scope_clause
-from service.domain import find as q
+from service.domain import find_query as q
 from service.domain.access import Principal
 from service.domain.events import Event
+from service.domain.find_answer import AggregationResult, Bucket, FindResult
+from service.domain.find_fields import Kind
 
 
 def run_find(
     principal: Principal, request: q.FindRequest, postgres: bool, db: peewee.Database
-) -> q.FindResult:
+) -> FindResult:
     """The find request's answer inside the principal's scope (a reader thread's work)."""
 
     def statement() -> tuple[FindSql, str]:
@@ -40,7 +42,7 @@ def run_find(
     for aggregation in request.aggregations:
         sql, where = statement()
         aggregations[aggregation.name] = _aggregate(db, sql, where, aggregation, total)
-    return q.FindResult(total, events, aggregations)
+    return FindResult(total, events, aggregations)
 
 
 # Fields every event has, so that the events holding one are all the matching events.
@@ -52,14 +54,14 @@ _ALWAYS_PRESENT = frozenset(
 
 def _aggregate(
     db: peewee.Database, sql: FindSql, where: str, aggregation: q.Aggregation, total: int
-) -> q.AggregationResult:
+) -> AggregationResult:
     """One aggregation as one GROUP BY statement (two for terms: its top buckets and the
     count of the rest); `sql` already holds the parameters of `where`."""
     if isinstance(aggregation, q.Metric):
         value = db.execute_sql(
             f"SELECT {sql.metric(aggregation)} FROM events WHERE {where}", sql.args
         ).fetchone()[0]
-        return q.AggregationResult(value=value)
+        return AggregationResult(value=value)
     if isinstance(aggregation, q.RangeAgg):
         number = sql.number(aggregation.field)
         columns = []
@@ -79,8 +81,8 @@ def _aggregate(
         for index in range(len(aggregation.ranges)):
             values = row[index * width : (index + 1) * width]
             metrics = {m.name: v for m, v in zip(aggregation.metrics, values[1:], strict=True)}
-            buckets.append(q.Bucket(index, int(values[0] or 0), metrics))
-        return q.AggregationResult(buckets=buckets)
+            buckets.append(Bucket(index, int(values[0] or 0), metrics))
+        return AggregationResult(buckets=buckets)
     if isinstance(aggregation, q.TermsAgg):
         key = sql.group_value(aggregation.field)
     else:
@@ -104,9 +106,9 @@ def _aggregate(
     else:
         rows = db.execute_sql(grouped, sql.args).fetchall()
     names = [m.name for m in aggregation.metrics]
-    json_keys = isinstance(aggregation, q.TermsAgg) and aggregation.field.kind is q.Kind.JSON
+    json_keys = isinstance(aggregation, q.TermsAgg) and aggregation.field.kind is Kind.JSON
     buckets = [
-        q.Bucket(
+        Bucket(
             decode_group_value(sql.postgres, r[0]) if json_keys else r[0],
             int(r[1]),
             dict(zip(names, r[2:], strict=True)),
@@ -125,7 +127,7 @@ def _aggregate(
         other = int(counted) - sum(b.doc_count for b in buckets)
     for child in aggregation.children:
         _child_buckets(db, sql, where, aggregation, key, child, buckets)
-    return q.AggregationResult(buckets=buckets, other_count=other)
+    return AggregationResult(buckets=buckets, other_count=other)
 
 
 def _bucket_identity(parent: q.TermsAgg | q.HistogramAgg, postgres: bool, raw: Any) -> Any:
@@ -135,7 +137,7 @@ def _bucket_identity(parent: q.TermsAgg | q.HistogramAgg, postgres: bool, raw: A
             return ("index", int(raw))
         except (OverflowError, ValueError):
             return ("index", raw)
-    if parent.field.kind is q.Kind.JSON:
+    if parent.field.kind is Kind.JSON:
         raw = decode_group_value(postgres, raw)
     return (type(raw).__name__, raw)
 
@@ -147,7 +149,7 @@ def _child_buckets(
     parent: q.TermsAgg | q.HistogramAgg,
     parent_key: str,
     child: q.TermsAgg | q.HistogramAgg,
-    buckets: list[q.Bucket],
+    buckets: list[Bucket],
 ) -> None:
     """Fills one bucket sub-aggregation of every parent bucket with one GROUP BY over both
     keys; a terms child keeps its top buckets per parent with ROW_NUMBER()."""
@@ -156,8 +158,8 @@ def _child_buckets(
     key = sql.group_value(child.field) if terms else sql.bucket_index(child)  # type: ignore[arg-type]
     present = f"{sql.present(parent.field, parent_key)} AND {sql.present(child.field, key)}"
     grouped = f"FROM events WHERE {where} AND {present}"
-    json_keys = isinstance(child, q.TermsAgg) and child.field.kind is q.Kind.JSON
-    results: dict[Any, q.AggregationResult] = {}
+    json_keys = isinstance(child, q.TermsAgg) and child.field.kind is Kind.JSON
+    results: dict[Any, AggregationResult] = {}
     if isinstance(child, q.TermsAgg):
         direction = "DESC" if child.descending else "ASC"
         by_key = sql.key_order(child.field, key, direction if child.by_key else "ASC")
@@ -183,12 +185,12 @@ def _child_buckets(
         counted = {}
     for row in rows:
         identity = _bucket_identity(parent, sql.postgres, row[0])
-        result = results.setdefault(identity, q.AggregationResult())
+        result = results.setdefault(identity, AggregationResult())
         value = decode_group_value(sql.postgres, row[1]) if json_keys else row[1]
-        result.buckets.append(q.Bucket(value, int(row[2])))
+        result.buckets.append(Bucket(value, int(row[2])))
     for raw, count in counted.items():
         identity = _bucket_identity(parent, sql.postgres, raw)
-        result = results.setdefault(identity, q.AggregationResult())
+        result = results.setdefault(identity, AggregationResult())
         result.other_count = int(count) - sum(b.doc_count for b in result.buckets)
     for identity, bucket in by_identity.items():
-        bucket.children[child.name] = results.get(identity, q.AggregationResult())
+        bucket.children[child.name] = results.get(identity, AggregationResult())

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.domain.errors import InvalidInput
-from service.domain.find import parse_find_request
+from service.domain.find_parser import parse_find_request
 
 NAMES = [
     "query", "bool", "must", "filter", "should", "must_not", "minimum_should_match", "term",

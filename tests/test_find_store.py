@@ -12,7 +12,8 @@ from service.domain.access import Principal, Role
 from service.domain.custom_fields import Instant
 from service.domain.errors import InvalidInput
 from service.domain.events import Event
-from service.domain.find import FIELD_NAMES, EventFinder
+from service.domain.find import EventFinder
+from service.domain.find_fields import FIELD_NAMES
 
 MILLIS = 1460661813164
 

@@ -8,10 +8,10 @@ from google.api import httpbody_pb2
 
 from service import rest_json
 from service.auth import current_principal
-from service.domain.find import (
+from service.domain.find import EventFinder
+from service.domain.find_answer import (
     MAX_GRPC_ANSWER_BYTES,
     MAX_REST_ANSWER_BYTES,
-    EventFinder,
     check_answer_size,
 )
 from service.v1 import event_search_service_pb2 as pb

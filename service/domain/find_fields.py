@@ -1,0 +1,111 @@
+"""The fields find's queries name: their kinds, the Event attribute behind each, and how an
+event's value of one is read."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from service.domain.custom_fields import Instant
+from service.domain.errors import InvalidInput, invalid
+from service.domain.events import Event
+
+INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
+PROPERTY_REQUIRED = "PROPERTY_REQUIRED"
+FIELD_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+
+
+def find_error(where: str, rule: str) -> InvalidInput:
+    return invalid(where, rule, reason=INVALID_ARGUMENTS)
+
+
+class Kind(Enum):
+    """How a field compares: exact strings, words, numbers, times, booleans or JSON values."""
+
+    KEYWORD = "keyword"
+    TEXT = "text"
+    INTEGER = "integer"
+    TIME = "time"
+    BOOLEAN = "boolean"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """A queryable field: its DSL name, kind, the Event attribute holding it and, for JSON
+    attributes (`source`, `custom_fields`), the key inside (None for the whole value)."""
+
+    name: str
+    kind: Kind
+    attribute: str
+    key: str | None = None
+    lowercase: bool = False
+
+
+_KEYWORDS = {
+    "id": "id",
+    "_id": "id",
+    "type": "type_id",
+    "typeId": "type_id",
+    "classification": "classification",
+    "category": "category",
+    "acknowledgedBy": "acknowledged_by",
+    "entityId": "entity_id",
+    "entityType": "entity_type",
+    "correlationId": "correlation_id",
+    "domain": "domain",
+    "code": "code",
+    "appId": "app_id",
+}
+_FIELDS: dict[str, FieldRef] = {
+    **{n: FieldRef(n, Kind.KEYWORD, a) for n, a in _KEYWORDS.items()},
+    "message": FieldRef("message", Kind.TEXT, "description"),
+    "description": FieldRef("description", Kind.TEXT, "description"),
+    "message.lowercase": FieldRef("message.lowercase", Kind.KEYWORD, "description", None, True),
+    "timestamp": FieldRef("timestamp", Kind.TIME, "timestamp"),
+    "acknowledgedAt": FieldRef("acknowledgedAt", Kind.TIME, "acknowledged_at"),
+    "createTime": FieldRef("createTime", Kind.TIME, "create_time"),
+    "updateTime": FieldRef("updateTime", Kind.TIME, "update_time"),
+    "severity": FieldRef("severity", Kind.INTEGER, "severity"),
+    "etag": FieldRef("etag", Kind.INTEGER, "etag"),
+    "acknowledgementRequired": FieldRef(
+        "acknowledgementRequired", Kind.BOOLEAN, "acknowledgement_required"
+    ),
+    "acknowledged": FieldRef("acknowledged", Kind.BOOLEAN, "acknowledged"),
+    "internal": FieldRef("internal", Kind.BOOLEAN, "internal"),
+    "source": FieldRef("source", Kind.JSON, "source"),
+}
+FIELD_NAMES = (*_FIELDS, "source.<key>", "custom.<name>")
+
+
+def resolve_field(name: Any, where: str) -> FieldRef:
+    """The field a DSL name means; unknown names are an error, never an empty answer."""
+    if not isinstance(name, str):
+        raise find_error(where, "a field name must be a string")
+    known = _FIELDS.get(name)
+    if known is not None:
+        return known
+    for prefix, attribute in (("source.", "source"), ("custom.", "custom_fields")):
+        if name.startswith(prefix):
+            key = name[len(prefix) :]
+            if not FIELD_KEY.match(key):
+                raise find_error(where, f"{prefix}<key> needs a key of letters, digits, _ or -")
+            return FieldRef(name, Kind.JSON, attribute, key)
+    raise find_error(where, f"unknown field {name!r}; fields: {', '.join(FIELD_NAMES)}")
+
+
+def event_value(event: Event, ref: FieldRef) -> Any:
+    """The field's value in an event, None when absent (the store keeps absent text as "")."""
+    value = getattr(event, ref.attribute)
+    if ref.kind is Kind.JSON:
+        if ref.key is None:
+            return value
+        found = value.get(ref.key) if isinstance(value, dict) else None
+        return found.micros // 1000 if isinstance(found, Instant) else found
+    if isinstance(value, str):
+        if value == "":
+            return None
+        return value.lower() if ref.lowercase else value
+    return value

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from service.domain.access import Principal, Role
+from persistence.auth import record_auth_change
+from service.domain.access import (
+    Principal,
+    Privilege,
+    Role,
+    format_privileges,
+    privileges_from_text,
+)
 
 if TYPE_CHECKING:
     from persistence.store import Store
@@ -34,6 +41,8 @@ class IssuedKey:
     role: Role
     domain: str
     secret: str
+    # None: everything the role grants.
+    privileges: frozenset[Privilege] | None = None
 
 
 class KeyRepository:
@@ -67,14 +76,23 @@ class KeyRepository:
             )
         )
 
-    def create_key(self, tenant_id: str, name: str, role: Role, domain: str) -> IssuedKey:
+    def create_key(
+        self,
+        tenant_id: str,
+        name: str,
+        role: Role,
+        domain: str,
+        privileges: frozenset[Privilege] | None = None,
+    ) -> IssuedKey:
+        """A new key; `privileges` narrows what its role grants (None: all of it)."""
         key_id = secrets.token_hex(8)
         secret = f"{API_KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
 
         def work(db: peewee.Database) -> None:
             p = db.param
             db.execute_sql(
-                f"INSERT INTO api_keys VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, NULL)",
+                "INSERT INTO api_keys (id, tenant_id, name, key_hash, role, domain, "
+                f"create_time, privileges) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})",
                 (
                     key_id,
                     tenant_id,
@@ -83,30 +101,46 @@ class KeyRepository:
                     int(role),
                     domain,
                     time.time_ns() // 1000,
+                    None if privileges is None else format_privileges(privileges),
                 ),
             )
 
         self._store.run_sync(work)
-        return IssuedKey(key_id, tenant_id, name, role, domain, secret)
+        return IssuedKey(key_id, tenant_id, name, role, domain, secret, privileges)
 
     def revoke_key(self, key_id: str) -> bool:
+        """Revokes an active key; every process refuses it from its next call on."""
+
         def work(db: peewee.Database) -> bool:
             cursor = db.execute_sql(
                 f"UPDATE api_keys SET revoke_time = {db.param} "
                 f"WHERE id = {db.param} AND revoke_time IS NULL",
                 (time.time_ns() // 1000, key_id),
             )
-            return bool(cursor.rowcount == 1)
+            if cursor.rowcount != 1:
+                return False
+            record_auth_change(db)
+            return True
 
         return self._store.run_sync(work)
 
     def list_keys(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
+        names = (
+            "id",
+            "tenant_id",
+            "name",
+            "role",
+            "domain",
+            "create_time",
+            "revoke_time",
+            "privileges",
+        )
+
         def work(db: peewee.Database) -> list[dict[str, Any]]:
-            sql = "SELECT id, tenant_id, name, role, domain, create_time, revoke_time FROM api_keys"
+            sql = f"SELECT {', '.join(names)} FROM api_keys"
             args: tuple[Any, ...] = ()
             if tenant_id:
                 sql, args = sql + f" WHERE tenant_id = {db.param}", (tenant_id,)
-            names = ("id", "tenant_id", "name", "role", "domain", "create_time", "revoke_time")
             return [
                 dict(zip(names, row, strict=True))
                 for row in db.execute_sql(sql + " ORDER BY create_time", args)
@@ -120,14 +154,20 @@ class KeyRepository:
 
         def work(db: peewee.Database) -> Principal | None:
             row = db.execute_sql(
-                f"SELECT id, tenant_id, name, role, domain FROM api_keys "
+                f"SELECT id, tenant_id, name, role, domain, privileges FROM api_keys "
                 f"WHERE key_hash = {db.param} AND revoke_time IS NULL",
                 (key_hash,),
             ).fetchone()
             if row is None:
                 return None
+            role = Role(row[3])
             return Principal(
-                tenant_id=row[1], key_id=row[0], name=row[2], role=Role(row[3]), domain=row[4]
+                tenant_id=row[1],
+                key_id=row[0],
+                name=row[2],
+                role=role,
+                domain=row[4],
+                granted=None if row[5] is None else privileges_from_text(row[5], role),
             )
 
         return await self._store.read(work)

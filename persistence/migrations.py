@@ -270,6 +270,57 @@ def _v9_standard_type_id(db: peewee.Database) -> None:
         )
 
 
+def _v10_access(db: peewee.Database) -> None:
+    statements = [
+        # A key may hold fewer privileges than its role grants: their names, comma-separated
+        # (NULL: the role's).
+        "ALTER TABLE api_keys ADD COLUMN privileges VARCHAR(512)",
+        # Bumped in every transaction that revokes or changes a credential (a key, a user, a
+        # token). Each process compares it with what its credential cache was built from
+        # (SQLite: per call; PostgreSQL: a NOTIFY on eventmgmt_auth tells every replica).
+        "CREATE TABLE auth_state (id INTEGER PRIMARY KEY, version BIGINT NOT NULL)",
+        "INSERT INTO auth_state VALUES (1, 0)",
+        # People who sign in. Usernames are unique over all tenants: a login names no tenant.
+        # Tokens issued before `tokens_after` (microseconds) are void: a password change or a
+        # revocation ends every session at once.
+        """CREATE TABLE users (
+            id VARCHAR(32) PRIMARY KEY,
+            tenant_id VARCHAR(64) NOT NULL REFERENCES tenants (id),
+            username VARCHAR(128) NOT NULL UNIQUE,
+            password_hash VARCHAR(255) NOT NULL,
+            role SMALLINT NOT NULL,
+            privileges VARCHAR(512),
+            domain VARCHAR(1024) NOT NULL,
+            tokens_after BIGINT NOT NULL,
+            create_time BIGINT NOT NULL,
+            update_time BIGINT NOT NULL,
+            revoke_time BIGINT)""",
+        "CREATE INDEX users_tenant ON users (tenant_id, username)",
+        # Tokens ended by logout before they expire; purged once expired.
+        """CREATE TABLE revoked_tokens (
+            id VARCHAR(64) PRIMARY KEY,
+            user_id VARCHAR(32) NOT NULL,
+            expire_time BIGINT NOT NULL)""",
+        "CREATE INDEX revoked_tokens_expire ON revoked_tokens (expire_time)",
+        # Failed logins per username and per client address, shared by every replica.
+        """CREATE TABLE login_failures (
+            subject VARCHAR(300) PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            last_time BIGINT NOT NULL,
+            locked_until BIGINT NOT NULL)""",
+        # Rate limit windows: what a tenant or key used of a limit in one window, shared by
+        # every replica (each reserves a share of the window at a time).
+        """CREATE TABLE rate_counters (
+            scope VARCHAR(255) NOT NULL,
+            window_start BIGINT NOT NULL,
+            used BIGINT NOT NULL,
+            PRIMARY KEY (scope, window_start))""",
+        "CREATE INDEX rate_counters_window ON rate_counters (window_start)",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
@@ -279,6 +330,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (7, "live feed position and ingest idempotency keys on events", _v7_live_feed),
     (8, "bulk jobs and their per-event results", _v8_jobs),
     (9, "seed 003's standard type id in stored events; type ids up to 128", _v9_standard_type_id),
+    (10, "privileges, users, revocation, login throttling, rate limits", _v10_access),
 ]
 
 

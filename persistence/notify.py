@@ -1,5 +1,6 @@
-"""Cross-replica wake-ups on PostgreSQL: LISTEN for the feed positions that any replica's
-commits notify, on a connection of its own, and hand them to a callback."""
+"""Cross-replica wake-ups on PostgreSQL: LISTEN on a channel (the feed positions that any
+replica's commits notify, or credential changes), on a connection of its own, and hand each
+notification to a callback."""
 
 from __future__ import annotations
 
@@ -20,14 +21,19 @@ RECONNECT_SECONDS = 1.0
 
 
 class FeedListener:
-    """A thread that LISTENs on the feed channel and calls `on_notify(seq)` for each
-    notification (from the thread: the callback must hand over to its own loop)."""
+    """A thread that LISTENs on `channel` and calls `on_notify(n)` with the largest integer
+    payload of each wake-up (0 when none, and once each time listening starts, since what was
+    committed while no connection listened is unknown), from the thread: the callback must
+    hand over to its own loop."""
 
-    def __init__(self, url: str, on_notify: Callable[[int], None]) -> None:
+    def __init__(
+        self, url: str, on_notify: Callable[[int], None], channel: str = FEED_CHANNEL
+    ) -> None:
         self._url = url.replace("postgres://", "postgresql://", 1)
         self._on_notify = on_notify
+        self._channel = channel
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="feed-listener", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{channel}-listener", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -41,7 +47,7 @@ class FeedListener:
             try:
                 self._listen()
             except Exception as error:  # the database went away: retry, never crash
-                log.warning("feed LISTEN connection lost (%s); reconnecting", error)
+                log.warning("%s LISTEN connection lost (%s); reconnecting", self._channel, error)
                 self._stopping.wait(RECONNECT_SECONDS)
 
     def _listen(self) -> None:
@@ -49,18 +55,19 @@ class FeedListener:
         try:
             connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
             with connection.cursor() as cursor:
-                cursor.execute(f"LISTEN {FEED_CHANNEL}")
+                cursor.execute(f"LISTEN {self._channel}")
             # Commits made while no connection listened are found by this first wake-up.
             self._on_notify(0)
             while not self._stopping.is_set():
                 if select.select([connection], [], [], 0.5) == ([], [], []):
                     continue
                 connection.poll()
-                newest = 0
+                newest, woken = 0, False
                 while connection.notifies:
                     payload = connection.notifies.pop(0).payload
                     newest = max(newest, int(payload) if is_digits(payload) else 0)
-                if newest:
+                    woken = True
+                if woken:
                     self._on_notify(newest)
         finally:
             connection.close()

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import peewee
 
+from persistence.auth import AUTH_CHANNEL, AuthVersionProbe
 from persistence.database import is_postgres, open_database
 from persistence.devices import DeviceEventStore, RegistryStore
 from persistence.events import EventRepository
@@ -42,11 +43,38 @@ class Store:
         self.events = EventRepository(self)
         self.keys = KeyRepository(self)
         self._feed_listeners: list[FeedListener] = []
+        self._probes: list[AuthVersionProbe] = []
         self.registry = RegistryStore(self)
         self.device_events = DeviceEventStore(self)
 
     def migrate(self) -> list[int]:
         return migrate(self.database)
+
+    def watch_credentials(self, on_change: Callable[[], None]) -> Callable[[], bool] | None:
+        """Makes `on_change()` run whenever credentials may have changed in any process.
+
+        On PostgreSQL a LISTEN thread calls it (and once when listening starts); returns
+        None. On SQLite returns `check()`, which reads the credential version and calls
+        `on_change()` when it moved: the caller runs it before trusting its cache."""
+        if self.postgres:
+            listener = FeedListener(self.url, lambda _: on_change(), channel=AUTH_CHANNEL)
+            listener.start()
+            self._feed_listeners.append(listener)
+            return None
+        probe = AuthVersionProbe(self.database.database)
+        self._probes.append(probe)
+        seen = probe.version()
+
+        def check() -> bool:
+            nonlocal seen
+            version = probe.version()
+            if version == seen:
+                return False
+            seen = version
+            on_change()
+            return True
+
+        return check
 
     def listen_for_commits(self, on_commit: Callable[[int], None]) -> None:
         """On PostgreSQL, calls `on_commit(newest seq)` from a thread whenever any replica
@@ -74,6 +102,8 @@ class Store:
     def close(self) -> None:
         for listener in self._feed_listeners:
             listener.stop()
+        for probe in self._probes:
+            probe.close()
         self.writer.close()
         self._readers.shutdown(wait=True)
         self.database.close()

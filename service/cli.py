@@ -15,7 +15,16 @@ import argcomplete
 
 from persistence.store import Store
 from service import cli_events
-from service.domain.access import ROOT_DOMAIN, Principal, Role, check_domain_path
+from service.domain.access import (
+    ROLE_PRIVILEGES,
+    ROOT_DOMAIN,
+    Principal,
+    Role,
+    check_domain_path,
+    format_privileges,
+    parse_privileges,
+    privileges_from_text,
+)
 from service.domain.errors import DomainError
 from service.domain.registry import RegistryManager
 from service.server import ServerSettings, serve
@@ -86,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     key.add_argument("--role", required=True, help="Read, ReadWrite or Admin")
     key.add_argument("--domain", default="/", help="domain subtree, such as /root/sub1")
     key.add_argument("--name", default="api-key")
+    key.add_argument(
+        "--privileges",
+        default="",
+        help="comma-separated privileges narrower than the role's, such as "
+        "'Events.READ,Events.CREATE' (seed 001's 'read event.tenant' works too)",
+    )
     listing = actions.add_parser("list-keys", help="list API keys (never their secrets)")
     listing.add_argument("--tenant")
     revoke = actions.add_parser("revoke-key", help="revoke an API key by its id")
@@ -180,12 +195,18 @@ def _admin(store: Store, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        role = Role.parse(args.role)
         issued = store.keys.create_key(
-            args.tenant, args.name, Role.parse(args.role), check_domain_path(args.domain)
+            args.tenant,
+            args.name,
+            role,
+            check_domain_path(args.domain),
+            parse_privileges(args.privileges.split(","), role),
         )
+        granted = format_privileges(issued.privileges or ROLE_PRIVILEGES[role])
         print(
-            f"key id {issued.key_id} ({issued.role.title}, tenant {issued.tenant_id}, "
-            f"domain {issued.domain}); the secret is shown once:",
+            f"key id {issued.key_id} ({issued.role.title}: {granted}; tenant "
+            f"{issued.tenant_id}, domain {issued.domain}); the secret is shown once:",
             file=sys.stderr,
         )
         print(issued.secret)
@@ -193,9 +214,11 @@ def _admin(store: Store, args: argparse.Namespace) -> int:
     if args.action == "list-keys":
         for row in store.keys.list_keys(args.tenant):
             state = "revoked" if row["revoke_time"] else "active"
+            role = Role(row["role"])
+            granted = format_privileges(privileges_from_text(row["privileges"], role))
             print(
-                f"{row['id']}  {row['tenant_id']}  {Role(row['role']).title:9}  "
-                f"{row['domain']}  {row['name']}  {state}"
+                f"{row['id']}  {row['tenant_id']}  {role.title:9}  "
+                f"{row['domain']}  {row['name']}  {state}  {granted}"
             )
         return 0
     revoked = store.keys.revoke_key(args.key_id)

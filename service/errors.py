@@ -7,11 +7,12 @@ import logging
 import uuid
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service.domain import errors
+from service.domain.access import Privilege
 
 log = logging.getLogger(__name__)
 DOMAIN = "eventmgmt.io"
@@ -65,7 +66,12 @@ def to_status_proto(error: BaseException) -> status_pb2.Status:
     else:
         code, reason = code_pb2.INTERNAL, "INTERNAL"
         message = _internal_message()
-    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))]
+    metadata = error.metadata if isinstance(error, errors.DomainError) else {}
+    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))]
+    if isinstance(error, errors.ResourceExhausted) and error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(max(1, round(error.retry_after * 1000)))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     if isinstance(error, errors.InvalidInput):
         details.append(
             _pack(
@@ -102,7 +108,7 @@ _DEVICE_ERROR_CODES = {
     "API_KEY_INVALID": 4,
     "TENANT_NOT_FOUND": 4,
     "TENANT_ACCESS_DENIED": 4,
-    "ROLE_TOO_LOW": 4,
+    **{p.reason: 4 for p in Privilege},
     "DEVICE_NOT_FOUND": 5,
     "DEVICE_DISABLED": 5,
     "NOT_AUTHORIZED_DOMAIN": 5,

@@ -18,7 +18,7 @@ from persistence.event_types import EventTypeRepository, RetentionRepository
 from persistence.jobs import JobRepository
 from persistence.sharing import ShareRepository
 from persistence.store import Store
-from service.auth import KeyResolver, PrincipalInterceptor
+from service.auth import CredentialResolver, PrincipalInterceptor
 from service.domain.device_events import PENDING_BATCH, DeviceEventReporter
 from service.domain.event_types import EventTypeManager
 from service.domain.events import EventManager
@@ -141,13 +141,11 @@ def create_server(
     services = services or Services.over(store)
     events, feed = services.events, services.feed
     types = services.types
+    resolver = CredentialResolver(store.keys.principal_for)
+    resolver.check = store.watch_credentials(resolver.invalidate_threadsafe)
     server = grpc.aio.server(
         # Seed 000's path answers its failures with its own body, never a gRPC status.
-        interceptors=[
-            PrincipalInterceptor(
-                KeyResolver(store.keys.principal_for), {REST_REPORT_METHOD: answer_device_error}
-            )
-        ],
+        interceptors=[PrincipalInterceptor(resolver, {REST_REPORT_METHOD: answer_device_error})],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -393,7 +393,7 @@ def test_global_types_are_shared_but_changed_only_by_their_owner(
         "POST", "/eventTypes", {"name": "g", "scope": "GLOBAL"}, key=keys.writer
     )
     assert by_writer.status == 403
-    assert error_reason(by_writer) == "ROLE_TOO_LOW"
+    assert error_reason(by_writer) == "MISSING_PRIVILEGE_ADMIN"
     kind = create_type(service, keys.admin, scope="GLOBAL", fields=[field("zone")])
 
     seen = service.request("GET", f"/eventTypes/{kind['id']}", key=keys.other_tenant)
@@ -415,7 +415,7 @@ def test_read_keys_cannot_create_types(service: Service, keys: Keys) -> None:
     answer = service.request("POST", "/eventTypes", {"name": "x"}, key=keys.read)
 
     assert answer.status == 403
-    assert error_reason(answer) == "ROLE_TOO_LOW"
+    assert error_reason(answer) == "MISSING_PRIVILEGE_EVENT_TYPES_WRITE"
 
 
 def test_list_pages_through_visible_types(service: Service, keys: Keys) -> None:

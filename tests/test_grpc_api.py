@@ -130,7 +130,7 @@ def test_errors_carry_reason_and_field_violations(
             event_service_pb2.CreateEventRequest(event=event_pb2.Event()), metadata=auth(keys.read)
         )
     assert read_only.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert grpc_details(read_only.value)[0] == "ROLE_TOO_LOW"
+    assert grpc_details(read_only.value)[0] == "MISSING_PRIVILEGE_EVENTS_CREATE"
 
 
 def test_stale_etag_changes_nothing(

@@ -345,7 +345,7 @@ def test_a_read_key_cannot_create(grpc_stub: Any, make_key: Callable[..., Metada
     reader = make_key(tenant, Role.READ)
     error, status = rpc_error(lambda: create(grpc_stub, reader, description="nope"))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert details(status)[0].reason == "ROLE_TOO_LOW"
+    assert details(status)[0].reason == "MISSING_PRIVILEGE_EVENTS_CREATE"
     listed = grpc_stub.ListEvents(event_service_pb2.ListEventsRequest(), metadata=reader)
     assert listed.total_size == 0
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from service.domain.access import Principal, Role
+from service.domain.access import Principal
 from service.domain.errors import (
     AlreadyExists,
     FieldViolation,
@@ -228,7 +228,6 @@ class DeviceEventReporter:
                 f"tenantId: this API key has no access to tenant {tenant_id}",
                 "TENANT_ACCESS_DENIED",
             )
-        principal.require(Role.READ_WRITE)
 
     async def process_pending(self, limit: int = PENDING_BATCH) -> tuple[int, int]:
         """Stores pending reports as events, dropping those that duplicate a stored event."""

@@ -10,12 +10,18 @@ class DomainError(Exception):
     """Base of every failure the domain reports to callers; `reason` is stable UPPER_SNAKE."""
 
     reason = "UNKNOWN"
+    # Stable facts for machines beside the reason, such as the privilege a call lacks.
+    metadata: dict[str, str] = {}  # noqa: RUF012 - replaced per instance, never mutated
 
-    def __init__(self, message: str, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, reason: str | None = None, metadata: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
+        if metadata:
+            self.metadata = metadata
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,17 @@ class PermissionDenied(DomainError):
 
 
 class ResourceExhausted(DomainError):
-    """A size or rate limit was reached."""
+    """A size or rate limit was reached; `retry_after` (seconds) when waiting helps."""
 
     reason = "RESOURCE_EXHAUSTED"
+    retry_after: float | None = None
+
+    def __init__(
+        self,
+        message: str,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, reason, metadata)
+        self.retry_after = retry_after

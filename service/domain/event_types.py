@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
 
-from service.domain.access import Principal, Role
+from service.domain.access import Principal, Privilege
 from service.domain.custom_fields import (
     FieldDefinition,
     FieldType,
@@ -277,10 +277,9 @@ class EventTypeManager:
         self._repository = repository
 
     async def create(self, principal: Principal, spec: EventTypeSpec) -> EventType:
-        principal.require(Role.READ_WRITE)
         scope = spec.scope or Scope.LOCAL
         if scope == Scope.GLOBAL:
-            principal.require(Role.ADMIN)
+            principal.require(Privilege.ADMIN)
         spec = dataclasses.replace(spec, fields=spec.fields or ())
         violations = _check_spec(spec, creating=True)
         if violations:
@@ -348,7 +347,7 @@ class EventTypeManager:
         fields = spec.fields or ()
         scope = spec.scope or stored.scope
         if Scope.GLOBAL in (scope, stored.scope):
-            principal.require(Role.ADMIN)
+            principal.require(Privilege.ADMIN)
         if spec.id and spec.id != type_id:
             raise invalid("id", "differs from the id in the path; ids cannot change")
         violations = _check_spec(spec, creating=False)
@@ -389,7 +388,7 @@ class EventTypeManager:
     async def delete(self, principal: Principal, type_id: str, expected_etag: int | None) -> None:
         stored = await self._owned(principal, type_id)
         if stored.scope == Scope.GLOBAL:
-            principal.require(Role.ADMIN)
+            principal.require(Privilege.ADMIN)
         audit = audit_event(principal, type_id, CODE_EVENT_TYPE_DELETED, "deleted")
         outcome = await self._repository.delete(principal, type_id, expected_etag, audit)
         if outcome == "stale":
@@ -419,7 +418,6 @@ class EventTypeManager:
         return found.pop() if len(found) == 1 else None
 
     async def _owned(self, principal: Principal, type_id: str) -> EventType:
-        principal.require(Role.READ_WRITE)
         stored = await self.get(principal, type_id)
         if stored.tenant_id != principal.tenant_id:
             raise PermissionDenied(

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from service.domain.access import Principal, Role, check_domain_path
+from service.domain.access import Principal, check_domain_path
 from service.domain.custom_fields import (
     STANDARD_EVENT,
     FieldDefinition,
@@ -412,7 +412,6 @@ class EventManager:
         """Stores a batch with one write: each draft gets its own outcome, in order. A draft
         that breaks a rule fails alone; one whose idempotency key is already stored (or
         earlier in the batch) stores nothing and answers with the first event's id."""
-        principal.require(Role.READ_WRITE)
         outcomes: list[IngestOutcome] = []
         accepted: list[tuple[Event, str | None]] = []
         for draft in drafts:
@@ -436,7 +435,6 @@ class EventManager:
 
     async def prepare(self, principal: Principal, fields: Mapping[str, Any]) -> Event:
         """Checks a new event against every rule and builds it, without storing it."""
-        principal.require(Role.READ_WRITE)
         violations = _check_fields(fields)
         type_id = canonical_type_id(fields.get("type_id") or STANDARD_EVENT)
         custom: dict[str, Any] = {}
@@ -532,7 +530,6 @@ class EventManager:
     ) -> tuple[Event, list[str]]:
         """Applies the updatable fields; returns the new event and the fields left unchanged
         because they are not updatable (reported to the caller, never silently dropped)."""
-        principal.require(Role.READ_WRITE)
         violations = _check_fields(fields)
         if violations:
             raise InvalidInput(violations)
@@ -566,7 +563,6 @@ class EventManager:
         return updated, kept
 
     async def acknowledge(self, principal: Principal, event_id: str) -> Event:
-        principal.require(Role.READ_WRITE)
         stored = await self.get(principal, event_id, whole_tenant=True, include_shared=True)
         self._check_writable(principal, stored)
         if stored.acknowledged:

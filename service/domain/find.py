@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from service.domain.access import Principal, Role
+from service.domain.access import Principal
 from service.domain.find_answer import FindResult, answer_document
 from service.domain.find_parser import parse_find_request
 from service.domain.find_query import FindRequest
@@ -29,7 +29,6 @@ class EventFinder:
     async def find(
         self, principal: Principal, document: Any, *, include_shared: bool = False
     ) -> dict[str, Any]:
-        principal.require(Role.READ)
         started = time.monotonic()
         request = parse_find_request(document, include_shared)
         result = await self._repository.find(principal, request)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.domain.access import Principal, Role, check_domain_path
+from service.domain.access import Principal, check_domain_path
 from service.domain.errors import (
     AlreadyExists,
     FieldViolation,
@@ -108,7 +108,6 @@ class RegistryManager:
     async def create_device(
         self, principal: Principal, device_id: str, domain: str = "", entity_type: str = ""
     ) -> Device:
-        principal.require(Role.ADMIN)
         violations: list[FieldViolation] = []
         for check in (
             lambda: check_registry_id(device_id, "device.id", MAX_DEVICE_ID),
@@ -148,11 +147,9 @@ class RegistryManager:
     async def list_devices(
         self, principal: Principal, after_id: str = "", limit: int = DEFAULT_REGISTRY_PAGE
     ) -> list[Device]:
-        principal.require(Role.ADMIN)
         return await self._repository.list_devices(principal, after_id, limit)
 
     async def disable_device(self, principal: Principal, device_id: str) -> Device:
-        principal.require(Role.ADMIN)
         device = await self._repository.get_device(principal, device_id)
         if device is None:
             raise NotFound(f"device {device_id} not found", reason="DEVICE_NOT_FOUND")
@@ -168,7 +165,6 @@ class RegistryManager:
         return dataclasses.replace(device, enabled=False, update_time=now)
 
     async def create_app(self, principal: Principal, app_id: str, name: str = "") -> App:
-        principal.require(Role.ADMIN)
         check_registry_id(app_id, "app.id", MAX_APP_ID)
         if len(name) > MAX_APP_NAME:
             raise invalid("app.name", f"at most {MAX_APP_NAME} characters")
@@ -183,11 +179,9 @@ class RegistryManager:
     async def list_apps(
         self, principal: Principal, after_id: str = "", limit: int = DEFAULT_REGISTRY_PAGE
     ) -> list[App]:
-        principal.require(Role.ADMIN)
         return await self._repository.list_apps(principal, after_id, limit)
 
     async def disable_app(self, principal: Principal, app_id: str) -> App:
-        principal.require(Role.ADMIN)
         app = await self._repository.get_app(principal, app_id)
         if app is None:
             raise NotFound(f"app {app_id} not found", reason="APP_NOT_FOUND")

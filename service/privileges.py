@@ -51,6 +51,7 @@ RPC_ACCESS: dict[str, dict[str, Access]] = {
         "AcknowledgeEvent": needs(EU),
     },
     "eventmgmt.v1.EventRestService": {
+        "RestGetApiRoot": SIGNED_IN,
         "RestCreateEvent": needs(EC),
         "RestGetEvent": needs(ER),
         "RestListEvents": needs(ER),

@@ -6,29 +6,34 @@ nothing. The fuzz tests (test_fuzz_*.py) look for new members of these classes."
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import auth, grpc_details, violations
 from service.domain.errors import InvalidInput
 from service.domain.parsing import loads_json, parse_digits
+from service.v1 import (
+    event_pb2,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    event_stream_service_pb2,
+    event_stream_service_pb2_grpc,
+)
 
 if TYPE_CHECKING:
-    from conftest import Response, Service
+    from helpers import Service
 
 LONE_SURROGATE = "a \\ud800 b"
 UNSTORABLE_RULE = "must be valid Unicode text"
-
-
-def violations(answer: Response) -> dict[str, str]:
-    body = answer.json()
-    bad_request = next(d for d in body["details"] if d["@type"].endswith("BadRequest"))
-    return {v["field"]: v["description"] for v in bad_request["fieldViolations"]}
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +235,124 @@ def test_hostile_writes_of_one_tenant_fail_no_valid_write_of_others(service: Ser
     assert [stored_with(service, key, marker) for key in writers] == [8 * per_thread] * 2
     everything = service.request("GET", "/events", key=attacker).json()
     assert everything["page"]["totalElements"] == 0
+
+
+# --- gRPC: values the wire allows and nothing downstream holds -------------------------------
+
+
+def _event(**fields: Any) -> event_pb2.Event:
+    return event_pb2.Event(description=fields.pop("description", "x"), **fields)
+
+
+def _struct_event(value: float) -> event_pb2.Event:
+    draft = _event()
+    draft.source_object.update({"reading": {"values": [1, value]}})
+    return draft
+
+
+def _custom_double(value: float) -> event_pb2.Event:
+    draft = _event()
+    draft.custom_fields["level"].double_value = value
+    return draft
+
+
+GRPC_EVENTS = {
+    "NaN in a Struct": (_struct_event(math.nan), "event.source_object.fields.reading"),
+    "Infinity in a Struct": (_struct_event(-math.inf), "event.source_object.fields.reading"),
+    "NaN as a double": (_custom_double(math.nan), "event.custom_fields.level.double_value"),
+    "Timestamp seconds too large": (
+        _event(timestamp=Timestamp(seconds=10**13)),
+        "event.timestamp",
+    ),
+    "Timestamp seconds too small": (
+        _event(timestamp=Timestamp(seconds=-(10**12))),
+        "event.timestamp",
+    ),
+    "Timestamp nanos negative": (
+        _event(timestamp=Timestamp(seconds=1, nanos=-1)),
+        "event.timestamp",
+    ),
+    "severity without a name": (_event(severity=99), "event.severity"),  # type: ignore[arg-type]
+    "classification without a name": (
+        _event(classification=-3),  # type: ignore[arg-type]
+        "event.classification",
+    ),
+    "NUL in a string": (_event(code="a\x00b"), "event.code"),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", list(GRPC_EVENTS))
+def test_grpc_values_no_backend_holds_are_invalid_argument(
+    service: Service, channel: grpc.Channel, key: str, case: str
+) -> None:
+    draft, field = GRPC_EVENTS[case]
+    marker = f"marker-{uuid.uuid4().hex}"
+    draft.description = marker
+    stub = event_service_pb2_grpc.EventServiceStub(channel)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CreateEvent(event_service_pb2.CreateEventRequest(event=draft), metadata=auth(key))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, named = grpc_details(caught.value)
+    assert [name for name in named if name.startswith(field)], named
+    assert stored_with(service, key, marker) == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("cursor", ["é", "²", "\uff11\uff12", "\u0661"])
+def test_non_ascii_cursors_are_invalid_argument(
+    channel: grpc.Channel, key: str, cursor: str
+) -> None:
+    stream = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
+    events = event_service_pb2_grpc.EventServiceStub(channel)
+
+    with pytest.raises(grpc.RpcError) as by_subscription:
+        next(
+            stream.SubscribeEvents(
+                event_stream_service_pb2.SubscribeEventsRequest(cursor=cursor),
+                metadata=auth(key),
+                timeout=10,
+            )
+        )
+    with pytest.raises(grpc.RpcError) as by_list:
+        events.ListEvents(
+            event_service_pb2.ListEventsRequest(page_token=cursor), metadata=auth(key), timeout=10
+        )
+
+    assert by_subscription.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(grpc_details(by_subscription.value)[1]) == ["cursor"]
+    assert by_list.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(grpc_details(by_list.value)[1]) == ["page_token"]
+
+
+# Not protobuf, a truncated varint, a length beyond the end.
+CORRUPT = [b"\xff\xff\xff\xff", b"\x08\xff", b"\x0a\x10\x01"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("raw", CORRUPT)
+def test_corrupt_messages_are_invalid_argument(
+    service: Service, channel: grpc.Channel, key: str, raw: bytes
+) -> None:
+    unary = channel.unary_unary("/eventmgmt.v1.EventService/CreateEvent")
+    ingest = channel.stream_stream("/eventmgmt.v1.EventStreamService/IngestEvents")
+    marker = f"marker-{uuid.uuid4().hex}"
+    valid = event_stream_service_pb2.IngestEventsRequest(
+        items=[event_stream_service_pb2.IngestItem(event=_event(description=marker))]
+    ).SerializeToString()
+
+    with pytest.raises(grpc.RpcError) as by_unary:
+        unary(raw, metadata=auth(key), timeout=10)
+    answers = ingest(iter([valid, raw]), metadata=auth(key), timeout=10)
+    # The batch before the corrupt message is answered (and stored), then the stream ends.
+    first = event_stream_service_pb2.IngestEventsResponse.FromString(next(answers))
+    with pytest.raises(grpc.RpcError) as by_stream:
+        next(answers)
+
+    for caught in (by_unary, by_stream):
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert grpc_details(caught.value)[0] == "MALFORMED_MESSAGE"
+    assert first.results[0].id
+    assert stored_with(service, key, marker) == 1

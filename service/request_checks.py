@@ -1,0 +1,256 @@
+"""Checks every request message before its servicer sees it, from the descriptors alone, so
+that each rpc (and each new one) gets them: the bytes must parse, and no value may be one
+that the wire format allows but nothing downstream can hold (NUL in a string, an enum number
+without a name, NaN or Infinity, a Timestamp outside its range). Failures name the field by
+its path in the message and the rule, as INVALID_ARGUMENT, and nothing is stored.
+
+Streamed ingest checks a thousand events per message, so the check comes in two parts: a
+plan per message type that only answers "clean or not" and skips what the wire bytes cannot
+hold, and, for the rare message that is not clean, a walk that names every violation."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from service.domain.errors import FieldViolation, InvalidInput, invalid
+
+# google.protobuf.Timestamp's own range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+_TIMESTAMP = "google.protobuf.Timestamp"
+_STRUCT = "google.protobuf.Struct"
+_VALUE = "google.protobuf.Value"
+# Prefilters on the wire bytes: a string holding NUL puts a zero byte on the wire, and a NaN
+# or infinite double (little-endian, exponent all ones) ends in 0x7f or 0xff after a byte of
+# 0xf0 or more. A false match only costs the checks it would have skipped.
+_NON_FINITE = re.compile(rb"[\xf0-\xff][\x7f\xff]")
+_NOT_FINITE = "must be a finite number, not NaN or Infinity"
+_HAS_NUL = "must not contain NUL characters"
+_KEY_HAS_NUL = "keys must not contain NUL characters"
+_STRING = FieldDescriptor.TYPE_STRING
+_ENUM = FieldDescriptor.TYPE_ENUM
+_FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_MESSAGES = (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP)
+
+
+def _map_entry(f: FieldDescriptor) -> Descriptor | None:
+    entry = f.message_type
+    return entry if entry is not None and entry.GetOptions().map_entry else None
+
+
+def _enum_rule(f: FieldDescriptor, value: int) -> str | None:
+    enum = f.enum_type
+    assert enum is not None
+    if value in enum.values_by_number:
+        return None
+    return f"{value} is no value of {enum.name}; use one of {', '.join(enum.values_by_name)}"
+
+
+def _timestamp_rules(message: Any) -> list[str]:
+    rules = []
+    if not MIN_TIMESTAMP_SECONDS <= message.seconds <= MAX_TIMESTAMP_SECONDS:
+        rules.append("seconds must lie between 0001-01-01 and 9999-12-31")
+    if not 0 <= message.nanos <= 999_999_999:
+        rules.append("nanos must be 0 to 999999999")
+    return rules
+
+
+# --- naming every violation ----------------------------------------------------------------
+
+
+def _scalar_rule(f: FieldDescriptor, value: Any) -> str | None:
+    if f.type == _STRING:
+        # PostgreSQL stores no NUL in text; refused everywhere so both backends agree.
+        return _HAS_NUL if "\x00" in value else None
+    if f.type == _ENUM:
+        return _enum_rule(f, value)
+    if f.type in _FLOATS:
+        return None if math.isfinite(value) else _NOT_FINITE
+    return None
+
+
+def _walk(message: Any, path: str, out: list[FieldViolation]) -> None:
+    if message.DESCRIPTOR.full_name == _TIMESTAMP:
+        out.extend(FieldViolation(path, rule) for rule in _timestamp_rules(message))
+        return
+    for f, value in message.ListFields():
+        where = f"{path}.{f.name}" if path else f.name
+        entry = _map_entry(f)
+        if entry is not None:
+            value_field = entry.fields_by_name["value"]
+            items = []
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    out.append(FieldViolation(where, _KEY_HAS_NUL))
+                items.append((f"{where}.{key}", item))
+            f = value_field
+        elif f.is_repeated:
+            items = [(f"{where}[{index}]", item) for index, item in enumerate(value)]
+        else:
+            items = [(where, value)]
+        for item_path, item in items:
+            if f.type in _MESSAGES:
+                _walk(item, item_path, out)
+            elif (rule := _scalar_rule(f, item)) is not None:
+                out.append(FieldViolation(item_path, rule))
+
+
+# --- the fast yes-or-no --------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Plan:
+    """The fields of one message type that can hold something to refuse."""
+
+    special: str = ""  # Timestamp and Struct are checked by hand
+    strings: tuple[str, ...] = ()
+    enums: tuple[tuple[str, frozenset[int]], ...] = ()
+    floats: tuple[str, ...] = ()
+    messages: tuple[tuple[str, _Plan], ...] = ()
+    # Repeated fields and maps, by their values: (name, is a map, check its keys, kind,
+    # enum numbers, plan of the values).
+    collections: tuple[tuple[str, bool, bool, str, frozenset[int], _Plan | None], ...] = ()
+
+
+_plans: dict[tuple[str, bool, bool], _Plan] = {}
+
+
+def _plan(descriptor: Descriptor, strings: bool, floats: bool) -> _Plan:
+    key = (descriptor.full_name, strings, floats)
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan
+    # Stored before its fields are filled, so that a recursive type finds its own plan.
+    plan = _plans[key] = _Plan()
+    if descriptor.full_name in (_TIMESTAMP, _STRUCT, _VALUE):
+        plan.special = descriptor.full_name
+        return plan
+    singular: dict[str, list[Any]] = {"string": [], "enum": [], "float": [], "message": []}
+    collections = []
+    for f in descriptor.fields:
+        entry = _map_entry(f)
+        target = entry.fields_by_name["value"] if entry is not None else f
+        string_keys = entry is not None and entry.fields_by_name["key"].type == _STRING
+        kind, numbers, sub = "", frozenset[int](), None
+        if target.type == _STRING and strings:
+            kind = "string"
+        elif target.type == _ENUM:
+            assert target.enum_type is not None
+            kind, numbers = "enum", frozenset(target.enum_type.values_by_number)
+        elif target.type in _FLOATS and floats:
+            kind = "float"
+        elif target.type in _MESSAGES:
+            assert target.message_type is not None
+            kind, sub = "message", _plan(target.message_type, strings, floats)
+        if not kind and not (string_keys and strings):
+            continue
+        if entry is not None or f.is_repeated:
+            is_map = entry is not None
+            collections.append((f.name, is_map, string_keys and strings, kind, numbers, sub))
+        elif kind == "enum":
+            singular["enum"].append((f.name, numbers))
+        elif kind == "message":
+            singular["message"].append((f.name, sub))
+        else:
+            singular[kind].append(f.name)
+    plan.strings = tuple(singular["string"])
+    plan.enums = tuple(singular["enum"])
+    plan.floats = tuple(singular["float"])
+    plan.messages = tuple(singular["message"])
+    plan.collections = tuple(collections)
+    return plan
+
+
+def _clean_value(value: Any) -> bool:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return math.isfinite(value.number_value)
+    if kind == "string_value":
+        return "\x00" not in value.string_value
+    if kind == "struct_value":
+        return _clean_struct(value.struct_value)
+    if kind == "list_value":
+        return all(_clean_value(item) for item in value.list_value.values)
+    return True
+
+
+def _clean_struct(struct: Any) -> bool:
+    return all("\x00" not in key and _clean_value(item) for key, item in struct.fields.items())
+
+
+def _clean_item(item: Any, kind: str, numbers: frozenset[int], sub: _Plan | None) -> bool:
+    if sub is not None:
+        return _clean(item, sub)
+    if kind == "string":
+        return "\x00" not in item
+    if kind == "enum":
+        return item in numbers
+    return kind != "float" or math.isfinite(item)
+
+
+def _clean(message: Any, plan: _Plan) -> bool:
+    if plan.special:
+        if plan.special == _TIMESTAMP:
+            return not _timestamp_rules(message)
+        return _clean_struct(message) if plan.special == _STRUCT else _clean_value(message)
+    for name in plan.strings:
+        if "\x00" in getattr(message, name):
+            return False
+    for name, numbers in plan.enums:
+        if getattr(message, name) not in numbers:
+            return False
+    for name in plan.floats:
+        if not math.isfinite(getattr(message, name)):
+            return False
+    for name, plan_of in plan.messages:
+        if message.HasField(name) and not _clean(getattr(message, name), plan_of):
+            return False
+    for name, is_map, check_keys, kind, numbers, items_plan in plan.collections:
+        values = getattr(message, name)
+        if not values:
+            continue
+        if is_map:
+            if check_keys and any("\x00" in key for key in values):
+                return False
+            values = values.values()
+        if kind and not all(_clean_item(item, kind, numbers, items_plan) for item in values):
+            return False
+    return True
+
+
+def check_request(message: Message, raw: bytes | None = None) -> None:
+    """Raises InvalidInput naming every value no rpc may receive. With the wire bytes at
+    hand, kinds of values that they show cannot be there are not looked at."""
+    strings = raw is None or b"\x00" in raw
+    floats = raw is None or _NON_FINITE.search(raw) is not None
+    descriptor: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
+    if _clean(message, _plan(descriptor, strings, floats)):
+        return
+    violations: list[FieldViolation] = []
+    _walk(message, "", violations)
+    raise InvalidInput(violations)
+
+
+def checked_deserializer(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """`deserializer` made to raise InvalidInput (not DecodeError) for corrupt bytes, and to
+    check what it parsed. Called by the interceptor inside the call, where errors are
+    answered, rather than by grpc, which answers a corrupt message with UNKNOWN."""
+
+    def parse(raw: bytes) -> Any:
+        try:
+            message = deserializer(raw)
+        except DecodeError as error:
+            raise invalid(
+                "request", f"must be a valid protobuf message: {error}", reason="MALFORMED_MESSAGE"
+            ) from None
+        check_request(message, raw)
+        return message
+
+    return parse

@@ -31,6 +31,9 @@ _VALUE = "google.protobuf.Value"
 # or infinite double (little-endian, exponent all ones) ends in 0x7f or 0xff after a byte of
 # 0xf0 or more. A false match only costs the checks it would have skipped.
 _NON_FINITE = re.compile(rb"[\xf0-\xff][\x7f\xff]")
+# Requests whose items get an answer each: a bad item fails alone, so the servicer checks
+# each with check_request and answers its error in place (streamed ingest).
+ANSWERED_ONE_BY_ONE = {"eventmgmt.v1.IngestEventsRequest": "items"}
 _NOT_FINITE = "must be a finite number, not NaN or Infinity"
 _HAS_NUL = "must not contain NUL characters"
 _KEY_HAS_NUL = "keys must not contain NUL characters"
@@ -76,11 +79,13 @@ def _scalar_rule(f: FieldDescriptor, value: Any) -> str | None:
     return None
 
 
-def _walk(message: Any, path: str, out: list[FieldViolation]) -> None:
+def _walk(message: Any, path: str, out: list[FieldViolation], skip: str = "") -> None:
     if message.DESCRIPTOR.full_name == _TIMESTAMP:
         out.extend(FieldViolation(path, rule) for rule in _timestamp_rules(message))
         return
     for f, value in message.ListFields():
+        if f.name == skip:
+            continue
         where = f"{path}.{f.name}" if path else f.name
         entry = _map_entry(f)
         if entry is not None:
@@ -119,11 +124,11 @@ class _Plan:
     collections: tuple[tuple[str, bool, bool, str, frozenset[int], _Plan | None], ...] = ()
 
 
-_plans: dict[tuple[str, bool, bool], _Plan] = {}
+_plans: dict[tuple[str, bool, bool, str], _Plan] = {}
 
 
-def _plan(descriptor: Descriptor, strings: bool, floats: bool) -> _Plan:
-    key = (descriptor.full_name, strings, floats)
+def _plan(descriptor: Descriptor, strings: bool, floats: bool, skip: str = "") -> _Plan:
+    key = (descriptor.full_name, strings, floats, skip)
     plan = _plans.get(key)
     if plan is not None:
         return plan
@@ -135,6 +140,8 @@ def _plan(descriptor: Descriptor, strings: bool, floats: bool) -> _Plan:
     singular: dict[str, list[Any]] = {"string": [], "enum": [], "float": [], "message": []}
     collections = []
     for f in descriptor.fields:
+        if f.name == skip:
+            continue
         entry = _map_entry(f)
         target = entry.fields_by_name["value"] if entry is not None else f
         string_keys = entry is not None and entry.fields_by_name["key"].type == _STRING
@@ -226,15 +233,17 @@ def _clean(message: Any, plan: _Plan) -> bool:
 
 
 def check_request(message: Message, raw: bytes | None = None) -> None:
-    """Raises InvalidInput naming every value no rpc may receive. With the wire bytes at
-    hand, kinds of values that they show cannot be there are not looked at."""
+    """Raises InvalidInput naming every value no rpc may receive, except in the items that
+    the servicer answers one by one. With the wire bytes at hand, kinds of values that they
+    show cannot be there are not looked at."""
     strings = raw is None or b"\x00" in raw
     floats = raw is None or _NON_FINITE.search(raw) is not None
     descriptor: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
-    if _clean(message, _plan(descriptor, strings, floats)):
+    skip = ANSWERED_ONE_BY_ONE.get(descriptor.full_name, "")
+    if _clean(message, _plan(descriptor, strings, floats, skip)):
         return
     violations: list[FieldViolation] = []
-    _walk(message, "", violations)
+    _walk(message, "", violations, skip)
     raise InvalidInput(violations)
 
 

@@ -286,8 +286,10 @@ GRPC_EVENTS = {
 def test_grpc_values_no_backend_holds_are_invalid_argument(
     service: Service, channel: grpc.Channel, key: str, case: str
 ) -> None:
-    draft, field = GRPC_EVENTS[case]
+    template, field = GRPC_EVENTS[case]
     marker = f"marker-{uuid.uuid4().hex}"
+    draft = event_pb2.Event(description=marker)
+    draft.MergeFrom(template)
     draft.description = marker
     stub = event_service_pb2_grpc.EventServiceStub(channel)
 
@@ -356,3 +358,24 @@ def test_corrupt_messages_are_invalid_argument(
         assert grpc_details(caught.value)[0] == "MALFORMED_MESSAGE"
     assert first.results[0].id
     assert stored_with(service, key, marker) == 1
+
+
+@pytest.mark.integration
+def test_a_bad_event_in_a_streamed_batch_fails_alone(
+    service: Service, channel: grpc.Channel, key: str
+) -> None:
+    marker = f"marker-{uuid.uuid4().hex}"
+    bad = [draft for draft, _ in GRPC_EVENTS.values()]
+    items = [_event(description=marker) for _ in range(3)]
+    for draft in bad:
+        items.insert(2, draft)
+    request = event_stream_service_pb2.IngestEventsRequest(
+        items=[event_stream_service_pb2.IngestItem(event=draft) for draft in items]
+    )
+    stub = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
+
+    (answer,) = stub.IngestEvents(iter([request]), metadata=auth(key), timeout=10)
+
+    codes = [result.error.code for result in answer.results]
+    assert codes == [0, 0] + [grpc.StatusCode.INVALID_ARGUMENT.value[0]] * len(bad) + [0]
+    assert stored_with(service, key, marker) == 3

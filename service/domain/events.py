@@ -249,6 +249,8 @@ MAX_IDEMPOTENCY_KEY = 128
 def check_idempotency_key(key: str) -> str:
     if not key or len(key) > MAX_IDEMPOTENCY_KEY:
         raise invalid("idempotencyKey", f"1 to {MAX_IDEMPOTENCY_KEY} characters when given")
+    if "\x00" in key:
+        raise invalid("idempotencyKey", "must not contain NUL characters")
     return key
 
 

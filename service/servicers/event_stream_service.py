@@ -24,6 +24,7 @@ from service.domain.live import (
     subscription_filter,
 )
 from service.errors import to_status_proto
+from service.request_checks import check_request
 from service.v1 import event_stream_service_pb2 as pb
 from service.v1 import event_stream_service_pb2_grpc
 
@@ -130,6 +131,7 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
         drafts: list[Draft] = []
         for item in items:
             try:
+                check_request(item.event)
                 fields = fields_from_proto(item.event)
             except DomainError as error:
                 outcomes.append(IngestOutcome(error=error))

@@ -36,11 +36,11 @@ $(THIRD_PARTY): $(STAMP)
 	$(PY) -m service.protogen third-party $(THIRD_PARTY)
 
 .PHONY: generate
-generate: $(STAMP) ## Regenerate the Python code in service/v1 from protos/.
+generate: $(STAMP) ## Regenerate service/v1 and gateway/openapi.json from protos/.
 	$(PY) -m service.protogen python
 
 .PHONY: checkgenerate
-checkgenerate: $(STAMP) ## Fail when the generated code in service/v1 is stale.
+checkgenerate: $(STAMP) ## Fail when service/v1 or gateway/openapi.json is stale.
 	$(PY) -m service.protogen check
 
 .PHONY: lint

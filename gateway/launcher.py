@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import shutil
@@ -27,6 +28,8 @@ DEVICE_PATH_REGEX = (
     r"|/eventmgmt[.]v1[.]DeviceEventRestService/.*)$"
 )
 STOP_TIMEOUT_S = 5.0
+# The largest file the docs routes answer: Swagger UI's bundle is about 1.5 MB.
+MAX_DOCS_BYTES = 4 * 1024 * 1024
 LOG_TAIL_LINES = 40
 
 
@@ -68,6 +71,19 @@ def _package_text(name: str) -> str:
     return resources.files("gateway").joinpath(name).read_text(encoding="utf-8")
 
 
+def _package_path(name: str) -> str:
+    return str(Path(str(resources.files("gateway").joinpath(name))).resolve())
+
+
+def swagger_ui_dir() -> str:
+    """The static files of the swagger-ui-py package, found without importing it (its
+    import wants jinja2 for its web framework handlers, which the gateway does not use)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the swagger-ui-py package is not installed")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "static")
+
+
 def _indent(text: str, spaces: int) -> str:
     pad = " " * spaces
     return "\n".join(pad + line if line.strip() else "" for line in text.splitlines())
@@ -90,6 +106,10 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "descriptor_path": str(Path(descriptor_path).resolve()),
         # The block scalar `inline_string: |` in the template sits at this depth.
         "lua_source": _indent(_package_text("http_status.lua"), 18),
+        "openapi_path": _package_path("openapi.json"),
+        "docs_page": _package_path("docs.html"),
+        "swagger_ui_dir": swagger_ui_dir(),
+        "max_docs_bytes": MAX_DOCS_BYTES,
     }
     return Template(_package_text("envoy.yaml.tmpl")).substitute(values)
 

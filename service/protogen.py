@@ -1,4 +1,5 @@
-"""Builds everything that is derived from protos/: Python code, descriptor sets, buf inputs.
+"""Builds everything that is derived from protos/: Python code, the OpenAPI document,
+descriptor sets, buf inputs.
 
 `python -m service.protogen python|check|third-party DIR` is what the Makefile runs.
 """
@@ -77,8 +78,18 @@ def generate_python(out: Path = GENERATED) -> None:
         (out / "__init__.py").write_text('"""Generated from protos/eventmgmt/v1; never edit."""\n')
 
 
+def generate_openapi() -> None:
+    """Writes gateway/openapi.json from the protos' HTTP annotations (service.openapi)."""
+    from service import openapi
+
+    openapi.OPENAPI_JSON.write_text(openapi.render_from_protos())
+
+
 def check_generated() -> int:
-    """Returns 1 (and says which files) when service/v1 differs from a fresh generation."""
+    """Returns 1 (and says which files) when service/v1 or gateway/openapi.json differs from
+    a fresh generation."""
+    from service import openapi
+
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "v1"
         generate_python(fresh)
@@ -89,6 +100,9 @@ def check_generated() -> int:
             for n in comparison.common_files
             if not filecmp.cmp(fresh / n, GENERATED / n, shallow=False)
         ]
+    path = openapi.OPENAPI_JSON
+    if not path.exists() or path.read_text() != openapi.render_from_protos():
+        stale.append(str(path.relative_to(REPO)))
     if stale:
         print(
             f"generated code is stale: {sorted(set(stale))}; run `make generate`", file=sys.stderr
@@ -124,6 +138,7 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else ""
     if command == "python":
         generate_python()
+        generate_openapi()
         return 0
     if command == "check":
         return check_generated()

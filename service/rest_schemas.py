@@ -1,0 +1,617 @@
+"""What the `google.api.http` annotations cannot say about the REST paths, for the OpenAPI
+document (service.openapi): the JSON inside the HttpBody requests and answers (seed 003's
+events with top-level custom fields, HAL pages, seed 000's `{error, message}`, Elasticsearch's
+answer, the SSE stream), the statuses the service chooses, and the gateway's own routes.
+
+These schemas describe service.rest_json, service.job_views and service.domain.find's
+documents; the contract tests (tests/test_openapi.py) check every answer against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.domain import event_types, events, live
+
+MESSAGE_MARKER = "$message"
+JSON = "application/json"
+
+
+def message(full_name: str) -> dict[str, Any]:
+    """The proto3 JSON schema of a message, derived from the descriptors by service.openapi."""
+    return {MESSAGE_MARKER: full_name}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _response(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _json(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}, **extra}
+
+
+_STRING: dict[str, Any] = {"type": "string"}
+_INTEGER: dict[str, Any] = {"type": "integer"}
+_BOOLEAN: dict[str, Any] = {"type": "boolean"}
+_TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
+_MILLIS: dict[str, Any] = {"type": "integer", "description": "Epoch milliseconds."}
+_LINK = {"type": "object", "properties": {"href": _STRING}, "required": ["href"]}
+_LOCATION = {"Location": {"description": "The new resource's URL.", "schema": _STRING}}
+
+
+def _object(
+    properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+_EVENT_FIELDS: dict[str, Any] = {
+    "typeId": {**_STRING, "description": "StandardEvent unless a custom type's id."},
+    "correlationId": _STRING,
+    "entityType": _STRING,
+    "entityId": _STRING,
+    "domain": {**_STRING, "description": "A domain path such as /root/sub1."},
+    "severity": {**_INTEGER, "minimum": 0, "maximum": events.MAX_SEVERITY},
+    "description": _STRING,
+    "source": {"type": ["string", "object"]},
+    "classification": {**_STRING, "enum": list(events.CLASSIFICATIONS)},
+    "category": _STRING,
+    "acknowledgementRequired": _BOOLEAN,
+    "appId": _STRING,
+    "payload": _object({"contentType": _STRING, "data": {}}, additionalProperties=False),
+}
+
+
+def _nullable(properties: dict[str, Any]) -> dict[str, Any]:
+    """Input fields where `null` means "not sent"."""
+    result = {}
+    for name, schema in properties.items():
+        kind = schema.get("type")
+        if kind is None:
+            result[name] = schema
+        else:
+            kinds = kind if isinstance(kind, list) else [kind]
+            nullable = {k: v for k, v in schema.items() if k != "enum"}
+            if "enum" in schema:
+                nullable["enum"] = [*schema["enum"], None]
+            result[name] = {**nullable, "type": [*kinds, "null"]}
+    return result
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        **message("google.rpc.Status"),
+    },
+    "DeviceError": _object(
+        {
+            "error": {
+                **_INTEGER,
+                "enum": [-1, 0, 4, 5, 6],
+                "description": "-1 unknown server error, 0 licence, 4 tenant or key, "
+                "5 device, 6 validation.",
+            },
+            "message": _STRING,
+        },
+        ("error", "message"),
+        additionalProperties=False,
+    ),
+    "EventInput": _object(
+        _nullable(
+            {
+                **_EVENT_FIELDS,
+                "timestamp": {
+                    "type": ["string", "integer"],
+                    "description": "ISO-8601 with a zone, or epoch milliseconds.",
+                },
+                "code": {"type": ["string", "integer"], "description": "Returned as a string."},
+            }
+        ),
+        description="Seed 003's event. Any other top-level name is a custom field of the "
+        "event's type (unknown ones are refused, by name).",
+        additionalProperties=True,
+    ),
+    "EventUpdate": _object(
+        _nullable(
+            {
+                **_EVENT_FIELDS,
+                "timestamp": {"type": ["string", "integer"]},
+                "code": {"type": ["string", "integer"]},
+                "id": {**_STRING, "description": "Optional; must equal the path's id."},
+                "etag": {**_INTEGER, "description": "Optional; like If-Match."},
+            }
+        ),
+        description="The fields to change; others are kept (named in a Warning header).",
+        additionalProperties=True,
+    ),
+    "Event": _object(
+        {
+            "id": {**_STRING, "format": "uuid"},
+            **_EVENT_FIELDS,
+            "timestamp": _TIME,
+            "code": _STRING,
+            "etag": _INTEGER,
+            "acknowledged": _BOOLEAN,
+            "acknowledgedAt": _TIME,
+            "acknowledgedBy": _STRING,
+            "internal": _BOOLEAN,
+            "createTime": _TIME,
+            "updateTime": _TIME,
+            "_links": _object({"self": _LINK}, ("self",)),
+        },
+        (
+            "id",
+            "typeId",
+            "timestamp",
+            "domain",
+            "etag",
+            "severity",
+            "acknowledged",
+            "createTime",
+            "updateTime",
+            "_links",
+        ),
+        description="Seed 003's event; the custom fields of its type sit at the top level.",
+        additionalProperties=True,
+    ),
+    "EventPage": _object(
+        {
+            "_embedded": _object(
+                {"events": {"type": "array", "items": _ref("Event")}}, ("events",)
+            ),
+            "_links": _object(
+                {name: _LINK for name in ("self", "first", "prev", "next", "last")},
+                ("self", "first"),
+            ),
+            "page": _object(
+                {
+                    "size": _INTEGER,
+                    "totalElements": _INTEGER,
+                    "totalPages": _INTEGER,
+                    "number": _INTEGER,
+                },
+                ("size", "totalElements", "totalPages", "number"),
+            ),
+        },
+        ("_embedded", "_links", "page"),
+        description="A HAL page; `_links.next` carries a cursor (`pageToken`).",
+    ),
+    "Acknowledgement": _object(
+        {
+            "id": _STRING,
+            "timestamp": _MILLIS,
+            "message": _STRING,
+            "classification": {"type": ["string", "null"]},
+            "acknowledgementRequired": _BOOLEAN,
+            "acknowledged": _BOOLEAN,
+            "acknowledgedAt": {"type": ["integer", "null"], "description": "Epoch milliseconds."},
+            "acknowledgedBy": {"type": ["string", "null"]},
+            "type": _STRING,
+            "source": {"type": ["string", "object", "null"]},
+            "etag": _INTEGER,
+        },
+        ("id", "timestamp", "acknowledged", "acknowledgedAt", "type", "etag"),
+        description="Seed 002's acknowledge answer.",
+    ),
+    "JobState": {**_STRING, "enum": ["ACCEPTED", "IN_PROGRESS", "FINISHED", "FINISHED_WITH_ERROR"]},
+    "JobAccepted": _object({"id": _STRING, "state": _ref("JobState")}, ("id", "state")),
+    "JobProgress": _object({"done": _INTEGER, "total": _INTEGER}, ("done", "total")),
+    "CreateEventsJobRequest": _object(
+        {
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "description": "An event as for POST /events; each is validated on its "
+                    "own and an invalid one gets its own 400 result, not a 400 for the job.",
+                },
+                "minItems": 1,
+                "maxItems": 10_000,
+            }
+        },
+        ("events",),
+        additionalProperties=False,
+    ),
+    "CreateEventsJob": _object(
+        {
+            "id": _STRING,
+            "state": _ref("JobState"),
+            "progress": _ref("JobProgress"),
+            "details": _object(
+                {
+                    "resultDescription": {
+                        "type": "array",
+                        "items": _object(
+                            {
+                                "event": {"type": "object"},
+                                "resultCode": {**_STRING, "enum": ["201", "400", "403"]},
+                                "errorMessage": _STRING,
+                            },
+                            ("event", "resultCode"),
+                        ),
+                    }
+                },
+                ("resultDescription",),
+            ),
+        },
+        ("id", "state", "progress"),
+    ),
+    "DeleteEventsJobRequest": _object(
+        {"filter": {"type": "object", "description": "Equality on event fields; {} is all."}},
+        ("filter",),
+        additionalProperties=False,
+    ),
+    "DeleteEventsJob": _object(
+        {
+            "id": _STRING,
+            "state": _ref("JobState"),
+            "progress": _ref("JobProgress"),
+            "details": _object(
+                {"resultCode": _STRING, "resultDescription": _STRING},
+                ("resultCode", "resultDescription"),
+            ),
+        },
+        ("id", "state", "progress"),
+    ),
+    "FindQuery": _object(
+        {
+            "query": {"type": "object"},
+            "sort": {"type": ["array", "object", "string"]},
+            "size": _INTEGER,
+            "from": _INTEGER,
+            "aggs": {"type": "object"},
+            "aggregations": {"type": "object"},
+            "_source": {"type": ["boolean", "array", "object", "string"]},
+        },
+        ("query",),
+        description="Elasticsearch's query DSL (seed 002): query, sort, size, from, aggs.",
+    ),
+    "FindAnswer": _object(
+        {
+            "took": _INTEGER,
+            "timed_out": _BOOLEAN,
+            "_shards": {"type": "object"},
+            "hits": _object(
+                {
+                    "total": _object(
+                        {"value": _INTEGER, "relation": {**_STRING, "enum": ["eq", "gte"]}},
+                        ("value", "relation"),
+                    ),
+                    "max_score": {"type": ["number", "null"]},
+                    "hits": {
+                        "type": "array",
+                        "items": _object(
+                            {
+                                "_index": _STRING,
+                                "_type": _STRING,
+                                "_id": _STRING,
+                                "_score": {"type": ["number", "null"]},
+                                "_source": {"type": "object"},
+                                "sort": {"type": "array"},
+                            },
+                            ("_index", "_id", "_score"),
+                        ),
+                    },
+                },
+                ("total", "max_score", "hits"),
+            ),
+            "aggregations": {"type": "object"},
+        },
+        ("took", "timed_out", "hits"),
+        description="Elasticsearch's search answer; `_source` is seed 002's event.",
+    ),
+    "DeviceReport": _object(
+        {
+            "typeId": {**_STRING, "maxLength": 24},
+            "description": {**_STRING, "maxLength": 255},
+            "appId": _STRING,
+            "severity": {**_INTEGER, "minimum": 1, "maximum": 5},
+            "data": {"type": "object"},
+            "timestamp": {**_MILLIS, "minimum": 0},
+        },
+        ("typeId", "description", "appId", "severity", "data", "timestamp"),
+        description="Seed 000's report.",
+        additionalProperties=False,
+    ),
+    "DeviceEvent": _object(
+        {
+            "id": _STRING,
+            "tenantId": _STRING,
+            "deviceId": _STRING,
+            "typeId": _STRING,
+            "description": _STRING,
+            "appId": _STRING,
+            "severity": _INTEGER,
+            "data": {"type": ["object", "null"]},
+            "timestamp": _MILLIS,
+            "domain": _STRING,
+            "etag": _INTEGER,
+            "_links": _object({"self": _LINK}, ("self",)),
+        },
+        ("id", "tenantId", "deviceId", "typeId", "timestamp", "domain", "etag", "_links"),
+        description="A device's stored (201) or pending (202) event in seed 000's shape.",
+    ),
+    "ShareInput": _object(
+        {"entityId": _STRING, "tenantId": _STRING},
+        ("entityId", "tenantId"),
+        additionalProperties=False,
+    ),
+}
+
+
+def _error(description: str, schema: str = "Error") -> dict[str, Any]:
+    return _json(description, _ref(schema))
+
+
+RESPONSES: dict[str, Any] = {
+    "BadRequest": _error("Bad input: the details name every field and rule."),
+    "Unauthenticated": _error("No API key, or an unknown one."),
+    "PermissionDenied": _error("The key may not do this (role, domain, tenant)."),
+    "NotFound": _error("No such resource in the caller's tenant."),
+    "Conflict": _error("Exists already, or a stale etag."),
+    "TooLarge": _error("The body is over the gateway's limit."),
+    "TooMany": _error("A message or quota limit was hit."),
+    "Internal": _error("An unexpected failure; the message names its incident (request id)."),
+    "Unavailable": _error("The gateway cannot reach the service."),
+    "DeviceBadRequest": _error(
+        "Malformed, unknown or invalid fields; or no such app.", "DeviceError"
+    ),
+    "DeviceUnauthenticated": _error("No API key, or an unknown one.", "DeviceError"),
+    "DeviceForbidden": _error(
+        "Another tenant's or a Read key; device disabled or outside the key's domain; "
+        "licence inactive.",
+        "DeviceError",
+    ),
+    "DeviceNotFound": _error("No such tenant or device.", "DeviceError"),
+    "DeviceConflict": _error("The same report is stored already.", "DeviceError"),
+    "DeviceTooLarge": _error("The body is over the gateway's limit.", "DeviceError"),
+    "DeviceInternal": _error("An unexpected failure (incident in the message).", "DeviceError"),
+    "DeviceUnavailable": _error("The gateway cannot reach the service.", "DeviceError"),
+}
+
+_ERRORS: dict[str, Any] = {
+    "400": _response("BadRequest"),
+    "401": _response("Unauthenticated"),
+    "403": _response("PermissionDenied"),
+    "404": _response("NotFound"),
+    "409": _response("Conflict"),
+    "413": _response("TooLarge"),
+    "429": _response("TooMany"),
+    "500": _response("Internal"),
+    "503": _response("Unavailable"),
+}
+_DEVICE_ERRORS: dict[str, Any] = {
+    "400": _response("DeviceBadRequest"),
+    "401": _response("DeviceUnauthenticated"),
+    "403": _response("DeviceForbidden"),
+    "404": _response("DeviceNotFound"),
+    "409": _response("DeviceConflict"),
+    "413": _response("DeviceTooLarge"),
+    "500": _response("DeviceInternal"),
+    "503": _response("DeviceUnavailable"),
+}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": _STRING,
+    }
+
+
+_IF_MATCH = _header("If-Match", 'The integer etag (3, "3" or W/"3"); a stale one is 409.')
+
+
+@dataclass(frozen=True)
+class Rest:
+    """What one rpc's REST binding answers beyond its annotation."""
+
+    # The JSON schema of an HttpBody request body.
+    request: dict[str, Any] | None = None
+    # The success responses of an HttpBody answer; typed answers derive theirs.
+    responses: dict[str, Any] = field(default_factory=dict)
+    # The success status of a typed answer (the service may choose 201 through x-http-code).
+    status: str = "200"
+    errors: dict[str, Any] = field(default_factory=lambda: dict(_ERRORS))
+    headers: list[dict[str, Any]] = field(default_factory=list)
+    # The rules of path and query parameters beyond their proto type, by JSON name.
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_UUID = {"id": {"type": "string", "format": "uuid"}}
+_SEVERITIES = {
+    "type": "array",
+    "items": {"type": "integer", "minimum": 0, "maximum": events.MAX_SEVERITY},
+}
+_LIST_EVENTS = {
+    "page": {**_INTEGER, "minimum": 0},
+    "size": {**_INTEGER, "minimum": 0, "maximum": events.MAX_PAGE_SIZE},
+    "severity": _SEVERITIES,
+}
+_SUBSCRIBE = {
+    "severities": _SEVERITIES,
+    "classifications": {
+        "type": "array",
+        "items": {**_STRING, "enum": list(events.CLASSIFICATIONS)},
+    },
+    "heartbeatSeconds": {**_INTEGER, "minimum": 0, "maximum": live.MAX_HEARTBEAT_SECONDS},
+}
+
+
+_EVENT = "eventmgmt.v1.EventRestService"
+_JOBS = "eventmgmt.v1.EventJobRestService"
+_TYPES = "eventmgmt.v1.EventTypeRestService"
+_EVENT_TYPE = message("eventmgmt.v1.EventType")
+
+REST: dict[str, Rest] = {
+    f"{_EVENT}.RestGetApiRoot": Rest(
+        responses={
+            "200": {
+                "description": "HAL links to the collections under this base path.",
+                "content": {
+                    "application/hal+json": {
+                        "schema": _object(
+                            {
+                                "_links": {
+                                    "type": "object",
+                                    "additionalProperties": _object(
+                                        {"href": _STRING, "templated": _BOOLEAN}, ("href",)
+                                    ),
+                                }
+                            },
+                            ("_links",),
+                        )
+                    }
+                },
+            }
+        }
+    ),
+    f"{_EVENT}.RestCreateEvent": Rest(
+        request=_ref("EventInput"),
+        responses={"201": _json("The stored event.", _ref("Event"), headers=_LOCATION)},
+    ),
+    f"{_EVENT}.RestGetEvent": Rest(
+        responses={"200": _json("The event.", _ref("Event"))}, parameters=_UUID
+    ),
+    f"{_EVENT}.RestListEvents": Rest(
+        responses={
+            "200": {
+                "description": "A HAL page of events.",
+                "content": {"application/hal+json": {"schema": _ref("EventPage")}},
+            }
+        },
+        parameters=_LIST_EVENTS,
+    ),
+    f"{_EVENT}.RestUpdateEvent": Rest(
+        request=_ref("EventUpdate"),
+        responses={"200": _json("The updated event with its new etag.", _ref("Event"))},
+        headers=[_IF_MATCH],
+        parameters=_UUID,
+    ),
+    f"{_EVENT}.RestAcknowledgeEvent": Rest(
+        responses={"200": _json("The acknowledged event.", _ref("Acknowledgement"))},
+        parameters=_UUID,
+    ),
+    f"{_EVENT}.RestSubscribeEvents": Rest(
+        responses={
+            "200": {
+                "description": "Server-sent events: `id:` (the cursor), `event:` (event, "
+                "heartbeat or fell-behind) and a JSON `data:` line; events as GET /events/{id}.",
+                "content": {
+                    "text/event-stream": {
+                        "schema": _object(
+                            {
+                                "id": {**_STRING, "description": "The cursor."},
+                                "event": {**_STRING, "enum": ["event", "heartbeat", "fell-behind"]},
+                                "data": {**_STRING, "contentMediaType": JSON},
+                            },
+                            ("id", "event", "data"),
+                        )
+                    }
+                },
+            }
+        },
+        headers=[_header("Last-Event-ID", "Resume after this cursor; wins over `cursor`.")],
+        parameters=_SUBSCRIBE,
+    ),
+    f"{_JOBS}.RestSubmitCreateEventsJob": Rest(
+        request=_ref("CreateEventsJobRequest"),
+        responses={"201": _json("The job, accepted.", _ref("JobAccepted"), headers=_LOCATION)},
+    ),
+    f"{_JOBS}.RestGetCreateEventsJob": Rest(
+        responses={"200": _json("The job's state and results.", _ref("CreateEventsJob"))},
+        parameters=_UUID,
+    ),
+    f"{_JOBS}.RestSubmitDeleteEventsJob": Rest(
+        request=_ref("DeleteEventsJobRequest"),
+        responses={"201": _json("The job, accepted.", _ref("JobAccepted"), headers=_LOCATION)},
+    ),
+    f"{_JOBS}.RestGetDeleteEventsJob": Rest(
+        responses={"200": _json("The job's state.", _ref("DeleteEventsJob"))},
+        parameters=_UUID,
+    ),
+    f"{_TYPES}.RestCreateEventType": Rest(
+        request=_EVENT_TYPE,
+        responses={"201": _json("The stored type.", _EVENT_TYPE, headers=_LOCATION)},
+    ),
+    f"{_TYPES}.RestGetEventType": Rest(responses={"200": _json("The type.", _EVENT_TYPE)}),
+    f"{_TYPES}.RestListEventTypes": Rest(
+        responses={
+            "200": _json("A page of types.", message("eventmgmt.v1.ListEventTypesResponse"))
+        },
+        parameters={"pageSize": {**_INTEGER, "minimum": 0, "maximum": event_types.MAX_PAGE_SIZE}},
+    ),
+    f"{_TYPES}.RestUpdateEventType": Rest(
+        request=_EVENT_TYPE,
+        responses={"200": _json("The changed type.", _EVENT_TYPE)},
+        headers=[_IF_MATCH],
+    ),
+    f"{_TYPES}.RestDeleteEventType": Rest(
+        responses={"200": _json("Deleted.", {"type": "object", "maxProperties": 0})},
+        headers=[_IF_MATCH],
+    ),
+    "eventmgmt.v1.EventSearchService.RestFindEvents": Rest(
+        request=_ref("FindQuery"),
+        responses={"200": _json("Elasticsearch's answer.", _ref("FindAnswer"))},
+    ),
+    "eventmgmt.v1.SharingService.ShareEntity": Rest(request=_ref("ShareInput"), status="201"),
+    "eventmgmt.v1.DeviceEventRestService.RestReportDeviceEvent": Rest(
+        request=_ref("DeviceReport"),
+        responses={
+            "201": _json("The stored event.", _ref("DeviceEvent"), headers=_LOCATION),
+            "202": _json("Accepted (`Prefer: respond-async`).", _ref("DeviceEvent")),
+        },
+        errors=dict(_DEVICE_ERRORS),
+        headers=[_header("Prefer", "`respond-async` for a 202 and durable later processing.")],
+    ),
+}
+
+_NO_AUTH: list[Any] = []
+# Routes that the gateway answers itself (gateway/envoy.yaml.tmpl), not bound to an rpc.
+GATEWAY_PATHS: dict[str, dict[str, Any]] = {
+    "/openapi.json": {
+        "get": {
+            "operationId": "GetOpenApi",
+            "tags": ["Documentation"],
+            "summary": "This document.",
+            "security": _NO_AUTH,
+            "responses": {"200": _json("OpenAPI 3.1.", {"type": "object"})},
+        }
+    },
+    "/docs": {
+        "get": {
+            "operationId": "GetDocs",
+            "tags": ["Documentation"],
+            "summary": "This document as a Swagger UI page.",
+            "security": _NO_AUTH,
+            "responses": {
+                "200": {"description": "HTML.", "content": {"text/html": {"schema": _STRING}}}
+            },
+        }
+    },
+}
+
+INFO: dict[str, Any] = {
+    "title": "eventmgmt REST API",
+    "version": "v1",
+    "summary": "IoT events and alarms: create, list, search, acknowledge, bulk jobs, live.",
+    "description": "The REST paths that the Envoy gateway transcodes onto the gRPC API "
+    "(eventmgmt.v1). Generated from the protos' google.api.http annotations and "
+    "service/rest_schemas.py; never edit gateway/openapi.json by hand (`make generate`).",
+    "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+}
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+    "bearer": {"type": "http", "scheme": "bearer", "description": "The API key as a token."},
+}

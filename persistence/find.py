@@ -14,6 +14,8 @@ from typing import Any
 import peewee
 
 from service.domain import find_query as q
+from service.domain.event_fields import FIELDS
+from service.domain.event_fields import Kind as EventKind
 from service.domain.find_fields import FieldRef, Kind
 
 _COLUMNS = {
@@ -364,8 +366,10 @@ class FindSql:
         return f"(CAST({ratio} AS INTEGER) - ({ratio} < CAST({ratio} AS INTEGER)))"
 
 
-# The only nullable column a non-JSON field reads; every other one is NOT NULL.
-_NULLABLE_ATTRIBUTES = frozenset({"acknowledged_at"})
+# The nullable columns a non-JSON field reads (optional times); every other one is NOT NULL.
+_NULLABLE_ATTRIBUTES = frozenset(
+    f.attribute for f in FIELDS if f.optional and f.kind in (EventKind.TIME, EventKind.INTEGER)
+)
 
 
 def _never_null(clause: q.Clause) -> bool:

@@ -12,6 +12,7 @@ from persistence.rows import SELECT_EVENT, event_from_row
 from persistence.scope import scope_clause
 from service.domain import find_query as q
 from service.domain.access import Principal
+from service.domain.event_fields import ALWAYS_PRESENT
 from service.domain.events import Event
 from service.domain.find_answer import AggregationResult, Bucket, FindResult
 from service.domain.find_fields import Kind
@@ -43,13 +44,6 @@ def run_find(
         sql, where = statement()
         aggregations[aggregation.name] = _aggregate(db, sql, where, aggregation, total)
     return FindResult(total, events, aggregations)
-
-
-# Fields every event has, so that the events holding one are all the matching events.
-_ALWAYS_PRESENT = frozenset(
-    {"id", "type_id", "domain", "timestamp", "create_time", "update_time", "severity", "etag"}
-    | {"acknowledgement_required", "acknowledged", "internal"}
-)
 
 
 def _aggregate(
@@ -118,7 +112,7 @@ def _aggregate(
     other = 0
     if isinstance(aggregation, q.TermsAgg):
         counted = total
-        if aggregation.field.attribute not in _ALWAYS_PRESENT:
+        if aggregation.field.attribute not in ALWAYS_PRESENT:
             counted = db.execute_sql(
                 f"SELECT COUNT(*) FROM events WHERE {where} "
                 f"AND {sql.present(aggregation.field, key)}",

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from service.domain.event_fields import COLUMNS
 from service.domain.events import SortKey
 from service.domain.filters import (
     ANY_RUN,
@@ -19,30 +20,6 @@ from service.domain.filters import (
     Pattern,
 )
 
-# Canonical attribute -> column, for every standard field a filter or sort may name.
-COLUMNS = {
-    "id": "id",
-    "type_id": "type_id",
-    "correlation_id": "correlation_id",
-    "entity_type": "entity_type",
-    "entity_id": "entity_id",
-    "domain": "domain",
-    "timestamp": "ts",
-    "create_time": "create_time",
-    "update_time": "update_time",
-    "etag": "etag",
-    "severity": "severity",
-    "code": "code",
-    "description": "description",
-    "classification": "classification",
-    "category": "category",
-    "acknowledgement_required": "ack_required",
-    "acknowledged": "acknowledged",
-    "acknowledged_at": "acknowledged_at",
-    "acknowledged_by": "acknowledged_by",
-    "app_id": "app_id",
-    "internal": "internal",
-}
 _OPERATORS = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _JSON_TYPES = {
     # What json_type (SQLite) / jsonb_typeof (PostgreSQL) say for each custom field type.

@@ -1,47 +1,36 @@
-"""The events table's row codec: an Event as the row the store writes, and back."""
+"""The events table's row codec, derived from the event's field table: an Event as the row
+the store writes (a tuple in EVENT_COLUMNS order), and a row read back by column name."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 from typing import Any
 
-from persistence.queries import refresh_latest
+from persistence.queries import Group, refresh_latest
 from service.domain.custom_fields import Instant
+from service.domain.event_fields import FIELDS, EventField, Kind
 from service.domain.events import Event, Payload
 
+# A payload is stored as two columns; custom fields as one JSON document.
+_PAYLOAD_COLUMNS = ("payload_type", "payload_data")
 EVENT_COLUMNS = (
-    "id",
-    "tenant_id",
-    "type_id",
-    "correlation_id",
-    "entity_type",
-    "entity_id",
-    "domain",
-    "ts",
-    "create_time",
-    "update_time",
-    "etag",
-    "severity",
-    "code",
-    "description",
-    "source",
-    "classification",
-    "category",
-    "ack_required",
-    "acknowledged",
-    "acknowledged_at",
-    "acknowledged_by",
-    "app_id",
-    "internal",
-    "payload_type",
-    "payload_data",
+    *(c for f in FIELDS for c in ((f.column,) if f.column else _PAYLOAD_COLUMNS)),
     "custom",
 )
 # Reads return the feed position too (NULL for events stored before the feed existed).
 SELECT_EVENT = f"SELECT {', '.join(EVENT_COLUMNS)}, seq FROM events"
 # An insert names its columns; seq and idempotency_key follow the event's own.
 INSERT_COLUMNS = (*EVENT_COLUMNS, "seq", "idempotency_key")
+_INDEX = {column: index for index, column in enumerate(INSERT_COLUMNS)}
+_GROUP = tuple(_INDEX[c] for c in ("tenant_id", "correlation_id", "entity_id", "type_id"))
+
+
+def correlation_groups(rows: Iterable[Sequence[Any]]) -> list[Group]:
+    """The correlation groups (whose newest event is flagged `latest`) of correlated rows."""
+    tenant, correlation, entity, type_id = _GROUP
+    return [(r[tenant], r[correlation], r[entity], r[type_id]) for r in rows if r[correlation]]
 
 
 def insert_events(cursor: Any, rows: Sequence[tuple[Any, ...]], postgres: bool) -> None:
@@ -55,8 +44,7 @@ def insert_events(cursor: Any, rows: Sequence[tuple[Any, ...]], postgres: bool) 
     else:
         placeholders = ", ".join(["?"] * len(EVENT_COLUMNS))
         cursor.executemany(f"INSERT INTO events ({columns}) VALUES ({placeholders})", rows)
-    # Columns 1, 3, 5, 2: tenant, correlation id, entity id, type id.
-    refresh_latest(cursor, ((r[1], r[3], r[5], r[2]) for r in rows if r[3]), postgres)
+    refresh_latest(cursor, correlation_groups(rows), postgres)
 
 
 # Custom TIMESTAMP values are stored as {"$timestamp": microseconds}: numbers that compare
@@ -77,73 +65,61 @@ def _decode_custom(document: dict[str, Any]) -> Any:
     return document
 
 
-def event_row(e: Event) -> tuple[Any, ...]:
-    source = None if e.source is None else json.dumps(e.source, ensure_ascii=False)
-    custom = (
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _encoders(field: EventField) -> list[Callable[[Event], Any]]:
+    read = attrgetter(field.attribute)
+    if field.kind is Kind.SOURCE:
+        return [lambda e: _json_text(read(e))]
+    if field.kind is Kind.PAYLOAD:
+        return [
+            lambda e: e.payload.content_type if e.payload else None,
+            lambda e: e.payload.data if e.payload else None,
+        ]
+    return [read]
+
+
+_ENCODE = (
+    *(encode for f in FIELDS for encode in _encoders(f)),
+    lambda e: (
         json.dumps(e.custom_fields, ensure_ascii=False, default=_encode_custom)
         if e.custom_fields
         else None
-    )
-    payload_type = e.payload.content_type if e.payload else None
-    payload_data = e.payload.data if e.payload else None
-    return (
-        e.id,
-        e.tenant_id,
-        e.type_id,
-        e.correlation_id,
-        e.entity_type,
-        e.entity_id,
-        e.domain,
-        e.timestamp,
-        e.create_time,
-        e.update_time,
-        e.etag,
-        e.severity,
-        e.code,
-        e.description,
-        source,
-        e.classification,
-        e.category,
-        e.acknowledgement_required,
-        e.acknowledged,
-        e.acknowledged_at,
-        e.acknowledged_by,
-        e.app_id,
-        e.internal,
-        payload_type,
-        payload_data,
-        custom,
-    )
+    ),
+)
 
 
-def event_from_row(r: Sequence[Any]) -> Event:
-    payload = None if r[23] is None else Payload(r[23], bytes(r[24] or b""))
+def event_row(e: Event) -> tuple[Any, ...]:
+    return tuple(encode(e) for encode in _ENCODE)
+
+
+def _decoder(field: EventField) -> Callable[[dict[str, Any]], Any]:
+    column = field.column or ""
+    if field.kind is Kind.SOURCE:
+        return lambda v: None if v[column] is None else json.loads(v[column])
+    if field.kind is Kind.PAYLOAD:
+        return lambda v: (
+            None
+            if v["payload_type"] is None
+            else Payload(v["payload_type"], bytes(v["payload_data"] or b""))
+        )
+    if field.kind is Kind.BOOLEAN:
+        return lambda v: bool(v[column])  # SQLite answers 0 and 1
+    return lambda v: v[column]
+
+
+_DECODE = tuple((f.attribute, _decoder(f)) for f in FIELDS)
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    """An event from a row of SELECT_EVENT (or of INSERT_COLUMNS), read by column name."""
+    values = dict(zip(INSERT_COLUMNS, row, strict=False))
+    custom = values["custom"]
     return Event(
-        id=r[0],
-        tenant_id=r[1],
-        type_id=r[2],
-        correlation_id=r[3],
-        entity_type=r[4],
-        entity_id=r[5],
-        domain=r[6],
-        timestamp=r[7],
-        create_time=r[8],
-        update_time=r[9],
-        etag=r[10],
-        severity=r[11],
-        code=r[12],
-        description=r[13],
-        source=None if r[14] is None else json.loads(r[14]),
-        classification=r[15],
-        category=r[16],
-        acknowledgement_required=bool(r[17]),
-        acknowledged=bool(r[18]),
-        acknowledged_at=r[19],
-        acknowledged_by=r[20],
-        app_id=r[21],
-        internal=bool(r[22]),
-        payload=payload,
-        custom_fields=json.loads(r[25], object_hook=_decode_custom) if r[25] else {},
-        # Reads through SELECT_EVENT carry the feed position (NULL before migration 7).
-        seq=(r[26] or 0) if len(r) > 26 else 0,
+        **{attribute: decode(values) for attribute, decode in _DECODE},
+        custom_fields=json.loads(custom, object_hook=_decode_custom) if custom else {},
+        # NULL for events stored before the feed existed (migration 7), absent in a new row.
+        seq=values.get("seq") or 0,
     )

@@ -13,7 +13,7 @@ import peewee
 
 from persistence.notify import FEED_CHANNEL
 from persistence.queries import refresh_latest
-from persistence.rows import EVENT_COLUMNS, INSERT_COLUMNS, event_from_row
+from persistence.rows import EVENT_COLUMNS, INSERT_COLUMNS, correlation_groups, event_from_row
 from service.domain.events import Event
 
 
@@ -138,8 +138,8 @@ class EventWrites:
             (*row, seq, None, *extra.values()),
         )
         inserted = bool(cursor.rowcount == 1)
-        if inserted and row[3]:  # a correlated event may be its correlation's new newest
-            refresh_latest(cursor, [(row[1], row[3], row[5], row[2])], self._postgres)
+        if inserted:  # a correlated event may be its correlation's new newest
+            refresh_latest(cursor, correlation_groups([row]), self._postgres)
         if inserted and self._recording is not None:
             self._recording.append(event_from_row((*row, seq)))
         return inserted
@@ -165,8 +165,7 @@ class EventWrites:
         else:
             placeholders = ", ".join(["?"] * len(INSERT_COLUMNS))
             cursor.executemany(f"INSERT INTO events ({columns}) VALUES ({placeholders})", rows)
-        # Columns 1, 3, 5, 2: tenant, correlation id, entity id, type id.
-        refresh_latest(cursor, ((r[1], r[3], r[5], r[2]) for r in rows if r[3]), self._postgres)
+        refresh_latest(cursor, correlation_groups(rows), self._postgres)
 
     def _stored_keys(self, cursor: Any, tenant_id: str, keys: list[str | None]) -> dict[str, str]:
         """Idempotency key -> id of the tenant's events already stored under those keys."""

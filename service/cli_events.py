@@ -26,7 +26,7 @@ from rich.text import Text
 from service import rest_json
 from service.convert import event_from_proto, fields_to_proto
 from service.domain.errors import DomainError, InvalidInput, invalid
-from service.domain.events import JSON_NAMES
+from service.domain.event_fields import BY_ATTRIBUTE, SETTABLE
 from service.v1 import (
     event_pb2,
     event_search_service_pb2,
@@ -43,9 +43,7 @@ SEVERITY_NAMES = {"CRITICAL": 1, "HIGH": 2, "MEDIUM": 3, "LOW": 4, "TRIVIAL": 5}
 _SEVERITY_STYLES = {1: "bold white on red", 2: "bold red", 3: "yellow", 4: "cyan", 5: "dim"}
 # Fields a caller may set on create, by JSON name; `acknowledged` and `internal` are the
 # server's to set.
-SETTABLE_JSON_NAMES = tuple(
-    json_name for name, json_name in JSON_NAMES.items() if name not in ("acknowledged", "internal")
-)
+SETTABLE_JSON_NAMES = tuple(BY_ATTRIBUTE[name].json for name in SETTABLE)
 # Output-only fields of an event's JSON: an import drops them, so that an export loads anywhere.
 OUTPUT_ONLY_JSON_NAMES = frozenset(
     {

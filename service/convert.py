@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.domain.custom_fields import FieldDefinition, FieldType, Instant
 from service.domain.errors import FieldViolation, InvalidInput, invalid
+from service.domain.event_fields import FIELDS, SETTABLE, Kind
 from service.domain.event_types import EventType, EventTypeSpec, Scope
 from service.domain.events import CLASSIFICATIONS, Event, Payload
 from service.domain.registry import App, Device
@@ -19,24 +20,6 @@ from service.v1 import device_event_service_pb2, event_pb2, event_type_pb2, regi
 
 _CLASSIFICATION_TO_PROTO = {name: index for index, name in enumerate(CLASSIFICATIONS, start=1)}
 _CLASSIFICATION_FROM_PROTO = {v: k for k, v in _CLASSIFICATION_TO_PROTO.items()}
-# Proto field name -> canonical attribute, for the fields a caller may send.
-_SETTABLE = (
-    "type_id",
-    "correlation_id",
-    "entity_type",
-    "entity_id",
-    "domain",
-    "timestamp",
-    "severity",
-    "code",
-    "description",
-    "source",
-    "classification",
-    "category",
-    "acknowledgement_required",
-    "app_id",
-    "payload",
-)
 
 
 def classification_name(value: int) -> str:
@@ -58,32 +41,27 @@ def timestamp_micros(message: Any, name: str) -> int | None:
     return _from_timestamp(getattr(message, name)) if message.HasField(name) else None
 
 
+# The standard fields by how they reach the message: as they are, as a Timestamp (set only
+# when present, for the optional ones), or by a rule of their own below.
+_AS_IS = tuple(
+    f
+    for f in FIELDS
+    if f.kind in (Kind.TEXT, Kind.INTEGER, Kind.BOOLEAN) and f.attribute != "classification"
+)
+_TIMES = tuple(f for f in FIELDS if f.kind is Kind.TIME and not f.optional)
+_OPTIONAL_TIMES = tuple(f for f in FIELDS if f.kind is Kind.TIME and f.optional)
+
+
 def event_to_proto(event: Event) -> event_pb2.Event:
-    message = event_pb2.Event(
-        id=event.id,
-        tenant_id=event.tenant_id,
-        type_id=event.type_id,
-        correlation_id=event.correlation_id,
-        entity_type=event.entity_type,
-        entity_id=event.entity_id,
-        domain=event.domain,
-        timestamp=_to_timestamp(event.timestamp),
-        create_time=_to_timestamp(event.create_time),
-        update_time=_to_timestamp(event.update_time),
-        etag=event.etag,
-        severity=event.severity,  # type: ignore[arg-type]  # an int of the enum
-        code=event.code,
-        description=event.description,
-        classification=_CLASSIFICATION_TO_PROTO.get(event.classification, 0),  # type: ignore[arg-type]
-        category=event.category,
-        acknowledgement_required=event.acknowledgement_required,
-        acknowledged=event.acknowledged,
-        acknowledged_by=event.acknowledged_by,
-        app_id=event.app_id,
-        internal=event.internal,
-    )
-    if event.acknowledged_at is not None:
-        message.acknowledged_at.CopyFrom(_to_timestamp(event.acknowledged_at))
+    values: dict[str, Any] = {f.proto: getattr(event, f.attribute) for f in _AS_IS}
+    for f in _TIMES:
+        values[f.proto] = _to_timestamp(getattr(event, f.attribute))
+    values["classification"] = _CLASSIFICATION_TO_PROTO.get(event.classification, 0)
+    message = event_pb2.Event(**values)
+    for f in _OPTIONAL_TIMES:
+        moment = getattr(event, f.attribute)
+        if moment is not None:
+            getattr(message, f.proto).CopyFrom(_to_timestamp(moment))
     if isinstance(event.source, str):
         message.source_text = event.source
     elif isinstance(event.source, dict):
@@ -117,7 +95,7 @@ def _field_value(message: event_pb2.Event, name: str) -> Any:
     return getattr(message, name)
 
 
-_SETTABLE_NAMES = frozenset(_SETTABLE)
+_SETTABLE_NAMES = frozenset(SETTABLE)
 _SOURCE_FIELDS = frozenset({"source_text", "source_object"})
 
 
@@ -149,7 +127,7 @@ def fields_from_proto(message: event_pb2.Event, only: Iterable[str] = ()) -> dic
     with_custom = "custom_fields" in requested
     names = [n for n in requested if n != "custom_fields"]
     for name in names:
-        if name not in _SETTABLE:
+        if name not in SETTABLE:
             raise invalid("update_fields", f"{name!r} is not a settable Event field")
     for name in names:
         fields[name] = _field_value(message, name)
@@ -319,7 +297,7 @@ def fields_to_proto(fields: dict[str, Any]) -> event_pb2.Event:
 
 def event_from_proto(message: event_pb2.Event) -> Event:
     """A stored event as a gRPC client receives it, for the REST JSON views of rest_json."""
-    fields = {name: _field_value(message, name) for name in _SETTABLE if name != "payload"}
+    fields = {name: _field_value(message, name) for name in SETTABLE if name != "payload"}
     return Event(
         id=message.id,
         tenant_id=message.tenant_id,

@@ -12,7 +12,9 @@ from google.api import httpbody_pb2
 
 from service.domain.custom_fields import Instant
 from service.domain.errors import FieldViolation, InvalidInput, invalid
-from service.domain.events import JSON_NAMES, Event, EventPage, Payload
+from service.domain.event_fields import FIELDS, JSON_NAMES, EventField, Kind
+from service.domain.events import Event, EventPage, Payload
+from service.domain.find_answer import source_document
 from service.domain.parsing import MAX_JSON_BYTES, loads_json
 
 MAX_BODY_BYTES = MAX_JSON_BYTES
@@ -112,25 +114,16 @@ def _classification(value: Any) -> str:
     return _string(value).upper()
 
 
-_PARSERS: dict[str, Callable[[Any], Any]] = {
-    "type_id": _string,
-    "correlation_id": _string,
-    "entity_type": _string,
-    "entity_id": _string,
-    "domain": _string,
-    "timestamp": parse_time,
-    "severity": _integer,
-    "code": _code,
-    "description": _string,
-    "source": _source,
-    "classification": _classification,
-    "category": _string,
-    "acknowledgement_required": _boolean,
-    "acknowledged": _boolean,
-    "app_id": _string,
-    "internal": _boolean,
-    "payload": _payload,
+_BY_KIND: dict[Kind, Callable[[Any], Any]] = {
+    Kind.TEXT: _string,
+    Kind.INTEGER: _integer,
+    Kind.TIME: parse_time,
+    Kind.BOOLEAN: _boolean,
+    Kind.SOURCE: _source,
+    Kind.PAYLOAD: _payload,
 }
+_SPECIAL: dict[str, Callable[[Any], Any]] = {"code": _code, "classification": _classification}
+_PARSERS = {f.attribute: _SPECIAL.get(f.attribute, _BY_KIND[f.kind]) for f in FIELDS if f.accepted}
 
 
 def parse_event(raw: bytes, extra: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -189,64 +182,50 @@ def _payload_json(payload: Payload) -> dict[str, Any]:
     return {"contentType": payload.content_type, "data": data}
 
 
+def _document_value(field: EventField, value: Any) -> Any:
+    if field.kind is Kind.TIME:
+        return format_time(value)
+    if field.kind is Kind.PAYLOAD:
+        return _payload_json(value)
+    return value
+
+
 def event_document(event: Event, base_url: str) -> dict[str, Any]:
-    """Seed 003's event JSON; custom fields sit at the top level."""
-    doc: dict[str, Any] = {"id": event.id, "typeId": event.type_id}
-    if event.correlation_id:
-        doc["correlationId"] = event.correlation_id
-    doc["timestamp"] = format_time(event.timestamp)
-    if event.entity_type:
-        doc["entityType"] = event.entity_type
-    if event.entity_id:
-        doc["entityId"] = event.entity_id
-    doc["domain"] = event.domain
-    doc["etag"] = event.etag
+    """The REST event (docs/event-management.md): every field an event has, the optional ones
+    only when set, and custom fields at the top level."""
+    doc: dict[str, Any] = {}
+    for field in _SHOWN:
+        value = getattr(event, field.attribute)
+        if (field.optional or field.sparse) and (value is None or value is False or value == ""):
+            continue
+        doc[field.json] = _document_value(field, value)
     doc["_links"] = {"self": {"href": f"{base_url}/events/{event.id}"}}
-    doc["severity"] = event.severity
-    if event.code:
-        doc["code"] = event.code
-    doc["acknowledged"] = event.acknowledged
-    if event.acknowledgement_required:
-        doc["acknowledgementRequired"] = True
-    if event.acknowledged_at is not None:
-        doc["acknowledgedAt"] = format_time(event.acknowledged_at)
-        doc["acknowledgedBy"] = event.acknowledged_by
-    if event.description:
-        doc["description"] = event.description
-    if event.source is not None:
-        doc["source"] = event.source
-    if event.classification:
-        doc["classification"] = event.classification
-    if event.category:
-        doc["category"] = event.category
-    if event.app_id:
-        doc["appId"] = event.app_id
-    if event.internal:
-        doc["internal"] = True
-    if event.payload is not None:
-        doc["payload"] = _payload_json(event.payload)
-    doc["createTime"] = format_time(event.create_time)
-    doc["updateTime"] = format_time(event.update_time)
     for name, value in event.custom_fields.items():
         doc[name] = format_time(value.micros) if isinstance(value, Instant) else value
     return doc
 
 
+_SHOWN = tuple(f for f in FIELDS if f.shown)
+# The acknowledge answer (docs/event-search.md) is the search document's acknowledgement part.
+_ACKNOWLEDGE_KEYS = (
+    "id",
+    "timestamp",
+    "message",
+    "classification",
+    "acknowledgementRequired",
+    "acknowledged",
+    "acknowledgedAt",
+    "acknowledgedBy",
+    "type",
+    "source",
+    "etag",
+)
+
+
 def acknowledge_document(event: Event) -> dict[str, Any]:
-    """Seed 002's acknowledge answer: its field names, times in epoch milliseconds."""
-    return {
-        "id": event.id,
-        "timestamp": event.timestamp // 1000,
-        "message": event.description,
-        "classification": event.classification or None,
-        "acknowledgementRequired": event.acknowledgement_required,
-        "acknowledged": event.acknowledged,
-        "acknowledgedAt": None if event.acknowledged_at is None else event.acknowledged_at // 1000,
-        "acknowledgedBy": event.acknowledged_by,
-        "type": event.type_id,
-        "source": event.source,
-        "etag": event.etag,
-    }
+    """The acknowledge answer: the search API's field names, times in epoch milliseconds."""
+    document = source_document(event)
+    return {key: document[key] for key in _ACKNOWLEDGE_KEYS}
 
 
 def page_document(

@@ -101,3 +101,14 @@ def test_custom_field_checks_report_everything_at_once() -> None:
     assert found["a"] == "required by event type T"
     assert found["b"] == "must be an integer"
     assert found["x, y"].startswith("unknown fields: x, y")
+
+
+def test_the_field_table_declares_every_standard_event_attribute_in_order() -> None:
+    import dataclasses
+
+    from service.domain.event_fields import FIELDS
+    from service.domain.events import Event
+
+    attributes = [f.name for f in dataclasses.fields(Event)]
+    assert [f.attribute for f in FIELDS] == attributes[: len(FIELDS)]
+    assert attributes[len(FIELDS) :] == ["custom_fields", "seq"]

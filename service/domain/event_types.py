@@ -27,7 +27,8 @@ from service.domain.errors import (
     StaleEtag,
     invalid,
 )
-from service.domain.events import JSON_NAMES, STANDARD_EVENT, Event, new_event_id, now_us
+from service.domain.event_fields import JSON_NAMES
+from service.domain.events import STANDARD_EVENT, Event, new_event_id, now_us
 
 # Siemens allows 4 levels; 8 leaves room for a platform type, a vendor type and a few
 # refinements while keeping the per-event ancestor walk short.

@@ -34,6 +34,7 @@ from service.domain.errors import (
     StaleEtag,
     invalid,
 )
+from service.domain.event_fields import FIELDS, JSON_NAMES, SORTABLE, UPDATABLE
 from service.domain.filters import (
     Condition,
     CustomFieldType,
@@ -48,50 +49,7 @@ if TYPE_CHECKING:
 CLASSIFICATIONS = ("INTERNAL", "ALARM", "WARNING", "NOTIFICATION")
 MAX_SEVERITY = 5
 
-# Canonical attribute name -> REST/proto3 JSON name, for every field a caller may send.
-JSON_NAMES: dict[str, str] = {
-    "type_id": "typeId",
-    "correlation_id": "correlationId",
-    "entity_type": "entityType",
-    "entity_id": "entityId",
-    "domain": "domain",
-    "timestamp": "timestamp",
-    "severity": "severity",
-    "code": "code",
-    "description": "description",
-    "source": "source",
-    "classification": "classification",
-    "category": "category",
-    "acknowledgement_required": "acknowledgementRequired",
-    "acknowledged": "acknowledged",
-    "app_id": "appId",
-    "internal": "internal",
-    "payload": "payload",
-}
-# What PUT may change; the rest identifies the event or is changed by dedicated calls.
-UPDATABLE = frozenset(
-    {
-        "severity",
-        "code",
-        "description",
-        "source",
-        "classification",
-        "category",
-        "acknowledgement_required",
-        "payload",
-    }
-)
 _MACHINE_NAME = re.compile(r"^[A-Za-z0-9._:\-]+$")
-_TEXT_LIMITS = {
-    "correlation_id": 128,
-    "entity_id": 128,
-    "code": 32,
-    "description": 4096,
-    "category": 128,
-    "app_id": 64,
-}
-# Type ids hold reverse domain names such as seed 003's standard type id (68 characters).
-_NAME_LIMITS = {"type_id": 128, "entity_type": 64}
 MAX_SOURCE_BYTES = 16 * 1024
 # gRPC clients get the source as a google.protobuf.Struct, which protobuf refuses to read past
 # 100 levels of nesting; a much lower cap keeps every stored source readable everywhere.
@@ -182,15 +140,6 @@ class SortKey:
     descending: bool
 
 
-SORTABLE = {
-    "timestamp": "timestamp",
-    "severity": "severity",
-    "code": "code",
-    "typeId": "type_id",
-    "entityId": "entity_id",
-    "createTime": "create_time",
-    "updateTime": "update_time",
-}
 DEFAULT_SORT = (SortKey("timestamp", descending=True),)
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 1000
@@ -329,16 +278,21 @@ def _depth(value: Any) -> int:
 
 def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
     violations = []
-    for name, limit in _TEXT_LIMITS.items():
-        value = fields.get(name)
-        if value is not None and len(value) > limit:
-            violations.append(FieldViolation(JSON_NAMES[name], f"at most {limit} characters"))
-    for name, limit in _NAME_LIMITS.items():
-        value = fields.get(name)
-        if value and (len(value) > limit or not _MACHINE_NAME.match(value)):
+    for standard in FIELDS:
+        limit = standard.limit
+        value = fields.get(standard.attribute) if limit is not None else None
+        if value is None or limit is None:
+            continue
+        if not standard.machine_name:
+            if len(value) > limit:
+                violations.append(
+                    FieldViolation(standard.json, f"at most {standard.limit} characters")
+                )
+        elif value and (len(value) > limit or not _MACHINE_NAME.match(value)):
             violations.append(
                 FieldViolation(
-                    JSON_NAMES[name], f"a machine name of at most {limit} letters, digits or ._:-"
+                    standard.json,
+                    f"a machine name of at most {standard.limit} letters, digits or ._:-",
                 )
             )
     severity = fields.get("severity")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from service.domain.custom_fields import canonical_type_id
 from service.domain.errors import InvalidInput, invalid
+from service.domain.event_fields import FILTERABLE, Kind
 from service.domain.parsing import loads_json
 
 FieldType = Literal["string", "integer", "double", "boolean", "timestamp"]
@@ -31,29 +32,15 @@ MAX_IN_VALUES = 500
 _CUSTOM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+_FILTER_TYPES: dict[Kind, FieldType] = {
+    Kind.TEXT: "string",
+    Kind.INTEGER: "integer",
+    Kind.TIME: "timestamp",
+    Kind.BOOLEAN: "boolean",
+}
 # REST JSON name -> (canonical attribute, type) of every standard field a filter may name.
 STANDARD_FIELDS: dict[str, tuple[str, FieldType]] = {
-    "id": ("id", "string"),
-    "typeId": ("type_id", "string"),
-    "correlationId": ("correlation_id", "string"),
-    "entityType": ("entity_type", "string"),
-    "entityId": ("entity_id", "string"),
-    "domain": ("domain", "string"),
-    "timestamp": ("timestamp", "timestamp"),
-    "createTime": ("create_time", "timestamp"),
-    "updateTime": ("update_time", "timestamp"),
-    "etag": ("etag", "integer"),
-    "severity": ("severity", "integer"),
-    "code": ("code", "string"),
-    "description": ("description", "string"),
-    "classification": ("classification", "string"),
-    "category": ("category", "string"),
-    "acknowledgementRequired": ("acknowledgement_required", "boolean"),
-    "acknowledged": ("acknowledged", "boolean"),
-    "acknowledgedAt": ("acknowledged_at", "timestamp"),
-    "acknowledgedBy": ("acknowledged_by", "string"),
-    "appId": ("app_id", "string"),
-    "internal": ("internal", "boolean"),
+    f.json: (f.attribute, _FILTER_TYPES[f.kind]) for f in FILTERABLE
 }
 OPERATORS = ("eq", "in", "like", "between", "before", "after")
 COMBINATORS = ("and", "or", "not")

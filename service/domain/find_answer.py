@@ -11,6 +11,9 @@ from typing import Any
 
 from service.domain.custom_fields import Instant
 from service.domain.errors import invalid
+from service.domain.event_fields import FIELDS as EVENT_FIELDS
+from service.domain.event_fields import EventField
+from service.domain.event_fields import Kind as EventKind
 from service.domain.events import Event
 from service.domain.find_fields import Kind, event_value, find_error
 from service.domain.find_query import (
@@ -64,33 +67,22 @@ def _millis(micros: int | None) -> int | None:
     return None if micros is None else micros // 1000
 
 
+def _source_value(field: EventField, value: Any) -> Any:
+    if field.kind is EventKind.TIME:
+        return _millis(value)
+    if field.kind is EventKind.TEXT and field.optional and not field.words:
+        return value or None  # an unset keyword is null; a text keeps its ""
+    return value
+
+
+_SEARCHED = tuple(f for f in EVENT_FIELDS if f.find)
+
+
 def source_document(event: Event) -> dict[str, Any]:
-    """Seed 002's event: its field names, times in epoch milliseconds; our own fields beside
-    them; custom fields under `custom`. The payload is left out (GET /events/{id} has it)."""
-    doc: dict[str, Any] = {
-        "id": event.id,
-        "timestamp": event.timestamp // 1000,
-        "message": event.description,
-        "classification": event.classification or None,
-        "acknowledgementRequired": event.acknowledgement_required,
-        "acknowledged": event.acknowledged,
-        "acknowledgedAt": _millis(event.acknowledged_at),
-        "acknowledgedBy": event.acknowledged_by or None,
-        "type": event.type_id,
-        "category": event.category or None,
-        "source": event.source,
-        "severity": event.severity,
-        "code": event.code or None,
-        "entityType": event.entity_type or None,
-        "entityId": event.entity_id or None,
-        "correlationId": event.correlation_id or None,
-        "domain": event.domain,
-        "appId": event.app_id or None,
-        "internal": event.internal,
-        "etag": event.etag,
-        "createTime": event.create_time // 1000,
-        "updateTime": event.update_time // 1000,
-    }
+    """The search API's event (docs/event-search.md): every field under its first find name,
+    times in epoch milliseconds, custom fields under `custom`. The payload is left out
+    (GET /events/{id} has it)."""
+    doc = {f.find[0]: _source_value(f, getattr(event, f.attribute)) for f in _SEARCHED}
     if event.custom_fields:
         doc["custom"] = {
             name: value.micros // 1000 if isinstance(value, Instant) else value

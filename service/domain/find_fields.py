@@ -10,6 +10,8 @@ from typing import Any
 
 from service.domain.custom_fields import Instant
 from service.domain.errors import InvalidInput, invalid
+from service.domain.event_fields import FIELDS as EVENT_FIELDS
+from service.domain.event_fields import Kind as EventKind
 from service.domain.events import Event
 
 INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
@@ -44,39 +46,22 @@ class FieldRef:
     lowercase: bool = False
 
 
-_KEYWORDS = {
-    "id": "id",
-    "_id": "id",
-    "type": "type_id",
-    "typeId": "type_id",
-    "classification": "classification",
-    "category": "category",
-    "acknowledgedBy": "acknowledged_by",
-    "entityId": "entity_id",
-    "entityType": "entity_type",
-    "correlationId": "correlation_id",
-    "domain": "domain",
-    "code": "code",
-    "appId": "app_id",
+_KINDS = {
+    EventKind.TEXT: Kind.KEYWORD,
+    EventKind.INTEGER: Kind.INTEGER,
+    EventKind.TIME: Kind.TIME,
+    EventKind.BOOLEAN: Kind.BOOLEAN,
+    EventKind.SOURCE: Kind.JSON,
 }
 _FIELDS: dict[str, FieldRef] = {
-    **{n: FieldRef(n, Kind.KEYWORD, a) for n, a in _KEYWORDS.items()},
-    "message": FieldRef("message", Kind.TEXT, "description"),
-    "description": FieldRef("description", Kind.TEXT, "description"),
-    "message.lowercase": FieldRef("message.lowercase", Kind.KEYWORD, "description", None, True),
-    "timestamp": FieldRef("timestamp", Kind.TIME, "timestamp"),
-    "acknowledgedAt": FieldRef("acknowledgedAt", Kind.TIME, "acknowledged_at"),
-    "createTime": FieldRef("createTime", Kind.TIME, "create_time"),
-    "updateTime": FieldRef("updateTime", Kind.TIME, "update_time"),
-    "severity": FieldRef("severity", Kind.INTEGER, "severity"),
-    "etag": FieldRef("etag", Kind.INTEGER, "etag"),
-    "acknowledgementRequired": FieldRef(
-        "acknowledgementRequired", Kind.BOOLEAN, "acknowledgement_required"
-    ),
-    "acknowledged": FieldRef("acknowledged", Kind.BOOLEAN, "acknowledged"),
-    "internal": FieldRef("internal", Kind.BOOLEAN, "internal"),
-    "source": FieldRef("source", Kind.JSON, "source"),
+    name: FieldRef(name, Kind.TEXT if f.words else _KINDS[f.kind], f.attribute)
+    for f in EVENT_FIELDS
+    for name in f.find
 }
+# The exact text in lowercase, for sorting and terms that ignore case.
+_FIELDS["message.lowercase"] = FieldRef(
+    "message.lowercase", Kind.KEYWORD, "description", None, True
+)
 FIELD_NAMES = (*_FIELDS, "source.<key>", "custom.<name>")
 
 

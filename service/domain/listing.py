@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.domain.access import Principal
 from service.domain.errors import InvalidInput, invalid
+from service.domain.event_fields import FIELDS, Kind
 from service.domain.events import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_SORT,
@@ -123,7 +124,9 @@ def _encode(cursor: _Cursor) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-_INTEGER_SORT_KEYS = frozenset({"timestamp", "severity", "create_time", "update_time"})
+_INTEGER_SORT_KEYS = frozenset(
+    f.attribute for f in FIELDS if f.sortable and f.kind in (Kind.INTEGER, Kind.TIME)
+)
 
 
 def _fits(value: Any, key: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 BatchApply = Callable[[Any, Sequence[Any]], list[Any]]
 # Told, on the event loop, what each committed batch did: its operations and their results.
 CommitListener = Callable[[Sequence[Any], Sequence[Any]], None]
+# Told each batch's size and how long applying and committing it took (seconds).
+BatchObserver = Callable[[int, float], None]
 
 
 class GroupCommitWriter:
@@ -43,6 +46,7 @@ class GroupCommitWriter:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
         self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.batch_observers: list[BatchObserver] = []
 
     async def submit(self, operation: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -63,10 +67,13 @@ class GroupCommitWriter:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 operations = [operation for operation, _ in batch]
+                started = time.perf_counter()
                 try:
                     results = await loop.run_in_executor(self._executor, self._commit, operations)
                 except Exception as error:  # the database itself failed: fail the whole batch
                     results = [error] * len(batch)
+                for observe in self.batch_observers:
+                    observe(len(operations), time.perf_counter() - started)
                 if self._on_commit is not None:
                     try:
                         self._on_commit(operations, results)

@@ -284,6 +284,12 @@ def _parser(handler: grpc.RpcMethodHandler) -> Callable[[Any], Any]:
     return each
 
 
+def current_caller() -> Principal | None:
+    """The principal resolved for the call being served; None when there is none (yet)."""
+    caller = _caller.get(None)
+    return None if caller is None else caller.principal
+
+
 class PrincipalInterceptor(grpc.aio.ServerInterceptor):
     """Resolves the principal before the servicer runs, checks what the method needs, and
     maps the call's failures.

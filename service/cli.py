@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import argcomplete
 
 from persistence.store import Store
-from service import cli_events
+from service import cli_events, logs
 from service.domain.access import (
     ROLE_PRIVILEGES,
     ROOT_DOMAIN,
@@ -27,7 +27,7 @@ from service.domain.access import (
 )
 from service.domain.errors import DomainError
 from service.domain.registry import RegistryManager
-from service.server import ServerSettings, serve
+from service.settings import ServerSettings
 
 
 def _env(name: str, default: str) -> str:
@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         help="sqlite:///path.db or postgresql://user@host/db (env EVENTMGMT_DATABASE_URL)",
     )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=_env("LOG_FORMAT", "auto"),
+        help="json (one object per line), text, or auto: text on a terminal, else json "
+        "(env EVENTMGMT_LOG_FORMAT)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("serve", help="run the gRPC server and the Envoy REST gateway")
@@ -75,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("MQTT_URL", ""),
         help="publish committed events to this broker, e.g. mqtt://127.0.0.1:1883 "
         "(env EVENTMGMT_MQTT_URL)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env("METRICS_PORT", str(defaults.metrics_port))),
+        help="serve Prometheus metrics at http://REST_HOST:PORT/metrics; 0 turns them off "
+        "(env EVENTMGMT_METRICS_PORT)",
     )
     run.add_argument(
         "--production",
@@ -226,6 +240,17 @@ def _admin(store: Store, args: argparse.Namespace) -> int:
     return 0 if revoked else 1
 
 
+def _use_metrics_dir(directory: Path) -> None:
+    """Every server process started from here (one now, several workers later) writes its
+    metrics into one directory, which one scrape adds up; a new start begins empty. A
+    directory set by the operator (PROMETHEUS_MULTIPROC_DIR) is kept as it is."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Answers the shell's completion requests (and exits) when the completion script calls.
@@ -236,10 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "events":
         return cli_events.run(args)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(args.log_level, args.log_format)
     if args.command == "serve":
+        _use_metrics_dir(args.data_dir / "metrics")
+        # Imported only now: prometheus_client picks its multiprocess mode at import.
+        from service.server import serve
+
         settings = ServerSettings(
             database_url=args.database,
             grpc_address=args.grpc_address,
@@ -252,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             pending_interval=args.pending_interval,
             retention_interval=args.retention_interval,
             mqtt_url=args.mqtt_url,
+            metrics_port=args.metrics_port,
         )
         asyncio.run(serve(settings))
         return 0

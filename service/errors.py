@@ -13,6 +13,7 @@ from grpc_status import rpc_status
 
 from service.domain import errors
 from service.domain.access import Privilege
+from service.request_context import current_request_id
 
 log = logging.getLogger(__name__)
 DOMAIN = "eventmgmt.io"
@@ -36,8 +37,9 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def _internal_message() -> str:
-    """Logs the error being handled under a new incident id; the answer shows only the id."""
-    incident = uuid.uuid4().hex[:12]
+    """Logs the error being handled under its incident id, the call's request id (a new one
+    outside a call); the answer shows only the id."""
+    incident = current_request_id() or str(uuid.uuid4())
     log.exception("internal error, incident %s", incident)
     return f"internal error (incident {incident})"
 

@@ -53,6 +53,7 @@ class MqttPublisher:
         self._stopping = False
         self._retry = threading.Event()  # set by stop(): a retry sleep that stopping cuts short
         self.dropped = 0
+        self.published = 0
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
         )
@@ -63,6 +64,10 @@ class MqttPublisher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._thread = threading.Thread(target=self._publish_loop, name="mqtt", daemon=True)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
     def start(self) -> None:
         # connect_async + loop_start: a broker that is down at start is retried in the
@@ -134,5 +139,6 @@ class MqttPublisher:
                 with self._wake:
                     if self._queue and self._queue[0] is event:
                         self._queue.popleft()
+                        self.published += 1
             else:  # the connection dropped under us: keep the event, retry shortly
                 self._retry.wait(0.5)

@@ -9,6 +9,7 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,6 +19,7 @@ from persistence.event_types import EventTypeRepository, RetentionRepository
 from persistence.jobs import JobRepository
 from persistence.sharing import ShareRepository
 from persistence.store import Store
+from service import metrics
 from service.auth import CredentialResolver, PrincipalInterceptor
 from service.domain.device_events import PENDING_BATCH, DeviceEventReporter
 from service.domain.event_types import EventTypeManager
@@ -29,6 +31,7 @@ from service.domain.registry import RegistryManager
 from service.domain.retention import RetentionSweeper
 from service.domain.sharing import SharingManager
 from service.job_views import parse_job_item
+from service.observability import RequestInterceptor
 from service.servicers.device_event_service import (
     REST_REPORT_METHOD,
     DeviceEventRestServicer,
@@ -44,6 +47,7 @@ from service.servicers.event_type_rest_service import EventTypeRestServicer
 from service.servicers.event_type_service import EventTypeServicer
 from service.servicers.registry_service import RegistryServicer
 from service.servicers.sharing_service import SharingServicer
+from service.settings import ServerSettings
 from service.v1 import (
     device_event_rest_service_pb2,
     device_event_rest_service_pb2_grpc,
@@ -71,27 +75,12 @@ from service.v1 import (
     sharing_service_pb2_grpc,
 )
 
+if TYPE_CHECKING:
+    from service.mqtt import MqttPublisher
+
 log = logging.getLogger(__name__)
 # A bulk job carries up to 10,000 events (16 MiB of JSON); single events stay at 1 MiB.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
-
-@dataclass
-class ServerSettings:
-    database_url: str = "sqlite:///data/eventmgmt.db"
-    grpc_address: str = "127.0.0.1:50051"
-    rest_host: str = "127.0.0.1"
-    rest_port: int = 8080
-    admin_port: int = 9901
-    data_dir: Path = Path("data")
-    gateway: bool = True
-    production: bool = False
-    grace_seconds: float = 5.0
-    # How often pending device reports (answered 202) are turned into events; also at start.
-    pending_interval: float = 1.0
-    # How often expired events are deleted (seconds); 0 turns the sweeper off.
-    retention_interval: float = 600.0
-    mqtt_url: str = ""
 
 
 @dataclass
@@ -145,7 +134,12 @@ def create_server(
     resolver.check = store.watch_credentials(resolver.invalidate_threadsafe)
     server = grpc.aio.server(
         # Seed 000's path answers its failures with its own body, never a gRPC status.
-        interceptors=[PrincipalInterceptor(resolver, {REST_REPORT_METHOD: answer_device_error})],
+        # Request ids, the request log and the rpc metrics first, so that they also see the
+        # calls that authentication refuses.
+        interceptors=[
+            RequestInterceptor(),
+            PrincipalInterceptor(resolver, {REST_REPORT_METHOD: answer_device_error}),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -249,11 +243,10 @@ async def serve(settings: ServerSettings) -> None:
     pending = asyncio.get_running_loop().create_task(
         process_pending_reports(services.reporter, settings.pending_interval)
     )
-    sweeper = None
+    sweeper = retention = None
     if settings.retention_interval > 0:
-        sweeper = asyncio.create_task(
-            RetentionSweeper(RetentionRepository(store), settings.retention_interval).run()
-        )
+        retention = RetentionSweeper(RetentionRepository(store), settings.retention_interval)
+        sweeper = asyncio.create_task(retention.run())
     log.info("gRPC listening on %s", settings.grpc_address)
     publisher = None
     if settings.mqtt_url:
@@ -263,6 +256,14 @@ async def serve(settings: ServerSettings) -> None:
         store.commit_listeners.append(publisher.offer)
         publisher.start()
         log.info("publishing committed events to MQTT at %s", settings.mqtt_url)
+    store.writer.batch_observers.append(metrics.observe_commit)
+    sampler = asyncio.create_task(
+        metrics.Sampler(_metric_sources(store, services, publisher, retention)).run()
+    )
+    stop_metrics = None
+    if settings.metrics_port:
+        stop_metrics = metrics.start_server(settings.rest_host, settings.metrics_port)
+        log.info("metrics on http://%s:%s/metrics", settings.rest_host, settings.metrics_port)
     envoy = None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -295,6 +296,7 @@ async def serve(settings: ServerSettings) -> None:
             envoy.stop()
         job_runner.cancel()
         pending.cancel()
+        sampler.cancel()
         if sweeper is not None:
             sweeper.cancel()
         # Open subscriptions would hold the grace period; their clients resume by cursor.
@@ -303,6 +305,25 @@ async def serve(settings: ServerSettings) -> None:
         if publisher is not None:
             publisher.stop()
         store.close()
+        if stop_metrics is not None:
+            stop_metrics()
+        metrics.process_exited()
+
+
+def _metric_sources(
+    store: Store,
+    services: Services,
+    publisher: MqttPublisher | None,
+    retention: RetentionSweeper | None,
+) -> metrics.Sources:
+    return metrics.Sources(
+        live=services.feed.subscriber_lag,
+        jobs=JobRepository(store).unfinished,
+        mqtt=None
+        if publisher is None
+        else (lambda: (publisher.queued, publisher.published, publisher.dropped)),
+        retention=None if retention is None else (lambda: retention.deleted_total),
+    )
 
 
 def _print_welcome(settings: ServerSettings, port: int, dev_key: Path | None) -> None:

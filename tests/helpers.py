@@ -90,6 +90,7 @@ class Service:
     grpc_port: int = field(default_factory=free_port)
     rest_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     # Extra environment for the server (for example shorter job leases), and whether it
     # runs its Envoy gateway.
@@ -147,6 +148,8 @@ class Service:
                 str(self.rest_port),
                 "--admin-port",
                 str(self.admin_port),
+                "--metrics-port",
+                str(self.metrics_port),
                 "--data-dir",
                 str(self.data_dir),
                 *([] if self.gateway else ["--no-gateway"]),

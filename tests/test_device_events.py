@@ -674,10 +674,13 @@ def test_an_unexpected_failure_is_500_with_error_minus_1(tmp_path: Path) -> None
         with sqlite3.connect(tmp_path / "events.db") as connection:
             connection.execute("ALTER TABLE tenant_apps RENAME TO tenant_apps_lost")
 
-        answer = service.request("POST", path(), SEED_000_REPORT, key=key)
+        answer = service.request(
+            "POST", path(), SEED_000_REPORT, key=key, headers={"x-request-id": "incident-7"}
+        )
     finally:
         service.stop()
 
-    assert_failure(answer, 500, -1, "internal error (incident ")
-    incident = answer.json()["message"].split("incident ")[1].rstrip(")")
-    assert f"incident {incident}" in service.log_tail()
+    # The incident is the request's id: the client has it in the answer's header too.
+    assert_failure(answer, 500, -1, "internal error (incident incident-7)")
+    assert answer.headers["x-request-id"] == "incident-7"
+    assert "incident incident-7" in (service.data_dir / "serve.log").read_text()

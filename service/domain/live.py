@@ -191,6 +191,8 @@ class LiveFeed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started = False
         self.closed = False
+        # The feed position that each open subscription has reached, for its lag.
+        self._positions: dict[object, int] = {}
 
     async def start(self) -> None:
         """Reads the newest position; until then commits are not kept in memory."""
@@ -203,6 +205,13 @@ class LiveFeed:
             # A safety net, not the delivery path: one read per interval for the whole
             # process picks up commits whose wake-up was lost (a dropped LISTEN connection).
             self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    def subscriber_lag(self) -> tuple[int, int]:
+        """How many subscriptions are open, and how many feed positions the furthest behind
+        one is from the newest position in memory."""
+        if not self._positions:
+            return 0, 0
+        return len(self._positions), max(0, self.high_water - min(self._positions.values()))
 
     def close(self) -> None:
         """Ends every subscription (their clients resume elsewhere or after a restart)."""
@@ -287,43 +296,49 @@ class LiveFeed:
             raise invalid("cursor", f"is ahead of the feed (newest position {latest})")
         cursor = latest if after is None else after
         tenant = principal.tenant_id
-        yield Heartbeat(cursor)
-        last_sent = time.monotonic()
-        live = False
-        while not self.closed:
-            if cursor < self.floor:
-                if live:
-                    yield FellBehind(cursor)
-                    return
-                upto = self.high_water
-                page = await self._repository.feed_page(
-                    principal, event_filter, cursor, upto, CATCH_UP_PAGE
-                )
-                for event in page:
-                    yield Delivery(event)
-                cursor = page[-1].seq if len(page) == CATCH_UP_PAGE else max(cursor, upto)
-                last_sent = time.monotonic()
-                continue
-            live = True
-            changed = self._changed
-            events = self._after(cursor)
-            if events:
-                for event in events:
-                    if event.tenant_id == tenant and event_filter.matches(event):
+        me = object()
+        self._positions[me] = cursor
+        try:
+            yield Heartbeat(cursor)
+            last_sent = time.monotonic()
+            live = False
+            while not self.closed:
+                self._positions[me] = cursor
+                if cursor < self.floor:
+                    if live:
+                        yield FellBehind(cursor)
+                        return
+                    upto = self.high_water
+                    page = await self._repository.feed_page(
+                        principal, event_filter, cursor, upto, CATCH_UP_PAGE
+                    )
+                    for event in page:
                         yield Delivery(event)
-                        last_sent = time.monotonic()
-                    cursor = event.seq
-                continue
-            idle = time.monotonic() - last_sent
-            if idle >= heartbeat_seconds:
-                yield Heartbeat(cursor)
-                last_sent = time.monotonic()
-                continue
-            try:
-                async with asyncio.timeout(heartbeat_seconds - idle):
-                    await changed.wait()
-            except TimeoutError:
-                pass
+                    cursor = page[-1].seq if len(page) == CATCH_UP_PAGE else max(cursor, upto)
+                    last_sent = time.monotonic()
+                    continue
+                live = True
+                changed = self._changed
+                events = self._after(cursor)
+                if events:
+                    for event in events:
+                        if event.tenant_id == tenant and event_filter.matches(event):
+                            yield Delivery(event)
+                            last_sent = time.monotonic()
+                        cursor = event.seq
+                    continue
+                idle = time.monotonic() - last_sent
+                if idle >= heartbeat_seconds:
+                    yield Heartbeat(cursor)
+                    last_sent = time.monotonic()
+                    continue
+                try:
+                    async with asyncio.timeout(heartbeat_seconds - idle):
+                        await changed.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            del self._positions[me]
 
 
 def check_heartbeat(seconds: int) -> int:

@@ -36,6 +36,7 @@ class RetentionSweeper:
         self.interval = interval
         self._batch = batch
         self._default_days = default_days
+        self.deleted_total = 0
 
     async def sweep(self, now: int | None = None) -> int:
         """One pass over every type; returns how many events it deleted."""
@@ -52,6 +53,7 @@ class RetentionSweeper:
                     break
         if deleted:
             log.info("retention: deleted %s expired events", deleted)
+        self.deleted_total += deleted
         return deleted
 
     async def run(self) -> None:

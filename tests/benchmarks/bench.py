@@ -375,6 +375,9 @@ class Service:
                 str(self.rest_port),
                 "--admin-port",
                 str(self.admin_port),
+                # No metrics port: the default 9464 may be taken on a shared machine.
+                "--metrics-port",
+                "0",
                 "--data-dir",
                 str(self.work_dir / "data"),
             ],

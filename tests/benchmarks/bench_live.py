@@ -97,6 +97,8 @@ class Server:
                 "--no-gateway",
                 "--grpc-address",
                 f"127.0.0.1:{self.port}",
+                "--metrics-port",
+                "0",
                 "--data-dir",
                 str(self.work_dir / "data"),
             ],

@@ -1,0 +1,183 @@
+"""Per-call observability: the request id, one structured log line per call, and the rpc
+metrics. A server interceptor of its own, placed before the auth interceptor so that it also
+sees calls that authentication refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+
+from service import metrics
+from service.auth import current_caller
+from service.request_context import REQUEST_ID, begin_request, current_request_id
+
+log = logging.getLogger("eventmgmt.requests")
+HTTP_CODE = "x-http-code"
+_OK = grpc.StatusCode.OK.name
+
+
+def _code_name(code: Any) -> str:
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):
+        for status in grpc.StatusCode:
+            if status.value[0] == code:
+                return status.name
+    return grpc.StatusCode.UNKNOWN.name
+
+
+class _CallContext:
+    """The servicer context of one call, which adds the request id to the initial metadata
+    (whether the servicer sends its own, as REST answers do, or none) and remembers the
+    status and HTTP status the call ends with. Everything else is the real context."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, request_id: str) -> None:
+        self._context = context
+        self._request_id = request_id
+        self._metadata_sent = False
+        self.code = _OK
+        self.http_status = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def send_initial_metadata(self, metadata: Sequence[tuple[str, Any]]) -> None:
+        self._metadata_sent = True
+        for key, value in metadata:
+            if key == HTTP_CODE:
+                self.http_status = str(value)
+        await self._context.send_initial_metadata([*metadata, (REQUEST_ID, self._request_id)])
+
+    async def ensure_metadata(self) -> None:
+        if not self._metadata_sent:
+            await self.send_initial_metadata(())
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", *args: Any) -> Any:
+        self.code = _code_name(code)
+        await self.ensure_metadata()
+        return await self._context.abort(code, details, *args)
+
+    async def abort_with_status(self, status: grpc.Status) -> Any:
+        self.code = _code_name(status.code)
+        await self.ensure_metadata()
+        return await self._context.abort_with_status(status)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = _code_name(code)
+        self._context.set_code(code)
+
+
+class RequestInterceptor(grpc.aio.ServerInterceptor):
+    """Gives every call a request id, then counts, times and logs it when it ends."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        # Set before the inner interceptors run, so that their failures carry it too.
+        begin_request(handler_call_details.invocation_metadata)
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith("/grpc.health.v1.Health/"):
+            return handler
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = self._wrapped[method] = _observe(handler, method)
+        return wrapped
+
+
+def _finish(method: str, started: float, context: _CallContext, code: str) -> None:
+    seconds = time.perf_counter() - started
+    metrics.observe_call(method, code, seconds)
+    caller = current_caller()
+    tenant = key_id = ""
+    if caller is not None:
+        tenant, key_id = caller.tenant_id, caller.key_id
+    duration_ms = round(seconds * 1000, 2)
+    request_id = current_request_id()
+    log.info(
+        "%s %s%s %.1f ms tenant=%s key=%s request=%s",
+        method,
+        code,
+        f" http={context.http_status}" if context.http_status else "",
+        duration_ms,
+        tenant or "-",
+        key_id or "-",
+        request_id,
+        extra={
+            "rpc": method,
+            "status": code,
+            "http_status": int(context.http_status) if context.http_status.isdigit() else None,
+            "tenant": tenant or None,
+            "key_id": key_id or None,
+            "duration_ms": duration_ms,
+            "request_id": request_id,
+        },
+    )
+
+
+def _observe(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            call = _CallContext(context, current_request_id())
+            code = _OK
+            try:
+                response = await behavior(request, call)
+                await call.ensure_metadata()
+                code = call.code
+                return response
+            except grpc.aio.AbortError:
+                code = call.code
+                raise
+            except BaseException:
+                code = grpc.StatusCode.UNKNOWN.name
+                raise
+            finally:
+                _finish(method, started, call, code)
+
+        return observed
+
+    def streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            call = _CallContext(context, current_request_id())
+            code = _OK
+            try:
+                async for item in behavior(request, call):
+                    await call.ensure_metadata()
+                    yield item
+                code = call.code
+            except grpc.aio.AbortError:
+                code = call.code
+                raise
+            except BaseException as error:
+                # A client that goes away cancels its stream: that is how streams end.
+                cancelled = isinstance(error, asyncio.CancelledError | GeneratorExit)
+                code = grpc.StatusCode.CANCELLED.name if cancelled else "UNKNOWN"
+                raise
+            finally:
+                _finish(method, started, call, code)
+
+        return observed
+
+    serializers = (handler.request_deserializer, handler.response_serializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), *serializers)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), *serializers)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), *serializers)
+    assert handler.stream_stream is not None
+    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), *serializers)

@@ -1,0 +1,28 @@
+"""The settings of `eventmgmt serve`, apart from the server so that the CLI can read their
+defaults without importing the server (and prometheus_client) before it chose the metrics'
+multiprocess directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ServerSettings:
+    database_url: str = "sqlite:///data/eventmgmt.db"
+    grpc_address: str = "127.0.0.1:50051"
+    rest_host: str = "127.0.0.1"
+    rest_port: int = 8080
+    admin_port: int = 9901
+    data_dir: Path = Path("data")
+    gateway: bool = True
+    production: bool = False
+    grace_seconds: float = 5.0
+    # How often pending device reports (answered 202) are turned into events; also at start.
+    pending_interval: float = 1.0
+    # How often expired events are deleted (seconds); 0 turns the sweeper off.
+    retention_interval: float = 600.0
+    mqtt_url: str = ""
+    # Prometheus metrics on this port (on rest_host); 0 turns them off.
+    metrics_port: int = 9464

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from string import Template
 from types import TracebackType
 
+from gateway.routes import lua_path_templates, path_templates, streaming_rpcs
 from service.protogen import build_descriptor_set
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,12 @@ STOP_TIMEOUT_S = 5.0
 # The largest file the docs routes answer: Swagger UI's bundle is about 1.5 MB.
 MAX_DOCS_BYTES = 4 * 1024 * 1024
 LOG_TAIL_LINES = 40
+# A failed start is tried once more after this pause (a gateway killed a moment ago may still
+# hold its ports while it exits).
+RETRY_PAUSE_S = 1.0
+# The longest heartbeat interval a subscriber may ask for (service.domain.live), plus slack: a
+# stream with no byte either way for longer has a client that stopped reading.
+STREAM_IDLE_TIMEOUT_S = 300 + 30
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,15 @@ class GatewaySettings:
     # Bulk jobs carry up to 10,000 events; the service itself caps a single event at 1 MiB.
     max_request_bytes: int = 16 * 1024 * 1024
     max_response_bytes: int = 32 * 1024 * 1024
+    # Larger request headers answer 431. Keep it well under the service's metadata limit
+    # (service.server.MAX_METADATA_BYTES), which also counts what Envoy adds.
+    max_request_headers_kb: int = 32
+    # A unary call that takes longer answers 504 (JSON).
+    unary_timeout_seconds: int = 60
+    # Circuit breakers: calls and streams in flight to the service; beyond them, 503 at once.
+    max_unary_calls: int = 1024
+    max_streams: int = 2048
+    retry_after_seconds: int = 1
     # The gRPC services whose google.api.http bindings Envoy transcodes.
     services: tuple[str, ...] = (
         "eventmgmt.v1.EventRestService",
@@ -55,16 +72,6 @@ class GatewaySettings:
         "eventmgmt.v1.EventTypeRestService",
         "eventmgmt.v1.EventSearchService",
     )
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: Linux sends it SIGTERM when the thread that started it
-    dies, so a server killed with -9 leaves no orphan gateway holding the REST port."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _package_text(name: str) -> str:
@@ -89,8 +96,27 @@ def _indent(text: str, spaces: int) -> str:
     return "\n".join(pad + line if line.strip() else "" for line in text.splitlines())
 
 
+def _stream_routes(descriptor_path: Path) -> str:
+    routes = []
+    for path in streaming_rpcs(descriptor_path):
+        routes.append(
+            f"              - match:\n"
+            f"                  path: {path}\n"
+            f"                  headers:\n"
+            f"                  - name: content-type\n"
+            f"                    string_match: {{prefix: application/grpc}}\n"
+            f"                route:\n"
+            f"                  cluster: grpc_streams\n"
+            f"                  timeout: 0s\n"
+            f"                  idle_timeout: {STREAM_IDLE_TIMEOUT_S}s"
+        )
+    return "\n".join(routes)
+
+
 def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
     """Returns the Envoy YAML for `settings`, transcoding with the given descriptor set."""
+    guard = lua_path_templates(path_templates(descriptor_path, settings.services))
+    guard += _package_text("request_guard.lua")
     values = {
         "admin_port": settings.admin_port,
         "listen_host": settings.listen_host,
@@ -110,6 +136,14 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "docs_page": _package_path("docs.html"),
         "swagger_ui_dir": swagger_ui_dir(),
         "max_docs_bytes": MAX_DOCS_BYTES,
+        "request_guard_source": _indent(guard, 18),
+        "stream_routes": _stream_routes(descriptor_path),
+        "stream_idle_timeout_seconds": STREAM_IDLE_TIMEOUT_S,
+        "max_request_headers_kb": settings.max_request_headers_kb,
+        "unary_timeout_seconds": settings.unary_timeout_seconds,
+        "max_unary_calls": settings.max_unary_calls,
+        "max_streams": settings.max_streams,
+        "retry_after_seconds": settings.retry_after_seconds,
     }
     return Template(_package_text("envoy.yaml.tmpl")).substitute(values)
 
@@ -129,6 +163,16 @@ class EnvoyStartError(RuntimeError):
     """Envoy exited or did not become ready; the message carries its log tail."""
 
 
+def _exit_cause(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"envoy was killed by {name} (exit {code})"
+    return f"envoy exited with {code}"
+
+
 class Envoy:
     """One Envoy process serving the REST gateway for `settings`."""
 
@@ -144,13 +188,28 @@ class Envoy:
         return f"http://127.0.0.1:{self.settings.admin_port}"
 
     def start(self) -> None:
-        """Builds the descriptor set and config, starts Envoy and waits until it is ready."""
+        """Builds the descriptor set and config, starts Envoy and waits until it is ready.
+        A failed start is tried once more; if that fails too, EnvoyStartError names the cause
+        of each attempt with its log lines."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("envoy is already running")
         work_dir = self.settings.work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
         build_descriptor_set(self.descriptor_path)
         self.config_path.write_text(render_config(self.settings, self.descriptor_path))
+        failures = []
+        for attempt in (1, 2):
+            try:
+                self._start_once()
+                return
+            except EnvoyStartError as error:
+                failures.append(f"attempt {attempt}: {error}")
+                if attempt == 1:
+                    log.warning("envoy did not start, trying once more: %s", error)
+                    time.sleep(RETRY_PAUSE_S)
+        raise EnvoyStartError("envoy did not start in 2 attempts\n" + "\n".join(failures))
+
+    def _start_once(self) -> None:
         argv = [
             find_envoy(),
             "--config-path",
@@ -163,34 +222,39 @@ class Envoy:
             str(self.log_path),
         ]
         log.info("starting envoy on %s:%s", self.settings.listen_host, self.settings.listen_port)
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # Not forked from this process with a preexec_fn: that runs Python's and gRPC's fork
+        # handlers in a child of a process whose gRPC threads are running, which now and then
+        # aborted the child (exit -6). Without preexec_fn, subprocess uses vfork/exec, and the
+        # small single-threaded die_with_parent script arms the death signal and execs Envoy.
+        launcher = Path(__file__).with_name("die_with_parent.py")
         with self.log_path.open("ab") as early_output:
             # Output before --log-path takes effect (bad flags, exec failure) lands here too.
             self.process = subprocess.Popen(
-                argv,
+                [sys.executable, "-I", str(launcher), str(os.getpid()), *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=early_output,
                 stderr=early_output,
-                preexec_fn=_die_with_parent,
             )
         try:
-            self._wait_until_ready()
+            self._wait_until_ready(log_start)
         except BaseException:
             self.stop()
             raise
 
-    def _wait_until_ready(self) -> None:
+    def _wait_until_ready(self, log_start: int) -> None:
         assert self.process is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
-                raise EnvoyStartError(f"envoy exited with {code}:\n{self.log_tail()}")
+                raise EnvoyStartError(f"{_exit_cause(code)}:\n{self.log_tail(since=log_start)}")
             if self._is_ready():
                 return
             time.sleep(0.05)
         raise EnvoyStartError(
-            f"envoy not ready after {READY_TIMEOUT_S:.0f} s at {self.admin_url}/ready:\n"
-            f"{self.log_tail()}"
+            f"not ready after {READY_TIMEOUT_S:.0f} s at {self.admin_url}/ready:\n"
+            f"{self.log_tail(since=log_start)}"
         )
 
     def _is_ready(self) -> bool:
@@ -200,12 +264,15 @@ class Envoy:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+    def log_tail(self, lines: int = LOG_TAIL_LINES, since: int = 0) -> str:
+        """The last `lines` of the log written after byte offset `since`."""
         try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+            with self.log_path.open("rb") as log_file:
+                log_file.seek(since)
+                text = log_file.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return "(no envoy log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(text.splitlines()[-lines:]) or "(nothing in the envoy log)"
 
     def stop(self) -> None:
         """Stops Envoy: SIGTERM, then SIGKILL if it lingers. Safe to call more than once."""

@@ -81,6 +81,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # A bulk job carries up to 10,000 events (16 MiB of JSON); single events stay at 1 MiB.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Request metadata (headers) a call may carry. gRPC's default (8 KiB soft, 16 KiB hard) is below
+# the gateway's header limit (32 KiB, which answers 431): a REST client's large header would
+# reach the server and get 429 "metadata size exceeds hard limit". Above it, with room for the
+# headers Envoy adds and gRPC's 32 bytes per entry.
+MAX_METADATA_BYTES = 64 * 1024
 
 
 @dataclass
@@ -143,6 +148,8 @@ def create_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
     event_service_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(events), server)

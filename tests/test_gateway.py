@@ -7,7 +7,9 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -249,8 +251,14 @@ def test_rendered_config_is_valid_for_envoy_and_carries_the_settings(tmp_path):
         check=False,
     )
     assert validation.returncode == 0, validation.stdout + validation.stderr
-    filters = re.findall(r"- name: envoy\.filters\.http\.(\w+)", config)
-    assert filters == ["buffer", "lua", "grpc_json_transcoder", "router"]
+    filters = re.findall(r"^          - name: ([\w.]+)", config, re.MULTILINE)
+    assert filters == [
+        "eventmgmt.request_guard",
+        "envoy.filters.http.buffer",
+        "envoy.filters.http.lua",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.router",
+    ]
     assert "max_request_bytes: 1234\n" in config
     assert 'services: ["eventmgmt.v1.EventRestService", "eventmgmt.v1.EventService"]' in config
     assert f'proto_descriptor: "{descriptor.resolve()}"' in config
@@ -258,7 +266,7 @@ def test_rendered_config_is_valid_for_envoy_and_carries_the_settings(tmp_path):
     assert "{address: service, port_value: 50051}" in config
 
 
-def test_start_failure_names_the_cause(tmp_path, upstream_server):
+def test_start_failure_names_the_cause_of_both_attempts(tmp_path, upstream_server):
     _, grpc_port = upstream_server
     settings = _settings(tmp_path, grpc_port)
     taken = socket.socket()
@@ -266,11 +274,80 @@ def test_start_failure_names_the_cause(tmp_path, upstream_server):
         taken.bind(("127.0.0.1", settings.admin_port))
         taken.listen()
         envoy = Envoy(settings)
-        with pytest.raises(EnvoyStartError, match="envoy exited"):
+        with pytest.raises(EnvoyStartError) as failure:
             envoy.start()
         envoy.stop()  # idempotent after a failed start
     finally:
         taken.close()
+    message = str(failure.value)
+    assert "did not start in 2 attempts" in message
+    assert "attempt 1: envoy exited with 1" in message
+    assert "attempt 2: envoy exited with 1" in message
+    assert "ddress already in use" in message
+
+
+def test_a_failed_start_is_tried_once_more(tmp_path, upstream_server):
+    _, grpc_port = upstream_server
+    settings = _settings(tmp_path, grpc_port)
+    envoy = Envoy(settings)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", settings.admin_port))
+    taken.listen()
+
+    def free_the_port_after_the_first_failure() -> None:
+        # The first attempt fails on the taken admin port; the port is freed during the pause
+        # before the second attempt (RETRY_PAUSE_S).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if envoy.log_path.exists() and b"ddress already in use" in envoy.log_path.read_bytes():
+                break
+            time.sleep(0.01)
+        taken.close()
+
+    freer = threading.Thread(target=free_the_port_after_the_first_failure)
+    freer.start()
+    try:
+        envoy.start()
+        assert send(settings.listen_port, "GET", "/events").status == 200
+    finally:
+        freer.join()
+        taken.close()
+        envoy.stop()
+
+
+def test_the_gateway_dies_with_the_process_that_started_it(tmp_path, upstream_server):
+    _, grpc_port = upstream_server
+    settings = _settings(tmp_path, grpc_port)
+    # A parent that starts the gateway and is then killed with -9, as a server can be.
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from gateway.launcher import Envoy, GatewaySettings\n"
+            f"Envoy(GatewaySettings('127.0.0.1', {settings.listen_port}, {settings.admin_port},"
+            f" '127.0.0.1', {grpc_port}, Path({str(tmp_path)!r}))).start()\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
+        assert send(settings.listen_port, "GET", "/events").status == 200
+    finally:
+        parent.kill()
+        parent.wait()
+        assert parent.stdout is not None
+        parent.stdout.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", settings.listen_port)) != 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the gateway outlived the process that started it")
 
 
 # --- success paths ------------------------------------------------------------------------
@@ -466,6 +543,7 @@ def test_service_down_is_503_json(tmp_path):
 
     assert answer.status == 503
     assert answer.json()["code"] == code_pb2.UNAVAILABLE
+    assert answer.headers["retry-after"] == "1"
 
 
 DEVICE_PATH = "/rest/v1/api/tenants/t1/devices/d1/events"
@@ -493,3 +571,108 @@ def test_device_path_with_the_service_down_is_503_error_minus_1(tmp_path):
     assert answer.status == 503
     assert set(answer.json()) == {"error", "message"}
     assert answer.json()["error"] == -1
+    assert answer.headers["retry-after"] == "1"
+
+
+# --- what a REST client may not decide (issue 10) -----------------------------------------
+
+
+def test_grpc_and_envoy_control_headers_of_rest_clients_never_reach_the_service(gateway):
+    answer = send(
+        gateway.port,
+        "GET",
+        "/events/e1",
+        headers={
+            "grpc-timeout": "1n",
+            "grpc-encoding": "gzip",
+            "trace-bin": "!!!",
+            "x-envoy-upstream-rq-timeout-ms": "1",
+            "x-envoy-retry-on": "5xx",
+            "x-eventmgmt-refused-field": "id",
+            "x-custom": "kept",
+        },
+    )
+
+    assert answer.status == 200, answer.body
+    metadata = gateway.upstream.last_call().metadata
+    assert metadata["x-custom"] == "kept"
+    sent = [n for n in metadata if n.startswith(("grpc-", "x-envoy-u", "x-envoy-r", "x-eventmgmt"))]
+    assert sent == [] and "trace-bin" not in metadata
+
+
+def test_forwarded_headers_are_the_gateways_never_the_clients(gateway):
+    answer = send(
+        gateway.port,
+        "GET",
+        "/events/e1",
+        headers={
+            "X-Forwarded-Proto": "https://evil.example/x?",
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-For": "203.0.113.9",
+        },
+    )
+
+    assert answer.status == 200
+    metadata = gateway.upstream.last_call().metadata
+    assert metadata["x-forwarded-proto"] == "http"
+    assert metadata["x-forwarded-host"] == f"127.0.0.1:{gateway.port}"
+    assert metadata["x-forwarded-for"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("host", ["a@b", "evil.example/x?", "a b", "x:y:z", "[::1]x"])
+def test_a_malformed_host_is_a_400(gateway, host):
+    calls = len(gateway.upstream.calls)
+    answer = send(gateway.port, "GET", "/events/e1", headers={"Host": host})
+
+    assert answer.status == 400
+    assert answer.json()["code"] == code_pb2.INVALID_ARGUMENT
+    # Envoy's HTTP/1 codec refuses some of them itself, with no field to name.
+    if "details" in answer.json():
+        assert _violations(answer.json()) == {"Host": "must be host or host:port"}
+    assert len(gateway.upstream.calls) == calls
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/events/%FF%FE", "id"),
+        ("/events?code=%FF", "code"),
+        ("/events?co%C3de=1", "query parameter name"),
+        ("/sharedEntities/e1/tenants/%ED%A0%80", "tenantId"),
+        ("/rest/v1/api/tenants/t%F4%90%80%80/devices/d1/events", "tenantId"),
+        ("/no%C0%AFsuch/path", "path"),
+    ],
+)
+def test_percent_escapes_that_are_no_utf8_are_named_400s(gateway, path, field):
+    calls = len(gateway.upstream.calls)
+    answer = send(gateway.port, "GET", path)
+
+    assert answer.status == 400
+    assert len(gateway.upstream.calls) == calls
+    if path.startswith("/rest/v1/"):  # seed 000's error shape
+        assert answer.json() == {
+            "error": 6,
+            "message": f"{field}: must be UTF-8 once percent-decoded",
+        }
+    else:
+        assert answer.json()["code"] == code_pb2.INVALID_ARGUMENT
+        assert _violations(answer.json()) == {field: "must be UTF-8 once percent-decoded"}
+
+
+def test_valid_utf8_escapes_pass_through(gateway):
+    answer = send(gateway.port, "GET", "/events/caf%C3%A9%F0%9F%98%80")
+
+    assert answer.status == 200
+    assert gateway.upstream.last_call().request.id == "café😀"
+
+
+def test_request_headers_over_the_limit_are_431_json(gateway):
+    answer = send(gateway.port, "GET", "/events/e1", headers={"x-big": "a" * 40_000})
+
+    assert answer.status == 431
+    assert answer.json()["code"] == code_pb2.RESOURCE_EXHAUSTED
+
+
+def _violations(body: dict) -> dict[str, str]:
+    bad_request = next(d for d in body["details"] if d["@type"].endswith("BadRequest"))
+    return {v["field"]: v["description"] for v in bad_request["fieldViolations"]}

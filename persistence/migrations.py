@@ -321,6 +321,31 @@ def _v10_access(db: peewee.Database) -> None:
         db.execute_sql(statement)
 
 
+def _v11_share_domains(db: peewee.Database) -> None:
+    statements = [
+        # A share covers the entity's events inside the sharer's domain subtree only, so that
+        # a key limited to /root/sub1 cannot hand out events of /root/sub2. The subtree is in
+        # the key: keys of two subtrees may share one entity with one tenant independently.
+        # Shares made before were made with whole-tenant reach: "/".
+        """CREATE TABLE entity_shares_by_domain (
+            owner_tenant_id VARCHAR(64) NOT NULL,
+            entity_id VARCHAR(128) NOT NULL,
+            receiver_tenant_id VARCHAR(64) NOT NULL,
+            domain VARCHAR(1024) NOT NULL,
+            create_time BIGINT NOT NULL,
+            PRIMARY KEY (owner_tenant_id, entity_id, receiver_tenant_id, domain))""",
+        """INSERT INTO entity_shares_by_domain
+            SELECT owner_tenant_id, entity_id, receiver_tenant_id, '/', create_time
+            FROM entity_shares""",
+        "DROP TABLE entity_shares",
+        "ALTER TABLE entity_shares_by_domain RENAME TO entity_shares",
+        "CREATE INDEX entity_shares_receiver ON entity_shares "
+        "(receiver_tenant_id, owner_tenant_id, entity_id)",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
@@ -331,6 +356,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (8, "bulk jobs and their per-event results", _v8_jobs),
     (9, "seed 003's standard type id in stored events; type ids up to 128", _v9_standard_type_id),
     (10, "privileges, users, revocation, login throttling, rate limits", _v10_access),
+    (11, "entity shares bounded by the sharer's domain subtree", _v11_share_domains),
 ]
 
 

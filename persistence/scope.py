@@ -8,6 +8,13 @@ from typing import Any
 from service.domain.access import ROOT_DOMAIN, Principal
 from service.domain.live import EventFilter
 
+# A share reaches the entity's events inside the sharer's subtree (s.domain), by the same
+# equality of prefixes as the principal's own subtree below.
+_SHARED_SUBTREE = (
+    "(s.domain = '/' OR events.domain = s.domain "
+    "OR substr(events.domain, 1, length(s.domain) + 1) = s.domain || '/')"
+)
+
 
 def scope_clause(
     principal: Principal, param: str, *, whole_tenant: bool = False, include_shared: bool = False
@@ -27,7 +34,7 @@ def scope_clause(
         clause = (
             f"(({clause}) OR EXISTS (SELECT 1 FROM entity_shares s "
             f"WHERE s.receiver_tenant_id = {param} AND s.owner_tenant_id = events.tenant_id "
-            f"AND s.entity_id = events.entity_id))"
+            f"AND s.entity_id = events.entity_id AND {_SHARED_SUBTREE}))"
         )
         args.append(principal.tenant_id)
     return clause, args

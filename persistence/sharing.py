@@ -7,7 +7,19 @@ from typing import Any
 import peewee
 
 from persistence.store import Store
+from service.domain.access import ROOT_DOMAIN, Principal
 from service.domain.sharing import EntityShare
+
+
+def _within(subtree: str, p: str) -> tuple[str, list[Any]]:
+    """SQL that keeps shares whose domain lies inside `subtree`."""
+    if subtree == ROOT_DOMAIN:
+        return "", []
+    return f" AND (domain = {p} OR substr(domain, 1, {p}) = {p})", [
+        subtree,
+        len(subtree) + 1,
+        subtree + "/",
+    ]
 
 
 class ShareRepository:
@@ -21,36 +33,47 @@ class ShareRepository:
         def write(cursor: Any) -> bool:
             # Atomic on both backends, also between replicas: the primary key decides.
             cursor.execute(
-                f"INSERT INTO entity_shares VALUES ({p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING",
-                (share.owner_tenant_id, share.entity_id, share.tenant_id, share.create_time),
+                "INSERT INTO entity_shares (owner_tenant_id, entity_id, receiver_tenant_id, "
+                f"domain, create_time) VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING",
+                (
+                    share.owner_tenant_id,
+                    share.entity_id,
+                    share.tenant_id,
+                    share.domain,
+                    share.create_time,
+                ),
             )
             return bool(cursor.rowcount == 1)
 
         inserted: bool = await self._store.writer.submit(write)
         return inserted
 
-    async def delete(self, owner_tenant_id: str, entity_id: str, tenant_id: str) -> bool:
+    async def delete(self, owner: Principal, entity_id: str, tenant_id: str) -> bool:
+        """Deletes the owner's shares of the entity with the tenant that lie inside the
+        owner's subtree; False when there were none."""
         p = self._store.database.param
+        within, args = _within(owner.domain, p)
 
         def write(cursor: Any) -> bool:
             cursor.execute(
                 f"DELETE FROM entity_shares WHERE owner_tenant_id = {p} AND entity_id = {p} "
-                f"AND receiver_tenant_id = {p}",
-                (owner_tenant_id, entity_id, tenant_id),
+                f"AND receiver_tenant_id = {p}{within}",
+                (owner.tenant_id, entity_id, tenant_id, *args),
             )
-            return bool(cursor.rowcount == 1)
+            return bool(cursor.rowcount >= 1)
 
         deleted: bool = await self._store.writer.submit(write)
         return deleted
 
-    async def list_for(self, tenant_id: str) -> list[EntityShare]:
+    async def list_for(self, principal: Principal) -> list[EntityShare]:
         def read(db: peewee.Database) -> list[EntityShare]:
             p = db.param
+            within, args = _within(principal.domain, p)
             rows = db.execute_sql(
-                f"SELECT owner_tenant_id, entity_id, receiver_tenant_id, create_time "
-                f"FROM entity_shares WHERE owner_tenant_id = {p} OR receiver_tenant_id = {p} "
-                f"ORDER BY create_time",
-                (tenant_id, tenant_id),
+                "SELECT owner_tenant_id, entity_id, receiver_tenant_id, create_time, domain "
+                f"FROM entity_shares WHERE (owner_tenant_id = {p}{within}) "
+                f"OR receiver_tenant_id = {p} ORDER BY create_time",
+                (principal.tenant_id, *args, principal.tenant_id),
             )
             return [EntityShare(*row) for row in rows]
 

@@ -3,7 +3,9 @@ asks for shared events, and can never change, acknowledge or delete them."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -168,3 +170,114 @@ def test_sharing_over_grpc(service: Service, keys: Keys) -> None:
         )
         assert seen.event.tenant_id == "acme"
         assert seen.event.entity_id == entity
+
+
+# --- shares are bounded by the sharer's domain subtree --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def subtree_admins(service: Service) -> dict[str, str]:
+    """Admin keys of acme limited to /root/sub1 and /root/sub2."""
+    return {
+        sub: service.create_key("acme", "Admin", f"/root/{sub}", name=f"{sub}-admin")
+        for sub in ("sub1", "sub2")
+    }
+
+
+def entity_in_both_subtrees(service: Service, keys: Keys) -> tuple[str, dict[str, str]]:
+    """A fresh entity with one acme event in /root/sub1/a and one in /root/sub2: event ids
+    by subtree."""
+    entity = f"asset-{uuid.uuid4().hex[:8]}"
+    ids = {}
+    for sub, domain in (("sub1", "/root/sub1/a"), ("sub2", "/root/sub2")):
+        created = service.request(
+            "POST", "/events", {"entityId": entity, "domain": domain}, key=keys.writer
+        )
+        assert created.status == 201, created.body
+        ids[sub] = created.json()["id"]
+    return entity, ids
+
+
+def shared_ids(service: Service, keys: Keys, entity: str) -> set[str]:
+    """The ids of the entity's events that globex reads as shared."""
+    query = urllib.parse.quote(json.dumps({"entityId": entity}))
+    answer = service.request(
+        "GET", f"/events?includeShared=true&filter={query}", key=keys.other_tenant
+    )
+    assert answer.status == 200, answer.body
+    return {e["id"] for e in answer.json()["_embedded"]["events"]}
+
+
+def test_a_subtree_admin_shares_only_the_events_of_its_subtree(
+    service: Service, keys: Keys, subtree_admins: dict[str, str]
+) -> None:
+    entity, ids = entity_in_both_subtrees(service, keys)
+
+    share = service.request(
+        "POST",
+        "/sharedEntities",
+        {"entityId": entity, "tenantId": "globex"},
+        key=subtree_admins["sub1"],
+    )
+
+    assert share.status == 201, share.body
+    assert share.json()["share"]["domain"] == "/root/sub1"
+    assert shared_ids(service, keys, entity) == {ids["sub1"]}
+    hidden = f"/events/{ids['sub2']}?includeShared=true"
+    assert service.request("GET", hidden, key=keys.other_tenant).status == 404
+    # Find is bounded the same way.
+    found = service.request(
+        "POST",
+        "/events/find?includeShared=true",
+        {"query": {"term": {"entityId": entity}}},
+        key=keys.other_tenant,
+    )
+    assert found.status == 200, found.body
+    assert {h["_id"] for h in found.json()["hits"]["hits"]} == {ids["sub1"]}
+
+    # A second subtree's admin shares the same entity on its own; the receiver sees both.
+    second = service.request(
+        "POST",
+        "/sharedEntities",
+        {"entityId": entity, "tenantId": "globex"},
+        key=subtree_admins["sub2"],
+    )
+    assert second.status == 201, second.body
+    assert shared_ids(service, keys, entity) == set(ids.values())
+
+
+def test_listing_and_unsharing_stay_inside_the_callers_subtree(
+    service: Service, keys: Keys, subtree_admins: dict[str, str]
+) -> None:
+    entity, ids = entity_in_both_subtrees(service, keys)
+    body = {"entityId": entity, "tenantId": "globex"}
+    assert service.request("POST", "/sharedEntities", body, key=keys.admin).status == 201
+
+    def listed(key: str) -> list[dict[str, str]]:
+        answer = service.request("GET", "/sharedEntities", key=key)
+        assert answer.status == 200, answer.body
+        return [s for s in answer.json().get("shares", []) if s["entityId"] == entity]
+
+    assert [s["domain"] for s in listed(keys.admin)] == ["/"]
+    assert listed(subtree_admins["sub1"]) == []
+    # The receiver sees the share, without the owner's domain paths.
+    assert [s.get("domain", "") for s in listed(keys.other_tenant)] == [""]
+
+    path = f"/sharedEntities/{entity}/tenants/globex"
+    refused = service.request("DELETE", path, key=subtree_admins["sub1"])
+    assert refused.status == 404 and reason(refused.json()) == "SHARE_NOT_FOUND"
+    assert shared_ids(service, keys, entity) == set(ids.values())
+
+    assert (
+        service.request("POST", "/sharedEntities", body, key=subtree_admins["sub1"]).status == 201
+    )
+    assert [s["domain"] for s in listed(subtree_admins["sub1"])] == ["/root/sub1"]
+    assert service.request("DELETE", path, key=subtree_admins["sub1"]).status == 200
+    assert [s["domain"] for s in listed(keys.admin)] == ["/"]
+    # A whole-tenant admin ends every share of the entity, whichever key made it.
+    assert (
+        service.request("POST", "/sharedEntities", body, key=subtree_admins["sub1"]).status == 201
+    )
+    assert service.request("DELETE", path, key=keys.admin).status == 200
+    assert listed(keys.admin) == []
+    assert shared_ids(service, keys, entity) == set()

@@ -17,20 +17,22 @@ from service.v1 import sharing_service_pb2_grpc
 
 def _message(share: EntityShare) -> pb.EntityShare:
     seconds, micros = divmod(share.create_time, 1_000_000)
+    owned = share.owner_tenant_id == current_principal().tenant_id
     return pb.EntityShare(
         entity_id=share.entity_id,
         tenant_id=share.tenant_id,
         owner_tenant_id=share.owner_tenant_id,
         create_time=Timestamp(seconds=seconds, nanos=micros * 1000),
+        domain=share.domain if owned else "",
     )
 
 
 def _requested(request: pb.ShareEntityRequest) -> pb.EntityShare:
-    if not request.HasField("body"):
-        return request.share
-    share, _ = proto_json.parse(request.body.data, pb.EntityShare())
-    if share.owner_tenant_id or share.HasField("create_time"):
-        raise invalid("body", "ownerTenantId and createTime are set by the server")
+    share, where = request.share, "share"
+    if request.HasField("body"):
+        (share, _), where = proto_json.parse(request.body.data, pb.EntityShare()), "body"
+    if share.owner_tenant_id or share.HasField("create_time") or share.domain:
+        raise invalid(where, "ownerTenantId, createTime and domain are set by the server")
     return share
 
 

@@ -13,16 +13,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EntityShare(_message.Message):
-    __slots__ = ("entity_id", "tenant_id", "owner_tenant_id", "create_time")
+    __slots__ = ("entity_id", "tenant_id", "owner_tenant_id", "create_time", "domain")
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
     entity_id: str
     tenant_id: str
     owner_tenant_id: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, entity_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., owner_tenant_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    domain: str
+    def __init__(self, entity_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., owner_tenant_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., domain: _Optional[str] = ...) -> None: ...
 
 class ShareEntityRequest(_message.Message):
     __slots__ = ("share", "body")

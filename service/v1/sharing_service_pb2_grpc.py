@@ -69,14 +69,16 @@ class SharingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEntityShares(self, request, context):
-        """Lists the shares the caller's tenant made and received.
+        """Lists the shares the caller's tenant made (those inside the caller's domain subtree) and
+        received.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnshareEntity(self, request, context):
-        """Stops sharing an entity with a tenant.
+        """Stops sharing an entity with a tenant: the shares of it that lie inside the caller's
+        domain subtree.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

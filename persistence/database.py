@@ -33,7 +33,13 @@ def open_database(url: str) -> peewee.Database:
         )
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, autoconnect=True)
+    # Write transactions take the file's write lock at BEGIN (IMMEDIATE): the writers of
+    # several processes (serve --workers) then queue on it under busy_timeout. A deferred
+    # BEGIN that read first would fail at once with "database is locked" when another process
+    # committed meanwhile (SQLite cannot upgrade a stale snapshot to a writer).
+    return peewee.SqliteDatabase(
+        path, pragmas=SQLITE_PRAGMAS, autoconnect=True, lock_type="IMMEDIATE"
+    )
 
 
 def is_postgres(database: peewee.Database) -> bool:

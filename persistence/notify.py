@@ -1,11 +1,13 @@
 """Cross-replica wake-ups on PostgreSQL: LISTEN on a channel (the feed positions that any
 replica's commits notify, or credential changes), on a connection of its own, and hand each
-notification to a callback."""
+notification to a callback. On an SQLite file that several processes share, poll the feed
+position instead."""
 
 from __future__ import annotations
 
 import logging
 import select
+import sqlite3
 import threading
 from collections.abc import Callable
 
@@ -18,6 +20,9 @@ log = logging.getLogger(__name__)
 # Each write transaction that creates events notifies its newest feed position here.
 FEED_CHANNEL = "eventmgmt_feed"
 RECONNECT_SECONDS = 1.0
+# How often a process sharing an SQLite file reads the feed position that others advance: the
+# most it adds to live delivery of their events, for one indexed read (microseconds) per poll.
+POLL_SECONDS = 0.01
 
 
 class FeedListener:
@@ -68,6 +73,42 @@ class FeedListener:
                     newest = max(newest, int(payload) if is_digits(payload) else 0)
                     woken = True
                 if woken:
+                    self._on_notify(newest)
+        finally:
+            connection.close()
+
+
+class FeedPoller:
+    """A thread that reads the newest feed position of a shared SQLite file every
+    POLL_SECONDS and calls `on_notify(seq)` when it moved (and once at the start)."""
+
+    def __init__(self, path: str, on_notify: Callable[[int], None]) -> None:
+        self._path = path
+        self._on_notify = on_notify
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feed-poller", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        seen = -1
+        connection = sqlite3.connect(self._path, timeout=10, check_same_thread=False)
+        try:
+            while not self._stopping.wait(0 if seen < 0 else POLL_SECONDS):
+                try:
+                    row = connection.execute("SELECT last_seq FROM feed_state WHERE id = 1")
+                    newest = int(row.fetchone()[0])
+                except sqlite3.Error as error:  # busy or being migrated: next time
+                    log.warning("reading the feed position failed (%s); retrying", error)
+                    self._stopping.wait(RECONNECT_SECONDS)
+                    continue
+                if newest != seen:
+                    seen = newest
                     self._on_notify(newest)
         finally:
             connection.close()

@@ -18,7 +18,7 @@ from persistence.events import EventRepository
 from persistence.find import install_sqlite_functions
 from persistence.keys import KeyRepository
 from persistence.migrations import migrate
-from persistence.notify import FeedListener
+from persistence.notify import FeedListener, FeedPoller
 from persistence.writer import GroupCommitWriter
 from persistence.writes import EventWrites
 
@@ -28,8 +28,10 @@ T = TypeVar("T")
 class Store:
     """Owns the database, its reader threads and its writer; hands out repositories."""
 
-    def __init__(self, url: str, readers: int = 4) -> None:
+    def __init__(self, url: str, readers: int = 4, shared: bool = False) -> None:
+        """`shared`: other server processes write to this database too (workers)."""
         self.url = url
+        self.shared = shared
         self.database = open_database(url)
         self.postgres = is_postgres(self.database)
         install_sqlite_functions(self.database)
@@ -42,7 +44,7 @@ class Store:
         self.commit_listeners = self.writes.commit_listeners
         self.events = EventRepository(self)
         self.keys = KeyRepository(self)
-        self._feed_listeners: list[FeedListener] = []
+        self._feed_listeners: list[FeedListener | FeedPoller] = []
         self._probes: list[AuthVersionProbe] = []
         self.registry = RegistryStore(self)
         self.device_events = DeviceEventStore(self)
@@ -77,13 +79,20 @@ class Store:
         return check
 
     def listen_for_commits(self, on_commit: Callable[[int], None]) -> None:
-        """On PostgreSQL, calls `on_commit(newest seq)` from a thread whenever any replica
-        commits new events (and once when listening starts); elsewhere nothing to do: one
-        process owns an SQLite file, and its own commits reach its commit listeners."""
+        """Calls `on_commit(newest seq)` from a thread whenever another process commits new
+        events (and once when listening starts): on PostgreSQL by LISTEN; on an SQLite file
+        `shared` by several processes, by polling its feed position (SQLite cannot notify).
+        A process alone on an SQLite file needs nothing: its own commits reach its commit
+        listeners."""
+        listener: FeedListener | FeedPoller
         if self.postgres:
             listener = FeedListener(self.url, on_commit)
-            listener.start()
-            self._feed_listeners.append(listener)
+        elif self.shared:
+            listener = FeedPoller(self.database.database, on_commit)
+        else:
+            return
+        listener.start()
+        self._feed_listeners.append(listener)
 
     async def read(self, work: Callable[[peewee.Database], T]) -> T:
         """Runs blocking database work on a reader thread, off the event loop."""

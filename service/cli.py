@@ -28,6 +28,7 @@ from service.domain.access import (
 from service.domain.errors import DomainError
 from service.domain.registry import RegistryManager
 from service.settings import ServerSettings
+from service.workers import default_workers
 
 
 def _env(name: str, default: str) -> str:
@@ -65,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir)))
     )
     run.add_argument("--no-gateway", action="store_true", help="gRPC only, no Envoy")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "0")),
+        help="server processes sharing the gRPC port; default (0): one per core "
+        "(env EVENTMGMT_WORKERS)",
+    )
     run.add_argument(
         "--pending-interval",
         type=float,
@@ -280,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             retention_interval=args.retention_interval,
             mqtt_url=args.mqtt_url,
             metrics_port=args.metrics_port,
+            workers=args.workers if args.workers > 0 else default_workers(),
         )
+        # Worker processes (service.workers) log as this one does.
+        os.environ.update(EVENTMGMT_LOG_LEVEL=args.log_level, EVENTMGMT_LOG_FORMAT=args.log_format)
         asyncio.run(serve(settings))
         return 0
     store = Store(args.database)

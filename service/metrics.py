@@ -118,10 +118,11 @@ def start_server(host: str, port: int) -> Callable[[], None]:
     return stop
 
 
-def process_exited() -> None:
-    """Drops this process's live gauges from the multiprocess sums."""
+def process_exited(pid: int | None = None) -> None:
+    """Drops the live gauges of this process (or of worker `pid`, which died without doing
+    it) from the multiprocess sums."""
     if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(os.getpid() if pid is None else pid)
 
 
 @dataclass

@@ -7,7 +7,9 @@ import asyncio
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,10 +130,12 @@ class Services:
 
 
 def create_server(
-    store: Store, address: str, services: Services | None = None
+    store: Store, address: str, services: Services | None = None, *, reuse_port: bool = False
 ) -> tuple[grpc.aio.Server, int]:
     """Wires servicers, auth, health and reflection onto a new server bound to `address`
-    (port 0 picks a free port); returns the server, not started, and its port."""
+    (port 0 picks a free port); returns the server, not started, and its port. With
+    `reuse_port`, other processes may listen on the same port (SO_REUSEPORT: workers);
+    without it, a port another server holds fails here."""
     services = services or Services.over(store)
     events, feed = services.events, services.feed
     types = services.types
@@ -150,6 +154,7 @@ def create_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
     event_service_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(events), server)
@@ -235,25 +240,90 @@ async def process_pending_reports(reporter: DeviceEventReporter, interval: float
 
 
 async def serve(settings: ServerSettings) -> None:
-    from gateway.launcher import Envoy, GatewaySettings
+    """Runs the service until SIGINT or SIGTERM: in this process, or with `settings.workers`
+    above 1 as that many worker processes on the one port (service.workers)."""
     from service.bootstrap import ensure_dev_key
 
     store = Store(settings.database_url)
     store.migrate()
     dev_key = None if settings.production else ensure_dev_key(store, settings.data_dir)
+    # One metrics endpoint; in multiprocess mode its scrape adds up every worker's files.
+    stop_metrics = None
+    if settings.metrics_port:
+        stop_metrics = metrics.start_server(settings.rest_host, settings.metrics_port)
+        log.info("metrics on http://%s:%s/metrics", settings.rest_host, settings.metrics_port)
+    try:
+        if settings.workers > 1:
+            store.close()
+            await _serve_pool(settings, dev_key)
+            return
+        async with _serving(settings, store, reuse_port=False) as port:
+            with _gateway(settings, port):
+                _print_welcome(settings, port, dev_key)
+                await _stop_signal()
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+
+
+async def serve_worker(settings: ServerSettings, ready: Callable[[], None]) -> None:
+    """One worker of a pool: the parent migrated, made the dev key, serves the metrics and
+    runs the gateway."""
+    async with _serving(settings, Store(settings.database_url, shared=True), reuse_port=True):
+        ready()
+        await _stop_signal()
+
+
+async def _serve_pool(settings: ServerSettings, dev_key: Path | None) -> None:
+    from service.workers import WorkerPool, reserve_port
+
+    holder, port = reserve_port(settings.grpc_address)
+    host = settings.grpc_address.rpartition(":")[0]
+    pool = WorkerPool(
+        replace(settings, grpc_address=f"{host}:{port}"), settings.workers, metrics.process_exited
+    )
+    try:
+        await asyncio.to_thread(pool.start)
+        log.info("gRPC listening on %s:%s in %s worker processes", host, port, settings.workers)
+        with _gateway(settings, port):
+            _print_welcome(settings, port, dev_key)
+            stop = asyncio.create_task(_stop_signal())
+            while not stop.done():
+                await asyncio.wait([stop], timeout=0.5)
+                pool.restart_dead()
+            log.info("shutting down")
+    finally:
+        await asyncio.to_thread(pool.stop, settings.grace_seconds)
+        holder.close()
+
+
+async def _stop_signal() -> None:
+    """Returns at SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+@asynccontextmanager
+async def _serving(settings: ServerSettings, store: Store, reuse_port: bool) -> AsyncIterator[int]:
+    """The gRPC server over `store` with its background work, serving inside the block;
+    yields its port. On the way out: stops taking calls within the grace period, closes."""
     services = Services.over(store)
     await drain_pending_reports(services.reporter)
-    server, port = create_server(store, settings.grpc_address, services)
+    server, port = create_server(store, settings.grpc_address, services, reuse_port=reuse_port)
     await server.start()
+    loop = asyncio.get_running_loop()
     # Jobs accepted before a restart (or by a replica that died) resume here.
-    job_runner = asyncio.get_running_loop().create_task(services.job_runner.run_forever())
-    pending = asyncio.get_running_loop().create_task(
-        process_pending_reports(services.reporter, settings.pending_interval)
-    )
-    sweeper = retention = None
+    tasks = [
+        loop.create_task(services.job_runner.run_forever()),
+        loop.create_task(process_pending_reports(services.reporter, settings.pending_interval)),
+    ]
+    retention = None
     if settings.retention_interval > 0:
         retention = RetentionSweeper(RetentionRepository(store), settings.retention_interval)
-        sweeper = asyncio.create_task(retention.run())
+        tasks.append(loop.create_task(retention.run()))
     log.info("gRPC listening on %s", settings.grpc_address)
     publisher = None
     if settings.mqtt_url:
@@ -264,57 +334,53 @@ async def serve(settings: ServerSettings) -> None:
         publisher.start()
         log.info("publishing committed events to MQTT at %s", settings.mqtt_url)
     store.writer.batch_observers.append(metrics.observe_commit)
-    sampler = asyncio.create_task(
-        metrics.Sampler(_metric_sources(store, services, publisher, retention)).run()
+    tasks.append(
+        loop.create_task(
+            metrics.Sampler(_metric_sources(store, services, publisher, retention)).run()
+        )
     )
-    stop_metrics = None
-    if settings.metrics_port:
-        stop_metrics = metrics.start_server(settings.rest_host, settings.metrics_port)
-        log.info("metrics on http://%s:%s/metrics", settings.rest_host, settings.metrics_port)
-    envoy = None
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        if settings.gateway:
-            grpc_host = settings.grpc_address.rsplit(":", 1)[0].strip("[]")
-            envoy = Envoy(
-                GatewaySettings(
-                    listen_host=settings.rest_host,
-                    listen_port=settings.rest_port,
-                    admin_port=settings.admin_port,
-                    grpc_host="127.0.0.1" if grpc_host in ("0.0.0.0", "", "::") else grpc_host,
-                    grpc_port=port,
-                    work_dir=settings.data_dir / "gateway",
-                )
-            )
-            # Started from the main thread: the gateway is tied to this thread's life
-            # (see the launcher), and start-up may block the loop for the moment it takes.
-            envoy.start()
-            log.info(
-                "REST (Envoy) listening on http://%s:%s", settings.rest_host, settings.rest_port
-            )
-        _print_welcome(settings, port, dev_key)
-        await stop.wait()
+        yield port
         log.info("shutting down")
     finally:
-        if envoy is not None:
-            envoy.stop()
-        job_runner.cancel()
-        pending.cancel()
-        sampler.cancel()
-        if sweeper is not None:
-            sweeper.cancel()
+        for task in tasks:
+            task.cancel()
         # Open subscriptions would hold the grace period; their clients resume by cursor.
         services.feed.close()
         await server.stop(settings.grace_seconds)
         if publisher is not None:
             publisher.stop()
         store.close()
-        if stop_metrics is not None:
-            stop_metrics()
         metrics.process_exited()
+
+
+@contextmanager
+def _gateway(settings: ServerSettings, port: int) -> Iterator[None]:
+    """The Envoy REST gateway in front of the gRPC port, while inside the block."""
+    if not settings.gateway:
+        yield
+        return
+    from gateway.launcher import Envoy, GatewaySettings
+
+    grpc_host = settings.grpc_address.rsplit(":", 1)[0].strip("[]")
+    envoy = Envoy(
+        GatewaySettings(
+            listen_host=settings.rest_host,
+            listen_port=settings.rest_port,
+            admin_port=settings.admin_port,
+            grpc_host="127.0.0.1" if grpc_host in ("0.0.0.0", "", "::") else grpc_host,
+            grpc_port=port,
+            work_dir=settings.data_dir / "gateway",
+        )
+    )
+    # Started from the main thread: the gateway is tied to this thread's life
+    # (see the launcher), and start-up may block the loop for the moment it takes.
+    envoy.start()
+    log.info("REST (Envoy) listening on http://%s:%s", settings.rest_host, settings.rest_port)
+    try:
+        yield
+    finally:
+        envoy.stop()
 
 
 def _metric_sources(

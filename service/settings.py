@@ -26,3 +26,5 @@ class ServerSettings:
     mqtt_url: str = ""
     # Prometheus metrics on this port (on rest_host); 0 turns them off.
     metrics_port: int = 9464
+    # Server processes on the one gRPC port (service.workers); 1 serves in this process.
+    workers: int = 1

@@ -5,14 +5,22 @@ helpers.py."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from helpers import BACKENDS, Keys, Service, admin_connection, postgres_server_url
+from helpers import (
+    BACKENDS,
+    REPLICA_LAYOUTS,
+    Keys,
+    Replicas,
+    Service,
+    admin_connection,
+    postgres_server_url,
+)
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +49,45 @@ def postgres_databases() -> Iterator[Any]:
             for name in created:
                 cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         connection.close()
+
+
+@pytest.fixture(params=REPLICA_LAYOUTS)
+def replicas(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_databases: Any
+) -> Iterator[Callable[..., Replicas]]:
+    """Starts two server processes on one new database (see REPLICA_LAYOUTS), with the
+    given extra environment, and a channel to each; stops them at the end."""
+    backend, layout = request.param.split("-")
+    url = (
+        str(postgres_databases())
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'events.db'}"
+    )
+    services: list[Service] = []
+    channels: list[grpc.Channel] = []
+
+    def start(env: dict[str, str] | None = None) -> Replicas:
+        names, workers = (["a", "b"], 1) if layout == "servers" else (["w"], 2)
+        mine = [
+            Service(url, tmp_path / name, gateway=False, env=env or {}, workers=workers)
+            for name in names
+        ]
+        for service in mine:
+            service.data_dir.mkdir()
+            services.append(service)
+            service.start()
+        if layout == "servers":
+            channels.extend(grpc.insecure_channel(s.grpc_target) for s in mine)
+        else:
+            channels.extend(mine[0].channels_to_workers(2))
+        return Replicas(url, mine, channels[-2:])
+
+    yield start
+    for channel in channels:
+        channel.close()
+    for service in services:
+        if service.process is not None:
+            service.stop()
 
 
 @pytest.fixture(params=BACKENDS)

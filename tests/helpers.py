@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from service.domain.events import Event
 
 T = TypeVar("T")
+# Two server processes on one database, as the replica tests run them: two `serve` commands on
+# PostgreSQL, or one `serve --workers 2` on each backend.
+REPLICA_LAYOUTS = ["postgresql-servers", "postgresql-workers", "sqlite-workers"]
 POSTGRES_ENV = "EVENTMGMT_TEST_POSTGRES_URL"
 MQTT_ENV = "EVENTMGMT_TEST_MQTT_URL"
 BACKENDS = ["sqlite", "postgresql"]
@@ -98,6 +101,9 @@ class Service:
     gateway: bool = True
     # More `serve` flags, such as `--mqtt-url ...`.
     serve_args: tuple[str, ...] = ()
+    # Server processes (`serve --workers`): one keeps most tests fast; the replica tests run
+    # with several too; None leaves the flag out (its default: one per core).
+    workers: int | None = 1
 
     @property
     def rest_url(self) -> str:
@@ -153,6 +159,7 @@ class Service:
                 "--data-dir",
                 str(self.data_dir),
                 *([] if self.gateway else ["--no-gateway"]),
+                *([] if self.workers is None else ["--workers", str(self.workers)]),
                 *self.serve_args,
             ],
             stdout=log,
@@ -180,6 +187,41 @@ class Service:
 
     def log_tail(self) -> str:
         return (self.data_dir / "serve.log").read_text(errors="replace")[-3000:]
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes of a `serve --workers N` (N > 1), by their parent."""
+        assert self.process is not None
+        return [
+            pid
+            for pid in child_pids(self.process.pid)
+            if b"service.workers" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+
+    def channels_to_workers(self, count: int) -> list[grpc.Channel]:
+        """`count` gRPC channels, each connected to a different worker process. SO_REUSEPORT
+        hands each connection to a worker by a hash: new connections are opened (each channel
+        its own, not shared) until `count` workers hold one."""
+        import grpc
+
+        workers = set(self.worker_pids())
+        chosen: dict[int, grpc.Channel] = {}
+        for _ in range(64):
+            before = connection_owners(self.grpc_port, workers)
+            channel = grpc.insecure_channel(
+                self.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            grpc.channel_ready_future(channel).result(timeout=10)
+            new = set(connection_owners(self.grpc_port, workers).items()) - set(before.items())
+            owner = next(iter(new))[1] if len(new) == 1 else None
+            if owner is not None and owner not in chosen:
+                chosen[owner] = channel
+                if len(chosen) == count:
+                    return list(chosen.values())
+            else:
+                channel.close()
+        for channel in chosen.values():
+            channel.close()
+        raise AssertionError(f"no connection reached {count} of the workers {sorted(workers)}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None
@@ -212,6 +254,52 @@ class Service:
                 return Response(
                     error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
                 )
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def connection_owners(port: int, pids: set[int]) -> dict[int, int]:
+    """The established TCP connections to local `port` held by one of `pids`: the remote
+    port of each, and the pid that holds it (from /proc: socket inodes of each pid's fds)."""
+    owners: dict[str, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owners[target[8:-1]] = pid
+    found: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port and inode in owners:
+                found[int(remote.rsplit(":", 1)[1], 16)] = owners[inode]
+    return found
+
+
+@dataclass
+class Replicas:
+    """Two server processes on one database and a gRPC channel to each."""
+
+    database_url: str
+    services: list[Service]
+    channels: list[grpc.Channel]
+
+    def create_key(self, tenant: str, role: str) -> str:
+        return self.services[0].create_key(tenant, role)
 
 
 @dataclass

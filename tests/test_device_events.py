@@ -606,10 +606,12 @@ def test_registry_is_admin_only_and_scoped_to_the_keys_tenant(
 # --- 202 across a restart, and an unexpected failure -----------------------------------------
 
 
-def start_own_service(url: str, data_dir: Path, **env: str) -> tuple[Service, str]:
+def start_own_service(
+    url: str, data_dir: Path, workers: int = 1, **env: str
+) -> tuple[Service, str]:
     """A service of its own with tenant acme, an Admin key, device dev-1 in /root/sub1 and the
     seed's app (registered over gRPC: each command-line call costs a Python start)."""
-    running = Service(url, data_dir, env=env)
+    running = Service(url, data_dir, env=env, workers=workers)
     key = running.create_key("acme", "Admin")
     running.start()
     with grpc.insecure_channel(running.grpc_target) as channel:
@@ -627,18 +629,19 @@ def start_own_service(url: str, data_dir: Path, **env: str) -> tuple[Service, st
     return running, key
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "sqlite-workers", "postgresql-workers"])
 def quiet_service(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_databases: Any
 ) -> Iterator[tuple[Service, str]]:
     """An own service whose periodic pass for pending reports never comes during a test: it
-    only runs when the service starts."""
+    only runs when the service starts (in each of two workers at once, for `-workers`)."""
+    backend, _, layout = request.param.partition("-")
     url = (
-        f"sqlite:///{tmp_path / 'events.db'}"
-        if request.param == "sqlite"
-        else str(postgres_databases())
+        f"sqlite:///{tmp_path / 'events.db'}" if backend == "sqlite" else str(postgres_databases())
     )
-    running, key = start_own_service(url, tmp_path, EVENTMGMT_PENDING_INTERVAL="86400")
+    running, key = start_own_service(
+        url, tmp_path, 2 if layout else 1, EVENTMGMT_PENDING_INTERVAL="86400"
+    )
     yield running, key
     running.stop()
 

@@ -8,14 +8,14 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
-from helpers import Service
+from helpers import Replicas, Service
 from persistence.jobs import JobRepository
 from service.domain.access import Principal, Role
 from service.domain.events import EventManager
@@ -350,53 +350,33 @@ def _count_events(database_url: str, tenant: str, correlation_id: str) -> int:
         store.close()
 
 
-def test_two_replicas_on_postgresql_run_each_job_once(
-    tmp_path: Path, postgres_databases: Any
-) -> None:
-    url = str(postgres_databases())
-    replicas = [
-        Service(
-            url,
-            tmp_path / name,
-            gateway=False,
-            env={"EVENTMGMT_JOB_CHUNK": "25", "EVENTMGMT_JOB_POLL_S": "0.1"},
+def test_two_replicas_run_each_job_once(replicas: Callable[..., Replicas]) -> None:
+    running = replicas({"EVENTMGMT_JOB_CHUNK": "25", "EVENTMGMT_JOB_POLL_S": "0.1"})
+    key = running.create_key("shared", "ReadWrite")
+    marker = uuid.uuid4().hex
+    job_ids = []
+    for n in range(6):
+        stub = event_job_service_pb2_grpc.EventJobServiceStub(running.channels[n % 2])
+        job_ids.append(
+            stub.SubmitCreateEventsJob(
+                pb.SubmitCreateEventsJobRequest(
+                    events=[
+                        event_pb2.Event(correlation_id=marker, description=str(i))
+                        for i in range(200)
+                    ]
+                ),
+                metadata=(("x-api-key", key),),
+            ).job.id
         )
-        for name in ("a", "b")
-    ]
-    for replica in replicas:
-        replica.data_dir.mkdir()
-        replica.start()
-    try:
-        key = replicas[0].create_key("shared", "ReadWrite")
-        marker = uuid.uuid4().hex
-        job_ids = []
-        for n in range(6):
-            with grpc.insecure_channel(replicas[n % 2].grpc_target) as channel:
-                stub = event_job_service_pb2_grpc.EventJobServiceStub(channel)
-                job_ids.append(
-                    stub.SubmitCreateEventsJob(
-                        pb.SubmitCreateEventsJobRequest(
-                            events=[
-                                event_pb2.Event(correlation_id=marker, description=str(i))
-                                for i in range(200)
-                            ]
-                        ),
-                        metadata=(("x-api-key", key),),
-                    ).job.id
-                )
-        deadline = time.monotonic() + 120
-        with grpc.insecure_channel(replicas[0].grpc_target) as channel:
-            stub = event_job_service_pb2_grpc.EventJobServiceStub(channel)
-            for job_id in job_ids:
-                while True:
-                    job = stub.GetCreateEventsJob(
-                        pb.GetCreateEventsJobRequest(id=job_id), metadata=(("x-api-key", key),)
-                    ).job
-                    if job.state == pb.JOB_STATE_FINISHED:
-                        break
-                    assert time.monotonic() < deadline, "jobs did not finish"
-                    time.sleep(0.1)
-        assert _count_events(url, "shared", marker) == 6 * 200
-    finally:
-        for replica in replicas:
-            replica.stop()
+    deadline = time.monotonic() + 120
+    stub = event_job_service_pb2_grpc.EventJobServiceStub(running.channels[0])
+    for job_id in job_ids:
+        while True:
+            job = stub.GetCreateEventsJob(
+                pb.GetCreateEventsJobRequest(id=job_id), metadata=(("x-api-key", key),)
+            ).job
+            if job.state == pb.JOB_STATE_FINISHED:
+                break
+            assert time.monotonic() < deadline, "jobs did not finish"
+            time.sleep(0.1)
+    assert _count_events(running.database_url, "shared", marker) == 6 * 200

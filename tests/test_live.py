@@ -9,7 +9,7 @@ import json
 import queue
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
-from helpers import STANDARD_EVENT_ID, Keys, Service, auth
+from helpers import STANDARD_EVENT_ID, Keys, Replicas, Service, auth
 from service.v1 import (
     event_pb2,
     event_service_pb2,
@@ -452,36 +452,24 @@ def test_slow_subscriber_is_told_and_resumes_without_a_gap(small_buffer_service:
         resumed.cancel()
 
 
-# --- several replicas on PostgreSQL ----------------------------------------------------------
+# --- several server processes on one database ---------------------------------------------
 
 
 def test_subscriber_on_one_replica_gets_events_written_through_another(
-    tmp_path: Path, postgres_databases: Any
+    replicas: Callable[..., Replicas],
 ) -> None:
-    url = postgres_databases()
-    first = Service(url, tmp_path / "a", gateway=False)
-    second = Service(url, tmp_path / "b", gateway=False)
-    for replica in (first, second):
-        replica.data_dir.mkdir()
-        replica.start()
-    try:
-        key = first.create_key("replicated", "ReadWrite")
-        with (
-            grpc.insecure_channel(first.grpc_target) as one,
-            grpc.insecure_channel(second.grpc_target) as two,
-        ):
-            subscription = Subscription(one, key)
-            written = []
-            for n in range(10):  # alternate replicas: one commit order across both
-                written.append(create(two if n % 2 else one, key, description=f"r{n}").id)
-            assert [m.event.id for m in subscription.events(10)] == written
-            subscription.cancel()
-            again = Subscription(two, key, cursor=subscription.start_cursor)
-            assert [m.event.id for m in again.events(10)] == written
-            again.cancel()
-    finally:
-        first.stop()
-        second.stop()
+    running = replicas()
+    key = running.create_key("replicated", "ReadWrite")
+    one, two = running.channels
+    subscription = Subscription(one, key)
+    written = []
+    for n in range(10):  # alternate processes: one commit order across both
+        written.append(create(two if n % 2 else one, key, description=f"r{n}").id)
+    assert [m.event.id for m in subscription.events(10)] == written
+    subscription.cancel()
+    again = Subscription(two, key, cursor=subscription.start_cursor)
+    assert [m.event.id for m in again.events(10)] == written
+    again.cancel()
 
 
 # --- MQTT ------------------------------------------------------------------------------------

@@ -94,6 +94,9 @@ class Server:
                 "--log-level",
                 "WARNING",
                 "serve",
+                # Streamed ingest and live delivery are measured into one process.
+                "--workers",
+                "1",
                 "--no-gateway",
                 "--grpc-address",
                 f"127.0.0.1:{self.port}",

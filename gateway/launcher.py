@@ -51,6 +51,10 @@ class GatewaySettings:
     grpc_host: str
     grpc_port: int
     work_dir: Path
+    # With `serve --workers`, each worker's own port on grpc_host: Envoy spreads its calls
+    # over them by least requests in flight, instead of leaving it to how the kernel hashed
+    # its few connections to grpc_port. Empty: grpc_port alone.
+    grpc_ports: tuple[int, ...] = ()
     # Bulk jobs carry up to 10,000 events; the service itself caps a single event at 1 MiB.
     max_request_bytes: int = 16 * 1024 * 1024
     max_response_bytes: int = 32 * 1024 * 1024
@@ -96,6 +100,16 @@ def _indent(text: str, spaces: int) -> str:
     return "\n".join(pad + line if line.strip() else "" for line in text.splitlines())
 
 
+def _endpoints(host: str, ports: tuple[int, ...]) -> str:
+    """The lb_endpoints of a cluster: one per port of `host`."""
+    return "\n".join(
+        f"        - endpoint:\n"
+        f"            address:\n"
+        f"              socket_address: {{address: {host}, port_value: {port}}}"
+        for port in ports
+    )
+
+
 def _stream_routes(descriptor_path: Path) -> str:
     routes = []
     for path in streaming_rpcs(descriptor_path):
@@ -121,8 +135,9 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "admin_port": settings.admin_port,
         "listen_host": settings.listen_host,
         "listen_port": settings.listen_port,
-        "grpc_host": settings.grpc_host,
-        "grpc_port": settings.grpc_port,
+        "grpc_endpoints": _endpoints(
+            settings.grpc_host, settings.grpc_ports or (settings.grpc_port,)
+        ),
         "max_request_bytes": settings.max_request_bytes,
         "max_response_bytes": settings.max_response_bytes,
         # JSON is YAML: a flow list with quoted names.

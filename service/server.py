@@ -83,6 +83,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # A bulk job carries up to 10,000 events (16 MiB of JSON); single events stay at 1 MiB.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Where the gateway reaches the service when the gRPC address listens on every interface, and
+# where workers listen for the gateway alone (Envoy runs on this machine).
+GATEWAY_UPSTREAM_HOST = "127.0.0.1"
 # Request metadata (headers) a call may carry. gRPC's default (8 KiB soft, 16 KiB hard) is below
 # the gateway's header limit (32 KiB, which answers 431): a REST client's large header would
 # reach the server and get 429 "metadata size exceeds hard limit". Above it, with room for the
@@ -130,12 +133,17 @@ class Services:
 
 
 def create_server(
-    store: Store, address: str, services: Services | None = None, *, reuse_port: bool = False
+    store: Store,
+    address: str,
+    services: Services | None = None,
+    *,
+    reuse_port: bool = False,
+    also_listen: tuple[str, ...] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """Wires servicers, auth, health and reflection onto a new server bound to `address`
-    (port 0 picks a free port); returns the server, not started, and its port. With
-    `reuse_port`, other processes may listen on the same port (SO_REUSEPORT: workers);
-    without it, a port another server holds fails here."""
+    (port 0 picks a free port) and `also_listen`; returns the server, not started, and the
+    port of `address`. With `reuse_port`, other processes may listen on the same ports
+    (SO_REUSEPORT: workers); without it, a port another server holds fails here."""
     services = services or Services.over(store)
     events, feed = services.events, services.feed
     types = services.types
@@ -213,8 +221,8 @@ def create_server(
     ]
     reflection.enable_server_reflection(service_names, server)
     port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
+    if port == 0 or any(server.add_insecure_port(other) == 0 for other in also_listen):
+        raise OSError(f"cannot listen on {', '.join((address, *also_listen))}")
     return server, port
 
 
@@ -266,10 +274,13 @@ async def serve(settings: ServerSettings) -> None:
             stop_metrics()
 
 
-async def serve_worker(settings: ServerSettings, ready: Callable[[], None]) -> None:
+async def serve_worker(
+    settings: ServerSettings, ready: Callable[[], None], gateway_address: str
+) -> None:
     """One worker of a pool: the parent migrated, made the dev key, serves the metrics and
-    runs the gateway."""
-    async with _serving(settings, Store(settings.database_url, shared=True), reuse_port=True):
+    runs the gateway, which calls this worker on `gateway_address`."""
+    store = Store(settings.database_url, shared=True)
+    async with _serving(settings, store, reuse_port=True, also_listen=(gateway_address,)):
         ready()
         await _stop_signal()
 
@@ -278,14 +289,20 @@ async def _serve_pool(settings: ServerSettings, dev_key: Path | None) -> None:
     from service.workers import WorkerPool, reserve_port
 
     holder, port = reserve_port(settings.grpc_address)
+    # Each worker's own port, for the gateway: kept for the pool's life, so that a worker
+    # started again takes its predecessor's place in Envoy's configuration.
+    own = [reserve_port(f"{GATEWAY_UPSTREAM_HOST}:0") for _ in range(settings.workers)]
+    holders = [holder, *(held for held, _ in own)]
     host = settings.grpc_address.rpartition(":")[0]
     pool = WorkerPool(
-        replace(settings, grpc_address=f"{host}:{port}"), settings.workers, metrics.process_exited
+        replace(settings, grpc_address=f"{host}:{port}"),
+        [f"{GATEWAY_UPSTREAM_HOST}:{own_port}" for _, own_port in own],
+        metrics.process_exited,
     )
     try:
         await asyncio.to_thread(pool.start)
         log.info("gRPC listening on %s:%s in %s worker processes", host, port, settings.workers)
-        with _gateway(settings, port):
+        with _gateway(settings, port, tuple(own_port for _, own_port in own)):
             _print_welcome(settings, port, dev_key)
             stop = asyncio.create_task(_stop_signal())
             while not stop.done():
@@ -294,7 +311,8 @@ async def _serve_pool(settings: ServerSettings, dev_key: Path | None) -> None:
             log.info("shutting down")
     finally:
         await asyncio.to_thread(pool.stop, settings.grace_seconds)
-        holder.close()
+        for held in holders:
+            held.close()
 
 
 async def _stop_signal() -> None:
@@ -307,12 +325,16 @@ async def _stop_signal() -> None:
 
 
 @asynccontextmanager
-async def _serving(settings: ServerSettings, store: Store, reuse_port: bool) -> AsyncIterator[int]:
+async def _serving(
+    settings: ServerSettings, store: Store, reuse_port: bool, also_listen: tuple[str, ...] = ()
+) -> AsyncIterator[int]:
     """The gRPC server over `store` with its background work, serving inside the block;
     yields its port. On the way out: stops taking calls within the grace period, closes."""
     services = Services.over(store)
     await drain_pending_reports(services.reporter)
-    server, port = create_server(store, settings.grpc_address, services, reuse_port=reuse_port)
+    server, port = create_server(
+        store, settings.grpc_address, services, reuse_port=reuse_port, also_listen=also_listen
+    )
     await server.start()
     loop = asyncio.get_running_loop()
     # Jobs accepted before a restart (or by a replica that died) resume here.
@@ -355,8 +377,11 @@ async def _serving(settings: ServerSettings, store: Store, reuse_port: bool) -> 
 
 
 @contextmanager
-def _gateway(settings: ServerSettings, port: int) -> Iterator[None]:
-    """The Envoy REST gateway in front of the gRPC port, while inside the block."""
+def _gateway(
+    settings: ServerSettings, port: int, worker_ports: tuple[int, ...] = ()
+) -> Iterator[None]:
+    """The Envoy REST gateway in front of the gRPC port (or of the workers' own ports on
+    GATEWAY_UPSTREAM_HOST), while inside the block."""
     if not settings.gateway:
         yield
         return
@@ -368,8 +393,11 @@ def _gateway(settings: ServerSettings, port: int) -> Iterator[None]:
             listen_host=settings.rest_host,
             listen_port=settings.rest_port,
             admin_port=settings.admin_port,
-            grpc_host="127.0.0.1" if grpc_host in ("0.0.0.0", "", "::") else grpc_host,
+            grpc_host=GATEWAY_UPSTREAM_HOST
+            if worker_ports or grpc_host in ("0.0.0.0", "", "::")
+            else grpc_host,
             grpc_port=port,
+            grpc_ports=worker_ports,
             work_dir=settings.data_dir / "gateway",
         )
     )

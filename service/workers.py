@@ -3,7 +3,9 @@
 Python runs one thread of bytecode at a time, so one process uses about one core. With N
 workers, each is a whole server (its own store connections, group-commit writer, live feed and
 background loops) and all of them listen on the same address with SO_REUSEPORT: the kernel
-hands each new connection (a client's, or one of Envoy's upstream connections) to one of them.
+hands each new connection of a client to one of them. Each worker also listens on a loopback
+port of its own, where Envoy sends it calls by least requests in flight (a hash of Envoy's few
+upstream connections would often give one worker all of them).
 Everything they share lives in the database (see the README, "Workers"): feed positions,
 jobs and their leases, etags, device report duplicates, idempotency keys.
 
@@ -84,10 +86,14 @@ class WorkerPool:
     """Starts, restarts and stops the worker processes of one server."""
 
     def __init__(
-        self, settings: ServerSettings, count: int, on_exit: Callable[[int], None]
+        self,
+        settings: ServerSettings,
+        gateway_addresses: list[str],
+        on_exit: Callable[[int], None],
     ) -> None:
+        """One worker per address in `gateway_addresses`: where the gateway calls it."""
         self._settings = settings
-        self._count = count
+        self._gateway_addresses = gateway_addresses
         # Told the pid of each worker that ended (its metrics no longer count as live).
         self._on_exit = on_exit
         self.workers: list[Worker] = []
@@ -96,6 +102,7 @@ class WorkerPool:
         read_end, write_end = os.pipe()
         settings = dataclasses.asdict(self._settings)
         settings["data_dir"] = str(settings["data_dir"])
+        given = {"settings": settings, "gateway_address": self._gateway_addresses[index]}
         # On stdin, not the command line: the database URL may hold a password.
         process = subprocess.Popen(
             [sys.executable, "-m", "service.workers", str(os.getpid()), str(write_end)],
@@ -105,13 +112,13 @@ class WorkerPool:
         )
         os.close(write_end)
         assert process.stdin is not None
-        process.stdin.write(json.dumps(settings).encode())
+        process.stdin.write(json.dumps(given).encode())
         process.stdin.close()
         return Worker(index, process, read_end, time.monotonic())
 
     def start(self) -> None:
         """Starts every worker and waits until each serves (or fails with its exit code)."""
-        self.workers = [self._spawn(index) for index in range(self._count)]
+        self.workers = [self._spawn(index) for index in range(len(self._gateway_addresses))]
         for worker in self.workers:
             self._wait_ready(worker)
 
@@ -185,7 +192,8 @@ def worker_main(argv: list[str]) -> int:
 
     parent, ready_fd = int(argv[0]), int(argv[1])
     _die_with_parent(parent)
-    values = json.loads(sys.stdin.read())
+    given = json.loads(sys.stdin.read())
+    values = given["settings"]
     values["data_dir"] = Path(values["data_dir"])
     settings = ServerSettings(**values)
     # Set by the CLI for its workers.
@@ -199,7 +207,7 @@ def worker_main(argv: list[str]) -> int:
             os.write(ready_fd, b"ready\n")
             os.close(ready_fd)
 
-    asyncio.run(serve_worker(settings, ready))
+    asyncio.run(serve_worker(settings, ready, given["gateway_address"]))
     return 0
 
 

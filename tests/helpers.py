@@ -191,11 +191,14 @@ class Service:
     def worker_pids(self) -> list[int]:
         """The worker processes of a `serve --workers N` (N > 1), by their parent."""
         assert self.process is not None
-        return [
-            pid
-            for pid in child_pids(self.process.pid)
-            if b"service.workers" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
+        found = []
+        for pid in child_pids(self.process.pid):
+            try:
+                if b"service.workers" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:  # it ended meanwhile
+                continue
+        return found
 
     def channels_to_workers(self, count: int) -> list[grpc.Channel]:
         """`count` gRPC channels, each connected to a different worker process. SO_REUSEPORT

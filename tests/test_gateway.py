@@ -219,13 +219,15 @@ def assert_no_grpc_headers(answer: Answer) -> None:
 # --- config -------------------------------------------------------------------------------
 
 
-def test_rendered_config_is_valid_for_envoy_and_carries_the_settings(tmp_path):
+@pytest.mark.parametrize("worker_ports", [(), (50061, 50062)], ids=["one-port", "workers"])
+def test_rendered_config_is_valid_for_envoy_and_carries_the_settings(tmp_path, worker_ports):
     settings = GatewaySettings(
         listen_host="0.0.0.0",
         listen_port=8080,
         admin_port=9901,
         grpc_host="service",
         grpc_port=50051,
+        grpc_ports=worker_ports,
         work_dir=tmp_path,
         max_request_bytes=1234,
         services=("eventmgmt.v1.EventRestService", "eventmgmt.v1.EventService"),
@@ -263,7 +265,9 @@ def test_rendered_config_is_valid_for_envoy_and_carries_the_settings(tmp_path):
     assert 'services: ["eventmgmt.v1.EventRestService", "eventmgmt.v1.EventService"]' in config
     assert f'proto_descriptor: "{descriptor.resolve()}"' in config
     assert "{address: 127.0.0.1, port_value: 9901}" in config
-    assert "{address: service, port_value: 50051}" in config
+    upstreams = re.findall(r"\{address: service, port_value: (\d+)\}", config)
+    # Both clusters (unary calls, streams) over the same endpoints.
+    assert upstreams == [str(p) for p in worker_ports or (50051,)] * 2
 
 
 def test_start_failure_names_the_cause_of_both_attempts(tmp_path, upstream_server):

@@ -5,9 +5,11 @@ worker is replaced, and no worker outlives a parent killed with -9."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -149,6 +151,24 @@ def test_one_event_per_device_report_whichever_process_takes_it(
     assert codes(results) == [grpc.StatusCode.OK] + [grpc.StatusCode.ALREADY_EXISTS] * (CALLS - 1)
     winner = next(r for r in results if not isinstance(r, grpc.RpcError)).event.id
     assert all(winner in str(r.details()) for r in results if isinstance(r, grpc.RpcError))
+
+
+def test_the_gateway_spreads_rest_calls_over_the_workers(tmp_path: Path) -> None:
+    service = Service(f"sqlite:///{tmp_path / 'events.db'}", tmp_path, workers=2)
+    service.start()
+    try:
+        key = service.create_key("acme", "ReadWrite")
+        for n in range(20):
+            created = service.request("POST", "/events", {"description": f"{n}"}, key=key)
+            assert created.status == 201, created.body
+        with urllib.request.urlopen(f"http://127.0.0.1:{service.admin_port}/clusters") as answer:
+            stats = answer.read().decode()
+    finally:
+        service.stop()
+    # Envoy's own counters: calls per upstream host of the unary cluster, one per worker.
+    unary = r"^grpc_service::127\.0\.0\.1:\d+::rq_total::(\d+)"
+    calls = [int(n) for n in re.findall(unary, stats, re.MULTILINE)]
+    assert len(calls) == 2 and all(calls) and sum(calls) >= 20, stats
 
 
 def _serves(port: int) -> bool:

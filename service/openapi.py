@@ -131,9 +131,11 @@ class Descriptors:
         by_path: dict[tuple[int, ...], str],
     ) -> None:
         self.messages[name] = message
-        self._comment(name, by_path, path)
+        # Comments go by full name without the leading dot, as methods' do.
+        key = name.lstrip(".")
+        self._comment(key, by_path, path)
         for i, field in enumerate(message.field):
-            self._comment(f"{name}.{field.name}", by_path, (*path, _FIELD_NO, i))
+            self._comment(f"{key}.{field.name}", by_path, (*path, _FIELD_NO, i))
         for i, nested in enumerate(message.nested_type):
             self._add_message(f"{name}.{nested.name}", nested, (*path, _NESTED, i), by_path)
         for enum in message.enum_type:
@@ -193,9 +195,12 @@ class SchemaBuilder:
             behaviors = _behaviors(field)
             if field_behavior_pb2.OUTPUT_ONLY in behaviors:
                 property_schema["readOnly"] = True
-            properties[field.json_name] = property_schema
+            properties[field.json_name] = rest_schemas.or_null(property_schema)
             if field_behavior_pb2.REQUIRED in behaviors:
                 required.append(field.json_name)
+                # proto3 has no presence for scalars: a required string is a non-empty one.
+                if property_schema.get("type") == "string":
+                    property_schema["minLength"] = 1
         schema: dict[str, Any] = {"type": "object", "properties": properties}
         description = self._d.comments.get(type_name.lstrip("."))
         if description:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.domain import event_types, events, live
+from service.domain import event_fields, event_types, events, jobs, live
 
 MESSAGE_MARKER = "$message"
 JSON = "application/json"
@@ -40,6 +40,16 @@ _INTEGER: dict[str, Any] = {"type": "integer"}
 _BOOLEAN: dict[str, Any] = {"type": "boolean"}
 _TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 _MILLIS: dict[str, Any] = {"type": "integer", "description": "Epoch milliseconds."}
+_TIME_INPUT: dict[str, Any] = {
+    "anyOf": [_TIME, {**_MILLIS, "minimum": 0}],
+    "description": "ISO-8601 with a zone, or epoch milliseconds.",
+}
+# Query parameters are text: a time there is ISO-8601 or the digits of epoch milliseconds.
+_TIME_PARAMETER: dict[str, Any] = {
+    "type": "string",
+    # Empty is the same as absent.
+    "anyOf": [{"format": "date-time"}, {"pattern": "^[0-9]{0,15}$"}],
+}
 _LINK = {"type": "object", "properties": {"href": _STRING}, "required": ["href"]}
 _LOCATION = {"Location": {"description": "The new resource's URL.", "schema": _STRING}}
 
@@ -53,37 +63,98 @@ def _object(
     return schema
 
 
-_EVENT_FIELDS: dict[str, Any] = {
-    "typeId": {**_STRING, "description": "StandardEvent unless a custom type's id."},
-    "correlationId": _STRING,
-    "entityType": _STRING,
-    "entityId": _STRING,
-    "domain": {**_STRING, "description": "A domain path such as /root/sub1."},
-    "severity": {**_INTEGER, "minimum": 0, "maximum": events.MAX_SEVERITY},
-    "description": _STRING,
-    "source": {"type": ["string", "object"]},
-    "classification": {**_STRING, "enum": list(events.CLASSIFICATIONS)},
-    "category": _STRING,
-    "acknowledgementRequired": _BOOLEAN,
-    "appId": _STRING,
-    "payload": _object({"contentType": _STRING, "data": {}}, additionalProperties=False),
+_MACHINE_NAME = "^[A-Za-z0-9._:-]*$"
+
+
+def _text(field: event_fields.EventField) -> dict[str, Any]:
+    schema: dict[str, Any] = dict(_STRING)
+    if field.limit is not None:
+        schema["maxLength"] = field.limit
+    if field.machine_name:
+        schema["pattern"] = _MACHINE_NAME
+    return schema
+
+
+# The rules a JSON Schema can state about a standard field, beyond its kind and limits.
+_DOMAIN = {
+    **_STRING,
+    "pattern": r"^(/|(/[A-Za-z0-9_.\-]{1,64}){1,16})$",
+    "description": "A domain path such as /root/sub1.",
+}
+# Sent empty, a domain is the key's own.
+_DOMAIN_INPUT = {**_DOMAIN, "pattern": _DOMAIN["pattern"].replace("^(", "^(|")}
+_FIELD_RULES: dict[str, dict[str, Any]] = {
+    "severity": {"minimum": 0, "maximum": events.MAX_SEVERITY},
+    "classification": {"enum": list(events.CLASSIFICATIONS)},
+    "domain": _DOMAIN,
+    "typeId": {"description": "StandardEvent unless a custom type's id."},
 }
 
 
-def _nullable(properties: dict[str, Any]) -> dict[str, Any]:
-    """Input fields where `null` means "not sent"."""
-    result = {}
-    for name, schema in properties.items():
-        kind = schema.get("type")
-        if kind is None:
-            result[name] = schema
-        else:
-            kinds = kind if isinstance(kind, list) else [kind]
-            nullable = {k: v for k, v in schema.items() if k != "enum"}
-            if "enum" in schema:
-                nullable["enum"] = [*schema["enum"], None]
-            result[name] = {**nullable, "type": [*kinds, "null"]}
+def _field_schema(field: event_fields.EventField, answer: bool) -> dict[str, Any]:
+    """A standard field's schema in answers (`answer`) or in what clients send."""
+    kind = field.kind
+    schema: dict[str, Any]
+    if kind is event_fields.Kind.TEXT:
+        schema = _text(field)
+        if field.json == "code" and not answer:
+            schema = {"type": ["string", "integer"], "description": "Returned as a string."}
+    elif kind is event_fields.Kind.INTEGER:
+        schema = dict(_INTEGER)
+    elif kind is event_fields.Kind.BOOLEAN:
+        schema = dict(_BOOLEAN)
+    elif kind is event_fields.Kind.TIME:
+        schema = dict(_TIME) if answer else dict(_TIME_INPUT)
+    elif kind is event_fields.Kind.SOURCE:
+        schema = {} if answer else {"type": ["string", "object"]}
+    else:
+        schema = _object({"contentType": {**_STRING, "minLength": 1}, "data": {}})
+        if not answer:
+            schema["additionalProperties"] = False
+    if field.json == "domain" and not answer:
+        return _DOMAIN_INPUT
+    return {**schema, **_FIELD_RULES.get(field.json, {})}
+
+
+def _event_input(fields: tuple[event_fields.EventField, ...]) -> dict[str, Any]:
+    return {f.json: _field_schema(f, answer=False) for f in fields}
+
+
+def _event_answer() -> dict[str, Any]:
+    shown = [f for f in event_fields.FIELDS if f.shown]
+    properties = {f.json: _field_schema(f, answer=True) for f in shown}
+    properties["id"]["format"] = "uuid"
+    properties["_links"] = _object({"self": _LINK}, ("self",))
+    required = [f.json for f in shown if not f.optional and not f.sparse]
+    return _object(
+        properties,
+        (*required, "_links"),
+        description="Seed 003's event; the custom fields of its type sit at the top level.",
+        additionalProperties=True,
+    )
+
+
+_SETTABLE = tuple(f for f in event_fields.FIELDS if f.settable)
+
+
+def or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema, or `null`: what a client may send for a field it leaves at its default
+    (the proto3 JSON mapping reads null so, and so do the REST parsers)."""
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    kind = schema.get("type")
+    if kind is None:
+        if "anyOf" in schema:
+            return {**schema, "anyOf": [*schema["anyOf"], {"type": "null"}]}
+        return schema  # anything, null included
+    result = {**schema, "type": [*(kind if isinstance(kind, list) else [kind]), "null"]}
+    if "enum" in schema:
+        result["enum"] = [*schema["enum"], None]
     return result
+
+
+def _nullable(properties: dict[str, Any]) -> dict[str, Any]:
+    return {name: or_null(schema) for name, schema in properties.items()}
 
 
 SCHEMAS: dict[str, Any] = {
@@ -104,16 +175,7 @@ SCHEMAS: dict[str, Any] = {
         additionalProperties=False,
     ),
     "EventInput": _object(
-        _nullable(
-            {
-                **_EVENT_FIELDS,
-                "timestamp": {
-                    "type": ["string", "integer"],
-                    "description": "ISO-8601 with a zone, or epoch milliseconds.",
-                },
-                "code": {"type": ["string", "integer"], "description": "Returned as a string."},
-            }
-        ),
+        _nullable(_event_input(_SETTABLE)),
         description="Seed 003's event. Any other top-level name is a custom field of the "
         "event's type (unknown ones are refused, by name).",
         additionalProperties=True,
@@ -121,46 +183,17 @@ SCHEMAS: dict[str, Any] = {
     "EventUpdate": _object(
         _nullable(
             {
-                **_EVENT_FIELDS,
-                "timestamp": {"type": ["string", "integer"]},
-                "code": {"type": ["string", "integer"]},
+                **_event_input(_SETTABLE),
                 "id": {**_STRING, "description": "Optional; must equal the path's id."},
                 "etag": {**_INTEGER, "description": "Optional; like If-Match."},
             }
         ),
-        description="The fields to change; others are kept (named in a Warning header).",
+        description="The fields to change: "
+        + ", ".join(f.json for f in _SETTABLE if f.updatable)
+        + " and updatable custom fields; others are kept (named in a Warning header).",
         additionalProperties=True,
     ),
-    "Event": _object(
-        {
-            "id": {**_STRING, "format": "uuid"},
-            **_EVENT_FIELDS,
-            "timestamp": _TIME,
-            "code": _STRING,
-            "etag": _INTEGER,
-            "acknowledged": _BOOLEAN,
-            "acknowledgedAt": _TIME,
-            "acknowledgedBy": _STRING,
-            "internal": _BOOLEAN,
-            "createTime": _TIME,
-            "updateTime": _TIME,
-            "_links": _object({"self": _LINK}, ("self",)),
-        },
-        (
-            "id",
-            "typeId",
-            "timestamp",
-            "domain",
-            "etag",
-            "severity",
-            "acknowledged",
-            "createTime",
-            "updateTime",
-            "_links",
-        ),
-        description="Seed 003's event; the custom fields of its type sit at the top level.",
-        additionalProperties=True,
-    ),
+    "Event": _event_answer(),
     "EventPage": _object(
         {
             "_embedded": _object(
@@ -244,7 +277,16 @@ SCHEMAS: dict[str, Any] = {
         ("id", "state", "progress"),
     ),
     "DeleteEventsJobRequest": _object(
-        {"filter": {"type": "object", "description": "Equality on event fields; {} is all."}},
+        {
+            "filter": _object(
+                {
+                    name: _INTEGER if name == "severity" else _STRING
+                    for name in jobs.DELETE_FILTER_FIELDS
+                },
+                description="Equality on these fields, all together; {} is every event.",
+                additionalProperties=False,
+            )
+        },
         ("filter",),
         additionalProperties=False,
     ),
@@ -262,7 +304,7 @@ SCHEMAS: dict[str, Any] = {
     ),
     "FindQuery": _object(
         {
-            "query": {"type": "object"},
+            "query": {"type": "object", "minProperties": 1},
             "sort": {"type": ["array", "object", "string"]},
             "size": _INTEGER,
             "from": _INTEGER,
@@ -339,7 +381,10 @@ SCHEMAS: dict[str, Any] = {
         description="A device's stored (201) or pending (202) event in seed 000's shape.",
     ),
     "ShareInput": _object(
-        {"entityId": _STRING, "tenantId": _STRING},
+        {
+            "entityId": {**_STRING, "minLength": 1, "maxLength": 128},
+            "tenantId": {**_STRING, "minLength": 1, "maxLength": 64},
+        },
         ("entityId", "tenantId"),
         additionalProperties=False,
     ),
@@ -409,7 +454,10 @@ def _header(name: str, description: str) -> dict[str, Any]:
     }
 
 
-_IF_MATCH = _header("If-Match", 'The integer etag (3, "3" or W/"3"); a stale one is 409.')
+_IF_MATCH = {
+    **_header("If-Match", 'The integer etag (3, "3" or W/"3"); a stale one is 409.'),
+    "schema": {**_STRING, "pattern": r'^(W/)?"?[0-9]{1,18}"?$'},
+}
 
 
 @dataclass(frozen=True)
@@ -434,11 +482,21 @@ _SEVERITIES = {
     "items": {"type": "integer", "minimum": 0, "maximum": events.MAX_SEVERITY},
 }
 _LIST_EVENTS = {
+    "sort": {
+        "type": "array",
+        "items": {
+            **_STRING,
+            "pattern": f"^({'|'.join(event_fields.SORTABLE)})(,(asc|desc))?$",
+        },
+    },
     "page": {**_INTEGER, "minimum": 0},
+    "startTime": _TIME_PARAMETER,
+    "endTime": _TIME_PARAMETER,
     "size": {**_INTEGER, "minimum": 0, "maximum": events.MAX_PAGE_SIZE},
     "severity": _SEVERITIES,
 }
 _SUBSCRIBE = {
+    "domain": _DOMAIN_INPUT,
     "severities": _SEVERITIES,
     "classifications": {
         "type": "array",

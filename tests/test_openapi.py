@@ -33,6 +33,9 @@ CONTRACT_SECONDS = 45
 #   path with 404 or 400, not 405 (only the device path has its 405); gateway routes are
 #   issue 10's (engineer gw), reported to the lead.
 EXCLUDED_CHECKS = ("positive_data_acceptance", "unsupported_method")
+# The live stream never ends by itself (heartbeats keep it open), so each generated request
+# would hold the run until its timeout; tests/test_live.py covers it through Envoy.
+EXCLUDED_PATHS = "liveEvents$"
 
 
 def _paths(document: dict[str, Any]) -> set[tuple[str, str]]:
@@ -83,6 +86,9 @@ def test_every_binding_of_the_protos_is_documented() -> None:
     path = build_descriptor_set(REPO / "build" / "test-openapi" / "api.pb")
     files = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
     bindings = list(openapi.Descriptors(files).bindings())
+    # The proto comments are the descriptions.
+    size = next(p for p in document["paths"]["/events"]["get"]["parameters"] if p["name"] == "size")
+    assert size["description"].startswith("Optional. The page size")
     assert len(bindings) >= 20
     assert {b.operation_id for b in bindings} <= operations
 
@@ -130,14 +136,19 @@ def test_every_answer_matches_the_document(contract_service: Service, tmp_path: 
             f"{contract_service.rest_url}/openapi.json",
             "--header",
             f"x-api-key: {key}",
+            # Also the other documented scheme, or schemathesis would fill it with junk.
+            "--header",
+            f"Authorization: Bearer {key}",
             "--checks",
             "all",
             "--exclude-checks",
             ",".join(EXCLUDED_CHECKS),
+            "--exclude-path-regex",
+            EXCLUDED_PATHS,
             "--max-time",
             str(CONTRACT_SECONDS),
             "--max-examples",
-            "25",
+            "15",
             # One worker: hypothesis is not thread-safe in this version (AST cache errors).
             "--workers",
             "1",
@@ -162,4 +173,7 @@ def test_every_answer_matches_the_document(contract_service: Service, tmp_path: 
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-20_000:]
-    assert re.search(r"Tested: *\d+", output), output[-5000:]
+    # Every selected operation was reached within the budget.
+    selected = re.search(r"Selected: *(\d+)/", output)
+    tested = re.search(r"Tested: *(\d+)", output)
+    assert selected and tested and tested.group(1) == selected.group(1), output[-5000:]

@@ -99,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
         "(env EVENTMGMT_METRICS_PORT)",
     )
     run.add_argument(
+        "--mqtt-format",
+        choices=["json", "cloudevents"],
+        default=_env("MQTT_FORMAT", "json"),
+        help="MQTT payloads: the event's JSON, or CloudEvents 1.0 structured-mode JSON "
+        "(env EVENTMGMT_MQTT_FORMAT)",
+    )
+    run.add_argument(
         "--production",
         action="store_true",
         default=_env("PRODUCTION", "") in ("1", "true"),
@@ -289,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             mqtt_url=args.mqtt_url,
             metrics_port=args.metrics_port,
             workers=args.workers if args.workers > 0 else default_workers(),
+            mqtt_format="" if args.mqtt_format == "json" else args.mqtt_format,
         )
         # Worker processes (service.workers) log as this one does.
         os.environ.update(EVENTMGMT_LOG_LEVEL=args.log_level, EVENTMGMT_LOG_FORMAT=args.log_format)

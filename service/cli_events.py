@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from rich.text import Text
 
 from service import rest_json
 from service.convert import event_from_proto, fields_to_proto
+from service.domain.custom_fields import STANDARD_EVENT, STANDARD_EVENT_ALIAS
 from service.domain.errors import DomainError, InvalidInput, invalid
 from service.domain.event_fields import BY_ATTRIBUTE, SETTABLE
 from service.v1 import (
@@ -237,8 +240,8 @@ def events_table(docs: list[dict[str, Any]], width: int) -> Table:
         cells: dict[str, Any] = {
             "time": short_time(doc["timestamp"]),
             "severity": severity_text(doc["severity"]),
-            "type": doc["typeId"],
-            "entity": "/".join(filter(None, (doc.get("entityType"), doc.get("entityId")))),
+            "type": type_name(doc["typeId"]),
+            "entity": _entity(doc),
             "domain": doc["domain"],
             "description": escape(doc.get("description", "")),
             "ack": _ack_text(doc),
@@ -248,18 +251,29 @@ def events_table(docs: list[dict[str, Any]], width: int) -> Table:
     return table
 
 
+def type_name(type_id: str) -> str:
+    """Seed 003's long standard type id by its short alias; other ids as they are."""
+    return STANDARD_EVENT_ALIAS if type_id == STANDARD_EVENT else type_id
+
+
+def _entity(doc: dict[str, Any]) -> str:
+    return "/".join(filter(None, (doc.get("entityType"), doc.get("entityId"))))
+
+
 def event_line(doc: dict[str, Any]) -> Text:
-    """One event of `tail` on one line."""
+    """One event of `tail` on one line, in columns."""
     line = Text(short_time(doc["timestamp"]) + "  ")
-    line.append_text(severity_text(doc["severity"]))
-    line.append(f"  {doc['typeId']}  ", style="blue")
-    entity = "/".join(filter(None, (doc.get("entityType"), doc.get("entityId"))))
-    if entity:
-        line.append(entity + "  ", style="bold")
-    line.append(doc["domain"] + "  ", style="dim")
+    severity = severity_text(doc["severity"])
+    severity.pad_right(9 - len(severity))
+    line.append_text(severity)
+    line.append(f"{type_name(doc['typeId']):<14} ", style="blue")
+    line.append(f"{_entity(doc):<20} ", style="bold")
+    line.append(f"{doc['domain']:<18} ", style="dim")
     line.append(doc.get("description", ""))
-    line.append("  ")
-    line.append_text(_ack_text(doc))
+    ack = _ack_text(doc)
+    if ack:
+        line.append("  ")
+        line.append_text(ack)
     return line
 
 
@@ -434,6 +448,32 @@ def _subscription(
     )
 
 
+def _messages(call: Any) -> Iterator[Any]:
+    """The messages of a server stream, read by a thread: a blocked gRPC iterator does not
+    see Ctrl-C, a queue read with a timeout does. Ends with the call's error, or None."""
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            for message in call:
+                inbox.put(message)
+            inbox.put(None)
+        except grpc.RpcError as error:
+            inbox.put(error)
+
+    threading.Thread(target=read, name="subscription", daemon=True).start()
+    while True:
+        try:
+            item = inbox.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if isinstance(item, grpc.RpcError):
+            raise item
+        if item is None:
+            return
+        yield item
+
+
 def _tail(client: Client, args: argparse.Namespace, out: Output) -> int:
     cursor_file = Path(args.cursor_file) if args.cursor_file else None
     cursor = args.cursor or ""
@@ -441,19 +481,12 @@ def _tail(client: Client, args: argparse.Namespace, out: Output) -> int:
         cursor = cursor_file.read_text(encoding="utf-8").strip()
     delivered = 0
     retry = _RETRY_FIRST_S
-
-    def remember(new_cursor: str) -> None:
-        nonlocal cursor
-        cursor = new_cursor
-        if cursor_file is not None:
-            cursor_file.write_text(cursor + "\n", encoding="utf-8")
-
     while True:
         call = client.stream.SubscribeEvents(
             _subscription(args, cursor), metadata=client.metadata, wait_for_ready=True
         )
         try:
-            for message in call:
+            for message in _messages(call):
                 retry = _RETRY_FIRST_S
                 if message.WhichOneof("kind") == "event":
                     doc = document(message.event)
@@ -462,7 +495,9 @@ def _tail(client: Client, args: argparse.Namespace, out: Output) -> int:
                     else:
                         out.console.print(event_line(doc))
                     delivered += 1
-                remember(message.cursor)
+                cursor = message.cursor
+                if cursor_file is not None:
+                    cursor_file.write_text(cursor + "\n", encoding="utf-8")
                 if args.count and delivered >= args.count:
                     call.cancel()
                     return 0

@@ -3,9 +3,11 @@
 Topic: `event/<tenantId><domain>/<typeId>`, for example `event/acme/root/sub1/<typeId>`
 (an event of domain `/` goes to `event/acme/<typeId>`), so `event/acme/root/sub1/#`
 receives the events of `/root/sub1` and all its subdomains. QoS 1; the payload is the event's
-REST JSON document. The write path only appends to a bounded queue after commit; a thread
-publishes, and a broker that goes away is reconnected to with back-off while the queue
-holds what it can (the oldest events are dropped, and counted in the log, when it is full).
+REST JSON document, or with `--mqtt-format cloudevents` a CloudEvents 1.0 structured-mode
+JSON document with it as `data` (service.cloudevents). The write path only appends to a
+bounded queue after commit; a thread publishes, and a broker that goes away is reconnected
+to with back-off while the queue holds what it can (the oldest events are dropped, and
+counted in the log, when it is full).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from service import rest_json
+from service import cloudevents, rest_json
 from service.domain.events import Event
 
 log = logging.getLogger(__name__)
@@ -31,17 +33,28 @@ def event_topic(event: Event) -> str:
     return f"event/{event.tenant_id}{domain}/{event.type_id}"
 
 
-def event_payload(event: Event) -> bytes:
+def event_payload(event: Event, as_cloud_event: bool = False) -> bytes:
+    """The event's REST JSON with its tenant, or (opt-in) that JSON as the data of a
+    CloudEvents 1.0 structured-mode document."""
     document = rest_json.event_document(event, "")
     del document["_links"]
     document["tenantId"] = event.tenant_id
+    if as_cloud_event:
+        document = cloudevents.structured(event, document)
     return rest_json.dumps(document)
 
 
 class MqttPublisher:
     """One broker connection and a publishing thread, fed by `offer` after each commit."""
 
-    def __init__(self, url: str, client_id: str = "", max_queued: int = MAX_QUEUED) -> None:
+    def __init__(
+        self,
+        url: str,
+        client_id: str = "",
+        max_queued: int = MAX_QUEUED,
+        payload_format: str = "",
+    ) -> None:
+        self._as_cloud_event = cloudevents.check_format(payload_format, "--mqtt-format")
         parsed = urlparse(url)
         if parsed.scheme not in ("mqtt", "tcp", ""):
             raise ValueError(f"unsupported MQTT URL {url!r}: use mqtt://host:port")
@@ -131,7 +144,9 @@ class MqttPublisher:
                     return
                 event = self._queue[0]
             try:
-                info = self._client.publish(event_topic(event), event_payload(event), qos=QOS)
+                info = self._client.publish(
+                    event_topic(event), event_payload(event, self._as_cloud_event), qos=QOS
+                )
             except Exception:
                 log.exception("publishing event %s failed", event.id)
                 info = None

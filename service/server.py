@@ -351,7 +351,7 @@ async def _serving(
     if settings.mqtt_url:
         from service.mqtt import MqttPublisher
 
-        publisher = MqttPublisher(settings.mqtt_url)
+        publisher = MqttPublisher(settings.mqtt_url, payload_format=settings.mqtt_format)
         store.commit_listeners.append(publisher.offer)
         publisher.start()
         log.info("publishing committed events to MQTT at %s", settings.mqtt_url)

@@ -24,6 +24,8 @@ class ServerSettings:
     # How often expired events are deleted (seconds); 0 turns the sweeper off.
     retention_interval: float = 600.0
     mqtt_url: str = ""
+    # `cloudevents` publishes CloudEvents 1.0 structured-mode JSON; the event's JSON when "".
+    mqtt_format: str = ""
     # Prometheus metrics on this port (on rest_host); 0 turns them off.
     metrics_port: int = 9464
     # Server processes on the one gRPC port (service.workers); 1 serves in this process.

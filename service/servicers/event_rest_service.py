@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import grpc
 from google.api import httpbody_pb2
 
-from service import rest_json
+from service import cloudevents, rest_json
 from service.auth import current_principal
 from service.domain.errors import invalid
 from service.domain.events import EventManager, check_page_size, parse_sort
@@ -198,11 +198,15 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         else:
             after = parse_cursor(request.cursor)
         heartbeat = check_heartbeat(request.heartbeat_seconds)
+        as_cloud_event = cloudevents.check_format(request.format)
         base = base_url(context)
         notices = self._feed.subscribe(principal, event_filter, after, heartbeat)
         async for notice in notices:
             if isinstance(notice, Delivery):
-                yield _sse(notice.cursor, "event", rest_json.event_document(notice.event, base))
+                data = rest_json.event_document(notice.event, base)
+                if as_cloud_event:
+                    data = cloudevents.structured(notice.event, data)
+                yield _sse(notice.cursor, "event", data)
             elif isinstance(notice, FellBehind):
                 # The end of the body is all an HTTP/1.1 client would see of an error status,
                 # so the reason travels in the stream itself.

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from service import cloudevents
 from service.auth import current_principal
 from service.convert import classification_name, event_to_proto, fields_from_proto
 from service.domain.access import Principal
@@ -38,15 +39,22 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
     def __init__(self, events: EventManager, feed: LiveFeed) -> None:
         self._events = events
         self._feed = feed
-        self._messages: OrderedDict[int, pb.SubscribeEventsResponse] = OrderedDict()
+        # By feed position and format (CloudEvent or not).
+        self._messages: OrderedDict[tuple[int, bool], pb.SubscribeEventsResponse] = OrderedDict()
 
-    def _event_message(self, event: Event) -> pb.SubscribeEventsResponse:
-        message = self._messages.get(event.seq)
+    def _event_message(self, event: Event, as_cloud_event: bool) -> pb.SubscribeEventsResponse:
+        key = (event.seq, as_cloud_event)
+        message = self._messages.get(key)
         if message is None:
-            message = pb.SubscribeEventsResponse(
-                cursor=format_cursor(event.seq), event=event_to_proto(event)
-            )
-            self._messages[event.seq] = message
+            cursor = format_cursor(event.seq)
+            proto = event_to_proto(event)
+            if as_cloud_event:
+                message = pb.SubscribeEventsResponse(
+                    cursor=cursor, cloud_event=cloudevents.to_proto(event, proto)
+                )
+            else:
+                message = pb.SubscribeEventsResponse(cursor=cursor, event=proto)
+            self._messages[key] = message
             if len(self._messages) > _MESSAGE_CACHE_SIZE:
                 self._messages.popitem(last=False)
         return message
@@ -66,9 +74,10 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
         )
         after = parse_cursor(request.cursor)
         heartbeat = check_heartbeat(request.heartbeat_seconds)
+        as_cloud_event = request.format == pb.EVENT_FORMAT_CLOUDEVENTS
         async for notice in self._feed.subscribe(principal, event_filter, after, heartbeat):
             if isinstance(notice, Delivery):
-                yield self._event_message(notice.event)
+                yield self._event_message(notice.event, as_cloud_event)
             elif isinstance(notice, FellBehind):
                 yield pb.SubscribeEventsResponse(
                     cursor=format_cursor(notice.cursor),

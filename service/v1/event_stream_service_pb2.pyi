@@ -1,6 +1,8 @@
+from service.v1 import cloudevent_pb2 as _cloudevent_pb2
 from service.v1 import event_pb2 as _event_pb2
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -8,8 +10,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EventFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_FORMAT_UNSPECIFIED: _ClassVar[EventFormat]
+    EVENT_FORMAT_CLOUDEVENTS: _ClassVar[EventFormat]
+EVENT_FORMAT_UNSPECIFIED: EventFormat
+EVENT_FORMAT_CLOUDEVENTS: EventFormat
+
 class SubscribeEventsRequest(_message.Message):
-    __slots__ = ("cursor", "domain", "type_ids", "severities", "classifications", "entity_type", "entity_id", "heartbeat_seconds")
+    __slots__ = ("cursor", "domain", "type_ids", "severities", "classifications", "entity_type", "entity_id", "heartbeat_seconds", "format")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +27,7 @@ class SubscribeEventsRequest(_message.Message):
     ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     domain: str
     type_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -26,7 +36,8 @@ class SubscribeEventsRequest(_message.Message):
     entity_type: str
     entity_id: str
     heartbeat_seconds: int
-    def __init__(self, cursor: _Optional[str] = ..., domain: _Optional[str] = ..., type_ids: _Optional[_Iterable[str]] = ..., severities: _Optional[_Iterable[_Union[_event_pb2.Severity, str]]] = ..., classifications: _Optional[_Iterable[_Union[_event_pb2.Classification, str]]] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...
+    format: EventFormat
+    def __init__(self, cursor: _Optional[str] = ..., domain: _Optional[str] = ..., type_ids: _Optional[_Iterable[str]] = ..., severities: _Optional[_Iterable[_Union[_event_pb2.Severity, str]]] = ..., classifications: _Optional[_Iterable[_Union[_event_pb2.Classification, str]]] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., format: _Optional[_Union[EventFormat, str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ()
@@ -41,16 +52,18 @@ class FellBehind(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SubscribeEventsResponse(_message.Message):
-    __slots__ = ("cursor", "event", "heartbeat", "fell_behind")
+    __slots__ = ("cursor", "event", "heartbeat", "fell_behind", "cloud_event")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     FELL_BEHIND_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_EVENT_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     event: _event_pb2.Event
     heartbeat: Heartbeat
     fell_behind: FellBehind
-    def __init__(self, cursor: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., fell_behind: _Optional[_Union[FellBehind, _Mapping]] = ...) -> None: ...
+    cloud_event: _cloudevent_pb2.CloudEvent
+    def __init__(self, cursor: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., fell_behind: _Optional[_Union[FellBehind, _Mapping]] = ..., cloud_event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ...) -> None: ...
 
 class IngestItem(_message.Message):
     __slots__ = ("idempotency_key", "event")

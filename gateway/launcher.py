@@ -127,6 +127,52 @@ def _stream_routes(descriptor_path: Path) -> str:
     return "\n".join(routes)
 
 
+CONSOLE_PATH = "/console"
+_CONSOLE_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+# The console talks only to its own origin; nothing inline, nothing from elsewhere.
+_CONSOLE_HEADERS = {
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-cache",
+}
+
+
+def console_routes(directory: Path) -> str:
+    """Envoy routes that serve the console's files, one flow-style YAML line per route at the
+    template's indentation: `/console/<file>` for each file, and `/console` for index.html."""
+    lines = []
+    for path in sorted(directory.iterdir()):
+        content_type = _CONSOLE_TYPES.get(path.suffix)
+        if content_type is None:
+            continue
+        if path.stat().st_size > MAX_DOCS_BYTES:
+            raise ValueError(f"{path} is larger than a direct response may be ({MAX_DOCS_BYTES} B)")
+        paths = [f"{CONSOLE_PATH}/{path.name}"]
+        if path.name == "index.html":
+            paths = [CONSOLE_PATH, f"{CONSOLE_PATH}/"]
+        headers = {"content-type": content_type, **_CONSOLE_HEADERS}
+        for route_path in paths:
+            route = {
+                "match": {"path": route_path},
+                "direct_response": {"status": 200, "body": {"filename": str(path.resolve())}},
+                "response_headers_to_add": [
+                    {
+                        "header": {"key": key, "value": value},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                    for key, value in headers.items()
+                ],
+            }
+            lines.append(" " * 14 + "- " + json.dumps(route))
+    return "\n".join(lines)
+
+
 def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
     """Returns the Envoy YAML for `settings`, transcoding with the given descriptor set."""
     guard = lua_path_templates(path_templates(descriptor_path, settings.services))
@@ -159,6 +205,7 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "max_unary_calls": settings.max_unary_calls,
         "max_streams": settings.max_streams,
         "retry_after_seconds": settings.retry_after_seconds,
+        "console_routes": console_routes(Path(_package_path("console"))),
     }
     return Template(_package_text("envoy.yaml.tmpl")).substitute(values)
 

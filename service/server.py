@@ -432,6 +432,7 @@ def _print_welcome(settings: ServerSettings, port: int, dev_key: Path | None) ->
     if settings.gateway:
         url = f"http://{settings.rest_host}:{settings.rest_port}"
         lines.append(f"REST on {url} (Envoy admin on 127.0.0.1:{settings.admin_port})")
+        lines.append(f"Web console on {url}/console")
         if dev_key is not None:
             lines += [
                 f"Development API key (Admin, tenant 'dev'): stored in {dev_key}. Try:",

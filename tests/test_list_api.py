@@ -284,3 +284,25 @@ def test_filters_on_custom_fields_that_event_types_declare_filterable(service: S
     not_filterable = with_filter({"line": "A"})
     assert not_filterable.status == 400
     assert "not a filterable field" in not_filterable.json()["message"]
+
+
+def test_links_with_a_spaced_filter_work_when_followed(service: Service, keys: Any) -> None:
+    """Links spell a space %20: the gateway keeps `+` a plus, so a `+` would break the JSON."""
+    from urllib.parse import urlsplit
+
+    entity = f"spaced-{uuid.uuid4().hex[:8]}"
+    for n in range(3):
+        answer = service.request(
+            "POST", "/events", {"entityId": entity, "description": f"e{n}"}, keys.writer
+        )
+        assert answer.status == 201, answer.body
+    query = quote(json.dumps({"entityId": entity}))  # '{"entityId": "..."}' has a space
+    first = service.request("GET", f"/events?size=2&filter={query}", key=keys.writer).json()
+    for name in ("self", "next", "last"):
+        link = urlsplit(first["_links"][name]["href"])
+        assert "+" not in link.query
+        page = service.request("GET", f"{link.path}?{link.query}", key=keys.writer)
+        assert page.status == 200, page.body
+    link = urlsplit(first["_links"]["next"]["href"])
+    second = service.request("GET", f"{link.path}?{link.query}", key=keys.writer).json()
+    assert [e["description"] for e in second["_embedded"]["events"]] == ["e0"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import grpc
 from google.api import httpbody_pb2
@@ -156,7 +156,9 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
 
         def query_string(number: int | None, token: str = "") -> str:
             position = [("pageToken", token)] if token else [("page", number)]
-            return urlencode(position + params)
+            # %20, not `+`, for a space: the gateway keeps `+` a plus, so a link with a
+            # filter such as {"entityId": "x"} would come back as invalid JSON.
+            return urlencode(position + params, quote_via=quote)
 
         document = rest_json.page_document(page, base_url(context), query_string)
         return rest_json.json_body(document, HAL_JSON)

@@ -431,44 +431,19 @@ def test_export_ndjson_and_csv_then_import_elsewhere(
 def test_api_key_from_the_dev_key_file(service: Service, keys: Keys, tmp_path: Path) -> None:
     (tmp_path / "dev-api-key").write_text(keys.read + "\n")
     env = {k: v for k, v in os.environ.items() if k != "EVENTMGMT_API_KEY"}
-    run = subprocess.run(
-        [
-            *EVENTMGMT,
-            "events",
-            "list",
-            "--json",
-            "--server",
-            service.grpc_target,
-            "--data-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+
+    def listing(data_dir: Path) -> subprocess.CompletedProcess[str]:
+        argv = [*EVENTMGMT, "events", "list", "--json", "--data-dir", str(data_dir)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+
+    env["EVENTMGMT_GRPC_ADDRESS"] = service.grpc_target  # the server from the environment
+    run = listing(tmp_path)
     assert run.returncode == 0, run.stderr
     env["EVENTMGMT_API_KEY"] = keys.read
-    env["EVENTMGMT_GRPC_ADDRESS"] = service.grpc_target
-    run = subprocess.run(
-        [*EVENTMGMT, "events", "list", "--json", "--data-dir", str(tmp_path / "none")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    run = listing(tmp_path / "none")
     assert run.returncode == 0, run.stderr
     del env["EVENTMGMT_API_KEY"]
-    run = subprocess.run(
-        [*EVENTMGMT, "events", "list", "--data-dir", str(tmp_path / "none")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    run = listing(tmp_path / "none")
     assert run.returncode == 2
     assert "no API key" in run.stderr and "dev-api-key" in run.stderr
 

@@ -139,9 +139,11 @@ def test_console_in_a_real_browser(console_service: Service, page: Any, tmp_path
         entityType="Device",
         entityId="pump-1",
     )
-    post_event(service, key, description="elsewhere", domain="/other", severity=1)
-    post_event(service, key, description="too mild", domain="/plant", severity=4)
-    second = post_event(service, key, description="<b>motor</b> hot", domain="/plant/b", severity=2)
+    post_event(service, key, description="elsewhere", domain="/other", severity=1, entityId="e-1")
+    post_event(service, key, description="too mild", domain="/plant", severity=4, entityId="e-2")
+    second = post_event(
+        service, key, description="<b>motor</b> hot", domain="/plant/b", severity=2, entityId="m-3"
+    )
     expect(page.locator("#live-table tbody tr")).to_have_count(2)
     assert live_ids(page) == [second["id"], first["id"]]
     # Text stays text: a description with markup is not rendered as HTML.
@@ -152,7 +154,9 @@ def test_console_in_a_real_browser(console_service: Service, page: Any, tmp_path
     service.stop()
     expect(page.locator("#live-status")).to_have_text("reconnecting")
     service.start()
-    third = post_event(service, key, description="after the drop", domain="/plant", severity=1)
+    third = post_event(
+        service, key, description="after the drop", domain="/plant", severity=1, entityId="e-4"
+    )
     expect(page.locator("#live-table tbody tr")).to_have_count(3)
     expect(page.locator("#live-status")).to_have_text("live")
     assert live_ids(page) == [third["id"], second["id"], first["id"]]
@@ -169,8 +173,8 @@ def test_console_in_a_real_browser(console_service: Service, page: Any, tmp_path
     page.click("#live-apply")
     expect(page.locator("#live-table tbody tr")).to_have_count(0)
     expect(page.locator("#live-status")).to_have_text("live")
-    post_event(service, key, description="standard event", severity=3)
-    door = post_event(service, key, description="door open", typeId=door_type)
+    post_event(service, key, description="standard event", severity=3, entityId="e-5")
+    door = post_event(service, key, description="door open", typeId=door_type, entityId="door-1")
     expect(page.locator("#live-table tbody tr")).to_have_count(1)
     assert live_ids(page) == [door["id"]]
 

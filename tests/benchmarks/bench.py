@@ -161,10 +161,16 @@ class Result:
     p50_ms: float | None = None
     p99_ms: float | None = None
     notes: list[str] = field(default_factory=list)
+    # Write transactions, writes and their seconds (from the server's metrics), for creates.
+    writes: tuple[float, float, float] | None = None
 
     @property
     def rate(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
+
+    @property
+    def server_us_per_call(self) -> float:
+        return self.cpu.get("server", 0.0) / max(1, self.ok) * 1e6
 
 
 def _measured(argv: list[str], groups: dict[str, list[int]]) -> tuple[str, dict[str, float]]:
@@ -339,6 +345,7 @@ class Service:
         self.db_path = work_dir / "events.db"
         self.database_url = f"sqlite:///{self.db_path}"
         self.grpc_port, self.rest_port, self.admin_port = free_port(), free_port(), free_port()
+        self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_start = 0
 
@@ -385,9 +392,9 @@ class Service:
                 str(self.rest_port),
                 "--admin-port",
                 str(self.admin_port),
-                # No metrics port: the default 9464 may be taken on a shared machine.
+                # Its own metrics port: the default 9464 may be taken on a shared machine.
                 "--metrics-port",
-                "0",
+                str(self.metrics_port),
                 "--data-dir",
                 str(self.work_dir / "data"),
             ],
@@ -438,6 +445,22 @@ class Service:
         rss = max((status_kb(pid, "VmRSS") or 0) for pid in pids)
         peak = max((status_kb(pid, "VmHWM") or 0) for pid in pids)
         return rss / 1024, peak / 1024
+
+    def write_totals(self) -> tuple[float, float, float]:
+        """Write transactions so far, the writes they applied, and their seconds
+        (from submission to commit: the wait for SQLite's write lock included), over every
+        worker (one scrape adds up their metrics)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as answer:
+            text = answer.read().decode()
+
+        def total(name: str) -> float:
+            return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+        return (
+            total("eventmgmt_write_batch_size_count"),
+            total("eventmgmt_write_batch_size_sum"),
+            total("eventmgmt_write_commit_seconds_sum"),
+        )
 
     def stored_events(self) -> int:
         connection = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
@@ -542,8 +565,19 @@ class Phase:
         if kind in self.grpc:
             load = self.grpc[kind]
             before = self.service.stored_events() if kind == "grpc_create" else 0
+            writes_before = self.service.write_totals()
             result = load.run(self.service.grpc_port, groups, seconds=seconds)
             if kind == "grpc_create":
+                batches, operations, busy = (
+                    now - then
+                    for now, then in zip(self.service.write_totals(), writes_before, strict=True)
+                )
+                result.writes = (batches, operations, busy)
+                result.notes.append(
+                    f"{batches:.0f} write transactions, {operations / max(1, batches):.1f} "
+                    f"writes each, {1000 * busy / max(1, batches):.1f} ms each from submission "
+                    "to commit (the wait for the write lock included)"
+                )
                 gained = self.service.stored_events() - before
                 if gained < result.ok:
                     result.notes.append(f"only {gained} events stored for {result.ok} answers")
@@ -565,6 +599,16 @@ class Phase:
         runs = self.runs[kind]
         return sum(r.ok for r in runs) / max(1e-9, sum(r.seconds for r in runs))
 
+    def cpu_per_call(self, kind: str) -> float:
+        """Server CPU µs per call over the rounds: what a call costs whatever cores are free."""
+        runs = self.runs[kind]
+        return sum(r.cpu.get("server", 0.0) for r in runs) * 1e6 / max(1, sum(r.ok for r in runs))
+
+    def write_ms(self) -> float:
+        """Mean time of a write transaction in the create rounds, submission to commit."""
+        totals = [r.writes for r in self.runs["grpc_create"] if r.writes]
+        return 1000 * sum(t[2] for t in totals) / max(1, sum(t[0] for t in totals))
+
     def ratio(self, top: str, bottom: str) -> tuple[float, list[float]]:
         each = [
             a.rate / b.rate if b.rate else 0.0
@@ -576,7 +620,7 @@ class Phase:
 def describe(name: str, result: Result) -> None:
     seconds = result.seconds or 1.0
     shares = "  ".join(f"{who} {100 * used / seconds:.0f}%" for who, used in result.cpu.items())
-    server_us = result.cpu.get("server", 0.0) / max(1, result.ok) * 1e6
+    server_us = result.server_us_per_call
     latency = (
         f"; p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
         if result.p50_ms is not None and result.p99_ms is not None
@@ -729,10 +773,16 @@ def report(
             factor = phase.rate(kind) / base.rate(kind)
             row(
                 f"{LABELS[kind]}, {workers} workers / {base_workers}",
-                f"{phase.rate(kind):,.0f}/s: x{factor:.2f}",
+                f"{phase.rate(kind):,.0f}/s: x{factor:.2f}; server CPU per call "
+                f"{phase.cpu_per_call(kind):.0f} µs (vs {base.cpu_per_call(kind):.0f})",
                 f"x{(workers or 1) / (base_workers or 1):.2f} (ideal, cores permitting)",
                 None,
             )
+        row(
+            f"SQLite write transaction, {workers} workers / {base_workers}",
+            f"{phase.write_ms():.1f} ms vs {base.write_ms():.1f} ms (submission to commit, "
+            "the shared write lock's wait included)",
+        )
         median, _ = phase.ratio("grpc_create", "health")
         row(
             f"gRPC create / Health/Check, {workers} workers",

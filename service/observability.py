@@ -127,6 +127,13 @@ def _finish(method: str, started: float, context: _CallContext, code: str) -> No
     )
 
 
+def _failure_code(error: BaseException) -> str:
+    # A client that goes away cancels its call: that is how most streams end.
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED.name
+    return grpc.StatusCode.UNKNOWN.name
+
+
 def _observe(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -141,8 +148,8 @@ def _observe(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
             except grpc.aio.AbortError:
                 code = call.code
                 raise
-            except BaseException:
-                code = grpc.StatusCode.UNKNOWN.name
+            except BaseException as error:
+                code = _failure_code(error)
                 raise
             finally:
                 _finish(method, started, call, code)
@@ -163,9 +170,7 @@ def _observe(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
                 code = call.code
                 raise
             except BaseException as error:
-                # A client that goes away cancels its stream: that is how streams end.
-                cancelled = isinstance(error, asyncio.CancelledError | GeneratorExit)
-                code = grpc.StatusCode.CANCELLED.name if cancelled else "UNKNOWN"
+                code = _failure_code(error)
                 raise
             finally:
                 _finish(method, started, call, code)

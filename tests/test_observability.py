@@ -140,6 +140,26 @@ def test_one_scrape_adds_up_every_server_process(service: Service) -> None:
     assert value(samples, "eventmgmt_rpc_requests_total", rpc=worker_rpc, code="OK") == 2
 
 
+def test_one_scrape_counts_the_calls_of_every_worker(tmp_path: Path) -> None:
+    """`serve --workers 2`: Envoy spreads the calls over both workers, the parent serves the
+    one metrics port, and its scrape holds every call."""
+    workers = Service(
+        f"sqlite:///{tmp_path / 'events.db'}", tmp_path, serve_args=("--workers", "2")
+    )
+    key = workers.create_key("acme", "ReadWrite")
+    workers.start()
+    try:
+        for n in range(20):
+            answer = workers.request("POST", "/events", {"description": f"w{n}"}, key=key)
+            assert answer.status == 201, answer.body
+        samples = scrape(workers)
+    finally:
+        workers.stop()
+    assert value(samples, "eventmgmt_rpc_requests_total", rpc=CREATE, code="OK") == 20
+    # Each process that served writes its own files: the parent's and both workers'.
+    assert len(list((tmp_path / "metrics").glob("counter_*.db"))) >= 3
+
+
 def test_every_request_is_one_json_log_line_with_its_request_id(
     service: Service, keys: Keys
 ) -> None:

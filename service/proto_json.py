@@ -90,7 +90,11 @@ def parse(raw: bytes, message: M) -> tuple[M, frozenset[str]]:
     """Fills `message` from a JSON body; returns it with the top-level names the body had
     (proto3 cannot tell an empty list from an absent one). InvalidInput names every
     offending field."""
-    document = loads(raw)
+    return parse_document(loads(raw), message)
+
+
+def parse_document(document: Any, message: M) -> tuple[M, frozenset[str]]:
+    """As parse, for JSON already decoded (a document after a patch)."""
     if not isinstance(document, dict):
         raise invalid("body", "must be a JSON object")
     violations: list[FieldViolation] = []

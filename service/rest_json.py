@@ -165,6 +165,25 @@ def parse_event_document(
     return fields, extras
 
 
+# Fields of an event's JSON that the server owns. A client that sends back the document it
+# read (GET, modify, PUT) has them accepted and ignored when unchanged (AIP-203); `_links` and
+# `updateTime` are never compared (they depend on the base path and change with every
+# version, which the etag already guards), the others must be as read.
+COMPARED_SERVER_OWNED = ("createTime", "acknowledgedAt", "acknowledgedBy")
+SERVER_OWNED = ("_links", "updateTime", *COMPARED_SERVER_OWNED)
+
+
+def check_server_owned(sent: dict[str, Any], stored: dict[str, Any]) -> None:
+    """Refuses, by name, server-owned values that differ from the stored document's."""
+    changed = [
+        FieldViolation(name, "output only: send the value as read, or leave it out")
+        for name in COMPARED_SERVER_OWNED
+        if name in sent and sent[name] != stored.get(name)
+    ]
+    if changed:
+        raise InvalidInput(changed)
+
+
 def format_time(micros: int) -> str:
     seconds, fraction = divmod(micros, 1_000_000)
     moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -48,6 +48,7 @@ from service.servicers.event_stream_service import EventStreamServicer
 from service.servicers.event_type_rest_service import EventTypeRestServicer
 from service.servicers.event_type_service import EventTypeServicer
 from service.servicers.registry_service import RegistryServicer
+from service.servicers.rest import CONDITIONAL_WRITES, answer_rest_error
 from service.servicers.sharing_service import SharingServicer
 from service.settings import ServerSettings
 from service.v1 import (
@@ -150,12 +151,19 @@ def create_server(
     resolver = CredentialResolver(store.keys.principal_for)
     resolver.check = store.watch_credentials(resolver.invalidate_threadsafe)
     server = grpc.aio.server(
-        # Seed 000's path answers its failures with its own body, never a gRPC status.
+        # Seed 000's path answers its failures with its own body, never a gRPC status; REST
+        # writes conditional on If-Match answer a failed precondition with 412.
         # Request ids, the request log and the rpc metrics first, so that they also see the
         # calls that authentication refuses.
         interceptors=[
             RequestInterceptor(),
-            PrincipalInterceptor(resolver, {REST_REPORT_METHOD: answer_device_error}),
+            PrincipalInterceptor(
+                resolver,
+                {
+                    REST_REPORT_METHOD: answer_device_error,
+                    **dict.fromkeys(CONDITIONAL_WRITES, answer_rest_error),
+                },
+            ),
         ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -70,7 +70,8 @@ def test_seed_003_parent_and_child_types_and_the_custom_event(service: Service, 
             "values": [],
             "required": True,
             "filterable": True,
-            "updatable": False,
+            # Not sent: fields are updatable unless declared otherwise, as at the platform.
+            "updatable": True,
         }
     ]
     uuid.UUID(parent["id"])
@@ -113,7 +114,9 @@ def test_custom_events_check_required_fields_of_every_ancestor(
         fields=[field("childField", "INTEGER", required=True)],
     )
 
-    answer = service.request("POST", "/events", {"typeId": child["id"]}, key=keys.writer)
+    answer = service.request(
+        "POST", "/events", {"typeId": child["id"], "entityId": "e-1"}, key=keys.writer
+    )
 
     assert answer.status == 400
     found = violations(answer)
@@ -146,7 +149,7 @@ def test_custom_field_values_are_checked_by_type(service: Service, keys: Keys) -
         "shade": "dark",
     }
 
-    answer = service.request("POST", "/events", bad, key=keys.writer)
+    answer = service.request("POST", "/events", {"entityId": "e-1", **bad}, key=keys.writer)
 
     assert answer.status == 400
     found = violations(answer)
@@ -167,7 +170,7 @@ def test_custom_field_values_are_checked_by_type(service: Service, keys: Keys) -
         "level": "HIGH",
         "note": "ok",
     }
-    created = service.request("POST", "/events", good, key=keys.writer)
+    created = service.request("POST", "/events", {"entityId": "e-1", **good}, key=keys.writer)
     assert created.status == 201, created.body
     body = created.json()
     assert (body["count"], body["ratio"], body["on"], body["level"]) == (7, 2.0, False, "HIGH")
@@ -186,10 +189,13 @@ def test_update_changes_only_updatable_custom_fields(service: Service, keys: Key
     kind = create_type(
         service,
         keys.writer,
-        fields=[field("status", updatable=True), field("serial", required=True)],
+        fields=[field("status", updatable=True), field("serial", required=True, updatable=False)],
     )
     event = service.request(
-        "POST", "/events", {"typeId": kind["id"], "status": "open", "serial": "A1"}, key=keys.writer
+        "POST",
+        "/events",
+        {"typeId": kind["id"], "entityId": "e-1", "status": "open", "serial": "A1"},
+        key=keys.writer,
     ).json()
 
     answer = service.request(
@@ -311,7 +317,7 @@ def test_update_is_guarded_by_the_etag(service: Service, keys: Keys) -> None:
     stale = service.request(
         "PUT", path, {"name": "after"}, key=keys.writer, headers={"If-Match": "7"}
     )
-    assert stale.status == 409
+    assert stale.status == 412  # RFC 9110 Precondition Failed
     assert error_reason(stale) == "ETAG_MISMATCH"
 
     updated = service.request("PUT", path, {"name": "after", "etag": 1, "ttl": 2}, key=keys.writer)
@@ -350,7 +356,7 @@ def test_update_keeps_what_it_does_not_name(service: Service, keys: Keys) -> Non
 def test_types_in_use_cannot_be_deleted(service: Service, keys: Keys) -> None:
     parent = create_type(service, keys.writer)
     child = create_type(service, keys.writer, parentId=parent["id"])
-    service.request("POST", "/events", {"typeId": child["id"]}, key=keys.writer)
+    service.request("POST", "/events", {"typeId": child["id"], "entityId": "e-1"}, key=keys.writer)
 
     for kind, what in ((parent, "child event types"), (child, "events")):
         answer = service.request("DELETE", f"/eventTypes/{kind['id']}", key=keys.writer)
@@ -362,7 +368,7 @@ def test_types_in_use_cannot_be_deleted(service: Service, keys: Keys) -> None:
     stale = service.request(
         "DELETE", f"/eventTypes/{unused['id']}", key=keys.writer, headers={"If-Match": "2"}
     )
-    assert stale.status == 409
+    assert stale.status == 412
     deleted = service.request("DELETE", f"/eventTypes/{unused['id']}?etag=1", key=keys.writer)
     assert (deleted.status, deleted.json()) == (200, {})
     assert service.request("GET", f"/eventTypes/{unused['id']}", key=keys.read).status == 404
@@ -375,11 +381,13 @@ def test_local_types_are_invisible_to_other_tenants(service: Service, keys: Keys
     kind = create_type(service, keys.writer)
 
     assert service.request("GET", f"/eventTypes/{kind['id']}", key=keys.other_tenant).status == 404
-    answer = service.request("POST", "/events", {"typeId": kind["id"]}, key=keys.other_tenant)
+    answer = service.request(
+        "POST", "/events", {"typeId": kind["id"], "entityId": "e-1"}, key=keys.other_tenant
+    )
     assert answer.status == 400
     assert violations(answer)["typeId"].startswith("unknown event type")
     listed = service.request("GET", "/eventTypes?pageSize=1000", key=keys.other_tenant).json()
-    assert kind["id"] not in {t["id"] for t in listed["eventTypes"]}
+    assert kind["id"] not in {t["id"] for t in listed["_embedded"]["eventTypes"]}
     child = service.request(
         "POST", "/eventTypes", {"name": "x", "parentId": kind["id"]}, key=keys.other_tenant
     )
@@ -399,7 +407,10 @@ def test_global_types_are_shared_but_changed_only_by_their_owner(
     seen = service.request("GET", f"/eventTypes/{kind['id']}", key=keys.other_tenant)
     assert seen.status == 200
     event = service.request(
-        "POST", "/events", {"typeId": kind["id"], "zone": "z1"}, key=keys.other_tenant
+        "POST",
+        "/events",
+        {"typeId": kind["id"], "entityId": "e-1", "zone": "z1"},
+        key=keys.other_tenant,
     )
     assert event.status == 201, event.body
     change = service.request(
@@ -422,14 +433,15 @@ def test_list_pages_through_visible_types(service: Service, keys: Keys) -> None:
     for _ in range(3):
         create_type(service, keys.writer)
 
+    # A HAL page now, as the platform serves it; the older pageSize still works.
     first = service.request("GET", "/eventTypes?pageSize=2", key=keys.read).json()
-    second = service.request(
-        "GET", f"/eventTypes?pageSize=2&pageToken={first['nextPageToken']}", key=keys.read
-    ).json()
+    next_href = first["_links"]["next"]["href"]
+    second = service.request("GET", next_href.removeprefix(service.rest_url), key=keys.read).json()
 
-    assert len(first["eventTypes"]) == 2
-    assert first["totalSize"] >= 3
-    ids = [t["id"] for t in first["eventTypes"] + second["eventTypes"]]
+    assert len(first["_embedded"]["eventTypes"]) == 2
+    assert first["page"]["totalElements"] >= 3
+    assert second["page"]["number"] == 1
+    ids = [t["id"] for t in first["_embedded"]["eventTypes"] + second["_embedded"]["eventTypes"]]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
 

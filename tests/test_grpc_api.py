@@ -205,7 +205,9 @@ def own_service(tmp_path: Path) -> Iterator[Service]:
 def test_a_201_survives_kill_9(own_service: Service) -> None:
     key = own_service.create_key("durable", "ReadWrite")
     ids = [
-        own_service.request("POST", "/events", {"description": f"d{n}"}, key=key).json()["id"]
+        own_service.request(
+            "POST", "/events", {"description": f"d{n}", "entityId": "e"}, key=key
+        ).json()["id"]
         for n in range(20)
     ]
 

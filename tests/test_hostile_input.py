@@ -214,7 +214,9 @@ def test_hostile_writes_of_one_tenant_fail_no_valid_write_of_others(service: Ser
 
     def valid_writes(key: str) -> list[int]:
         return [
-            service.request("POST", "/events", {"description": marker}, key=key).status
+            service.request(
+                "POST", "/events", {"description": marker, "entityId": "e-1"}, key=key
+            ).status
             for _ in range(per_thread)
         ]
 

@@ -61,7 +61,12 @@ def test_create_job_stores_valid_events_and_reports_each(service: Service, keys:
         },
         {"correlationId": marker, "severity": "high"},
         {"correlationId": marker, "colour": "red"},
-        {"correlationId": marker, "severity": 2, "source": {"thingName": "000001"}},
+        {
+            "correlationId": marker,
+            "entityId": "e-2",
+            "severity": 2,
+            "source": {"thingName": "000001"},
+        },
     ]
 
     path, _ = submit(service, "createEventsJobs", {"events": events}, keys.writer)
@@ -87,7 +92,7 @@ def test_a_job_of_only_valid_events_finishes_and_is_audited(service: Service, ke
     path, accepted = submit(
         service,
         "createEventsJobs",
-        {"events": [{"description": f"e{n}"} for n in range(30)]},
+        {"events": [{"description": f"e{n}", "entityId": "e-1"} for n in range(30)]},
         keys.writer,
     )
     status = wait_for_job(service, path, keys.read)
@@ -247,7 +252,9 @@ def test_job_status_is_purged_after_its_time(store: Any) -> None:
     manager = JobManager(repository)
 
     async def scenario() -> tuple[JobState, Any, Any]:
-        job = await manager.submit_create(principal, [{"description": "x"}], "rest")
+        job = await manager.submit_create(
+            principal, [{"description": "x", "entityId": "e"}], "rest"
+        )
         assert await runner.run_one()
         finished = await repository.get(principal, JobKind.CREATE_EVENTS, job.id)
         assert finished is not None
@@ -309,7 +316,12 @@ def test_a_job_killed_mid_way_finishes_after_restart_exactly_once(durable_servic
     path, _ = submit(
         durable_service,
         "createEventsJobs",
-        {"events": [{"correlationId": marker, "description": str(n)} for n in range(total)]},
+        {
+            "events": [
+                {"correlationId": marker, "entityId": "e", "description": str(n)}
+                for n in range(total)
+            ]
+        },
         key,
     )
     progress: dict[str, Any] = {}
@@ -361,7 +373,7 @@ def test_two_replicas_run_each_job_once(replicas: Callable[..., Replicas]) -> No
             stub.SubmitCreateEventsJob(
                 pb.SubmitCreateEventsJobRequest(
                     events=[
-                        event_pb2.Event(correlation_id=marker, description=str(i))
+                        event_pb2.Event(correlation_id=marker, entity_id="e", description=str(i))
                         for i in range(200)
                     ]
                 ),

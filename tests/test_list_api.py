@@ -67,7 +67,7 @@ def tenant(service: Service) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
     ]
     events = {}
     for body in bodies:
-        answer = service.request("POST", "/events", body, key=key)
+        answer = service.request("POST", "/events", {"entityId": "list-1", **body}, key=key)
         assert answer.status == 201, answer.body
         events[body["description"]] = answer.json()
     yield key, events
@@ -157,7 +157,7 @@ def test_rest_cursor_walks_every_page(service: Service, tenant: tuple[str, Any])
         ("filter=" + quote('{"typeId": '), "filter"),
         ("startTime=yesterday", "startTime"),
         ("startTime=2026-11-02T00:00:00Z&endTime=2026-11-01T00:00:00Z", "endTime"),
-        ("severity=9", "severity"),
+        ("severity=101", "severity"),
         ("pageToken=garbage", "pageToken"),
         # Values no backend can bind must be a 400 too, never a 500.
         ("filter=" + quote('{"severity": 99999999999999999999}'), "filter.severity"),
@@ -268,6 +268,7 @@ def test_filters_on_custom_fields_that_event_types_declare_filterable(service: S
             "pressure": pressure,
             "due": due,
             "line": "A",
+            "entityId": "line-a",
         }
         answer = service.request("POST", "/events", body, key=key)
         assert answer.status == 201, answer.body

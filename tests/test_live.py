@@ -263,7 +263,8 @@ def test_rest_stream_delivers_sse_and_resumes_with_last_event_id(
     root, key = fresh_root(), keys.writer
 
     def post(description: str, **fields: Any) -> str:
-        answer = service.request("POST", "/events", {"description": description, **fields}, key)
+        body = {"description": description, "entityId": "e-1", **fields}
+        answer = service.request("POST", "/events", body, key)
         assert answer.status == 201, answer.body
         return str(answer.json()["id"])
 
@@ -320,10 +321,16 @@ def test_ingest_answers_each_event_and_keeps_the_stream_open_on_errors(
 
     requests.put(
         ingest_request(
-            (f"{tag}:k1", event_pb2.Event(description="ok 1", domain="/root/gw1")),
-            (f"{tag}:k2", event_pb2.Event(description="bad", severity=9)),
-            (f"{tag}:k3", event_pb2.Event(description="bad domain", domain="nope")),
-            ("", event_pb2.Event(description="no key")),
+            (
+                f"{tag}:k1",
+                event_pb2.Event(entity_id="gw-1", description="ok 1", domain="/root/gw1"),
+            ),
+            (f"{tag}:k2", event_pb2.Event(entity_id="gw-1", description="bad", severity=101)),
+            (
+                f"{tag}:k3",
+                event_pb2.Event(entity_id="gw-1", description="bad domain", domain="nope"),
+            ),
+            ("", event_pb2.Event(entity_id="gw-1", description="no key")),
         )
     )
     first = next(answers).results
@@ -338,8 +345,8 @@ def test_ingest_answers_each_event_and_keeps_the_stream_open_on_errors(
     # The stream is still open: the next batch, with a key repeated inside it.
     requests.put(
         ingest_request(
-            (f"{tag}:k4", event_pb2.Event(description="ok 4")),
-            (f"{tag}:k4", event_pb2.Event(description="ok 4 again")),
+            (f"{tag}:k4", event_pb2.Event(entity_id="gw-1", description="ok 4")),
+            (f"{tag}:k4", event_pb2.Event(entity_id="gw-1", description="ok 4 again")),
         )
     )
     second = next(answers).results
@@ -365,7 +372,10 @@ def test_resend_after_a_broken_stream_stores_nothing_twice(
 
     before = stored()
     stub = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
-    batch = [(f"{tag}:{n}", event_pb2.Event(description=f"reading {n}")) for n in range(50)]
+    batch = [
+        (f"{tag}:{n}", event_pb2.Event(entity_id="gw-1", description=f"reading {n}"))
+        for n in range(50)
+    ]
     requests: queue.Queue[Any] = queue.Queue()
     broken = stub.IngestEvents(iter(requests.get, None), metadata=auth(key), timeout=WAIT * 2)
     requests.put(ingest_request(*batch[:30]))
@@ -384,7 +394,10 @@ def test_ingested_events_reach_subscribers(channel: grpc.Channel, keys: Keys) ->
     root, key = fresh_root(), keys.writer
     subscription = Subscription(channel, key, domain=root)
     stub = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
-    batch = [(f"{root}:{n}", event_pb2.Event(description=f"e{n}", domain=root)) for n in range(100)]
+    batch = [
+        (f"{root}:{n}", event_pb2.Event(entity_id="gw-1", description=f"e{n}", domain=root))
+        for n in range(100)
+    ]
     answer = list(stub.IngestEvents(iter([ingest_request(*batch)]), metadata=auth(key)))
     assert [m.event.id for m in subscription.events(100)] == [r.id for r in answer[0].results]
     subscription.cancel()
@@ -395,7 +408,9 @@ def test_events_of_a_bulk_create_job_reach_subscribers(
 ) -> None:
     root = fresh_root()
     subscription = Subscription(channel, keys.read, domain=root)
-    body = {"events": [{"description": f"job {n}", "domain": root} for n in range(20)]}
+    body = {
+        "events": [{"description": f"job {n}", "entityId": "e", "domain": root} for n in range(20)]
+    }
     answer = service.request("POST", "/createEventsJobs", body, key=keys.writer)
     assert answer.status == 201, answer.body
     got = subscription.events(20)

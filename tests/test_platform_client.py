@@ -183,3 +183,213 @@ def test_type_ids_may_be_128_characters_long(service: Service, keys: Keys) -> No
     assert event.json()["typeId"] == long_id
     too_long = client.call("POST", "/eventTypes", {"id": long_id + "y", "name": "Too long"})
     assert too_long.status == 400
+
+
+SEED_003_EVENT = {
+    "correlationId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50a",
+    "timestamp": "2018-07-29T06:09:29.743Z",
+    "code": "123",
+    "description": "Error happened in the engine",
+    "severity": 5,
+    "source": "eventSource",
+    "acknowledged": False,
+}
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_a_platform_client_session_replayed(service: Service, keys: Keys, base: str) -> None:
+    """The calls an existing client of the platform makes, in its order, with its bodies."""
+    client = Client(service, keys.writer, base)
+    entity = f"engine-{uuid.uuid4().hex}"
+    created = client.call("POST", "/events", {**SEED_003_EVENT, "entityId": entity})
+    assert created.status == 201, created.body
+    event = created.json()
+    assert (event["typeId"], event["etag"], created.headers["etag"]) == (
+        STANDARD_EVENT_ID,
+        1,
+        '"1"',
+    )
+    path = f"/events/{event['id']}"
+    read = client.call("GET", path)
+    assert (read.status, read.headers["etag"], read.json()) == (200, '"1"', event)
+    older = {**SEED_003_EVENT, "entityId": entity, "timestamp": "2018-07-28T06:09:29.745Z"}
+    assert client.call("POST", "/events", {**older, "severity": 20}).status == 201
+
+    page = client.list_events(
+        # The seed's events are from 2018, older than the default window of 7 days.
+        {
+            "typeId": STANDARD_EVENT_ID,
+            "entityId": entity,
+            "timestamp": {"after": "2018-07-01T00:00:00Z"},
+        },
+        "&page=0&size=20&sort=timestamp%2Cdesc&history=true",
+    )
+    listed = page["_embedded"]["events"]
+    assert [e["timestamp"] for e in listed] == [SEED_003_EVENT["timestamp"], older["timestamp"]]
+    assert listed[1]["severity"] == 20
+    assert page["page"] == {"size": 20, "totalElements": 2, "totalPages": 1, "number": 0}
+    assert page["_links"]["self"]["href"].startswith(f"{client.origin}/events?")
+
+    # GET, modify, PUT the whole document back with If-Match.
+    document = read.json()
+    document.update(description="Engine restarted", severity=30, acknowledged=True)
+    updated = client.call("PUT", path, document, headers={"If-Match": read.headers["etag"]})
+    assert updated.status == 200, updated.body
+    changed = updated.json()
+    assert (changed["etag"], updated.headers["etag"]) == (2, '"2"')
+    assert (changed["description"], changed["severity"], changed["acknowledged"]) == (
+        "Engine restarted",
+        30,
+        True,
+    )
+    assert changed["acknowledgedBy"] == "test-key" and changed["acknowledgedAt"]
+    assert "warning" not in updated.headers
+    moved = client.call("PUT", path, {**changed, "createTime": "2001-01-01T00:00:00.000Z"})
+    assert moved.status == 400
+    assert "createTime" in moved.body.decode()
+
+    stale = client.call("PUT", path, {"description": "lost"}, headers={"If-Match": '"1"'})
+    assert stale.status == 412, stale.body
+    assert "ETAG_MISMATCH" in stale.body.decode()
+    assert client.call("GET", path).json() == changed
+    not_modified = client.call("GET", path, headers={"If-None-Match": '"2"'})
+    assert (not_modified.status, not_modified.body, not_modified.headers["etag"]) == (
+        304,
+        b"",
+        '"2"',
+    )
+    assert client.call("GET", path, headers={"If-None-Match": '"1"'}).status == 200
+
+    # Parent and child types, as in seed 003, and a custom event of the child.
+    tag = uuid.uuid4().hex
+    parent = client.call(
+        "POST",
+        "/eventTypes",
+        {
+            "name": f"Parent {tag}",
+            "fields": [{"name": "additionalFieldParent", "type": "STRING", "required": True}],
+        },
+    )
+    assert parent.status == 201, parent.body
+    assert parent.headers["etag"] == '"1"'
+    child = client.call(
+        "POST",
+        "/eventTypes",
+        {
+            "id": f"child-{tag}",
+            "name": f"Child {tag}",
+            "parentId": parent.json()["id"],
+            "fields": [{"name": "additionalFieldChild", "type": "STRING"}],
+        },
+    ).json()
+    assert child["owner"] == "acme"
+    assert child["_links"]["self"]["href"] == f"{client.origin}/eventTypes/{child['id']}"
+    assert child["fields"][0]["updatable"] is True
+    types = client.call(
+        "GET", f"/eventTypes?filter={quote(json.dumps({'name': f'Parent {tag}'}))}&size=1"
+    )
+    assert types.status == 200, types.body
+    assert [t["id"] for t in types.json()["_embedded"]["eventTypes"]] == [parent.json()["id"]]
+    assert types.json()["page"]["totalElements"] == 1
+
+    type_path = f"/eventTypes/{child['id']}"
+    renamed = client.call(
+        "PUT",
+        type_path,
+        [{"op": "replace", "path": "/name", "value": f"Renamed {tag}"}],
+        headers={"If-Match": '"1"'},
+    )
+    assert renamed.status == 200, renamed.body
+    assert (renamed.json()["name"], renamed.json()["etag"]) == (f"Renamed {tag}", 2)
+    patched = client.call(
+        "PATCH",
+        type_path,
+        [{"op": "add", "path": "/fields/-", "value": {"name": "note", "type": "STRING"}}],
+        headers={"If-Match": '"2"', "Content-Type": "application/json-patch+json"},
+    )
+    assert patched.status == 200, patched.body
+    assert [f["name"] for f in patched.json()["fields"]] == ["additionalFieldChild", "note"]
+    assert patched.headers["etag"] == '"3"'
+    stale_patch = client.call(
+        "PATCH",
+        type_path,
+        {"ttl": 7},
+        headers={"If-Match": '"2"', "Content-Type": "application/merge-patch+json"},
+    )
+    assert stale_patch.status == 412, stale_patch.body
+    merged = client.call(
+        "PATCH",
+        type_path,
+        {"ttl": 7},
+        headers={"If-Match": '"3"', "Content-Type": "application/merge-patch+json"},
+    )
+    assert (merged.status, merged.json()["ttl"], merged.json()["name"]) == (
+        200,
+        7,
+        f"Renamed {tag}",
+    )
+
+    custom = client.call(
+        "POST",
+        "/events",
+        {
+            "correlationId": SEED_003_EVENT["correlationId"],
+            "timestamp": "2018-07-29T06:09:29.743Z",
+            "entityId": entity,
+            "typeId": child["id"],
+            "additionalFieldChild": "additionalFieldChildValue",
+            "additionalFieldParent": "additionalFieldParentalue",
+        },
+    )
+    assert custom.status == 201, custom.body
+    assert custom.json()["additionalFieldParent"] == "additionalFieldParentalue"
+
+    job = client.call(
+        "POST",
+        "/createEventsJobs",
+        {
+            "events": [
+                {
+                    "correlationId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50a",
+                    "timestamp": "2018-07-29T12:17:48.454Z",
+                    "typeId": child["id"],
+                    "additionalFieldParent": "p",
+                },
+                {
+                    "correlationId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50a",
+                    "timestamp": "2018-07-29T12:17:48.454Z",
+                    "entityId": entity,
+                    "typeId": child["id"],
+                    "additionalFieldParent": "p",
+                },
+            ]
+        },
+    )
+    assert job.status == 201, job.body
+    results = client.finished_job(job.headers["location"])["details"]["resultDescription"]
+    assert [(r["resultCode"], r.get("errorMessage")) for r in results] == [
+        ("400", "Missing entity id"),
+        ("201", None),
+    ]
+
+    delete = client.call(
+        "POST", "/deleteEventsJobs", {"filter": {"typeId": STANDARD_EVENT_ID, "entityId": entity}}
+    )
+    assert delete.status == 201, delete.body
+    deleted = client.finished_job(delete.headers["location"])
+    assert deleted["details"] == {"resultCode": "200", "resultDescription": "2 events deleted."}
+
+    billboard = client.call("GET", "/")
+    assert billboard.json()["_links"]["events"]["href"].startswith(f"{client.origin}/events")
+
+
+def test_entity_id_is_required_on_seed_003_paths_but_not_for_grpc_create(
+    service: Service, keys: Keys
+) -> None:
+    client = Client(service, keys.writer, API_BASE)
+    missing = client.call("POST", "/events", {"description": "no entity"})
+    assert missing.status == 400
+    assert missing.json()["message"] == "Missing entity id"
+    several = client.call("POST", "/events", {"severity": 101})
+    assert "entityId: Missing entity id" in several.json()["message"]
+    assert "severity: must be between 0 and 100" in several.json()["message"]

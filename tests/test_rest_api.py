@@ -28,7 +28,9 @@ SEED_003_EVENT = {
 
 
 def create(service: Service, key: str, **fields: Any) -> dict[str, Any]:
-    answer = service.request("POST", "/events", {"description": "test", **fields}, key=key)
+    answer = service.request(
+        "POST", "/events", {"description": "test", "entityId": "pump-1", **fields}, key=key
+    )
     assert answer.status == 201, answer.body
     return dict(answer.json())
 
@@ -79,7 +81,7 @@ def test_data_keeps_its_json_types(service: Service, keys: Keys) -> None:
     [
         ({"severity": "5"}, "severity", "must be an integer"),
         ({"severity": 5.0}, "severity", "must be an integer"),
-        ({"severity": 9}, "severity", "must be between 0 and 5"),
+        ({"severity": 101}, "severity", "must be between 0 and 100"),
         ({"acknowledgementRequired": "yes"}, "acknowledgementRequired", "must be true or false"),
         ({"timestamp": "yesterday"}, "timestamp", "ISO-8601"),
         ({"timestamp": "2018-07-29T06:09:29"}, "timestamp", "time zone"),
@@ -87,7 +89,7 @@ def test_data_keeps_its_json_types(service: Service, keys: Keys) -> None:
         ({"typeId": "no such type"}, "typeId", "machine name"),
         ({"domain": "root"}, "domain", "must be / or a path"),
         ({"internal": True}, "internal", "only the platform"),
-        ({"description": "x" * 4097}, "description", "at most 4096"),
+        ({"entityId": "e-1", "description": "x" * 4097}, "description", "at most 4096"),
     ],
 )
 def test_wrong_field_values_are_rejected_by_name(
@@ -127,7 +129,10 @@ def test_malformed_bodies_are_rejected(service: Service, keys: Keys, raw: bytes)
 def test_oversized_bodies_are_refused_with_json(service: Service, keys: Keys) -> None:
     # One event may be 1 MiB: the service refuses more, naming the rule.
     event = service.request(
-        "POST", "/events", {"description": "x" * (2 * 1024 * 1024)}, key=keys.writer
+        "POST",
+        "/events",
+        {"entityId": "e-1", "description": "x" * (2 * 1024 * 1024)},
+        key=keys.writer,
     )
     assert event.status == 400
     assert error_reason(event.json()) == "BODY_TOO_LARGE"
@@ -236,7 +241,7 @@ def test_update_with_if_match(service: Service, keys: Keys) -> None:
     stale = service.request(
         "PUT", path, {"description": "lost update"}, key=keys.writer, headers={"If-Match": '"1"'}
     )
-    assert stale.status == 409
+    assert stale.status == 412  # RFC 9110 Precondition Failed
     assert error_reason(stale.json()) == "ETAG_MISMATCH"
     assert service.request("GET", path, key=keys.read).json()["description"] == (
         "Error happened in the engine, again"
@@ -284,7 +289,9 @@ def test_every_call_needs_a_valid_key(service: Service, keys: Keys) -> None:
     assert missing.status == 401
     assert error_reason(missing.json()) == "API_KEY_MISSING"
 
-    wrong = service.request("POST", "/events", {"description": "x"}, key="emk_nope_nope")
+    wrong = service.request(
+        "POST", "/events", {"entityId": "e-1", "description": "x"}, key="emk_nope_nope"
+    )
     assert wrong.status == 401
     assert error_reason(wrong.json()) == "API_KEY_INVALID"
 
@@ -292,7 +299,12 @@ def test_every_call_needs_a_valid_key(service: Service, keys: Keys) -> None:
 def test_read_keys_cannot_write(service: Service, keys: Keys) -> None:
     event = create(service, keys.writer)
 
-    assert service.request("POST", "/events", {"description": "x"}, key=keys.read).status == 403
+    assert (
+        service.request(
+            "POST", "/events", {"entityId": "e-1", "description": "x"}, key=keys.read
+        ).status
+        == 403
+    )
     assert (
         service.request("PUT", f"/events/{event['id']}", {"severity": 1}, key=keys.read).status
         == 403
@@ -333,7 +345,10 @@ def test_domain_subtree_limits_a_key(service: Service, keys: Keys) -> None:
     assert error_reason(denied.json()) == "NOT_AUTHORIZED_DOMAIN"
 
     escape = service.request(
-        "POST", "/events", {"description": "x", "domain": "/root/sub2"}, key=keys.sub1_writer
+        "POST",
+        "/events",
+        {"entityId": "e-1", "description": "x", "domain": "/root/sub2"},
+        key=keys.sub1_writer,
     )
     assert escape.status == 403
     assert error_reason(escape.json()) == "NOT_AUTHORIZED_DOMAIN"

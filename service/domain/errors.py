@@ -37,9 +37,14 @@ class InvalidInput(DomainError):
 
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, violations: Iterable[FieldViolation], reason: str | None = None) -> None:
+    def __init__(
+        self,
+        violations: Iterable[FieldViolation],
+        reason: str | None = None,
+        message: str | None = None,
+    ) -> None:
         self.violations = tuple(violations)
-        message = "; ".join(f"{v.field}: {v.rule}" for v in self.violations)
+        message = message or "; ".join(f"{v.field}: {v.rule}" for v in self.violations)
         super().__init__(message or "invalid request", reason)
 
 
@@ -74,6 +79,16 @@ class StaleEtag(DomainError):
     """The caller's etag is not the stored one; nothing was changed."""
 
     reason = "ETAG_MISMATCH"
+
+
+class PreconditionFailed(StaleEtag):
+    """The write was conditional on an etag (`If-Match`) that is not the stored one: HTTP 412
+    (RFC 9110) over REST, ABORTED over gRPC like any stale etag."""
+
+
+def stale(expected_etag: int | None, message: str) -> StaleEtag:
+    """The error of a write that lost to another: a failed precondition when it had one."""
+    return PreconditionFailed(message) if expected_etag is not None else StaleEtag(message)
 
 
 class Unauthenticated(DomainError):

@@ -5,6 +5,8 @@ events must pass. Field names are REST JSON names; errors name the EventType JSO
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import re
 import uuid
 from dataclasses import dataclass
@@ -24,11 +26,13 @@ from service.domain.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
-    StaleEtag,
+    PreconditionFailed,
     invalid,
+    stale,
 )
 from service.domain.event_fields import JSON_NAMES
 from service.domain.events import STANDARD_EVENT, Event, new_event_id, now_us
+from service.domain.filters import StandardFields, compile_filter, matches
 
 # Siemens allows 4 levels; 8 leaves room for a platform type, a vendor type and a few
 # refinements while keeping the per-event ancestor walk short.
@@ -113,6 +117,55 @@ STANDARD_EVENT_TYPE = EventType(
     ),
     scope=Scope.GLOBAL,
 )
+
+
+# What a type filter may name: REST JSON name -> (EventType attribute, filter type).
+TYPE_FILTER_FIELDS: StandardFields = {
+    "id": ("id", "string"),
+    "name": ("name", "string"),
+    "parentId": ("parent_id", "string"),
+    "scope": ("scope", "string"),
+    "owner": ("tenant_id", "string"),
+    "ttl": ("ttl_days", "integer"),
+    "etag": ("etag", "integer"),
+    "createTime": ("create_time", "timestamp"),
+    "updateTime": ("update_time", "timestamp"),
+}
+# The most visible types a type search considers.
+MAX_VISIBLE_TYPES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class TypeQuery:
+    """A search of event types: a JSON filter, sort keys (attribute, descending), a page."""
+
+    filter: str = ""
+    sort: tuple[tuple[str, bool], ...] = ()
+    page: int = 0
+    size: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class TypePage:
+    types: list[EventType]
+    total: int
+    number: int
+    size: int
+
+
+def parse_type_sort(keys: list[tuple[str, str]]) -> tuple[tuple[str, bool], ...]:
+    """(JSON field name, asc/desc/'') pairs as sort keys over TYPE_FILTER_FIELDS."""
+    result = []
+    for name, direction in keys:
+        field = TYPE_FILTER_FIELDS.get(name)
+        if field is None:
+            raise invalid(
+                "sort", f"cannot sort by {name!r}; sortable: {', '.join(TYPE_FILTER_FIELDS)}"
+            )
+        if direction.lower() not in ("", "asc", "desc"):
+            raise invalid("sort", f"direction of {name!r} must be asc or desc, not {direction!r}")
+        result.append((field[0], direction.lower() == "desc"))
+    return tuple(result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +372,23 @@ class EventTypeManager:
             raise NotFound(f"event type {type_id} not found", reason="EVENT_TYPE_NOT_FOUND")
         return event_type
 
+    async def search_types(self, principal: Principal, query: TypeQuery) -> TypePage:
+        """A page of the visible types that match a JSON filter (the list filter language
+        over TYPE_FILTER_FIELDS), in the asked order. Types are few per tenant, so they are
+        filtered, sorted and paged in memory."""
+        if not 1 <= query.size <= MAX_PAGE_SIZE:
+            raise invalid("size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        if query.page < 0:
+            raise invalid("page", "must be 0 or more")
+        condition = compile_filter(query.filter, fields=TYPE_FILTER_FIELDS)
+        visible, _ = await self._repository.page(principal, 0, MAX_VISIBLE_TYPES)
+        found = [t for t in visible if matches(condition, functools.partial(getattr, t))]
+        # Stable sorts from the last key to the first give the keys their precedence.
+        for name, descending in reversed(query.sort or (("id", False),)):
+            found.sort(key=operator.attrgetter(name), reverse=descending)
+        start = query.page * query.size
+        return TypePage(found[start : start + query.size], len(found), query.page, query.size)
+
     async def list_types(
         self, principal: Principal, offset: int, page_size: int
     ) -> tuple[list[EventType], int]:
@@ -355,7 +425,9 @@ class EventTypeManager:
         if violations:
             raise InvalidInput(violations)
         if expected_etag is not None and expected_etag != stored.etag:
-            raise StaleEtag(f"etag {expected_etag} is stale; the event type is at {stored.etag}")
+            raise PreconditionFailed(
+                f"etag {expected_etag} is stale; the event type is at {stored.etag}"
+            )
         ancestors = await self._ancestors(principal, spec.parent_id, scope, type_id)
         descendants = await self._repository.descendants(principal, type_id)
         self._check_depth(ancestors, _height(type_id, descendants))
@@ -383,7 +455,7 @@ class EventTypeManager:
         )
         audit = audit_event(principal, type_id, CODE_EVENT_TYPE_CHANGED, "changed")
         if not await self._repository.replace(updated, stored.etag, audit):
-            raise StaleEtag(f"event type {type_id} changed concurrently; read it again")
+            raise stale(expected_etag, f"event type {type_id} changed concurrently; read it again")
         return updated
 
     async def delete(self, principal: Principal, type_id: str, expected_etag: int | None) -> None:
@@ -393,7 +465,7 @@ class EventTypeManager:
         audit = audit_event(principal, type_id, CODE_EVENT_TYPE_DELETED, "deleted")
         outcome = await self._repository.delete(principal, type_id, expected_etag, audit)
         if outcome == "stale":
-            raise StaleEtag(f"etag {expected_etag} is stale; read the event type again")
+            raise stale(expected_etag, f"etag {expected_etag} is stale; read the event type again")
         if outcome == "missing":
             raise NotFound(f"event type {type_id} not found", reason="EVENT_TYPE_NOT_FOUND")
         if outcome in ("has_children", "has_events"):

@@ -31,8 +31,10 @@ from service.domain.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    PreconditionFailed,
     StaleEtag,
     invalid,
+    stale,
 )
 from service.domain.event_fields import FIELDS, JSON_NAMES, SORTABLE, UPDATABLE
 from service.domain.filters import (
@@ -47,7 +49,11 @@ if TYPE_CHECKING:
     from service.domain.listing import ListRequest
 
 CLASSIFICATIONS = ("INTERNAL", "ALARM", "WARNING", "NOTIFICATION")
-MAX_SEVERITY = 5
+# 0 to 100: seed 003's platform clients send values such as 20, 30 and 40; 1 to 5 are seed
+# 001's named criticalities (the device path keeps seed 000's 1 to 5).
+MAX_SEVERITY = 100
+# Seed 003's job example answers exactly this for an event without an entity.
+MISSING_ENTITY_ID = "Missing entity id"
 
 _MACHINE_NAME = re.compile(r"^[A-Za-z0-9._:\-]+$")
 MAX_SOURCE_BYTES = 16 * 1024
@@ -276,7 +282,7 @@ def _depth(value: Any) -> int:
     return 0
 
 
-def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
+def _check_fields(fields: Mapping[str, Any], creating: bool = True) -> list[FieldViolation]:
     violations = []
     for standard in FIELDS:
         limit = standard.limit
@@ -297,7 +303,7 @@ def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
             )
     severity = fields.get("severity")
     if severity is not None and not 0 <= severity <= MAX_SEVERITY:
-        violations.append(FieldViolation("severity", "must be between 0 and 5"))
+        violations.append(FieldViolation("severity", f"must be between 0 and {MAX_SEVERITY}"))
     classification = fields.get("classification")
     if classification and classification not in CLASSIFICATIONS:
         violations.append(
@@ -324,9 +330,9 @@ def _check_fields(fields: Mapping[str, Any]) -> list[FieldViolation]:
         violations.append(FieldViolation("payload.data", f"at most {MAX_PAYLOAD_BYTES} bytes"))
     if fields.get("internal"):
         violations.append(FieldViolation("internal", "only the platform records internal events"))
-    if fields.get("acknowledged"):
+    if fields.get("acknowledged") and creating:
         violations.append(
-            FieldViolation("acknowledged", "cannot be set on create or update; use acknowledge")
+            FieldViolation("acknowledged", "cannot be set on create; acknowledge the event")
         )
     return violations
 
@@ -338,6 +344,11 @@ _FILTER_TYPES: dict[str, FilterFieldType] = {
     "BOOLEAN": "boolean",
     "TIMESTAMP": "timestamp",
 }
+
+
+def _acknowledgement(principal: Principal) -> dict[str, Any]:
+    """What acknowledging sets: who (the key's name) and when."""
+    return {"acknowledged": True, "acknowledged_at": now_us(), "acknowledged_by": principal.name}
 
 
 class EventManager:
@@ -357,8 +368,10 @@ class EventManager:
             return None
         return await self._types.fields_of(principal, type_id)
 
-    async def create(self, principal: Principal, fields: Mapping[str, Any]) -> Event:
-        event = await self.prepare(principal, fields)
+    async def create(
+        self, principal: Principal, fields: Mapping[str, Any], *, entity_required: bool = False
+    ) -> Event:
+        event = await self.prepare(principal, fields, entity_required=entity_required)
         await self._repository.insert(event)
         return event
 
@@ -367,14 +380,15 @@ class EventManager:
     ) -> list[IngestOutcome]:
         """Stores a batch with one write: each draft gets its own outcome, in order. A draft
         that breaks a rule fails alone; one whose idempotency key is already stored (or
-        earlier in the batch) stores nothing and answers with the first event's id."""
+        earlier in the batch) stores nothing and answers with the first event's id. Streamed
+        events (edge gateways) must name their entity, as seed 003's creates do."""
         outcomes: list[IngestOutcome] = []
         accepted: list[tuple[Event, str | None]] = []
         for draft in drafts:
             try:
                 if draft.idempotency_key is not None:
                     check_idempotency_key(draft.idempotency_key)
-                event = await self.prepare(principal, draft.fields)
+                event = await self.prepare(principal, draft.fields, entity_required=True)
             except DomainError as error:
                 outcomes.append(IngestOutcome(error=error))
                 continue
@@ -389,9 +403,14 @@ class EventManager:
                         outcomes[index] = IngestOutcome(duplicate_of=existing_id)
         return outcomes
 
-    async def prepare(self, principal: Principal, fields: Mapping[str, Any]) -> Event:
-        """Checks a new event against every rule and builds it, without storing it."""
+    async def prepare(
+        self, principal: Principal, fields: Mapping[str, Any], *, entity_required: bool = False
+    ) -> Event:
+        """Checks a new event against every rule and builds it, without storing it.
+        `entity_required`: seed 003's paths refuse an event without `entityId`."""
         violations = _check_fields(fields)
+        if entity_required and not fields.get("entity_id"):
+            violations.insert(0, FieldViolation("entityId", MISSING_ENTITY_ID))
         type_id = canonical_type_id(fields.get("type_id") or STANDARD_EVENT)
         custom: dict[str, Any] = {}
         if not any(v.field == "typeId" for v in violations):
@@ -409,7 +428,9 @@ class EventManager:
         except InvalidInput as error:
             violations.extend(error.violations)
         if violations:
-            raise InvalidInput(violations)
+            # Alone, the missing entity is reported in seed 003's words.
+            only_entity = len(violations) == 1 and violations[0].rule == MISSING_ENTITY_ID
+            raise InvalidInput(violations, message=MISSING_ENTITY_ID if only_entity else None)
         if not principal.covers(domain):
             raise PermissionDenied(
                 f"domain {domain} is outside this key's domain {principal.domain}",
@@ -485,21 +506,35 @@ class EventManager:
         expected_etag: int | None,
     ) -> tuple[Event, list[str]]:
         """Applies the updatable fields; returns the new event and the fields left unchanged
-        because they are not updatable (reported to the caller, never silently dropped)."""
-        violations = _check_fields(fields)
+        because they are not updatable (reported to the caller, never silently dropped).
+        `acknowledged: true` acknowledges the event as `acknowledge` does."""
+        violations = _check_fields(fields, creating=False)
         if violations:
             raise InvalidInput(violations)
+        if fields.get("type_id"):
+            fields = {**fields, "type_id": canonical_type_id(fields["type_id"])}
         # Same-tenant events outside the key's subtree answer NOT_AUTHORIZED_DOMAIN (seed 002)
         # and events shared with the tenant SHARED_EVENT_READ_ONLY, rather than a bare 404.
         stored = await self.get(principal, event_id, whole_tenant=True, include_shared=True)
         self._check_writable(principal, stored)
         if expected_etag is not None and expected_etag != stored.etag:
-            raise StaleEtag(f"etag {expected_etag} is stale; the event is at etag {stored.etag}")
+            raise PreconditionFailed(
+                f"etag {expected_etag} is stale; the event is at etag {stored.etag}"
+            )
         changes: dict[str, Any] = {k: v for k, v in fields.items() if k in UPDATABLE}
+        acknowledged = fields.get("acknowledged")
+        if acknowledged is False and stored.acknowledged:
+            raise invalid("acknowledged", "an acknowledged event stays acknowledged")
+        if acknowledged and not stored.acknowledged:
+            changes.update(_acknowledgement(principal))
         kept = sorted(
             JSON_NAMES[k]
             for k, v in fields.items()
-            if k in JSON_NAMES and k not in UPDATABLE and v is not None and v != getattr(stored, k)
+            if k in JSON_NAMES
+            and k not in UPDATABLE
+            and k != "acknowledged"
+            and v is not None
+            and v != getattr(stored, k)
         )
         custom = fields.get("custom_fields")
         if custom:
@@ -515,7 +550,7 @@ class EventManager:
             kept = sorted([*kept, *custom_kept])
         updated = dataclasses.replace(stored, **changes, etag=stored.etag + 1, update_time=now_us())
         if not await self._repository.replace(updated, stored.etag):
-            raise StaleEtag(f"event {event_id} changed concurrently; read it again")
+            raise stale(expected_etag, f"event {event_id} changed concurrently; read it again")
         return updated, kept
 
     async def acknowledge(self, principal: Principal, event_id: str) -> Event:
@@ -524,12 +559,7 @@ class EventManager:
         if stored.acknowledged:
             return stored
         updated = dataclasses.replace(
-            stored,
-            acknowledged=True,
-            acknowledged_at=now_us(),
-            acknowledged_by=principal.name,
-            etag=stored.etag + 1,
-            update_time=now_us(),
+            stored, **_acknowledgement(principal), etag=stored.etag + 1, update_time=now_us()
         )
         if not await self._repository.replace(updated, stored.etag):
             raise StaleEtag(f"event {event_id} changed concurrently; try again")

@@ -166,9 +166,17 @@ def parse_time(value: Any, where: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+# Fields whose values are type ids: the standard type's alias means the standard type.
+_TYPE_ID_FIELDS = frozenset({"type_id", "parent_id"})
+StandardFields = dict[str, tuple[str, FieldType]]
+
+
 class _Compiler:
-    def __init__(self, custom_field_type: CustomFieldType) -> None:
+    def __init__(
+        self, custom_field_type: CustomFieldType, fields: StandardFields = STANDARD_FIELDS
+    ) -> None:
         self._custom_field_type = custom_field_type
+        self._fields = fields
         self._nodes = 0
 
     def clauses(self, document: Any, where: str) -> Condition:
@@ -218,15 +226,16 @@ class _Compiler:
         return Compare(field, "eq", self._value(field, value, path))
 
     def _field(self, name: str, path: str) -> FieldRef:
-        standard = STANDARD_FIELDS.get(name)
+        standard = self._fields.get(name)
         if standard is not None:
             return FieldRef(standard[0], standard[1])
         kind = self._custom_field_type(name) if _CUSTOM_NAME.match(name) else None
         if kind is None:
+            custom = ", or a filterable custom field of an event type"
             raise invalid(
                 path,
                 f"{name!r} is not a filterable field; standard fields: "
-                f"{', '.join(STANDARD_FIELDS)}, or a filterable custom field of an event type",
+                f"{', '.join(self._fields)}{custom if self._fields is STANDARD_FIELDS else ''}",
             )
         return FieldRef(name, kind, custom=True)
 
@@ -304,7 +313,7 @@ class _Compiler:
             return str(value)  # codes are stored as text; seed 001 writes them as numbers
         if not isinstance(value, str):
             raise invalid(path, "must be a string")
-        if field.name == "type_id" and not field.custom:
+        if field.name in _TYPE_ID_FIELDS and not field.custom:
             return canonical_type_id(check_text(value, path))
         return check_text(value, path)
 
@@ -356,9 +365,12 @@ def like_pattern(text: str) -> Pattern:
 
 
 def compile_filter(
-    text: str, custom_field_type: CustomFieldType = no_custom_fields
+    text: str,
+    custom_field_type: CustomFieldType = no_custom_fields,
+    fields: StandardFields = STANDARD_FIELDS,
 ) -> Condition | None:
-    """Parses and checks a JSON filter; None for an empty one. Errors name `filter` paths."""
+    """Parses and checks a JSON filter over `fields` (by default the events'); None for an
+    empty one. Errors name `filter` paths."""
     if not text.strip():
         return None
     try:
@@ -372,6 +384,42 @@ def compile_filter(
     if not document:
         return None
     try:
-        return _Compiler(custom_field_type).clauses(document, "filter")
+        return _Compiler(custom_field_type, fields).clauses(document, "filter")
     except InvalidInput as error:
         raise InvalidInput(error.violations, reason="INVALID_FILTER") from None
+
+
+def _like(pattern: Pattern) -> re.Pattern[str]:
+    parts = [".*" if s == ANY_RUN else "." if s == ONE_CHAR else re.escape(s) for s in pattern]
+    return re.compile("".join(parts), re.DOTALL)
+
+
+_ORDER = {
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+}
+
+
+def matches(condition: Condition | None, value_of: Callable[[str], Any]) -> bool:
+    """Evaluates a condition in memory, for collections small enough to filter in Python
+    (event types); `value_of(name)` gives a field's value, None when it has none."""
+    if condition is None:
+        return True
+    if isinstance(condition, AllOf):
+        return all(matches(part, value_of) for part in condition.parts)
+    if isinstance(condition, AnyOf):
+        return any(matches(part, value_of) for part in condition.parts)
+    if isinstance(condition, Negation):
+        return not matches(condition.part, value_of)
+    value = value_of(condition.field.name)
+    if value is None:
+        return False
+    if condition.op == "eq":
+        return bool(value == condition.value)
+    if condition.op == "in":
+        return value in condition.value
+    if condition.op == "like":
+        return isinstance(value, str) and _like(condition.value).fullmatch(value) is not None
+    return bool(_ORDER[condition.op](value, condition.value))

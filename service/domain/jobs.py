@@ -271,7 +271,7 @@ class JobRunner:
             for index in range(start, min(start + self._settings.chunk, job.total)):
                 try:
                     event = await self._events.prepare(
-                        job.owner, self._parse_item(source, items[index])
+                        job.owner, self._parse_item(source, items[index]), entity_required=True
                     )
                 except InvalidInput as error:
                     results.append(JobResult(index, 400, error_message=error.message))

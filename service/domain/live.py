@@ -76,7 +76,9 @@ def subscription_filter(
         violations.extend(error.violations)
     severity_set = frozenset(int(s) for s in severities)
     if any(not 0 <= s <= MAX_SEVERITY for s in severity_set):
-        violations.append(FieldViolation("severities", "each must be between 0 and 5"))
+        violations.append(
+            FieldViolation("severities", f"each must be between 0 and {MAX_SEVERITY}")
+        )
     classification_set = frozenset(c.upper() for c in classifications)
     unknown = sorted(classification_set - set(CLASSIFICATIONS))
     if unknown:

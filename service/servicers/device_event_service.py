@@ -11,7 +11,7 @@ from service.convert import event_to_proto, report_fields_from_proto
 from service.domain.device_events import DeviceEventReporter
 from service.domain.errors import AlreadyExists
 from service.errors import to_device_error
-from service.servicers.event_rest_service import JSON, base_url
+from service.servicers.rest import JSON, base_url
 from service.v1 import (
     device_event_rest_service_pb2,
     device_event_rest_service_pb2_grpc,

@@ -11,7 +11,7 @@ from service import job_views, rest_json
 from service.auth import current_principal
 from service.domain.errors import invalid
 from service.domain.jobs import JobKind, JobManager
-from service.servicers.event_rest_service import base_url
+from service.servicers.rest import base_url
 from service.v1 import event_job_rest_service_pb2 as rest_pb
 from service.v1 import event_job_rest_service_pb2_grpc, event_job_service_pb2_grpc
 from service.v1 import event_job_service_pb2 as pb

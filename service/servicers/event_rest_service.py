@@ -3,7 +3,6 @@ strictly, calls the domain, and answers with the documented JSON and HTTP status
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -27,49 +26,11 @@ from service.domain.live import (
 )
 from service.domain.parsing import is_digits, parse_digits
 from service.servicers import kept_warning
+from service.servicers.rest import HAL_JSON, answer, base_url, expected_etag, metadata
 from service.v1 import event_rest_service_pb2 as pb
 from service.v1 import event_rest_service_pb2_grpc
 
-_ETAG = re.compile(r'^(?:W/)?"?([0-9]{1,18})"?$')
-JSON = "application/json"
-HAL_JSON = "application/hal+json"
 EVENT_STREAM = "text/event-stream"
-# The base path of the platform's Event Management API (seed 003), which its existing clients
-# address; every seed 003 path is also served without it.
-API_BASE_PATH = "/api/eventmanagement/v3"
-
-
-def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == name:
-            return str(value)
-    return None
-
-
-def base_url(context: grpc.aio.ServicerContext) -> str:
-    """The client-facing origin and base path, from the headers the gateway adds: links and
-    Location use `/api/eventmanagement/v3` when the request came in under it."""
-    host = _metadata(context, "x-forwarded-host") or "localhost"
-    scheme = _metadata(context, "x-forwarded-proto") or "http"
-    # Set by the transcoder to the client's path, overwriting any header the client sent.
-    path = (_metadata(context, "x-envoy-original-path") or "").partition("?")[0]
-    prefix = API_BASE_PATH if (path + "/").startswith(API_BASE_PATH + "/") else ""
-    return f"{scheme}://{host}{prefix}"
-
-
-def _expected_etag(context: grpc.aio.ServicerContext, body_etag: Any) -> int | None:
-    header = _metadata(context, "if-match")
-    from_header = None
-    if header is not None:
-        match = _ETAG.match(header.strip())
-        if match is None:
-            raise invalid("If-Match", 'must be the integer etag, such as 3 or "3"')
-        from_header = int(match.group(1))
-    if body_etag is not None and (isinstance(body_etag, bool) or not isinstance(body_etag, int)):
-        raise invalid("etag", "must be an integer")
-    if from_header is not None and body_etag is not None and from_header != body_etag:
-        raise invalid("etag", "differs from the If-Match header; send one or make them equal")
-    return from_header if from_header is not None else body_etag
 
 
 def _sse(cursor: int, kind: str, document: Any) -> httpbody_pb2.HttpBody:
@@ -96,12 +57,11 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         self, request: pb.RestCreateEventRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         fields, _ = rest_json.parse_event(request.body.data)
-        event = await self._events.create(current_principal(), fields)
+        event = await self._events.create(current_principal(), fields, entity_required=True)
         base = base_url(context)
-        await context.send_initial_metadata(
-            [("x-http-code", "201"), ("location", f"{base}/events/{event.id}")]
-        )
-        return rest_json.json_body(rest_json.event_document(event, base))
+        location = ("location", f"{base}/events/{event.id}")
+        document = rest_json.event_document(event, base)
+        return await answer(context, document, etag=event.etag, status=201, headers=[location])
 
     async def RestGetEvent(
         self, request: pb.RestGetEventRequest, context: grpc.aio.ServicerContext
@@ -109,7 +69,8 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         event = await self._events.get(
             current_principal(), request.id, include_shared=request.include_shared
         )
-        return rest_json.json_body(rest_json.event_document(event, base_url(context)))
+        document = rest_json.event_document(event, base_url(context))
+        return await answer(context, document, etag=event.etag, read=True)
 
     async def RestListEvents(
         self, request: pb.RestListEventsRequest, context: grpc.aio.ServicerContext
@@ -166,14 +127,22 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
     async def RestUpdateEvent(
         self, request: pb.RestUpdateEventRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        fields, extras = rest_json.parse_event(request.body.data, extra=("id", "etag"))
+        fields, extras = rest_json.parse_event(
+            request.body.data, extra=("id", "etag", *rest_json.SERVER_OWNED)
+        )
         if extras.get("id") not in (None, request.id):
             raise invalid("id", "differs from the id in the path")
-        expected = _expected_etag(context, extras.get("etag"))
-        event, kept = await self._events.update(current_principal(), request.id, fields, expected)
-        if kept:
-            await context.send_initial_metadata([("warning", kept_warning(kept))])
-        return rest_json.json_body(rest_json.event_document(event, base_url(context)))
+        expected = expected_etag(context, extras.get("etag"))
+        principal = current_principal()
+        if any(name in extras for name in rest_json.COMPARED_SERVER_OWNED):
+            # A document read, changed and sent back (AIP-203): what the server owns must be
+            # as it was read, else the client believes in a change that cannot happen.
+            stored = await self._events.get(principal, request.id, whole_tenant=True)
+            rest_json.check_server_owned(extras, rest_json.event_document(stored, ""))
+        event, kept = await self._events.update(principal, request.id, fields, expected)
+        headers = [("warning", kept_warning(kept))] if kept else []
+        document = rest_json.event_document(event, base_url(context))
+        return await answer(context, document, etag=event.etag, headers=headers)
 
     async def RestAcknowledgeEvent(
         self, request: pb.RestAcknowledgeEventRequest, context: grpc.aio.ServicerContext
@@ -194,7 +163,7 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
             entity_type=request.entity_type,
             entity_id=request.entity_id,
         )
-        last_event_id = _metadata(context, "last-event-id")
+        last_event_id = metadata(context, "last-event-id")
         if last_event_id is not None:
             after = parse_cursor(last_event_id.strip(), "Last-Event-ID")
         else:

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*eventmgmt/v1/event_type_rest_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"F\n\x1aRestCreateEventTypeRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"+\n\x17RestGetEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"B\n\x19RestListEventTypesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x1aRestUpdateEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"<\n\x1aRestDeleteEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\x05\x32\xa3\x06\n\x14\x45ventTypeRestService\x12\x9c\x01\n\x13RestCreateEventType\x12(.eventmgmt.v1.RestCreateEventTypeRequest\x1a\x14.google.api.HttpBody\"E\x82\xd3\xe4\x93\x02?\"\x0b/eventTypes:\x04\x62odyZ*\"\"/api/eventmanagement/v3/eventTypes:\x04\x62ody\x12\x94\x01\n\x10RestGetEventType\x12%.eventmgmt.v1.RestGetEventTypeRequest\x1a\x14.google.api.HttpBody\"C\x82\xd3\xe4\x93\x02=\x12\x10/eventTypes/{id}Z)\x12\'/api/eventmanagement/v3/eventTypes/{id}\x12\x8e\x01\n\x12RestListEventTypes\x12\'.eventmgmt.v1.RestListEventTypesRequest\x1a\x14.google.api.HttpBody\"9\x82\xd3\xe4\x93\x02\x33\x12\x0b/eventTypesZ$\x12\"/api/eventmanagement/v3/eventTypes\x12\xa6\x01\n\x13RestUpdateEventType\x12(.eventmgmt.v1.RestUpdateEventTypeRequest\x1a\x14.google.api.HttpBody\"O\x82\xd3\xe4\x93\x02I\x1a\x10/eventTypes/{id}:\x04\x62odyZ/\x1a\'/api/eventmanagement/v3/eventTypes/{id}:\x04\x62ody\x12\x9a\x01\n\x13RestDeleteEventType\x12(.eventmgmt.v1.RestDeleteEventTypeRequest\x1a\x14.google.api.HttpBody\"C\x82\xd3\xe4\x93\x02=*\x10/eventTypes/{id}Z)*\'/api/eventmanagement/v3/eventTypes/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*eventmgmt/v1/event_type_rest_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"F\n\x1aRestCreateEventTypeRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"+\n\x17RestGetEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"|\n\x19RestListEventTypesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\x0c\n\x04size\x18\x04 \x01(\x05\x12\x0c\n\x04sort\x18\x05 \x03(\t\x12\x0e\n\x06\x66ilter\x18\x06 \x01(\t\"X\n\x1aRestUpdateEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"W\n\x19RestPatchEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"<\n\x1aRestDeleteEventTypeRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x02 \x01(\x05\x32\xca\x07\n\x14\x45ventTypeRestService\x12\x9c\x01\n\x13RestCreateEventType\x12(.eventmgmt.v1.RestCreateEventTypeRequest\x1a\x14.google.api.HttpBody\"E\x82\xd3\xe4\x93\x02?\"\x0b/eventTypes:\x04\x62odyZ*\"\"/api/eventmanagement/v3/eventTypes:\x04\x62ody\x12\x94\x01\n\x10RestGetEventType\x12%.eventmgmt.v1.RestGetEventTypeRequest\x1a\x14.google.api.HttpBody\"C\x82\xd3\xe4\x93\x02=\x12\x10/eventTypes/{id}Z)\x12\'/api/eventmanagement/v3/eventTypes/{id}\x12\x8e\x01\n\x12RestListEventTypes\x12\'.eventmgmt.v1.RestListEventTypesRequest\x1a\x14.google.api.HttpBody\"9\x82\xd3\xe4\x93\x02\x33\x12\x0b/eventTypesZ$\x12\"/api/eventmanagement/v3/eventTypes\x12\xa6\x01\n\x13RestUpdateEventType\x12(.eventmgmt.v1.RestUpdateEventTypeRequest\x1a\x14.google.api.HttpBody\"O\x82\xd3\xe4\x93\x02I\x1a\x10/eventTypes/{id}:\x04\x62odyZ/\x1a\'/api/eventmanagement/v3/eventTypes/{id}:\x04\x62ody\x12\xa4\x01\n\x12RestPatchEventType\x12\'.eventmgmt.v1.RestPatchEventTypeRequest\x1a\x14.google.api.HttpBody\"O\x82\xd3\xe4\x93\x02I2\x10/eventTypes/{id}:\x04\x62odyZ/2\'/api/eventmanagement/v3/eventTypes/{id}:\x04\x62ody\x12\x9a\x01\n\x13RestDeleteEventType\x12(.eventmgmt.v1.RestDeleteEventTypeRequest\x1a\x14.google.api.HttpBody\"C\x82\xd3\xe4\x93\x02=*\x10/eventTypes/{id}Z)*\'/api/eventmanagement/v3/eventTypes/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTUPDATEEVENTTYPEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_RESTUPDATEEVENTTYPEREQUEST'].fields_by_name['body']._loaded_options = None
   _globals['_RESTUPDATEEVENTTYPEREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
+  _globals['_RESTPATCHEVENTTYPEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_RESTPATCHEVENTTYPEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_RESTPATCHEVENTTYPEREQUEST'].fields_by_name['body']._loaded_options = None
+  _globals['_RESTPATCHEVENTTYPEREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
   _globals['_RESTDELETEEVENTTYPEREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_RESTDELETEEVENTTYPEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_EVENTTYPERESTSERVICE'].methods_by_name['RestCreateEventType']._loaded_options = None
@@ -52,6 +56,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTTYPERESTSERVICE'].methods_by_name['RestListEventTypes']._serialized_options = b'\202\323\344\223\0023\022\013/eventTypesZ$\022\"/api/eventmanagement/v3/eventTypes'
   _globals['_EVENTTYPERESTSERVICE'].methods_by_name['RestUpdateEventType']._loaded_options = None
   _globals['_EVENTTYPERESTSERVICE'].methods_by_name['RestUpdateEventType']._serialized_options = b'\202\323\344\223\002I\032\020/eventTypes/{id}:\004bodyZ/\032\'/api/eventmanagement/v3/eventTypes/{id}:\004body'
+  _globals['_EVENTTYPERESTSERVICE'].methods_by_name['RestPatchEventType']._loaded_options = None
+  _globals['_EVENTTYPERESTSERVICE'].methods_by_name['RestPatchEventType']._serialized_options = b'\202\323\344\223\002I2\020/eventTypes/{id}:\004bodyZ/2\'/api/eventmanagement/v3/eventTypes/{id}:\004body'
   _globals['_EVENTTYPERESTSERVICE'].methods_by_name['RestDeleteEventType']._loaded_options = None
   _globals['_EVENTTYPERESTSERVICE'].methods_by_name['RestDeleteEventType']._serialized_options = b'\202\323\344\223\002=*\020/eventTypes/{id}Z)*\'/api/eventmanagement/v3/eventTypes/{id}'
   _globals['_RESTCREATEEVENTTYPEREQUEST']._serialized_start=150
@@ -59,11 +65,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTGETEVENTTYPEREQUEST']._serialized_start=222
   _globals['_RESTGETEVENTTYPEREQUEST']._serialized_end=265
   _globals['_RESTLISTEVENTTYPESREQUEST']._serialized_start=267
-  _globals['_RESTLISTEVENTTYPESREQUEST']._serialized_end=333
-  _globals['_RESTUPDATEEVENTTYPEREQUEST']._serialized_start=335
-  _globals['_RESTUPDATEEVENTTYPEREQUEST']._serialized_end=423
-  _globals['_RESTDELETEEVENTTYPEREQUEST']._serialized_start=425
-  _globals['_RESTDELETEEVENTTYPEREQUEST']._serialized_end=485
-  _globals['_EVENTTYPERESTSERVICE']._serialized_start=488
-  _globals['_EVENTTYPERESTSERVICE']._serialized_end=1291
+  _globals['_RESTLISTEVENTTYPESREQUEST']._serialized_end=391
+  _globals['_RESTUPDATEEVENTTYPEREQUEST']._serialized_start=393
+  _globals['_RESTUPDATEEVENTTYPEREQUEST']._serialized_end=481
+  _globals['_RESTPATCHEVENTTYPEREQUEST']._serialized_start=483
+  _globals['_RESTPATCHEVENTTYPEREQUEST']._serialized_end=570
+  _globals['_RESTDELETEEVENTTYPEREQUEST']._serialized_start=572
+  _globals['_RESTDELETEEVENTTYPEREQUEST']._serialized_end=632
+  _globals['_EVENTTYPERESTSERVICE']._serialized_start=635
+  _globals['_EVENTTYPERESTSERVICE']._serialized_end=1605
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,11 @@ class EventTypeRestServiceStub:
                 request_serializer=eventmgmt_dot_v1_dot_event__type__rest__service__pb2.RestUpdateEventTypeRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.RestPatchEventType = channel.unary_unary(
+                '/eventmgmt.v1.EventTypeRestService/RestPatchEventType',
+                request_serializer=eventmgmt_dot_v1_dot_event__type__rest__service__pb2.RestPatchEventTypeRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.RestDeleteEventType = channel.unary_unary(
                 '/eventmgmt.v1.EventTypeRestService/RestDeleteEventType',
                 request_serializer=eventmgmt_dot_v1_dot_event__type__rest__service__pb2.RestDeleteEventTypeRequest.SerializeToString,
@@ -90,8 +95,8 @@ class EventTypeRestServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RestListEventTypes(self, request, context):
-        """Lists visible event types: `GET /eventTypes?pageSize=&pageToken=` answers
-        `{eventTypes, nextPageToken, totalSize}`.
+        """Lists visible event types as a HAL page (`_embedded.eventTypes`, `page`, `_links`):
+        `GET /eventTypes?page=&size=&sort=&filter=` (`pageSize` and `pageToken` still work).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,6 +105,16 @@ class EventTypeRestServiceServicer:
     def RestUpdateEventType(self, request, context):
         """Changes an event type: `PUT /eventTypes/{id}`, guarded by `If-Match` or the body's `etag`;
         fields the body leaves out stay as stored, a sent `fields` list replaces the stored one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestPatchEventType(self, request, context):
+        """Changes an event type by a patch, guarded by `If-Match`: `PATCH /eventTypes/{id}` with a
+        JSON Patch (RFC 6902, `application/json-patch+json`, a JSON array) or a JSON Merge Patch
+        (RFC 7396, `application/merge-patch+json`, a JSON object). A `PUT` whose body is a JSON
+        array is the same JSON Patch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,6 +148,11 @@ def add_EventTypeRestServiceServicer_to_server(servicer, server):
             'RestUpdateEventType': grpc.unary_unary_rpc_method_handler(
                     servicer.RestUpdateEventType,
                     request_deserializer=eventmgmt_dot_v1_dot_event__type__rest__service__pb2.RestUpdateEventTypeRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'RestPatchEventType': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestPatchEventType,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__type__rest__service__pb2.RestPatchEventTypeRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'RestDeleteEventType': grpc.unary_unary_rpc_method_handler(
@@ -253,6 +273,33 @@ class EventTypeRestService:
             target,
             '/eventmgmt.v1.EventTypeRestService/RestUpdateEventType',
             eventmgmt_dot_v1_dot_event__type__rest__service__pb2.RestUpdateEventTypeRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestPatchEventType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventTypeRestService/RestPatchEventType',
+            eventmgmt_dot_v1_dot_event__type__rest__service__pb2.RestPatchEventTypeRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

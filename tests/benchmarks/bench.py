@@ -56,7 +56,7 @@ from typing import Any
 EVENTMGMT = [sys.executable, "-m", "service"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DESCRIPTION = "Error happened in the engine (bench)"
-REST_BODY = json.dumps({"description": DESCRIPTION, "severity": 3})
+REST_BODY = json.dumps({"description": DESCRIPTION, "severity": 3, "entityId": "pump-1"})
 TOOLS = {"h2load": "nghttp2-client", "wrk": "wrk"}
 
 # Issue 15 measured with 4 connections x 32 streams; the same 128 calls in flight here come over

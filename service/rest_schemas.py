@@ -605,9 +605,25 @@ REST: dict[str, Rest] = {
     f"{_TYPES}.RestGetEventType": Rest(responses={"200": _json("The type.", _EVENT_TYPE)}),
     f"{_TYPES}.RestListEventTypes": Rest(
         responses={
-            "200": _json("A page of types.", message("eventmgmt.v1.ListEventTypesResponse"))
+            "200": {
+                "description": "A HAL page of types: _embedded.eventTypes, page, _links.",
+                "content": {"application/hal+json": {"schema": {"type": "object"}}},
+            }
         },
-        parameters={"pageSize": {**_INTEGER, "minimum": 0, "maximum": event_types.MAX_PAGE_SIZE}},
+        parameters={
+            "pageSize": {**_INTEGER, "minimum": 0, "maximum": event_types.MAX_PAGE_SIZE},
+            "size": {**_INTEGER, "minimum": 0, "maximum": event_types.MAX_PAGE_SIZE},
+        },
+    ),
+    f"{_TYPES}.RestPatchEventType": Rest(
+        request={
+            "oneOf": [
+                {"type": "array", "items": {"type": "object"}, "description": "RFC 6902"},
+                {"type": "object", "description": "RFC 7396"},
+            ]
+        },
+        responses={"200": _json("The patched type.", _EVENT_TYPE)},
+        headers=[_IF_MATCH],
     ),
     f"{_TYPES}.RestUpdateEventType": Rest(
         request=_EVENT_TYPE,

@@ -91,6 +91,7 @@ RPC_ACCESS: dict[str, dict[str, Access]] = {
         "RestGetEventType": needs(TR),
         "RestListEventTypes": needs(TR),
         "RestUpdateEventType": needs(TW),
+        "RestPatchEventType": needs(TW),
         "RestDeleteEventType": needs(TW),
     },
     "eventmgmt.v1.SharingService": {

@@ -109,7 +109,9 @@ def test_a_key_narrower_than_its_role_is_refused_what_it_lacks(service: Service)
     assert error_reason(refused) == "MISSING_PRIVILEGE_EVENTS_CREATE"
     assert "Events.CREATE" in refused.json()["message"]
     assert service.request("GET", "/events", key=reader).status == 200
-    created = service.request("POST", "/events", {"description": "x"}, key=creator)
+    created = service.request(
+        "POST", "/events", {"description": "x", "entityId": "e-1"}, key=creator
+    )
     assert created.status == 201, created.body
     event_id = created.json()["id"]
     ack = service.request("POST", f"/events/{event_id}/acknowledge", key=creator)

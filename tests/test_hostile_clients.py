@@ -133,7 +133,9 @@ def test_forwarded_headers_never_reach_links_or_location(service: Service, key: 
     }
     origin = f"http://127.0.0.1:{service.rest_port}/"
 
-    status, headers, body = send(service, "POST", "/events", evil, b'{"description": "x"}')
+    status, headers, body = send(
+        service, "POST", "/events", evil, b'{"description": "x", "entityId": "e-1"}'
+    )
     listed_status, _, listed = send(service, "GET", "/events?size=1", evil)
 
     assert status == 201, body

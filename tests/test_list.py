@@ -152,7 +152,7 @@ def test_typed_filters_of_seed_001(store: Store) -> None:
     assert descriptions(store, entity_type="Device", severities=(2,)) == {"b"}
     assert descriptions(store, entity_id="site-1") == {"c"}
     assert descriptions(store, include_shared=True, entity_type="Asset") == {"c"}
-    assert "severity" in rejection(store, severities=(7,))
+    assert "severity" in rejection(store, severities=(101,))
     assert "endTime" in rejection(store, start_time=NOW, end_time=NOW - DAY)
 
 

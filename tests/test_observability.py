@@ -73,7 +73,9 @@ def request_line(service: Service, request_id: str) -> dict[str, Any]:
 def test_a_scrape_counts_the_calls_just_made(service: Service, keys: Keys) -> None:
     before = scrape(service)
     for n in range(3):
-        created = service.request("POST", "/events", {"description": f"m{n}"}, key=keys.writer)
+        created = service.request(
+            "POST", "/events", {"description": f"m{n}", "entityId": "e-1"}, key=keys.writer
+        )
         assert created.status == 201, created.body
     assert service.request("GET", "/events/not-a-uuid", key=keys.read).status == 400
     after = scrape(service)
@@ -167,7 +169,7 @@ def test_every_request_is_one_json_log_line_with_its_request_id(
     answer = service.request(
         "POST",
         "/events",
-        {"description": "logged"},
+        {"description": "logged", "entityId": "e-1"},
         key=keys.writer,
         headers={"x-request-id": request_id},
     )

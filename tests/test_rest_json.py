@@ -236,10 +236,10 @@ def test_a_body_over_one_mebibyte_is_rejected_before_parsing() -> None:
 @pytest.mark.parametrize(
     ("document", "field", "rule"),
     [
-        ({"severity": 6}, "severity", "must be between 0 and 5"),
+        ({"severity": 101}, "severity", "must be between 0 and 100"),
         ({"classification": "loud"}, "classification", "must be one of INTERNAL"),
         ({"internal": True}, "internal", "only the platform records internal events"),
-        ({"acknowledged": True}, "acknowledged", "cannot be set on create or update"),
+        ({"acknowledged": True}, "acknowledged", "cannot be set on create"),
         ({"timestamp": -1}, "timestamp", "must lie between 1970 and 9999"),
         ({"entityType": "has space"}, "entityType", "a machine name"),
         ({"domain": "root/sub1"}, "domain", "must be / or a path"),

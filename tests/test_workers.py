@@ -106,7 +106,8 @@ def test_one_event_per_idempotency_key_whichever_process_ingests_it(
         request = event_stream_service_pb2.IngestEventsRequest(
             items=[
                 event_stream_service_pb2.IngestItem(
-                    idempotency_key=idempotency_key, event=event_pb2.Event(description="once")
+                    idempotency_key=idempotency_key,
+                    event=event_pb2.Event(description="once", entity_id="e-1"),
                 )
             ]
         )

@@ -160,7 +160,8 @@ def test_the_gateway_spreads_rest_calls_over_the_workers(tmp_path: Path) -> None
     try:
         key = service.create_key("acme", "ReadWrite")
         for n in range(20):
-            created = service.request("POST", "/events", {"description": f"{n}"}, key=key)
+            body = {"description": f"{n}", "entityId": "e-1"}
+            created = service.request("POST", "/events", body, key=key)
             assert created.status == 201, created.body
         with urllib.request.urlopen(f"http://127.0.0.1:{service.admin_port}/clusters") as answer:
             stats = answer.read().decode()

@@ -400,7 +400,8 @@ RESPONSES: dict[str, Any] = {
     "Unauthenticated": _error("No API key, or an unknown one."),
     "PermissionDenied": _error("The key may not do this (role, domain, tenant)."),
     "NotFound": _error("No such resource in the caller's tenant."),
-    "Conflict": _error("Exists already, or a stale etag."),
+    "Conflict": _error("Exists already, or a write lost a race."),
+    "PreconditionFailed": _error("If-Match (or the body's etag) names another version."),
     "TooLarge": _error("The body is over the gateway's limit."),
     "TooMany": _error("A message or quota limit was hit."),
     "Internal": _error("An unexpected failure; the message names its incident (request id)."),
@@ -432,6 +433,8 @@ _ERRORS: dict[str, Any] = {
     "500": _response("Internal"),
     "503": _response("Unavailable"),
 }
+# Writes conditional on If-Match answer a failed precondition with 412 (RFC 9110).
+_CONDITIONAL_ERRORS = {**_ERRORS, "412": _response("PreconditionFailed")}
 _DEVICE_ERRORS: dict[str, Any] = {
     "400": _response("DeviceBadRequest"),
     "401": _response("DeviceUnauthenticated"),
@@ -554,6 +557,7 @@ REST: dict[str, Rest] = {
         request=_ref("EventUpdate"),
         responses={"200": _json("The updated event with its new etag.", _ref("Event"))},
         headers=[_IF_MATCH],
+        errors=dict(_CONDITIONAL_ERRORS),
         parameters=_UUID,
     ),
     f"{_EVENT}.RestAcknowledgeEvent": Rest(
@@ -624,15 +628,18 @@ REST: dict[str, Rest] = {
         },
         responses={"200": _json("The patched type.", _EVENT_TYPE)},
         headers=[_IF_MATCH],
+        errors=dict(_CONDITIONAL_ERRORS),
     ),
     f"{_TYPES}.RestUpdateEventType": Rest(
         request=_EVENT_TYPE,
         responses={"200": _json("The changed type.", _EVENT_TYPE)},
         headers=[_IF_MATCH],
+        errors=dict(_CONDITIONAL_ERRORS),
     ),
     f"{_TYPES}.RestDeleteEventType": Rest(
         responses={"200": _json("Deleted.", {"type": "object", "maxProperties": 0})},
         headers=[_IF_MATCH],
+        errors=dict(_CONDITIONAL_ERRORS),
     ),
     "eventmgmt.v1.EventSearchService.RestFindEvents": Rest(
         request=_ref("FindQuery"),

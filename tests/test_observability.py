@@ -152,7 +152,8 @@ def test_one_scrape_counts_the_calls_of_every_worker(tmp_path: Path) -> None:
     workers.start()
     try:
         for n in range(20):
-            answer = workers.request("POST", "/events", {"description": f"w{n}"}, key=key)
+            body = {"description": f"w{n}", "entityId": "e-1"}
+            answer = workers.request("POST", "/events", body, key=key)
             assert answer.status == 201, answer.body
         samples = scrape(workers)
     finally:

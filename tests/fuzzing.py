@@ -129,7 +129,21 @@ class TenantState:
             if not busy:
                 return
             time.sleep(0.05)
-        raise AssertionError(seeded("the tenant's background work did not finish in 30 s"))
+        jobs = self._db.execute_sql(
+            f"SELECT id, kind, state, total, done, request FROM jobs WHERE tenant_id = {p} "
+            "AND state NOT IN ('FINISHED', 'FINISHED_WITH_ERROR')",
+            (self._tenant,),
+        ).fetchall()
+        pending = self._db.execute_sql(
+            f"SELECT * FROM pending_device_events WHERE tenant_id = {p}", (self._tenant,)
+        ).fetchall()
+        raise AssertionError(
+            seeded(
+                f"the tenant's background work did not finish in {timeout:.0f} s: jobs "
+                f"{[[str(v)[:300] for v in j] for j in jobs]}, "
+                f"pending reports {[str(r)[:300] for r in pending]}"
+            )
+        )
 
     def close(self) -> None:
         if not self._db.is_closed():

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from service.domain.access import Principal
 from service.domain.custom_fields import STANDARD_EVENT, canonical_type_id
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, invalid
-from service.domain.events import Event, EventManager, new_event_id, now_us
+from service.domain.events import MAX_SEVERITY, Event, EventManager, new_event_id, now_us
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,14 @@ def parse_delete_filter(document: Any) -> dict[str, Any]:
                     f"not a delete filter field; use {', '.join(DELETE_FILTER_FIELDS)}",
                 )
             )
-        elif column == "severity" and (isinstance(value, bool) or not isinstance(value, int)):
-            violations.append(FieldViolation(f"filter.{name}", "must be an integer"))
+        elif column == "severity" and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEVERITY
+        ):
+            # Checked here, when the job is submitted: a value no column can bind would fail
+            # the job's every run, leaving it in progress for good.
+            violations.append(
+                FieldViolation(f"filter.{name}", f"must be an integer from 0 to {MAX_SEVERITY}")
+            )
         elif column != "severity" and not isinstance(value, str):
             violations.append(FieldViolation(f"filter.{name}", "must be a string"))
         elif column == "type_id":

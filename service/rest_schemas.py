@@ -512,6 +512,7 @@ _SUBSCRIBE = {
 _EVENT = "eventmgmt.v1.EventRestService"
 _JOBS = "eventmgmt.v1.EventJobRestService"
 _TYPES = "eventmgmt.v1.EventTypeRestService"
+_JSON_PATCH = {"type": "array", "items": {"type": "object"}, "description": "RFC 6902"}
 _EVENT_TYPE = message("eventmgmt.v1.EventType")
 
 REST: dict[str, Rest] = {
@@ -620,18 +621,20 @@ REST: dict[str, Rest] = {
         },
     ),
     f"{_TYPES}.RestPatchEventType": Rest(
-        request={
-            "oneOf": [
-                {"type": "array", "items": {"type": "object"}, "description": "RFC 6902"},
-                {"type": "object", "description": "RFC 7396"},
-            ]
-        },
+        request={"oneOf": [_JSON_PATCH, {"type": "object", "description": "RFC 7396"}]},
         responses={"200": _json("The patched type.", _EVENT_TYPE)},
         headers=[_IF_MATCH],
         errors=dict(_CONDITIONAL_ERRORS),
     ),
+    # A PUT merges (fields left out stay, so none is required) or carries a JSON Patch, as
+    # the platform's existing clients send it.
     f"{_TYPES}.RestUpdateEventType": Rest(
-        request=_EVENT_TYPE,
+        request={
+            "oneOf": [
+                _JSON_PATCH,
+                {"type": "object", "description": "The EventType fields to change; others stay."},
+            ]
+        },
         responses={"200": _json("The changed type.", _EVENT_TYPE)},
         headers=[_IF_MATCH],
         errors=dict(_CONDITIONAL_ERRORS),

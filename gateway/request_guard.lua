@@ -165,6 +165,22 @@ end
 local UNTRUSTED_HEADERS = {"^x%-envoy%-", "^x%-eventmgmt%-refused%-"}
 local GRPC_HEADERS = {"^grpc%-", "%-bin$"}
 
+-- HTTP allows header names such as "a+b" or "a~b" that gRPC metadata does not: the server's
+-- HTTP/2 layer would fail the whole call (INTERNAL) on such a name, so it is a named 400 here.
+-- Envoy has lowercased the names already.
+local HEADER_NAME_RULE = "a header name may hold only letters, digits, '-', '_' and '.'"
+
+-- The loop runs to its end: Envoy refuses changes to the headers while an iteration is open.
+local function invalid_header_name(headers)
+  local found = nil
+  for name, _ in pairs(headers) do
+    if found == nil and name:sub(1, 1) ~= ":" and name:find("[^%w%-_%.]") then
+      found = "header " .. name
+    end
+  end
+  return found
+end
+
 -- The TCP peer's address without its port ("127.0.0.1", "::1").
 local function peer_address(handle)
   local address = handle:streamInfo():downstreamDirectRemoteAddress() or ""
@@ -195,4 +211,8 @@ function envoy_on_request(request_handle)
   end
 
   remove_headers(headers, GRPC_HEADERS)
+  local name = invalid_header_name(headers)
+  if name ~= nil then
+    refuse(request_handle, name, HEADER_NAME_RULE)
+  end
 end

@@ -22,6 +22,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.launcher import (
     Envoy,
@@ -668,6 +670,37 @@ def test_valid_utf8_escapes_pass_through(gateway):
 
     assert answer.status == 200
     assert gateway.upstream.last_call().request.id == "café😀"
+
+
+# HTTP token characters that gRPC metadata names do not allow.
+_NOT_IN_GRPC_NAMES = "!#$%&'*+^`|~"
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.tuples(
+        st.text("abcxyz019-_.", max_size=5),
+        st.text(_NOT_IN_GRPC_NAMES, min_size=1, max_size=3),
+        st.text("abcxyz019-_." + _NOT_IN_GRPC_NAMES, max_size=5),
+    ).map("".join)
+)
+def test_header_names_that_grpc_cannot_carry_are_named_400s(gateway, name):
+    calls = len(gateway.upstream.calls)
+    answer = send(gateway.port, "GET", "/events/e1", headers={name: "x"})
+
+    assert answer.status == 400, answer.body
+    assert len(gateway.upstream.calls) == calls
+    rule = "a header name may hold only letters, digits, '-', '_' and '.'"
+    assert _violations(answer.json()) == {f"header {name.lower()}": rule}
+
+
+def test_header_names_grpc_can_carry_pass_through(gateway):
+    answer = send(gateway.port, "GET", "/events/e1", headers={"X-Trace.Id_2": "kept"})
+
+    assert answer.status == 200
+    assert gateway.upstream.last_call().metadata["x-trace.id_2"] == "kept"
 
 
 def test_request_headers_over_the_limit_are_431_json(gateway):

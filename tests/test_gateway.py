@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import re
@@ -94,6 +95,8 @@ class CannedUpstream(rest_grpc.EventRestServiceServicer):
             # Metadata with a success status first, then a failure: the failure must win.
             context.send_initial_metadata((("x-http-code", "201"),))
             context.abort_with_status(rpc_status.to_status(ERRORS["invalid"]))
+        if request.id == "slow":
+            time.sleep(2)
         if request.id == "huge":
             return httpbody_pb2.HttpBody(
                 content_type="application/json", data=b'"' + b"x" * (4 * 1024 * 1024) + b'"'
@@ -713,3 +716,25 @@ def test_request_headers_over_the_limit_are_431_json(gateway):
 def _violations(body: dict) -> dict[str, str]:
     bad_request = next(d for d in body["details"] if d["@type"].endswith("BadRequest"))
     return {v["field"]: v["description"] for v in bad_request["fieldViolations"]}
+
+
+def test_calls_beyond_the_circuit_breaker_are_503_with_retry_after(upstream_server, tmp_path):
+    upstream, grpc_port = upstream_server
+    settings = dataclasses.replace(_settings(tmp_path, grpc_port), max_unary_calls=1)
+    with Envoy(settings) as envoy:
+        port = envoy.settings.listen_port
+        calls = len(upstream.calls)
+        slow = threading.Thread(target=send, args=(port, "GET", "/events/slow"))
+        slow.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not any(c.request.id == "slow" for c in upstream.calls[calls:]):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            answer = send(port, "GET", "/events/e1")
+        finally:
+            slow.join()
+
+    assert answer.status == 503
+    assert answer.headers["retry-after"] == "1"
+    assert answer.json()["code"] == code_pb2.UNAVAILABLE

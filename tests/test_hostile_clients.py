@@ -7,7 +7,10 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
+import time
 import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +201,124 @@ def test_starts_right_after_kill_9_succeed(restartable: Service) -> None:
         assert restartable.request("GET", "/events").status == 401
         # Started again at once on the same ports: the old gateway must not keep them.
         restartable.stop(signal.SIGKILL)
+
+
+# --- slow readers beside normal traffic ------------------------------------------------------
+
+STALLED_READERS = 20
+LOAD_JOBS, EVENTS_PER_JOB = 6, 500
+# Every event reaches every subscriber: 20 readers x 3,000 events x 16 KB is 1 GB of streams,
+# more than the 256 MiB windows of the shared HTTP/2 connections that froze REST (issue 10).
+PAYLOAD = "x" * 16_000
+
+
+def envoy_allocated_bytes(service: Service) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.admin_port}/memory", timeout=10) as a:
+        return int(json.load(a)["allocated"])
+
+
+def stalled_reader(service: Service, key: str) -> socket.socket:
+    """A `GET /liveEvents` client that reads its status line and then nothing."""
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.settimeout(30)
+    reader.connect(("127.0.0.1", service.rest_port))
+    reader.sendall(
+        f"GET /liveEvents HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {key}\r\n\r\n".encode()
+    )
+    assert reader.recv(12) == b"HTTP/1.1 200"
+    return reader
+
+
+def load(service: Service, key: str, jobs: int) -> None:
+    """Creates `jobs` x EVENTS_PER_JOB events of 16 KB by bulk jobs and waits for them."""
+    ids = []
+    for job in range(jobs):
+        events = [
+            {
+                "description": f"load {job}-{n}",
+                "payload": {"contentType": "text/plain", "data": PAYLOAD},
+            }
+            for n in range(EVENTS_PER_JOB)
+        ]
+        accepted = service.request("POST", "/createEventsJobs", {"events": events}, key=key)
+        assert accepted.status == 201, accepted.body
+        ids.append(accepted.json()["id"])
+    deadline = time.monotonic() + 120
+    for job_id in ids:
+        while service.request("GET", f"/createEventsJobs/{job_id}", key=key).json()[
+            "state"
+        ] not in (
+            "FINISHED",
+            "FINISHED_WITH_ERROR",
+        ):
+            assert time.monotonic() < deadline, "the bulk jobs did not finish"
+            time.sleep(0.2)
+
+
+def test_readers_that_stop_reading_harm_no_one(service: Service) -> None:
+    key = service.create_key(f"slow-readers-{uuid.uuid4().hex[:6]}", "Admin")
+    stalled = [stalled_reader(service, key) for _ in range(STALLED_READERS)]
+    try:
+        memory_before = envoy_allocated_bytes(service)
+        load(service, key, LOAD_JOBS)
+
+        # Unary REST calls answer, correctly, while the stalled streams hold their windows
+        # (Service.request gives each 30 s: a generous bound that only proves it is not frozen).
+        for n in range(5):
+            created = service.request("POST", "/events", {"description": f"beside {n}"}, key=key)
+            assert created.status == 201, created.body
+            listed = service.request("GET", "/events?size=5&sort=createTime,desc", key=key)
+            assert listed.status == 200, listed.body
+            # The loaded events, one platform event per finished job, and these.
+            total = LOAD_JOBS * (EVENTS_PER_JOB + 1) + n + 1
+            assert listed.json()["page"]["totalElements"] == total
+            assert listed.json()["_embedded"]["events"][0]["description"] == f"beside {n}"
+        # Envoy holds a bounded amount per stalled stream (it grew by ~200 MB, then froze).
+        grown = envoy_allocated_bytes(service) - memory_before
+        assert grown < 100 * 1024 * 1024, f"envoy grew by {grown} bytes"
+
+        # A new subscriber is served as usual.
+        fresh = http.client.HTTPConnection("127.0.0.1", service.rest_port, timeout=30)
+        fresh.request("GET", "/liveEvents", headers={"x-api-key": key})
+        answer = fresh.getresponse()
+        assert answer.status == 200
+        assert answer.readline().startswith(b"id: ")
+        fresh.close()
+    finally:
+        for reader in stalled:
+            reader.close()
+
+
+@pytest.fixture
+def small_feed_service(database_url: str, tmp_path: Path) -> Iterator[Service]:
+    """A server (with its gateway) that keeps only 200 feed positions in memory."""
+    running = Service(database_url, tmp_path, env={"EVENTMGMT_LIVE_BUFFER": "200"})
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_a_stalled_reader_that_reads_again_is_told_it_fell_behind(
+    small_feed_service: Service,
+) -> None:
+    service = small_feed_service
+    key = service.create_key("stalled", "Admin")
+    reader = stalled_reader(service, key)
+    try:
+        # 8 MB of events: the reader's stream stalls after a few MB, and the feed moves on
+        # past what the server keeps.
+        load(service, key, 1)
+
+        received = bytearray()
+        while not received.endswith(b"\r\n0\r\n\r\n"):  # the end of the chunked body
+            chunk = reader.recv(1 << 20)
+            assert chunk, "the stream was cut instead of ended"
+            received += chunk
+    finally:
+        reader.close()
+    # What was in flight, then `fell-behind` with the cursor to resume from, then the end.
+    assert received.count(b"event: fell-behind") == 1
+    ending = received[received.index(b"event: fell-behind") :].split(b"\n")[1]
+    document = json.loads(ending.removeprefix(b"data: "))
+    assert document["reason"] == "SUBSCRIBER_TOO_SLOW" and document["cursor"].isdigit()

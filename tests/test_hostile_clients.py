@@ -237,6 +237,7 @@ def load(service: Service, key: str, jobs: int) -> None:
         events = [
             {
                 "description": f"load {job}-{n}",
+                "entityId": "pump-1",
                 "payload": {"contentType": "text/plain", "data": PAYLOAD},
             }
             for n in range(EVENTS_PER_JOB)
@@ -266,7 +267,8 @@ def test_readers_that_stop_reading_harm_no_one(service: Service) -> None:
         # Unary REST calls answer, correctly, while the stalled streams hold their windows
         # (Service.request gives each 30 s: a generous bound that only proves it is not frozen).
         for n in range(5):
-            created = service.request("POST", "/events", {"description": f"beside {n}"}, key=key)
+            beside = {"description": f"beside {n}", "entityId": "pump-1"}
+            created = service.request("POST", "/events", beside, key=key)
             assert created.status == 201, created.body
             listed = service.request("GET", "/events?size=5&sort=createTime,desc", key=key)
             assert listed.status == 200, listed.body

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from service import rest_json
 from service.convert import event_from_proto, fields_to_proto
+from service.domain import times
 from service.domain.custom_fields import STANDARD_EVENT, STANDARD_EVENT_ALIAS
 from service.domain.errors import DomainError, InvalidInput, invalid
 from service.domain.event_fields import BY_ATTRIBUTE, SETTABLE
@@ -380,7 +381,7 @@ def _from_find_source(source: dict[str, Any]) -> dict[str, Any]:
     """A find hit (seed 002's names, epoch millis) in the names the event tables show."""
     return {
         "id": source["id"],
-        "timestamp": rest_json.format_time(source["timestamp"] * 1000),
+        "timestamp": times.format_micros(source["timestamp"] * 1000),
         "severity": source.get("severity") or 0,
         "typeId": source.get("type") or "",
         "entityType": source.get("entityType"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service import rest_json
+from service.domain import times
 from service.domain.errors import invalid
 from service.domain.events import Event
 from service.v1 import cloudevent_pb2, event_pb2
@@ -40,7 +40,7 @@ def structured(event: Event, data: dict[str, Any]) -> dict[str, Any]:
         "id": event.id,
         "source": source(event),
         "type": event.type_id,
-        "time": rest_json.format_time(event.timestamp),
+        "time": times.format_micros(event.timestamp),
     }
     if event.entity_id:
         document["subject"] = event.entity_id

@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from service.domain import times
 from service.domain.errors import FieldViolation
 
 # The built-in root type: seed 003's id, which the platform's events and clients carry.
@@ -53,15 +53,6 @@ def canonical_type_id(type_id: str) -> str:
     return STANDARD_EVENT if type_id == STANDARD_EVENT_ALIAS else type_id
 
 
-def parse_time(text: str) -> int:
-    """Microseconds since the epoch of an ISO-8601 time with a zone; ValueError otherwise."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError("must include a time zone, such as Z or +02:00")
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 def coerce_value(definition: FieldDefinition, value: Any) -> Any:
     """The value to store for `definition`, from a JSON value (or an Instant over gRPC);
     raises ValueError whose text is the broken rule."""
@@ -94,7 +85,7 @@ def coerce_value(definition: FieldDefinition, value: Any) -> Any:
             return Instant(value * 1000)
         if isinstance(value, str):
             try:
-                return Instant(parse_time(value))
+                return Instant(times.parse_iso(value))
             except ValueError as error:
                 rule = str(error) if "zone" in str(error) else "must be an ISO-8601 time"
                 raise ValueError(f"{rule}, such as 2018-07-29T06:09:29.743Z") from None

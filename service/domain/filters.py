@@ -13,9 +13,9 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
+from service.domain import times
 from service.domain.custom_fields import canonical_type_id
 from service.domain.errors import InvalidInput, invalid
 from service.domain.event_fields import FILTERABLE, Kind
@@ -30,7 +30,6 @@ MAX_FILTER_BYTES = 16 * 1024
 MAX_NODES = 200
 MAX_IN_VALUES = 500
 _CUSTOM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _FILTER_TYPES: dict[Kind, FieldType] = {
     Kind.TEXT: "string",
@@ -157,13 +156,9 @@ def parse_time(value: Any, where: str) -> int:
     if not isinstance(value, str):
         raise invalid(where, rule + ", or epoch milliseconds")
     try:
-        moment = datetime.fromisoformat(value.strip())
+        return times.parse_iso(value.strip())
     except ValueError:
         raise invalid(where, rule) from None
-    if moment.tzinfo is None:
-        raise invalid(where, rule)
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 # Fields whose values are type ids: the standard type's alias means the standard type.

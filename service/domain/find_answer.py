@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from service.domain import times
 from service.domain.custom_fields import Instant
 from service.domain.errors import invalid
 from service.domain.event_fields import FIELDS as EVENT_FIELDS
@@ -27,14 +28,6 @@ from service.domain.find_query import (
     SourceFilter,
     TermsAgg,
 )
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def format_millis(millis: int) -> str:
-    seconds, rest = divmod(millis, 1000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:03d}Z"
-
 
 # --- What the store returns, and the answer -------------------------------------------------
 
@@ -134,7 +127,7 @@ def _metric_document(metric: Metric, value: Any) -> dict[str, Any]:
     if metric.field.kind is Kind.TIME and value is not None:
         doc: dict[str, Any] = {"value": float(value)}
         if metric.kind in (MetricKind.MIN, MetricKind.MAX):
-            doc["value_as_string"] = format_millis(math.floor(value))
+            doc["value_as_string"] = times.format_millis(math.floor(value))
         return doc
     return {"value": _number(value)}
 
@@ -171,12 +164,11 @@ def _histogram_document(aggregation: HistogramAgg, result: AggregationResult) ->
         doc: dict[str, Any]
         if aggregation.months:
             year, month = divmod(index * aggregation.months, 12)
-            start = datetime(year, month + 1, 1, tzinfo=UTC) - _EPOCH
-            millis = (start.days * 86_400 + start.seconds) * 1000
-            doc = {"key_as_string": format_millis(millis), "key": millis}
+            millis = times.micros_since_epoch(datetime(year, month + 1, 1, tzinfo=UTC)) // 1000
+            doc = {"key_as_string": times.format_millis(millis), "key": millis}
         elif aggregation.field.kind is Kind.TIME:
             millis = (index * int(aggregation.interval) + aggregation.offset) // 1000
-            doc = {"key_as_string": format_millis(millis), "key": millis}
+            doc = {"key_as_string": times.format_millis(millis), "key": millis}
         else:
             doc = {"key": index * aggregation.interval}
         doc["doc_count"] = count
@@ -217,7 +209,7 @@ def aggregation_document(aggregation: Aggregation, result: AggregationResult) ->
                 continue
             if aggregation.field.kind is Kind.TIME:
                 doc[end] = float(value // 1000)
-                doc[f"{end}_as_string"] = format_millis(int(value) // 1000)
+                doc[f"{end}_as_string"] = times.format_millis(int(value) // 1000)
             else:
                 doc[end] = float(value)
         doc["doc_count"] = bucket.doc_count

@@ -9,12 +9,11 @@ import dataclasses
 import math
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from service.domain import times
 from service.domain.custom_fields import canonical_type_id
 from service.domain.errors import invalid
-from service.domain.find_answer import format_millis
 from service.domain.find_fields import (
     PROPERTY_REQUIRED,
     FieldRef,
@@ -53,7 +52,6 @@ MAX_RESULT_WINDOW = 10_000
 MAX_TERMS_SIZE = 1000
 MAX_CLAUSES = 1024
 _WORD = re.compile(r"\w+")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # --- Parsing --------------------------------------------------------------------------------
 
@@ -319,14 +317,9 @@ def _time_millis(value: Any, where: str) -> int:
         if re.fullmatch(r"-?\d{1,15}", value):
             return _time_millis(int(value), where)
         try:
-            moment = datetime.fromisoformat(value.replace("z", "Z"))
+            return times.parse_iso(value.replace("z", "Z"), assume_utc=True) // 1000
         except ValueError:
             pass
-        else:
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            delta = moment - _EPOCH
-            return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
     raise find_error(
         where, "must be epoch milliseconds or an ISO-8601 time (date math unsupported)"
     )
@@ -685,7 +678,7 @@ def _range_key(ref: FieldRef, start: float | None, end: float | None) -> str:
         if value is None:
             return "*"
         if ref.kind is Kind.TIME:
-            return format_millis(int(value) // 1000)
+            return times.format_millis(int(value) // 1000)
         return repr(float(value))
 
     return f"{text(start)}-{text(end)}"

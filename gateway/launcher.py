@@ -20,6 +20,7 @@ from string import Template
 from types import TracebackType
 
 from gateway.routes import lua_path_templates, path_templates, streaming_rpcs
+from service.catalog import TRANSCODED
 from service.protogen import build_descriptor_set
 
 log = logging.getLogger(__name__)
@@ -67,15 +68,8 @@ class GatewaySettings:
     max_unary_calls: int = 1024
     max_streams: int = 2048
     retry_after_seconds: int = 1
-    # The gRPC services whose google.api.http bindings Envoy transcodes.
-    services: tuple[str, ...] = (
-        "eventmgmt.v1.EventRestService",
-        "eventmgmt.v1.EventJobRestService",
-        "eventmgmt.v1.SharingService",
-        "eventmgmt.v1.DeviceEventRestService",
-        "eventmgmt.v1.EventTypeRestService",
-        "eventmgmt.v1.EventSearchService",
-    )
+    # The gRPC services whose google.api.http bindings Envoy transcodes (service.catalog).
+    services: tuple[str, ...] = TRANSCODED
 
 
 def _package_text(name: str) -> str:

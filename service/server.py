@@ -23,6 +23,7 @@ from persistence.sharing import ShareRepository
 from persistence.store import Store
 from service import metrics
 from service.auth import CredentialResolver, PrincipalInterceptor
+from service.catalog import SERVICES
 from service.domain.device_events import PENDING_BATCH, DeviceEventReporter
 from service.domain.event_types import EventTypeManager
 from service.domain.events import EventManager
@@ -34,49 +35,9 @@ from service.domain.retention import RetentionSweeper
 from service.domain.sharing import SharingManager
 from service.job_views import parse_job_item
 from service.observability import RequestInterceptor
-from service.servicers.device_event_service import (
-    REST_REPORT_METHOD,
-    DeviceEventRestServicer,
-    DeviceEventServicer,
-    answer_device_error,
-)
-from service.servicers.event_job_service import EventJobRestServicer, EventJobServicer
-from service.servicers.event_rest_service import EventRestServicer
-from service.servicers.event_search_service import EventSearchServicer
-from service.servicers.event_service import EventServicer
-from service.servicers.event_stream_service import EventStreamServicer
-from service.servicers.event_type_rest_service import EventTypeRestServicer
-from service.servicers.event_type_service import EventTypeServicer
-from service.servicers.registry_service import RegistryServicer
+from service.servicers.device_event_service import REST_REPORT_METHOD, answer_device_error
 from service.servicers.rest import CONDITIONAL_WRITES, answer_rest_error
-from service.servicers.sharing_service import SharingServicer
 from service.settings import ServerSettings
-from service.v1 import (
-    device_event_rest_service_pb2,
-    device_event_rest_service_pb2_grpc,
-    device_event_service_pb2,
-    device_event_service_pb2_grpc,
-    event_job_rest_service_pb2,
-    event_job_rest_service_pb2_grpc,
-    event_job_service_pb2,
-    event_job_service_pb2_grpc,
-    event_rest_service_pb2,
-    event_rest_service_pb2_grpc,
-    event_search_service_pb2,
-    event_search_service_pb2_grpc,
-    event_service_pb2,
-    event_service_pb2_grpc,
-    event_stream_service_pb2,
-    event_stream_service_pb2_grpc,
-    event_type_rest_service_pb2,
-    event_type_rest_service_pb2_grpc,
-    event_type_service_pb2,
-    event_type_service_pb2_grpc,
-    registry_service_pb2,
-    registry_service_pb2_grpc,
-    sharing_service_pb2,
-    sharing_service_pb2_grpc,
-)
 
 if TYPE_CHECKING:
     from service.mqtt import MqttPublisher
@@ -106,6 +67,7 @@ class Services:
     registry: RegistryManager
     reporter: DeviceEventReporter
     feed: LiveFeed
+    finder: EventFinder
 
     @classmethod
     def over(cls, store: Store) -> Services:
@@ -130,6 +92,7 @@ class Services:
             RegistryManager(store.registry),
             DeviceEventReporter(store.registry, store.device_events),
             feed,
+            EventFinder(store.events),
         )
 
 
@@ -146,8 +109,6 @@ def create_server(
     port of `address`. With `reuse_port`, other processes may listen on the same ports
     (SO_REUSEPORT: workers); without it, a port another server holds fails here."""
     services = services or Services.over(store)
-    events, feed = services.events, services.feed
-    types = services.types
     resolver = CredentialResolver(store.keys.principal_for)
     resolver.check = store.watch_credentials(resolver.invalidate_threadsafe)
     server = grpc.aio.server(
@@ -173,57 +134,12 @@ def create_server(
             ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
-    event_service_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(events), server)
-    event_rest_service_pb2_grpc.add_EventRestServiceServicer_to_server(
-        EventRestServicer(events, feed), server
-    )
-    event_stream_service_pb2_grpc.add_EventStreamServiceServicer_to_server(
-        EventStreamServicer(events, feed), server
-    )
-    event_job_service_pb2_grpc.add_EventJobServiceServicer_to_server(
-        EventJobServicer(services.jobs), server
-    )
-    event_job_rest_service_pb2_grpc.add_EventJobRestServiceServicer_to_server(
-        EventJobRestServicer(services.jobs), server
-    )
-    sharing_service_pb2_grpc.add_SharingServiceServicer_to_server(
-        SharingServicer(services.sharing), server
-    )
-    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(services.registry), server
-    )
-    device_event_service_pb2_grpc.add_DeviceEventServiceServicer_to_server(
-        DeviceEventServicer(services.reporter), server
-    )
-    device_event_rest_service_pb2_grpc.add_DeviceEventRestServiceServicer_to_server(
-        DeviceEventRestServicer(services.reporter), server
-    )
-    event_type_service_pb2_grpc.add_EventTypeServiceServicer_to_server(
-        EventTypeServicer(types), server
-    )
-    event_type_rest_service_pb2_grpc.add_EventTypeRestServiceServicer_to_server(
-        EventTypeRestServicer(types), server
-    )
-    event_search_service_pb2_grpc.add_EventSearchServiceServicer_to_server(
-        EventSearchServicer(EventFinder(store.events)), server
-    )
+    for offered in SERVICES:
+        offered.add_to(server, services)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = [
-        event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
-        event_rest_service_pb2.DESCRIPTOR.services_by_name["EventRestService"].full_name,
-        event_job_service_pb2.DESCRIPTOR.services_by_name["EventJobService"].full_name,
-        event_job_rest_service_pb2.DESCRIPTOR.services_by_name["EventJobRestService"].full_name,
-        sharing_service_pb2.DESCRIPTOR.services_by_name["SharingService"].full_name,
-        registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-        device_event_service_pb2.DESCRIPTOR.services_by_name["DeviceEventService"].full_name,
-        device_event_rest_service_pb2.DESCRIPTOR.services_by_name[
-            "DeviceEventRestService"
-        ].full_name,
-        event_type_service_pb2.DESCRIPTOR.services_by_name["EventTypeService"].full_name,
-        event_type_rest_service_pb2.DESCRIPTOR.services_by_name["EventTypeRestService"].full_name,
-        event_search_service_pb2.DESCRIPTOR.services_by_name["EventSearchService"].full_name,
-        event_stream_service_pb2.DESCRIPTOR.services_by_name["EventStreamService"].full_name,
+        *(offered.full_name for offered in SERVICES),
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]

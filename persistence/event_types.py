@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import peewee
 
-from persistence.queries import refresh_latest
+from persistence.partitions import drop_partition, ensure_partitions, expired_candidates
 from persistence.rows import event_row
 from persistence.store import Store
+from persistence.upkeep import DELETED_RETURNING, forget_deleted
 from service.domain.access import Principal
 from service.domain.custom_fields import STANDARD_EVENT, FieldDefinition, FieldType
 from service.domain.event_types import DeleteOutcome, EventType, Scope
@@ -257,22 +258,38 @@ class RetentionRepository:
 
         return await self._store.read(work)
 
+    async def drop_expired_partitions(self, cutoffs: Mapping[str, int], now_us: int) -> int:
+        """On PostgreSQL: creates the coming months' partitions, then drops each past month's
+        partition whose every event was stored before its type's cutoff; returns how many
+        events went. Each drop is its own short transaction (persistence/partitions.py)."""
+        if not self._store.postgres:
+            return 0
+
+        def work(db: peewee.Database) -> int:
+            with db.atomic():
+                ensure_partitions(db.cursor(), now_us)
+            dropped = 0
+            for name in expired_candidates(db.cursor(), now_us, cutoffs):
+                with db.atomic():
+                    dropped += drop_partition(db.cursor(), name, cutoffs) or 0
+            return dropped
+
+        return await self._store.read(work)
+
     async def delete_stored_before(self, type_id: str, cutoff_us: int, limit: int) -> int:
         """Deletes up to `limit` events of the type stored before the cutoff; returns how many.
         Small batches keep each writer transaction short, so creates wait little."""
 
         def write(cursor: Any) -> int:
             p = self._store.database.param
-            # RETURNING names the correlations that lost an event, whose newest remaining
-            # event must then be flagged latest (see refresh_latest).
+            # RETURNING names what the side tables must forget (see forget_deleted).
             cursor.execute(
                 f"DELETE FROM events WHERE id IN (SELECT id FROM events "
-                f"WHERE type_id = {p} AND create_time < {p} LIMIT {p}) "
-                "RETURNING tenant_id, correlation_id, entity_id, type_id",
+                f"WHERE type_id = {p} AND create_time < {p} LIMIT {p}) {DELETED_RETURNING}",
                 (type_id, cutoff_us, limit),
             )
             gone = cursor.fetchall()
-            refresh_latest(cursor, (tuple(g) for g in gone if g[1]), self._store.postgres)
+            forget_deleted(cursor, gone, self._store.postgres)
             return len(gone)
 
         deleted: int = await self._store.writer.submit(write)

@@ -13,10 +13,10 @@ from typing import Any
 
 import peewee
 
-from persistence.queries import refresh_latest
 from persistence.rows import event_row
 from persistence.scope import scope_clause
 from persistence.store import Store
+from persistence.upkeep import DELETED_RETURNING, forget_deleted
 from service.domain.access import Principal, Role
 from service.domain.events import Event, now_us
 from service.domain.jobs import Job, JobKind, JobResult, JobState, LeaseLost
@@ -210,16 +210,15 @@ class JobRepository:
         clause, args = _matching(job.owner, where, p)
 
         def write(cursor: Any) -> int:
-            # RETURNING names the correlations that lost an event: one of them may have lost
-            # its newest, whose predecessor must now be listed in its place.
+            # RETURNING names what the side tables must forget (see forget_deleted).
             cursor.execute(
                 f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE {clause} LIMIT {p}) "
-                "RETURNING tenant_id, correlation_id, entity_id, type_id",
+                f"{DELETED_RETURNING}",
                 (*args, limit),
             )
             gone = cursor.fetchall()
             deleted = len(gone)
-            refresh_latest(cursor, (tuple(g) for g in gone if g[1]), self._store.postgres)
+            forget_deleted(cursor, gone, self._store.postgres)
             self._renew(cursor, job, owner, lease_us, job.done + deleted, 0)
             return deleted
 

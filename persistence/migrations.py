@@ -346,6 +346,104 @@ def _v11_share_domains(db: peewee.Database) -> None:
         db.execute_sql(statement)
 
 
+def _v30_partitioned_events(db: peewee.Database) -> None:
+    # Idempotency keys move to a side table: on PostgreSQL a unique index of the partitioned
+    # events table must hold the partition key, and a key must be unique whatever the
+    # timestamps of its events. `ts` lets a dropped partition's keys go by range.
+    statements = [
+        """CREATE TABLE event_idempotency_keys (
+            tenant_id VARCHAR(64) NOT NULL,
+            idempotency_key VARCHAR(128) NOT NULL,
+            event_id VARCHAR(36) NOT NULL,
+            ts BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, idempotency_key))""",
+        "CREATE INDEX event_idempotency_keys_ts ON event_idempotency_keys (ts)",
+        """INSERT INTO event_idempotency_keys
+            SELECT tenant_id, idempotency_key, id, ts FROM events
+            WHERE idempotency_key IS NOT NULL""",
+        "DROP INDEX events_tenant_idempotency",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+    if is_postgres(db):
+        _partition_events(db)
+
+
+def _partition_events(db: peewee.Database) -> None:
+    """Copies events into a table partitioned by month of `ts` (see persistence/partitions.py)
+    with the same columns and indexes; unique indexes without `ts` change as that module says."""
+    from persistence import partitions
+
+    cursor = db.cursor()
+    cursor.execute(
+        "SELECT i.indexname, i.indexdef, x.indisunique, x.indisprimary FROM pg_indexes i "
+        "JOIN pg_class c ON c.relname = i.indexname AND c.relkind = 'i' "
+        "JOIN pg_index x ON x.indexrelid = c.oid "
+        "WHERE i.tablename = 'events' AND i.schemaname = current_schema()"
+    )
+    definitions = []
+    for name, definition, unique, primary in cursor.fetchall():
+        if primary:
+            continue
+        if unique and name == "events_seq":  # one feed counter hands out every position
+            definition = definition.replace("CREATE UNIQUE INDEX", "CREATE INDEX", 1)
+        elif unique and " ts" not in definition.split(" USING ", 1)[1]:
+            raise RuntimeError(f"unique index {name} lacks the partition key ts: {definition}")
+        definitions.append(definition)
+    cursor.execute("SELECT min(ts), max(ts) FROM events")
+    low, high = cursor.fetchone()
+    now = time.time_ns() // 1000
+    months: list[tuple[int, int]] = []
+    if low is not None:
+        first = max(
+            partitions.month_of(low),
+            partitions.shift(partitions.month_of(now), -partitions.PARTITIONS_BEHIND),
+        )
+        last = min(
+            partitions.month_of(high),
+            partitions.shift(partitions.month_of(now), partitions.PARTITIONS_AHEAD),
+        )
+        months = partitions.months_between(first, last)
+    statements = [
+        "ALTER TABLE events RENAME TO events_unpartitioned",
+        "CREATE TABLE events (LIKE events_unpartitioned INCLUDING DEFAULTS) "
+        "PARTITION BY RANGE (ts)",
+        f"CREATE TABLE {partitions.DEFAULT_PARTITION} PARTITION OF events DEFAULT",
+    ]
+    for statement in statements:
+        cursor.execute(statement)
+    partitions.ensure_partitions(cursor, now, months)
+    cursor.execute("INSERT INTO events SELECT * FROM events_unpartitioned")
+    cursor.execute("DROP TABLE events_unpartitioned")  # and its indexes, whose names return
+    cursor.execute("ALTER TABLE events ADD PRIMARY KEY (id, ts)")
+    for definition in definitions:
+        cursor.execute(definition)
+    cursor.execute("ANALYZE events")
+
+
+def _v31_rollups(db: peewee.Database) -> None:
+    from persistence.upkeep import day_sql
+
+    # Events per tenant, domain, type and UTC day of their timestamp (persistence/upkeep.py),
+    # kept in every transaction that inserts or deletes events.
+    day = day_sql("ts", is_postgres(db))
+    statements = [
+        """CREATE TABLE event_rollups (
+            tenant_id VARCHAR(64) NOT NULL,
+            domain VARCHAR(1024) NOT NULL,
+            type_id VARCHAR(128) NOT NULL,
+            day_us BIGINT NOT NULL,
+            event_count BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, domain, type_id, day_us))""",
+        # Retention forgets a dropped partition's days by range.
+        "CREATE INDEX event_rollups_day ON event_rollups (day_us)",
+        f"""INSERT INTO event_rollups SELECT tenant_id, domain, type_id, {day}, COUNT(*)
+            FROM events GROUP BY tenant_id, domain, type_id, {day}""",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
@@ -357,6 +455,12 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (9, "seed 003's standard type id in stored events; type ids up to 128", _v9_standard_type_id),
     (10, "privileges, users, revocation, login throttling, rate limits", _v10_access),
     (11, "entity shares bounded by the sharer's domain subtree", _v11_share_domains),
+    (
+        30,
+        "idempotency keys in a side table; PostgreSQL events partitioned by month",
+        _v30_partitioned_events,
+    ),
+    (31, "daily event counts per tenant, domain and type (rollups)", _v31_rollups),
 ]
 
 

@@ -9,6 +9,7 @@ from operator import attrgetter
 from typing import Any
 
 from persistence.queries import Group, refresh_latest
+from persistence.upkeep import RollupKey, count_inserted
 from service.domain.custom_fields import Instant
 from service.domain.event_fields import FIELDS, EventField, Kind
 from service.domain.events import Event, Payload
@@ -25,6 +26,8 @@ SELECT_EVENT = f"SELECT {', '.join(EVENT_COLUMNS)}, seq FROM events"
 INSERT_COLUMNS = (*EVENT_COLUMNS, "seq", "idempotency_key")
 _INDEX = {column: index for index, column in enumerate(INSERT_COLUMNS)}
 _GROUP = tuple(_INDEX[c] for c in ("tenant_id", "correlation_id", "entity_id", "type_id"))
+_ROLLUP = tuple(_INDEX[c] for c in ("tenant_id", "domain", "type_id", "ts"))
+_KEYED = tuple(_INDEX[c] for c in ("tenant_id", "idempotency_key", "id", "ts"))
 
 
 def correlation_groups(rows: Iterable[Sequence[Any]]) -> list[Group]:
@@ -33,9 +36,22 @@ def correlation_groups(rows: Iterable[Sequence[Any]]) -> list[Group]:
     return [(r[tenant], r[correlation], r[entity], r[type_id]) for r in rows if r[correlation]]
 
 
+def rollup_keys(rows: Iterable[Sequence[Any]]) -> list[RollupKey]:
+    """(tenant id, domain, type id, timestamp) of each row, as the rollups count events."""
+    tenant, domain, type_id, ts = _ROLLUP
+    return [(r[tenant], r[domain], r[type_id], r[ts]) for r in rows]
+
+
+def keyed_rows(rows: Iterable[Sequence[Any]]) -> list[tuple[str, str, str, int]]:
+    """(tenant id, idempotency key, event id, timestamp) of the INSERT_COLUMNS rows with a key."""
+    tenant, key, event_id, ts = _KEYED
+    return [(r[tenant], r[key], r[event_id], r[ts]) for r in rows if r[key] is not None]
+
+
 def insert_events(cursor: Any, rows: Sequence[tuple[Any, ...]], postgres: bool) -> None:
     """Inserts event rows (in EVENT_COLUMNS order, no feed position) and keeps the newest-of-
-    correlation flag right, in the caller's transaction: the list benchmark's bulk load."""
+    correlation flag and the rollups right, in the caller's transaction: the benchmarks' bulk
+    load."""
     columns = ", ".join(EVENT_COLUMNS)
     if postgres:
         from psycopg2.extras import execute_values
@@ -45,6 +61,7 @@ def insert_events(cursor: Any, rows: Sequence[tuple[Any, ...]], postgres: bool) 
         placeholders = ", ".join(["?"] * len(EVENT_COLUMNS))
         cursor.executemany(f"INSERT INTO events ({columns}) VALUES ({placeholders})", rows)
     refresh_latest(cursor, correlation_groups(rows), postgres)
+    count_inserted(cursor, rollup_keys(rows), postgres)
 
 
 # Custom TIMESTAMP values are stored as {"$timestamp": microseconds}: numbers that compare

@@ -5,6 +5,7 @@ scoped by the calling principal, so no query runs unscoped."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -19,6 +20,7 @@ from persistence.find import install_sqlite_functions
 from persistence.keys import KeyRepository
 from persistence.migrations import migrate
 from persistence.notify import FeedListener, FeedPoller
+from persistence.partitions import ensure_partitions
 from persistence.writer import GroupCommitWriter
 from persistence.writes import EventWrites
 
@@ -50,7 +52,14 @@ class Store:
         self.device_events = DeviceEventStore(self)
 
     def migrate(self) -> list[int]:
-        return migrate(self.database)
+        """Applies the missing migrations; on PostgreSQL also creates the coming months'
+        partitions (persistence/partitions.py), so that a server without retention sweeps
+        still gets them at each start."""
+        applied = migrate(self.database)
+        if self.postgres:
+            with self.database.connection_context(), self.database.atomic():
+                ensure_partitions(self.database.cursor(), time.time_ns() // 1000)
+        return applied
 
     def watch_credentials(self, on_change: Callable[[], None]) -> Callable[[], bool] | None:
         """Makes `on_change()` run whenever credentials may have changed in any process.

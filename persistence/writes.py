@@ -13,7 +13,15 @@ import peewee
 
 from persistence.notify import FEED_CHANNEL
 from persistence.queries import refresh_latest
-from persistence.rows import EVENT_COLUMNS, INSERT_COLUMNS, correlation_groups, event_from_row
+from persistence.rows import (
+    EVENT_COLUMNS,
+    INSERT_COLUMNS,
+    correlation_groups,
+    event_from_row,
+    keyed_rows,
+    rollup_keys,
+)
+from persistence.upkeep import count_inserted, remember_keys
 from service.domain.events import Event
 
 
@@ -140,6 +148,7 @@ class EventWrites:
         inserted = bool(cursor.rowcount == 1)
         if inserted:  # a correlated event may be its correlation's new newest
             refresh_latest(cursor, correlation_groups([row]), self._postgres)
+            count_inserted(cursor, rollup_keys([row]), self._postgres)
         if inserted and self._recording is not None:
             self._recording.append(event_from_row((*row, seq)))
         return inserted
@@ -166,16 +175,20 @@ class EventWrites:
             placeholders = ", ".join(["?"] * len(INSERT_COLUMNS))
             cursor.executemany(f"INSERT INTO events ({columns}) VALUES ({placeholders})", rows)
         refresh_latest(cursor, correlation_groups(rows), self._postgres)
+        count_inserted(cursor, rollup_keys(rows), self._postgres)
+        remember_keys(cursor, keyed_rows(rows), self._postgres)
 
     def _stored_keys(self, cursor: Any, tenant_id: str, keys: list[str | None]) -> dict[str, str]:
-        """Idempotency key -> id of the tenant's events already stored under those keys."""
+        """Idempotency key -> id of the tenant's events already stored under those keys (read
+        under the feed counter's lock, so no other writer stores one meanwhile)."""
         wanted = sorted({k for k in keys if k is not None})
         found: dict[str, str] = {}
         p = self._database.param
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             cursor.execute(
-                f"SELECT idempotency_key, id FROM events WHERE tenant_id = {p} "
+                "SELECT idempotency_key, event_id FROM event_idempotency_keys "
+                f"WHERE tenant_id = {p} "
                 f"AND idempotency_key IN ({', '.join([p] * len(chunk))})",
                 (tenant_id, *chunk),
             )

@@ -1,0 +1,101 @@
+"""What every insert and delete of events keeps right beside the rows, in the same
+transaction: the daily rollup counts (event_rollups), the idempotency keys
+(event_idempotency_keys) and the latest flag of correlated events (see queries.refresh_latest).
+
+event_rollups holds, per tenant, domain, type and UTC day of the timestamp, how many events
+are stored: find answers terms on the type and date histograms from it (persistence/rollups.py)
+without reading the events. Counts are exact: every statement that inserts or deletes events
+goes through count_inserted or forget_deleted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from persistence.queries import refresh_latest
+
+DAY_US = 86_400 * 1_000_000
+# What a DELETE FROM events returns for forget_deleted, in this order.
+DELETED_RETURNING = (
+    "RETURNING tenant_id, correlation_id, entity_id, type_id, domain, ts, idempotency_key"
+)
+
+RollupKey = tuple[str, str, str, int]  # tenant id, domain, type id, first microsecond of the day
+
+
+def day_of(ts_us: int) -> int:
+    return ts_us - ts_us % DAY_US  # Python's % floors: right before 1970 too
+
+
+def day_sql(column: str, postgres: bool) -> str:
+    """The first microsecond of the column's UTC day, in SQL (floor division, like day_of)."""
+    if postgres:
+        return f"({column} - mod(mod({column}, {DAY_US}) + {DAY_US}, {DAY_US}))"
+    return f"({column} - (({column} % {DAY_US}) + {DAY_US}) % {DAY_US})"
+
+
+def add_counts(cursor: Any, counts: Counter[RollupKey], postgres: bool) -> None:
+    """Adds (or with negative counts, takes away) events to their days' rollups; rows that
+    reach zero go. Keys in sorted order: two writers lock rollup rows in one global order."""
+    changes = sorted((key, n) for key, n in counts.items() if n)
+    if not changes:
+        return
+    p = "%s" if postgres else "?"
+    rows = [(*key, n) for key, n in changes]
+    upsert = (
+        "INSERT INTO event_rollups (tenant_id, domain, type_id, day_us, event_count) "
+        "VALUES {values} ON CONFLICT (tenant_id, domain, type_id, day_us) "
+        "DO UPDATE SET event_count = event_rollups.event_count + excluded.event_count"
+    )
+    if postgres:
+        from psycopg2.extras import execute_values
+
+        execute_values(cursor, upsert.format(values="%s"), rows, page_size=1000)
+    else:
+        cursor.executemany(upsert.format(values=f"({', '.join([p] * 5)})"), rows)
+    if any(n < 0 for _, n in changes):
+        key = f"tenant_id = {p} AND domain = {p} AND type_id = {p} AND day_us = {p}"
+        cursor.executemany(
+            f"DELETE FROM event_rollups WHERE {key} AND event_count <= 0",
+            [key_ for key_, n in changes if n < 0],
+        )
+
+
+def count_inserted(cursor: Any, keys: Iterable[RollupKey], postgres: bool) -> None:
+    """Counts inserted events, given as (tenant id, domain, type id, timestamp)."""
+    counts: Counter[RollupKey] = Counter(
+        (tenant, domain, type_id, day_of(ts)) for tenant, domain, type_id, ts in keys
+    )
+    add_counts(cursor, counts, postgres)
+
+
+def remember_keys(cursor: Any, keyed: Sequence[tuple[str, str, str, int]], postgres: bool) -> None:
+    """Stores (tenant id, idempotency key, event id, timestamp) of inserted events; a key
+    stored twice for one tenant breaks the primary key, on every replica."""
+    if not keyed:
+        return
+    p = "%s" if postgres else "?"
+    cursor.executemany(
+        "INSERT INTO event_idempotency_keys (tenant_id, idempotency_key, event_id, ts) "
+        f"VALUES ({p}, {p}, {p}, {p})",
+        keyed,
+    )
+
+
+def forget_deleted(cursor: Any, gone: Sequence[Sequence[Any]], postgres: bool) -> None:
+    """Keeps the side tables right after a DELETE ... DELETED_RETURNING: the correlations that
+    lost an event get their newest remaining one flagged, the rollups lose the events, and
+    their idempotency keys are free again."""
+    refresh_latest(cursor, ((g[0], g[1], g[2], g[3]) for g in gone if g[1]), postgres)
+    counts: Counter[RollupKey] = Counter()
+    for g in gone:
+        counts[(g[0], g[4], g[3], day_of(int(g[5])))] -= 1
+    add_counts(cursor, counts, postgres)
+    keys = sorted({(g[0], g[6]) for g in gone if g[6] is not None})
+    if keys:
+        p = "%s" if postgres else "?"
+        cursor.executemany(
+            f"DELETE FROM event_idempotency_keys WHERE tenant_id = {p} AND idempotency_key = {p}",
+            keys,
+        )

@@ -120,7 +120,14 @@ class EventRepository:
         where, sql, args = list_sql(principal, query, self._store.postgres, db.param)
         rows = db.execute_sql(sql, args).fetchall()
         count_where, count_args = where
-        total = db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {count_where}", count_args)
+        counted = f"SELECT COUNT(*) FROM events WHERE {count_where}"
+        if query.count_cap is not None:
+            # Reads no more than cap + 1 index entries, however many match.
+            counted = (
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE {count_where} "
+                f"LIMIT {int(query.count_cap) + 1}) AS capped"
+            )
+        total = db.execute_sql(counted, count_args)
         return [event_from_row(r) for r in rows], total.fetchone()[0]
 
     async def find(self, principal: Principal, request: FindRequest) -> FindResult:

@@ -256,7 +256,7 @@ def page_document(
     if page.next_token:
         # A cursor, not a page number: deep pages stay as fast as the first.
         links["next"] = {"href": href + query_string(None, page.next_token)}
-    if total_pages > 0:
+    if total_pages > 0 and page.total_exact:  # a capped count knows no last page
         links["last"] = {"href": href + query_string(total_pages - 1)}
     return {
         "_embedded": {"events": [event_document(e, base_url) for e in page.events]},
@@ -266,6 +266,8 @@ def page_document(
             "totalElements": page.total,
             "totalPages": total_pages,
             "number": number,
+            # Elasticsearch's words: "gte" when totalElements is a lower bound (a capped count).
+            "totalElementsRelation": "eq" if page.total_exact else "gte",
         },
     }
 

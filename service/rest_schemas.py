@@ -209,6 +209,12 @@ SCHEMAS: dict[str, Any] = {
                     "totalElements": _INTEGER,
                     "totalPages": _INTEGER,
                     "number": _INTEGER,
+                    "totalElementsRelation": {
+                        "type": "string",
+                        "enum": ["eq", "gte"],
+                        "description": "gte: totalElements is a lower bound (count=capped, "
+                        "the default, stops at 10,000).",
+                    },
                 },
                 ("size", "totalElements", "totalPages", "number"),
             ),

@@ -280,3 +280,25 @@ def test_cursor_pages_match_the_sorted_list_and_are_bound_to_the_query(store: St
     assert "page" in rejection(
         store, size=5, page=2, page_token=first.next_token, filter='{"severity": {"in": [0, 1]}}'
     )
+
+
+def test_the_total_is_capped_unless_an_exact_count_is_asked(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """count=capped (the default) stops counting past COUNT_CAP and says the total is a lower
+    bound; count=exact counts every match; under the cap both are exact. (The cap is lowered
+    here so that a few events pass it; service/domain/listing.py reads it per call.)"""
+    from service.domain import listing as listing_module
+
+    monkeypatch.setattr(listing_module, "COUNT_CAP", 5)
+    insert(store, *(event(description=str(n), entity_id=f"cap-{n % 2}") for n in range(8)))
+    capped = listing(store, size=2)
+    assert (capped.total, capped.total_exact, len(capped.events)) == (5, False, 2)
+    exact = listing(store, size=2, count="exact")
+    assert (exact.total, exact.total_exact) == (8, True)
+    under = listing(store, size=2, entity_id="cap-1")
+    assert (under.total, under.total_exact) == (4, True)
+    # A deep cursor page counts the same way.
+    deeper = listing(store, size=2, page_token=capped.next_token)
+    assert (deeper.total, deeper.total_exact) == (5, False)
+    assert rejection(store, count="roughly") == {"count": "must be one of capped, exact"}

@@ -78,6 +78,7 @@ def listed(service: Service, key: str, query: str) -> list[str]:
     assert answer.status == 200, answer.body
     body = answer.json()
     assert body["page"]["totalElements"] == len(body["_embedded"]["events"])
+    assert body["page"]["totalElementsRelation"] == "eq"
     return [e["description"] for e in body["_embedded"]["events"]]
 
 
@@ -96,6 +97,7 @@ def test_rest_filters(service: Service, tenant: tuple[str, Any]) -> None:
     key, _ = tenant
     # No time filter: the last 7 days only; history off collapses c1 to its newest.
     assert listed(service, key, "") == ["just now"]
+    assert listed(service, key, "count=exact") == ["just now"]
     assert listed(service, key, NOVEMBER) == ["site offline", "valve stuck", "pump hotter"]
     assert listed(service, key, NOVEMBER + "&history=true") == [
         "site offline",
@@ -164,6 +166,7 @@ def test_rest_cursor_walks_every_page(service: Service, tenant: tuple[str, Any])
         ("filter=" + quote('{"description": "a\\u0000b"}'), "filter.description"),
         ("filter=" + quote('{"timestamp": 99999999999999999999}'), "filter.timestamp"),
         ("pageToken=" + FORGED_TOKEN, "pageToken"),
+        ("count=roughly", "count"),
     ],
 )
 def test_rest_bad_list_input_is_400_naming_the_field(
@@ -191,6 +194,9 @@ def test_grpc_list_filters_and_tokens(service: Service, tenant: tuple[str, Any])
 
         typed = call(severities=[event_pb2.SEVERITY_CRITICAL], entity_id="pump-1", **november)
         assert [e.description for e in typed.events] == ["pump hotter"]
+        assert typed.total_size_relation == event_service_pb2.TOTAL_SIZE_RELATION_EQ
+        exact = call(total_size_mode=event_service_pb2.TOTAL_SIZE_MODE_EXACT, **november)
+        assert exact.total_size_relation == event_service_pb2.TOTAL_SIZE_RELATION_EQ
         history = call(history=True, filter='{"correlationId": "c1"}', **november)
         assert [e.description for e in history.events] == ["pump hotter", "pump hot"]
 

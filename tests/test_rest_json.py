@@ -502,6 +502,7 @@ def test_hal_page_links_and_numbers(
         "totalElements": total,
         "totalPages": total_pages,
         "number": number,
+        "totalElementsRelation": "eq",
     }
     assert len(document["_embedded"]["events"]) == max(0, min(size, total - number * size))
     for link in document["_links"].values():

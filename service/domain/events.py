@@ -165,6 +165,8 @@ class EventQuery:
     history: bool = True
     include_shared: bool = False
     after: tuple[Any, ...] | None = None
+    # Count no further than one past this many matching events (None: count them all).
+    count_cap: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,8 @@ class EventPage:
     # The zero-based page number, and a cursor for the next page ("" on the last page).
     number: int = 0
     next_token: str = ""
+    # False when `total` is a lower bound: the count stopped at its cap.
+    total_exact: bool = True
 
 
 def parse_sort(keys: list[tuple[str, str]]) -> tuple[SortKey, ...]:
@@ -250,7 +254,10 @@ class EventRepository(Protocol):
         the events of entities shared with its tenant when asked."""
         ...
 
-    async def query(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]: ...
+    async def query(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]:
+        """The page and the count of matching events: exact, or with `count_cap` no more than
+        one past the cap."""
+        ...
 
     async def replace(self, event: Event, expected_etag: int) -> bool: ...
 

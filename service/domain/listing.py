@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 
 # Seed 003: a list without any time filter covers the last 7 days.
 DEFAULT_WINDOW_US = 7 * 86_400 * 1_000_000
+# A list counts its matching events up to this many unless asked to count them all: an exact
+# count costs in proportion to the matches (22 ms for the 233,000 events of a week among a
+# million), a capped one at most this many index entries (as Elasticsearch's default
+# track_total_hits).
+COUNT_CAP = 10_000
+COUNT_MODES = ("capped", "exact")
 _TOKEN_VERSION = 1
 _TIMESTAMP = FieldRef("timestamp", "timestamp")
 
@@ -65,6 +71,9 @@ class ListRequest:
     include_shared: bool = False
     # How this API names the token field in errors (`pageToken` over REST, `page_token` gRPC).
     token_field: str = "pageToken"
+    # How the total is counted: one of COUNT_MODES ("" is capped).
+    count: str = ""
+    count_field: str = "count"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +183,9 @@ async def list_events(
 ) -> EventPage:
     if request.page < 0:
         raise invalid("page", "must be 0 or more")
+    if request.count and request.count not in COUNT_MODES:
+        raise invalid(request.count_field, f"must be one of {', '.join(COUNT_MODES)}")
+    cap = None if request.count == "exact" else COUNT_CAP
     condition = compile_filter(request.filter, custom_field_type)
     parts = _typed_filters(request)
     if condition is not None:
@@ -209,8 +221,10 @@ async def list_events(
         history=request.history,
         include_shared=request.include_shared,
         after=cursor.after if cursor else None,
+        count_cap=cap,
     )
     events, total = await repository.query(principal, query)
+    exact = cap is None or total <= cap
     next_token = ""
     if len(events) > request.size:
         events = events[: request.size]
@@ -219,8 +233,9 @@ async def list_events(
         next_token = _encode(_Cursor(fingerprint, after, now, number + 1))
     return EventPage(
         events,
-        total,
+        total if cap is None else min(total, cap),
         dataclasses.replace(query, limit=request.size),
         number=number,
         next_token=next_token,
+        total_exact=exact,
     )

@@ -94,6 +94,7 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
             entity_type=request.entity_type,
             history=request.history,
             include_shared=request.include_shared,
+            count=request.count,
         )
         page = await self._events.list_events(current_principal(), list_request)
         # The links repeat every parameter but the position, so each one lists the same query.
@@ -106,6 +107,7 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
             ("code", request.code),
             ("entityId", request.entity_id),
             ("entityType", request.entity_type),
+            ("count", request.count),
         ):
             if value:
                 params.append((name, value))

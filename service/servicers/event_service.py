@@ -12,6 +12,13 @@ from service.servicers import kept_warning
 from service.v1 import event_service_pb2 as pb
 from service.v1 import event_service_pb2_grpc
 
+# The domain's count modes (service/domain/listing.py) by their gRPC enum.
+_COUNT_MODES = {
+    pb.TOTAL_SIZE_MODE_UNSPECIFIED: "capped",
+    pb.TOTAL_SIZE_MODE_CAPPED: "capped",
+    pb.TOTAL_SIZE_MODE_EXACT: "exact",
+}
+
 
 def _parse_order_by(order_by: str) -> list[tuple[str, str]]:
     keys = []
@@ -56,12 +63,17 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
             history=request.history,
             include_shared=request.include_shared,
             token_field="page_token",
+            count=_COUNT_MODES[request.total_size_mode],
+            count_field="total_size_mode",
         )
         page = await self._events.list_events(current_principal(), list_request)
         return pb.ListEventsResponse(
             events=[event_to_proto(e) for e in page.events],
             total_size=page.total,
             next_page_token=page.next_token,
+            total_size_relation=pb.TOTAL_SIZE_RELATION_EQ
+            if page.total_exact
+            else pb.TOTAL_SIZE_RELATION_GTE,
         )
 
     async def UpdateEvent(

@@ -28,7 +28,7 @@ class RestGetEventRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., include_shared: _Optional[bool] = ...) -> None: ...
 
 class RestListEventsRequest(_message.Message):
-    __slots__ = ("page", "size", "sort", "filter", "start_time", "end_time", "severity", "code", "entity_id", "entity_type", "include_shared", "history", "page_token")
+    __slots__ = ("page", "size", "sort", "filter", "start_time", "end_time", "severity", "code", "entity_id", "entity_type", "include_shared", "history", "page_token", "count")
     PAGE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class RestListEventsRequest(_message.Message):
     INCLUDE_SHARED_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     page: int
     size: int
     sort: _containers.RepeatedScalarFieldContainer[str]
@@ -55,7 +56,8 @@ class RestListEventsRequest(_message.Message):
     include_shared: bool
     history: bool
     page_token: str
-    def __init__(self, page: _Optional[int] = ..., size: _Optional[int] = ..., sort: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ..., start_time: _Optional[str] = ..., end_time: _Optional[str] = ..., severity: _Optional[_Iterable[int]] = ..., code: _Optional[str] = ..., entity_id: _Optional[str] = ..., entity_type: _Optional[str] = ..., include_shared: _Optional[bool] = ..., history: _Optional[bool] = ..., page_token: _Optional[str] = ...) -> None: ...
+    count: str
+    def __init__(self, page: _Optional[int] = ..., size: _Optional[int] = ..., sort: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ..., start_time: _Optional[str] = ..., end_time: _Optional[str] = ..., severity: _Optional[_Iterable[int]] = ..., code: _Optional[str] = ..., entity_id: _Optional[str] = ..., entity_type: _Optional[str] = ..., include_shared: _Optional[bool] = ..., history: _Optional[bool] = ..., page_token: _Optional[str] = ..., count: _Optional[str] = ...) -> None: ...
 
 class RestUpdateEventRequest(_message.Message):
     __slots__ = ("id", "body")

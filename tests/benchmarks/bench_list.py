@@ -1,11 +1,11 @@
-"""`make bench`, second part: list latency at 100k and 1M events, and the query plans.
+"""`make bench`, second part: list latency at 1,000,000 events on SQLite and PostgreSQL, each
+figure beside its target, and the query plans.
 
-Fills a fresh SQLite database (and PostgreSQL when EVENTMGMT_BENCH_POSTGRES_URL is set: a
-fresh database is created on that server and dropped afterwards; 100k events there unless
---postgres-sizes / EVENTMGMT_BENCH_POSTGRES_SIZES asks for more) directly through the store's
-own insert SQL (`insert_events`, the writer's statement and its latest-flag upkeep), in big
-transactions. Then, at 100k and again at 1M events, times the domain's list call (filter
-compilation, the page query and its exact count; no transport) for each shape:
+The events are the benchmarks' cached data set (tests/benchmarks/dataset.py: made once by bulk
+SQL into build/bench/ and an `eventmgmt_bench_*` PostgreSQL database, reused while fresh;
+EVENTMGMT_BENCH_EVENTS=10000000 for the large run). PostgreSQL runs when
+EVENTMGMT_BENCH_POSTGRES_URL names a server. Then the domain's list call (filter
+compilation, the page query and its count; no transport) is timed for each shape:
 
   default      no filter: the last 7 days, history collapsed, newest first
   entity       entityId = one of 1,000 entities
@@ -15,113 +15,35 @@ compilation, the page query and its exact count; no transport) for each shape:
   cursor deep  the default list resumed from a cursor 10% into the window
   offset deep  the same position reached by page number, for comparison
 
-and prints p50 / p99 over --repeat runs (first page 20 events), then EXPLAIN QUERY PLAN
-(SQLite) and EXPLAIN (PostgreSQL) of each shape's page query at the largest size.
-
-Events: one tenant, timestamps spread over the last 30 days (so the default window holds
-about a quarter), every tenth event in a correlation group of two versions.
-Flags: --sizes 100000,1000000  --repeat 30  --no-explain
+and prints p50 / p99 over --repeat runs (first page 20 events) with the load average, then
+EXPLAIN QUERY PLAN (SQLite) and EXPLAIN (PostgreSQL) of each shape's page query: on
+PostgreSQL they show which monthly partitions a window reads.
+Flags: --repeat 30  --no-explain
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import os
-import random
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
+import dataset
+
 from persistence.events import list_sql
-from persistence.rows import event_row, insert_events
 from persistence.store import Store
 from service.domain.access import Principal, Role
-from service.domain.events import Event, EventManager, EventQuery, new_event_id, now_us
+from service.domain.events import EventManager, EventQuery, now_us
 from service.domain.filters import FieldType, all_of
 from service.domain.listing import DEFAULT_WINDOW_US, ListRequest
 
-TENANT = "bench"
+TENANT = dataset.TENANT
 PRINCIPAL = Principal(tenant_id=TENANT, key_id="bench", name="bench", role=Role.ADMIN)
-DAY = 86_400 * 1_000_000
-SPAN = 30 * DAY
-ENTITIES, TYPES, PLANTS = 1000, 20, 50
-CHUNK = 50_000
+DAY = dataset.DAY_US
 CUSTOM: dict[str, FieldType] = {"plant": "string", "temperature": "double"}
-
-
-def make_rows(start: int, count: int, now: int, rng: random.Random) -> list[tuple[Any, ...]]:
-    rows = []
-    for n in range(start, start + count):
-        ts = now - rng.randrange(SPAN)
-        correlation = f"corr-{n // 2}" if n % 20 < 2 else ""
-        entity = f"entity-{(n // 2 if correlation else n) % ENTITIES}"
-        event = Event(
-            id=new_event_id(),  # time-ordered, as the service assigns them
-            tenant_id=TENANT,
-            type_id=f"Type{n % TYPES}",
-            correlation_id=correlation,
-            entity_type="Device",
-            entity_id=entity,
-            domain="/",
-            timestamp=ts,
-            create_time=ts,
-            update_time=ts,
-            severity=n % 6,
-            code=str(10000 + n % 100),
-            description="Error happened in the engine",
-            classification="ALARM",
-            custom_fields={"plant": f"P{n % PLANTS}", "temperature": round(rng.random() * 100, 2)},
-        )
-        rows.append(event_row(event))
-    return rows
-
-
-def fill(store: Store, start: int, end: int, now: int) -> float:
-    began = time.perf_counter()
-    rng = random.Random(start)
-    db = store.database
-    # A first small chunk, then statistics: on a table without them PostgreSQL's planner
-    # may look a correlation group up by the type index instead of the correlation index.
-    bounds = [start, *range(min(start + 5000, end), end, CHUNK), end]
-    db.connect(reuse_if_open=True)  # one connection for the whole load
-    # The list indexes are dropped during the load and built again after it (a sort beats a
-    # million random index inserts); the correlation index stays, the writer's upkeep uses it.
-    if store.postgres:
-        found = db.execute_sql(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events' "
-            f"AND indexname LIKE {db.param}",
-            ("events_tenant_%",),
-        ).fetchall()
-    else:
-        found = db.execute_sql(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-            f"AND tbl_name = 'events' AND name LIKE {db.param}",
-            ("events_tenant_%",),
-        ).fetchall()
-    for name, _ in found:
-        db.execute_sql(f"DROP INDEX {name}")
-    if not store.postgres:
-        # SQLite's default 2 MB page cache thrashes on seven indexes of a million rows; this
-        # loading connection gets 256 MB (the service's own connections keep the default).
-        db.execute_sql("PRAGMA cache_size = -262144")
-    for low, high in itertools.pairwise(bounds):
-        rows = make_rows(low, high - low, now, rng)
-        with db.atomic():
-            insert_events(db.cursor(), rows, store.postgres)
-        if store.postgres and low == start:
-            db.execute_sql("ANALYZE events")
-    for _, definition in found:
-        db.execute_sql(definition)
-    # Fresh statistics (and on PostgreSQL the visibility map that index-only scans need), as
-    # autovacuum would leave a table that grew this much.
-    db.execute_sql("VACUUM ANALYZE events" if store.postgres else "ANALYZE")
-    return time.perf_counter() - began
 
 
 def shapes(now: int) -> dict[str, ListRequest]:
@@ -217,72 +139,44 @@ def explain(store: Store, now: int) -> None:
             print("    " + str(row[-1] if not store.postgres else row[0]))
 
 
-def bench(url: str, label: str, sizes: list[int], repeat: int, show_plans: bool) -> None:
+TARGETS_MS = {"default": 5.0, "cursor deep": 5.0, "custom": 10.0}
+
+
+def bench(url: str, label: str, repeat: int, show_plans: bool) -> None:
     store = Store(url)
     store.migrate()
-    now = now_us()
-    filled = 0
     try:
-        for size in sizes:
-            seconds = fill(store, filled, size, now)
-            print(
-                f"\n{label}: {size:,} events (filled {size - filled:,} in {seconds:.1f} s, "
-                f"{(size - filled) / seconds:,.0f} rows/s)"
-            )
-            filled = size
-            results = asyncio.run(measure(store, repeat, now))
-            print(f"  {'shape':<12} {'p50 ms':>8} {'p99 ms':>8} {'total':>9}")
-            for name, (p50, p99, total) in results.items():
-                print(f"  {name:<12} {p50:8.1f} {p99:8.1f} {total:9,}")
+        load = os.getloadavg()[0]
+        results = asyncio.run(measure(store, repeat, now_us()))
+        print(
+            f"\n{label}: {dataset.size():,} events, load average {load:.1f} -> "
+            f"{os.getloadavg()[0]:.1f}"
+        )
+        print(f"  {'shape':<12} {'p50 ms':>8} {'p99 ms':>8} {'target':>8}  {'total':>9}")
+        for name, (p50, p99, total) in results.items():
+            target = TARGETS_MS.get(name)
+            verdict = "" if target is None else ("ok" if p50 <= target else "MISSED")
+            shown = "" if target is None else f"<= {target:g}"
+            print(f"  {name:<12} {p50:8.1f} {p99:8.1f} {shown:>8}  {total:9,} {verdict}")
         if show_plans:
-            print(f"\n{label} plans at {filled:,} events:")
-            explain(store, now)
+            print(f"\n{label} plans:")
+            explain(store, now_us())
     finally:
         store.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="100000,1000000")
-    # PostgreSQL loads a few thousand rows/s through the writer's SQL here, so 1M takes
-    # minutes: opt in with --postgres-sizes 100000,1000000 (or the environment variable).
-    parser.add_argument(
-        "--postgres-sizes", default=os.environ.get("EVENTMGMT_BENCH_POSTGRES_SIZES", "100000")
-    )
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--no-explain", action="store_true")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory() as directory:
-        bench(
-            f"sqlite:///{Path(directory) / 'events.db'}",
-            "SQLite",
-            sizes,
-            args.repeat,
-            not args.no_explain,
-        )
+    url, _ = dataset.sqlite_dataset()
+    bench(url, "SQLite", args.repeat, not args.no_explain)
     postgres = os.environ.get("EVENTMGMT_BENCH_POSTGRES_URL")
     if postgres:
-        import psycopg2
-
-        name = f"eventmgmt_bench_{uuid.uuid4().hex[:8]}"
-        admin = psycopg2.connect(postgres)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {name}")
-        try:
-            bench(
-                postgres.rsplit("/", 1)[0] + "/" + name,
-                "PostgreSQL",
-                [int(s) for s in args.postgres_sizes.split(",")],
-                args.repeat,
-                not args.no_explain,
-            )
-        finally:
-            with admin.cursor() as cursor:
-                cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            admin.close()
+        url, _ = dataset.postgres_dataset(postgres)
+        bench(url, "PostgreSQL", args.repeat, not args.no_explain)
     else:
         print("\nPostgreSQL: skipped (set EVENTMGMT_BENCH_POSTGRES_URL to include it)")
     print(f"\ntotal run time {time.perf_counter() - began:.0f} s")

@@ -1,6 +1,6 @@
 """The gRPC services this server offers, declared once. The server registers each one's
 servicer from here and names them all to reflection; the gateway transcodes those that carry
-google.api.http bindings (the REST twins). A new
+google.api.http bindings (the REST twins, docs/api-conventions.md#rest-twins). A new
 service is one row below."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from google.protobuf.descriptor import ServiceDescriptor
 from service.servicers.device_event_service import DeviceEventRestServicer, DeviceEventServicer
 from service.servicers.event_job_service import EventJobRestServicer, EventJobServicer
 from service.servicers.event_rest_service import EventRestServicer
-from service.servicers.event_search_service import EventSearchServicer
+from service.servicers.event_search_service import EventSearchRestServicer, EventSearchServicer
 from service.servicers.event_service import EventServicer
 from service.servicers.event_stream_service import EventStreamServicer
 from service.servicers.event_type_rest_service import EventTypeRestServicer
 from service.servicers.event_type_service import EventTypeServicer
 from service.servicers.registry_service import RegistryServicer
-from service.servicers.sharing_service import SharingServicer
+from service.servicers.sharing_service import SharingRestServicer, SharingServicer
 from service.v1 import (
     device_event_rest_service_pb2,
     device_event_rest_service_pb2_grpc,
@@ -34,6 +34,8 @@ from service.v1 import (
     event_job_service_pb2_grpc,
     event_rest_service_pb2,
     event_rest_service_pb2_grpc,
+    event_search_rest_service_pb2,
+    event_search_rest_service_pb2_grpc,
     event_search_service_pb2,
     event_search_service_pb2_grpc,
     event_service_pb2,
@@ -46,6 +48,8 @@ from service.v1 import (
     event_type_service_pb2_grpc,
     registry_service_pb2,
     registry_service_pb2_grpc,
+    sharing_rest_service_pb2,
+    sharing_rest_service_pb2_grpc,
     sharing_service_pb2,
     sharing_service_pb2_grpc,
 )
@@ -110,6 +114,11 @@ SERVICES: tuple[Offered, ...] = (
     ),
     Offered(sharing_service_pb2, sharing_service_pb2_grpc, lambda s: SharingServicer(s.sharing)),
     Offered(
+        sharing_rest_service_pb2,
+        sharing_rest_service_pb2_grpc,
+        lambda s: SharingRestServicer(s.sharing),
+    ),
+    Offered(
         registry_service_pb2, registry_service_pb2_grpc, lambda s: RegistryServicer(s.registry)
     ),
     Offered(
@@ -134,6 +143,11 @@ SERVICES: tuple[Offered, ...] = (
         event_search_service_pb2,
         event_search_service_pb2_grpc,
         lambda s: EventSearchServicer(s.finder),
+    ),
+    Offered(
+        event_search_rest_service_pb2,
+        event_search_rest_service_pb2_grpc,
+        lambda s: EventSearchRestServicer(s.finder),
     ),
 )
 

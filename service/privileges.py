@@ -67,6 +67,7 @@ RPC_ACCESS: dict[str, dict[str, Access]] = {
         "FindEvents": needs(ER),
         "RestFindEvents": needs(ER),
     },
+    "eventmgmt.v1.EventSearchRestService": {"RestFindEvents": needs(ER)},
     "eventmgmt.v1.EventJobService": {
         "SubmitCreateEventsJob": needs(JW, EC),
         "GetCreateEventsJob": needs(ER),
@@ -98,6 +99,11 @@ RPC_ACCESS: dict[str, dict[str, Access]] = {
         "ShareEntity": needs(SW),
         "ListEntityShares": needs(ER),
         "UnshareEntity": needs(SW),
+    },
+    "eventmgmt.v1.SharingRestService": {
+        "RestShareEntity": needs(SW),
+        "RestListEntityShares": needs(ER),
+        "RestUnshareEntity": needs(SW),
     },
     "eventmgmt.v1.RegistryService": {
         "CreateDevice": needs(ADMIN),

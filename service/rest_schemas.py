@@ -518,6 +518,7 @@ _SUBSCRIBE = {
 _EVENT = "eventmgmt.v1.EventRestService"
 _JOBS = "eventmgmt.v1.EventJobRestService"
 _TYPES = "eventmgmt.v1.EventTypeRestService"
+_SHARING = "eventmgmt.v1.SharingRestService"
 _JSON_PATCH = {"type": "array", "items": {"type": "object"}, "description": "RFC 6902"}
 _EVENT_TYPE = message("eventmgmt.v1.EventType")
 
@@ -650,11 +651,24 @@ REST: dict[str, Rest] = {
         headers=[_IF_MATCH],
         errors=dict(_CONDITIONAL_ERRORS),
     ),
-    "eventmgmt.v1.EventSearchService.RestFindEvents": Rest(
+    "eventmgmt.v1.EventSearchRestService.RestFindEvents": Rest(
         request=_ref("FindQuery"),
         responses={"200": _json("Elasticsearch's answer.", _ref("FindAnswer"))},
     ),
-    "eventmgmt.v1.SharingService.ShareEntity": Rest(request=_ref("ShareInput"), status="201"),
+    f"{_SHARING}.RestShareEntity": Rest(
+        request=_ref("ShareInput"),
+        responses={"201": _json("The share made.", message("eventmgmt.v1.ShareEntityResponse"))},
+    ),
+    f"{_SHARING}.RestListEntityShares": Rest(
+        responses={
+            "200": _json(
+                "The shares made and received.", message("eventmgmt.v1.ListEntitySharesResponse")
+            )
+        }
+    ),
+    f"{_SHARING}.RestUnshareEntity": Rest(
+        responses={"200": _json("Unshared.", message("eventmgmt.v1.UnshareEntityResponse"))}
+    ),
     "eventmgmt.v1.DeviceEventRestService.RestReportDeviceEvent": Rest(
         request=_ref("DeviceReport"),
         responses={

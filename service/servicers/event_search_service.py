@@ -1,7 +1,10 @@
-"""EventSearchService: seed 002's find for gRPC (JSON text in and out) and for REST (the raw
-body in, Elasticsearch's response document out)."""
+"""EventSearchService, find (docs/find-api.md#find) for gRPC with JSON text in and out, and
+its REST twin EventSearchRestService: the raw body in, Elasticsearch's response document
+out."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
@@ -14,8 +17,18 @@ from service.domain.find_answer import (
     MAX_REST_ANSWER_BYTES,
     check_answer_size,
 )
+from service.v1 import event_search_rest_service_pb2_grpc, event_search_service_pb2_grpc
 from service.v1 import event_search_service_pb2 as pb
-from service.v1 import event_search_service_pb2_grpc
+
+
+async def _find_rest(
+    finder: EventFinder, request: pb.RestFindEventsRequest
+) -> httpbody_pb2.HttpBody:
+    document: Any = rest_json.loads(request.body.data) if request.body.data else {}
+    answer = await finder.find(current_principal(), document, include_shared=request.include_shared)
+    data = rest_json.dumps(answer)
+    check_answer_size(len(data), MAX_REST_ANSWER_BYTES)
+    return httpbody_pb2.HttpBody(content_type="application/json", data=data)
 
 
 class EventSearchServicer(event_search_service_pb2_grpc.EventSearchServiceServicer):
@@ -38,10 +51,15 @@ class EventSearchServicer(event_search_service_pb2_grpc.EventSearchServiceServic
     async def RestFindEvents(
         self, request: pb.RestFindEventsRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        document = rest_json.loads(request.body.data) if request.body.data else {}
-        answer = await self._finder.find(
-            current_principal(), document, include_shared=request.include_shared
-        )
-        data = rest_json.dumps(answer)
-        check_answer_size(len(data), MAX_REST_ANSWER_BYTES)
-        return httpbody_pb2.HttpBody(content_type="application/json", data=data)
+        """Deprecated: EventSearchRestService.RestFindEvents (docs/api-conventions.md)."""
+        return await _find_rest(self._finder, request)
+
+
+class EventSearchRestServicer(event_search_rest_service_pb2_grpc.EventSearchRestServiceServicer):
+    def __init__(self, finder: EventFinder) -> None:
+        self._finder = finder
+
+    async def RestFindEvents(
+        self, request: pb.RestFindEventsRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        return await _find_rest(self._finder, request)

@@ -10,8 +10,6 @@ from urllib.parse import urlencode
 import grpc
 import jsonpatch
 from google.api import httpbody_pb2
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from service import proto_json, rest_json
 from service.auth import current_principal
@@ -25,7 +23,7 @@ from service.domain.event_types import (
 )
 from service.domain.events import check_page_size
 from service.servicers import decode_offset_token
-from service.servicers.rest import HAL_JSON, answer, base_url, expected_etag
+from service.servicers.rest import HAL_JSON, answer, base_url, expected_etag, proto_document
 from service.v1 import event_type_pb2, event_type_rest_service_pb2_grpc
 from service.v1 import event_type_rest_service_pb2 as pb
 
@@ -37,15 +35,10 @@ MERGE_PATCH = "application/merge-patch+json"
 _SERVER_OWNED = ("tenantId", "owner", "createTime", "updateTime")
 
 
-def _json(message: Message) -> Any:
-    # Every field printed, zero values included, as the gateway prints typed answers.
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-
-
 def type_document(event_type: EventType, base: str) -> dict[str, Any]:
     """The type as the platform serves it: its proto3 JSON, `owner` (the owner tenant) and
     `_links.self`."""
-    document = _json(event_type_to_proto(event_type))
+    document = proto_document(event_type_to_proto(event_type))
     document["owner"] = event_type.tenant_id
     document["_links"] = {"self": {"href": f"{base}/eventTypes/{event_type.id}"}}
     return document

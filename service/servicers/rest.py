@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from google.api import httpbody_pb2
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from service import rest_json
 from service.domain.errors import PreconditionFailed, invalid
@@ -77,6 +78,12 @@ def _none_match(context: grpc.aio.ServicerContext, etag: int) -> bool:
 def etag_header(etag: int) -> tuple[str, str]:
     """RFC 9110's strong entity tag: the version, quoted."""
     return ("etag", f'"{etag}"')
+
+
+def proto_document(message: Message) -> Any:
+    """A typed message's proto3 JSON as the gateway prints typed answers: every field, zero
+    values included, lowerCamelCase names."""
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
 
 
 async def answer(

@@ -22,12 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'eventmgmt/v1/event_search_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"E\n\x11\x46indEventsRequest\x12\x18\n\nquery_json\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"/\n\x12\x46indEventsResponse\x12\x19\n\x0bresult_json\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\"Y\n\x15RestFindEventsRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\x32\xfe\x01\n\x12\x45ventSearchService\x12Q\n\nFindEvents\x12\x1f.eventmgmt.v1.FindEventsRequest\x1a .eventmgmt.v1.FindEventsResponse\"\x00\x12\x94\x01\n\x0eRestFindEvents\x12#.eventmgmt.v1.RestFindEventsRequest\x1a\x14.google.api.HttpBody\"G\x82\xd3\xe4\x93\x02\x41\"\x0c/events/find:\x04\x62odyZ+\"#/api/eventmanagement/v3/events/find:\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'eventmgmt/v1/event_search_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"E\n\x11\x46indEventsRequest\x12\x18\n\nquery_json\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"/\n\x12\x46indEventsResponse\x12\x19\n\x0bresult_json\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\"Y\n\x15RestFindEventsRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\x32\xb9\x01\n\x12\x45ventSearchService\x12Q\n\nFindEvents\x12\x1f.eventmgmt.v1.FindEventsRequest\x1a .eventmgmt.v1.FindEventsResponse\"\x00\x12P\n\x0eRestFindEvents\x12#.eventmgmt.v1.RestFindEventsRequest\x1a\x14.google.api.HttpBody\"\x03\x88\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,13 +40,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTFINDEVENTSREQUEST'].fields_by_name['body']._loaded_options = None
   _globals['_RESTFINDEVENTSREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
   _globals['_EVENTSEARCHSERVICE'].methods_by_name['RestFindEvents']._loaded_options = None
-  _globals['_EVENTSEARCHSERVICE'].methods_by_name['RestFindEvents']._serialized_options = b'\202\323\344\223\002A\"\014/events/find:\004bodyZ+\"#/api/eventmanagement/v3/events/find:\004body'
-  _globals['_FINDEVENTSREQUEST']._serialized_start=147
-  _globals['_FINDEVENTSREQUEST']._serialized_end=216
-  _globals['_FINDEVENTSRESPONSE']._serialized_start=218
-  _globals['_FINDEVENTSRESPONSE']._serialized_end=265
-  _globals['_RESTFINDEVENTSREQUEST']._serialized_start=267
-  _globals['_RESTFINDEVENTSREQUEST']._serialized_end=356
-  _globals['_EVENTSEARCHSERVICE']._serialized_start=359
-  _globals['_EVENTSEARCHSERVICE']._serialized_end=613
+  _globals['_EVENTSEARCHSERVICE'].methods_by_name['RestFindEvents']._serialized_options = b'\210\002\001'
+  _globals['_FINDEVENTSREQUEST']._serialized_start=117
+  _globals['_FINDEVENTSREQUEST']._serialized_end=186
+  _globals['_FINDEVENTSRESPONSE']._serialized_start=188
+  _globals['_FINDEVENTSRESPONSE']._serialized_end=235
+  _globals['_RESTFINDEVENTSREQUEST']._serialized_start=237
+  _globals['_RESTFINDEVENTSREQUEST']._serialized_end=326
+  _globals['_EVENTSEARCHSERVICE']._serialized_start=329
+  _globals['_EVENTSEARCHSERVICE']._serialized_end=514
 # @@protoc_insertion_point(module_scope)

@@ -71,8 +71,9 @@ class EventSearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RestFindEvents(self, request, context):
-        """Runs one query for REST clients: `POST /events/find` with the query document as the body;
-        answers with Elasticsearch's response document.
+        """Deprecated: REST clients reach EventSearchRestService.RestFindEvents, which holds the
+        `POST /events/find` binding (docs/api-conventions.md#rest-twins); gRPC clients use
+        FindEvents. Kept, unbound, so that existing callers keep working.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -22,13 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"eventmgmt/v1/sharing_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x01\n\x0b\x45ntityShare\x12\x17\n\tentity_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fowner_tenant_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x64omain\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\"b\n\x12ShareEntityRequest\x12(\n\x05share\x18\x01 \x01(\x0b\x32\x19.eventmgmt.v1.EntityShare\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"?\n\x13ShareEntityResponse\x12(\n\x05share\x18\x01 \x01(\x0b\x32\x19.eventmgmt.v1.EntityShare\"\x19\n\x17ListEntitySharesRequest\"E\n\x18ListEntitySharesResponse\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.eventmgmt.v1.EntityShare\"H\n\x14UnshareEntityRequest\x12\x17\n\tentity_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15UnshareEntityResponse2\xba\x04\n\x0eSharingService\x12\xa1\x01\n\x0bShareEntity\x12 .eventmgmt.v1.ShareEntityRequest\x1a!.eventmgmt.v1.ShareEntityResponse\"M\x82\xd3\xe4\x93\x02G\"\x0f/sharedEntities:\x04\x62odyZ.\"&/api/eventmanagement/v3/sharedEntities:\x04\x62ody\x12\xa4\x01\n\x10ListEntityShares\x12%.eventmgmt.v1.ListEntitySharesRequest\x1a&.eventmgmt.v1.ListEntitySharesResponse\"A\x82\xd3\xe4\x93\x02;\x12\x0f/sharedEntitiesZ(\x12&/api/eventmanagement/v3/sharedEntities\x12\xdc\x01\n\rUnshareEntity\x12\".eventmgmt.v1.UnshareEntityRequest\x1a#.eventmgmt.v1.UnshareEntityResponse\"\x81\x01\x82\xd3\xe4\x93\x02{*//sharedEntities/{entity_id}/tenants/{tenant_id}ZH*F/api/eventmanagement/v3/sharedEntities/{entity_id}/tenants/{tenant_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"eventmgmt/v1/sharing_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x01\n\x0b\x45ntityShare\x12\x17\n\tentity_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fowner_tenant_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x64omain\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\"f\n\x12ShareEntityRequest\x12(\n\x05share\x18\x01 \x01(\x0b\x32\x19.eventmgmt.v1.EntityShare\x12&\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyB\x02\x18\x01\"?\n\x13ShareEntityResponse\x12(\n\x05share\x18\x01 \x01(\x0b\x32\x19.eventmgmt.v1.EntityShare\"\x19\n\x17ListEntitySharesRequest\"E\n\x18ListEntitySharesResponse\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.eventmgmt.v1.EntityShare\"H\n\x14UnshareEntityRequest\x12\x17\n\tentity_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15UnshareEntityResponse2\xa1\x02\n\x0eSharingService\x12R\n\x0bShareEntity\x12 .eventmgmt.v1.ShareEntityRequest\x1a!.eventmgmt.v1.ShareEntityResponse\x12\x61\n\x10ListEntityShares\x12%.eventmgmt.v1.ListEntitySharesRequest\x1a&.eventmgmt.v1.ListEntitySharesResponse\x12X\n\rUnshareEntity\x12\".eventmgmt.v1.UnshareEntityRequest\x1a#.eventmgmt.v1.UnshareEntityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,30 +44,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTITYSHARE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_ENTITYSHARE'].fields_by_name['domain']._loaded_options = None
   _globals['_ENTITYSHARE'].fields_by_name['domain']._serialized_options = b'\342A\001\003'
+  _globals['_SHAREENTITYREQUEST'].fields_by_name['body']._loaded_options = None
+  _globals['_SHAREENTITYREQUEST'].fields_by_name['body']._serialized_options = b'\030\001'
   _globals['_UNSHAREENTITYREQUEST'].fields_by_name['entity_id']._loaded_options = None
   _globals['_UNSHAREENTITYREQUEST'].fields_by_name['entity_id']._serialized_options = b'\342A\001\002'
   _globals['_UNSHAREENTITYREQUEST'].fields_by_name['tenant_id']._loaded_options = None
   _globals['_UNSHAREENTITYREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002'
-  _globals['_SHARINGSERVICE'].methods_by_name['ShareEntity']._loaded_options = None
-  _globals['_SHARINGSERVICE'].methods_by_name['ShareEntity']._serialized_options = b'\202\323\344\223\002G\"\017/sharedEntities:\004bodyZ.\"&/api/eventmanagement/v3/sharedEntities:\004body'
-  _globals['_SHARINGSERVICE'].methods_by_name['ListEntityShares']._loaded_options = None
-  _globals['_SHARINGSERVICE'].methods_by_name['ListEntityShares']._serialized_options = b'\202\323\344\223\002;\022\017/sharedEntitiesZ(\022&/api/eventmanagement/v3/sharedEntities'
-  _globals['_SHARINGSERVICE'].methods_by_name['UnshareEntity']._loaded_options = None
-  _globals['_SHARINGSERVICE'].methods_by_name['UnshareEntity']._serialized_options = b'\202\323\344\223\002{*//sharedEntities/{entity_id}/tenants/{tenant_id}ZH*F/api/eventmanagement/v3/sharedEntities/{entity_id}/tenants/{tenant_id}'
-  _globals['_ENTITYSHARE']._serialized_start=176
-  _globals['_ENTITYSHARE']._serialized_end=347
-  _globals['_SHAREENTITYREQUEST']._serialized_start=349
-  _globals['_SHAREENTITYREQUEST']._serialized_end=447
-  _globals['_SHAREENTITYRESPONSE']._serialized_start=449
-  _globals['_SHAREENTITYRESPONSE']._serialized_end=512
-  _globals['_LISTENTITYSHARESREQUEST']._serialized_start=514
-  _globals['_LISTENTITYSHARESREQUEST']._serialized_end=539
-  _globals['_LISTENTITYSHARESRESPONSE']._serialized_start=541
-  _globals['_LISTENTITYSHARESRESPONSE']._serialized_end=610
-  _globals['_UNSHAREENTITYREQUEST']._serialized_start=612
-  _globals['_UNSHAREENTITYREQUEST']._serialized_end=684
-  _globals['_UNSHAREENTITYRESPONSE']._serialized_start=686
-  _globals['_UNSHAREENTITYRESPONSE']._serialized_end=709
-  _globals['_SHARINGSERVICE']._serialized_start=712
-  _globals['_SHARINGSERVICE']._serialized_end=1282
+  _globals['_ENTITYSHARE']._serialized_start=146
+  _globals['_ENTITYSHARE']._serialized_end=317
+  _globals['_SHAREENTITYREQUEST']._serialized_start=319
+  _globals['_SHAREENTITYREQUEST']._serialized_end=421
+  _globals['_SHAREENTITYRESPONSE']._serialized_start=423
+  _globals['_SHAREENTITYRESPONSE']._serialized_end=486
+  _globals['_LISTENTITYSHARESREQUEST']._serialized_start=488
+  _globals['_LISTENTITYSHARESREQUEST']._serialized_end=513
+  _globals['_LISTENTITYSHARESRESPONSE']._serialized_start=515
+  _globals['_LISTENTITYSHARESRESPONSE']._serialized_end=584
+  _globals['_UNSHAREENTITYREQUEST']._serialized_start=586
+  _globals['_UNSHAREENTITYREQUEST']._serialized_end=658
+  _globals['_UNSHAREENTITYRESPONSE']._serialized_start=660
+  _globals['_UNSHAREENTITYRESPONSE']._serialized_end=683
+  _globals['_SHARINGSERVICE']._serialized_start=686
+  _globals['_SHARINGSERVICE']._serialized_end=975
 # @@protoc_insertion_point(module_scope)

@@ -27,8 +27,10 @@ if _version_not_supported:
 
 class SharingServiceStub:
     """Shares an entity (a device, an asset, ...) of the caller's tenant with another tenant
-    (seed 003): the receiving tenant then reads that entity's events when it asks for shared
-    events (`includeShared`), and can never change, acknowledge or delete them. Admin keys only.
+    (docs/rest-v3.md#sharing): the receiving tenant then reads that entity's events when it asks
+    for shared events (`includeShared`), and can never change, acknowledge or delete them.
+    Admin keys only. REST clients use the twin SharingRestService
+    (docs/api-conventions.md#rest-twins).
     """
 
     def __init__(self, channel):
@@ -56,13 +58,14 @@ class SharingServiceStub:
 
 class SharingServiceServicer:
     """Shares an entity (a device, an asset, ...) of the caller's tenant with another tenant
-    (seed 003): the receiving tenant then reads that entity's events when it asks for shared
-    events (`includeShared`), and can never change, acknowledge or delete them. Admin keys only.
+    (docs/rest-v3.md#sharing): the receiving tenant then reads that entity's events when it asks
+    for shared events (`includeShared`), and can never change, acknowledge or delete them.
+    Admin keys only. REST clients use the twin SharingRestService
+    (docs/api-conventions.md#rest-twins).
     """
 
     def ShareEntity(self, request, context):
-        """Shares an entity with another tenant: `POST /sharedEntities` answers 201 with
-        `{"share": {...}}` (Envoy 1.40 maps `response_body` only onto HttpBody fields).
+        """Shares an entity with another tenant.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,8 +115,10 @@ def add_SharingServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class SharingService:
     """Shares an entity (a device, an asset, ...) of the caller's tenant with another tenant
-    (seed 003): the receiving tenant then reads that entity's events when it asks for shared
-    events (`includeShared`), and can never change, acknowledge or delete them. Admin keys only.
+    (docs/rest-v3.md#sharing): the receiving tenant then reads that entity's events when it asks
+    for shared events (`includeShared`), and can never change, acknowledge or delete them.
+    Admin keys only. REST clients use the twin SharingRestService
+    (docs/api-conventions.md#rest-twins).
     """
 
     @staticmethod

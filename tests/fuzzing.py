@@ -111,6 +111,9 @@ class TenantState:
             rows = self._db.execute_sql(
                 f"SELECT * FROM {table} WHERE {column} = {p}", (self._tenant,)
             ).fetchall()
+            # PostgreSQL hands bytea over as a memoryview, whose repr is its address: compare
+            # the bytes, or every read of a row with a payload would look like a change.
+            rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
             hashes[table] = hashlib.sha256(repr(sorted(map(repr, rows))).encode()).hexdigest()
         return hashes
 

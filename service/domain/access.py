@@ -48,7 +48,8 @@ def domain_covers(subtree: str, path: str) -> bool:
 
 
 class Privilege(Enum):
-    """What a call may do, named as seed 002 names them; each rpc needs one (see
+    """What a call may do, named as the find API names them (docs/access.md#roles-and-privileges);
+    each rpc needs one (see
     service.privileges). The reason of a refusal names the missing one."""
 
     EVENTS_READ = "Events.READ"
@@ -67,24 +68,26 @@ class Privilege(Enum):
 
     @classmethod
     def parse(cls, text: str, field: str = "privileges") -> Privilege:
-        """A privilege by its name (any case) or by seed 001's alias (`read event.tenant`)."""
+        """A privilege by its name (any case) or by the platform model's alias (`read event.tenant`,
+        docs/platform-events.md#permissions)."""
         wanted = " ".join(text.split()).lower()
         found = _PRIVILEGE_NAMES.get(wanted)
         if found is None:
             raise invalid(
                 field,
                 f"unknown privilege {text!r}; use one of {', '.join(p.value for p in cls)}"
-                f" (or seed 001's {', '.join(repr(a) for a in SEED_001_ALIASES)})",
+                f" (or the aliases {', '.join(repr(a) for a in PERMISSION_ALIASES)})",
             )
         return found
 
 
-# Seed 001 names its permissions `<action> event.tenant`.
-SEED_001_ALIASES = {
+# The platform model names its permissions `<action> event.tenant`
+# (docs/platform-events.md#permissions).
+PERMISSION_ALIASES = {
     "read event.tenant": Privilege.EVENTS_READ,
     "create event.tenant": Privilege.EVENTS_CREATE,
 }
-_PRIVILEGE_NAMES = {p.value.lower(): p for p in Privilege} | SEED_001_ALIASES
+_PRIVILEGE_NAMES = {p.value.lower(): p for p in Privilege} | PERMISSION_ALIASES
 
 _READ = frozenset({Privilege.EVENTS_READ, Privilege.EVENT_TYPES_READ})
 _READ_WRITE = _READ | {

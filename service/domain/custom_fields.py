@@ -12,7 +12,8 @@ from typing import Any
 from service.domain import times
 from service.domain.errors import FieldViolation
 
-# The built-in root type: seed 003's id, which the platform's events and clients carry.
+# The built-in root type: the v3 API's id (docs/rest-v3.md#standard-type), which the
+# platform's events and clients carry.
 # `StandardEvent`, this service's id for it before it served those clients, is accepted for
 # it wherever a type id is input.
 STANDARD_EVENT = "com.siemens.mindsphere.eventmgmt.event.type.MindSphereStandardEvent"

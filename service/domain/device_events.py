@@ -1,4 +1,4 @@
-"""Seed 000's device event reports: who may report for which tenant and device, what a
+"""Device event reports (docs/device-api.md): who may report for which tenant and device, what a
 report must contain, and the duplicate rule. A report becomes an ordinary event."""
 
 from __future__ import annotations

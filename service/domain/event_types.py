@@ -1,6 +1,6 @@
-"""Custom event types (seed 003): their fields, single inheritance rooted at StandardEvent,
-visibility (LOCAL to the owner tenant, GLOBAL to all), retention, and the checks that custom
-events must pass. Field names are REST JSON names; errors name the EventType JSON field."""
+"""Custom event types (docs/rest-v3.md#event-types): their fields, single inheritance rooted at
+StandardEvent, visibility (LOCAL to the owner tenant, GLOBAL to all), retention, and the checks that
+custom events must pass. Field names are REST JSON names; errors name the EventType JSON field."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ MAX_NAME = 255
 # At least 128, as the platform allows: its ids are often reverse domain names.
 MAX_ID = 128
 DEFAULT_PAGE_SIZE = 100
-# Platform event codes (0-9999 are reserved for internal events, seed 001), recorded in the
-# owner tenant's events in the same transaction as the change.
+# Platform event codes (0-9999 are reserved for internal events, docs/event.md#codes),
+# recorded in the owner tenant's events in the same transaction as the change.
 CODE_EVENT_TYPE_CREATED = "1201"
 CODE_EVENT_TYPE_CHANGED = "1202"
 CODE_EVENT_TYPE_DELETED = "1203"
@@ -290,7 +290,7 @@ def _clashes(
 
 
 def audit_event(principal: Principal, type_id: str, code: str, what: str) -> Event:
-    """The internal event that records a change of an event type (SPEC section 2, seed 001)."""
+    """The internal event that records a change of an event type (docs/event.md#internal-events)."""
     now = now_us()
     return Event(
         id=new_event_id(),

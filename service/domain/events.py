@@ -49,10 +49,11 @@ if TYPE_CHECKING:
     from service.domain.listing import ListRequest
 
 CLASSIFICATIONS = ("INTERNAL", "ALARM", "WARNING", "NOTIFICATION")
-# 0 to 100: seed 003's platform clients send values such as 20, 30 and 40; 1 to 5 are seed
-# 001's named criticalities (the device path keeps seed 000's 1 to 5).
+# 0 to 100: v3 REST clients send values such as 20, 30 and 40; 1 to 5 are the named
+# criticalities, and the device path keeps 1 to 5 (docs/event.md#severity).
 MAX_SEVERITY = 100
-# Seed 003's job example answers exactly this for an event without an entity.
+# The documented create job answers exactly this for an event without an entity
+# (docs/rest-v3.md#create-jobs).
 MISSING_ENTITY_ID = "Missing entity id"
 
 _MACHINE_NAME = re.compile(r"^[A-Za-z0-9._:\-]+$")
@@ -107,7 +108,7 @@ class Payload:
 
 @dataclass(slots=True)
 class Event:
-    """One stored event (SPEC section 2). Times are integer microseconds since the epoch."""
+    """One stored event (docs/event.md). Times are integer microseconds since the epoch."""
 
     id: str
     tenant_id: str
@@ -388,7 +389,8 @@ class EventManager:
         """Stores a batch with one write: each draft gets its own outcome, in order. A draft
         that breaks a rule fails alone; one whose idempotency key is already stored (or
         earlier in the batch) stores nothing and answers with the first event's id. Streamed
-        events (edge gateways) must name their entity, as seed 003's creates do."""
+        events (edge gateways) must name their entity, as REST creates do
+        (docs/rest-v3.md#create-event)."""
         outcomes: list[IngestOutcome] = []
         accepted: list[tuple[Event, str | None]] = []
         for draft in drafts:
@@ -414,7 +416,8 @@ class EventManager:
         self, principal: Principal, fields: Mapping[str, Any], *, entity_required: bool = False
     ) -> Event:
         """Checks a new event against every rule and builds it, without storing it.
-        `entity_required`: seed 003's paths refuse an event without `entityId`."""
+        `entity_required`: the v3 REST paths refuse an event without `entityId`
+        (docs/rest-v3.md#create-event)."""
         violations = _check_fields(fields)
         if entity_required and not fields.get("entity_id"):
             violations.insert(0, FieldViolation("entityId", MISSING_ENTITY_ID))
@@ -435,7 +438,8 @@ class EventManager:
         except InvalidInput as error:
             violations.extend(error.violations)
         if violations:
-            # Alone, the missing entity is reported in seed 003's words.
+            # Alone, the missing entity is reported in the documented words
+            # (docs/rest-v3.md#create-jobs).
             only_entity = len(violations) == 1 and violations[0].rule == MISSING_ENTITY_ID
             raise InvalidInput(violations, message=MISSING_ENTITY_ID if only_entity else None)
         if not principal.covers(domain):
@@ -520,7 +524,8 @@ class EventManager:
             raise InvalidInput(violations)
         if fields.get("type_id"):
             fields = {**fields, "type_id": canonical_type_id(fields["type_id"])}
-        # Same-tenant events outside the key's subtree answer NOT_AUTHORIZED_DOMAIN (seed 002)
+        # Same-tenant events outside the key's subtree answer NOT_AUTHORIZED_DOMAIN
+        # (docs/find-api.md#acknowledge)
         # and events shared with the tenant SHARED_EVENT_READ_ONLY, rather than a bare 404.
         stored = await self.get(principal, event_id, whole_tenant=True, include_shared=True)
         self._check_writable(principal, stored)

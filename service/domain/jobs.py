@@ -1,4 +1,5 @@
-"""Bulk jobs (seed 003): create many events, or delete the events that match a filter.
+"""Bulk jobs (docs/rest-v3.md#create-jobs): create many events, or delete the events that match a
+filter.
 
 A job is stored before it is acknowledged and runs in the background under a lease, in
 chunks; each chunk's events, results and progress commit together, so a job resumed after a
@@ -25,7 +26,7 @@ from service.domain.events import MAX_SEVERITY, Event, EventManager, new_event_i
 log = logging.getLogger(__name__)
 
 MAX_CREATE_JOB_EVENTS = 10_000
-# Platform event codes (0-9999 are reserved for internal events, seed 001).
+# Platform event codes (0-9999 are reserved for internal events, docs/event.md#codes).
 CODE_CREATE_JOB_FINISHED = "1101"
 CODE_DELETE_JOB_FINISHED = "1102"
 # Delete filters take equality on these standard fields (REST JSON name -> attribute).

@@ -1,5 +1,6 @@
-"""Listing events: seed 001's typed filters and seed 003's JSON filter combined into one
-condition, the 7-day default window, history collapse, and opaque keyset page tokens."""
+"""Listing events: the typed filters (docs/platform-events.md#list-events) and the JSON filter
+(docs/rest-v3.md#filter) combined into one condition, the 7-day default window, history collapse,
+and opaque keyset page tokens."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from service.domain.parsing import loads_json
 if TYPE_CHECKING:
     from service.domain.events import EventRepository
 
-# Seed 003: a list without any time filter covers the last 7 days.
+# A list without any time filter covers the last 7 days (docs/rest-v3.md#list-events).
 DEFAULT_WINDOW_US = 7 * 86_400 * 1_000_000
 # A list counts its matching events up to this many unless asked to count them all: an exact
 # count costs in proportion to the matches (22 ms for the 233,000 events of a week among a

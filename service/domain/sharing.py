@@ -1,4 +1,5 @@
-"""Sharing (seed 003): a tenant lets another tenant read the events of one of its entities.
+"""Sharing (docs/rest-v3.md#sharing): a tenant lets another tenant read the events of one of its
+entities.
 
 Shared events are read-only for the receiver and only listed or read when it asks for them
 (`includeShared`); any key of the receiving tenant may read them, whatever its domain, since

@@ -22,7 +22,8 @@ from service.privileges import Access, access_for
 from service.request_checks import checked_deserializer
 
 log = logging.getLogger(__name__)
-# A method that answers its own failures (seed 000's device path has its own error body)
+# A method that answers its own failures (the device path has its own error body,
+# docs/errors.md#device-path)
 # turns an error into its response instead of a gRPC status.
 ErrorAnswer = Callable[[BaseException, grpc.aio.ServicerContext], Awaitable[Any]]
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")

@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         "--privileges",
         default="",
         help="comma-separated privileges narrower than the role's, such as "
-        "'Events.READ,Events.CREATE' (seed 001's 'read event.tenant' works too)",
+        "'Events.READ,Events.CREATE' ('read event.tenant' works too)",
     )
     listing = actions.add_parser("list-keys", help="list API keys (never their secrets)")
     listing.add_argument("--tenant")

@@ -42,7 +42,7 @@ from service.v1 import (
 )
 
 DEFAULT_SERVER = "127.0.0.1:50051"
-# Seed 001's criticality names; other numbers are given as numbers.
+# The criticality names (docs/platform-events.md#criticality); other numbers as numbers.
 SEVERITY_NAMES = {"CRITICAL": 1, "HIGH": 2, "MEDIUM": 3, "LOW": 4, "TRIVIAL": 5}
 _SEVERITY_STYLES = {1: "bold white on red", 2: "bold red", 3: "yellow", 4: "cyan", 5: "dim"}
 # Fields a caller may set on create, by JSON name; `acknowledged` and `internal` are the
@@ -253,7 +253,8 @@ def events_table(docs: list[dict[str, Any]], width: int) -> Table:
 
 
 def type_name(type_id: str) -> str:
-    """Seed 003's long standard type id by its short alias; other ids as they are."""
+    """The long standard type id (docs/rest-v3.md#standard-type) by its short alias; other ids as
+    they are."""
     return STANDARD_EVENT_ALIAS if type_id == STANDARD_EVENT else type_id
 
 
@@ -378,7 +379,8 @@ def _list(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def _from_find_source(source: dict[str, Any]) -> dict[str, Any]:
-    """A find hit (seed 002's names, epoch millis) in the names the event tables show."""
+    """A find hit (docs/find-api.md#event-shape: its names, epoch millis) in the names the event
+    tables show."""
     return {
         "id": source["id"],
         "timestamp": times.format_micros(source["timestamp"] * 1000),
@@ -546,7 +548,9 @@ def _common() -> argparse.ArgumentParser:
 
 def add_list_filters(parser: argparse.ArgumentParser) -> None:
     """ListEvents' filters, named after the REST query parameters."""
-    parser.add_argument("--filter", help='seed 003 JSON filter, e.g. \'{"severity": {"in": [1]}}\'')
+    parser.add_argument(
+        "--filter", help='JSON filter (docs/rest-v3.md#filter), e.g. \'{"severity": {"in": [1]}}\''
+    )
     parser.add_argument("--start-time", help="ISO-8601 with a zone or epoch millis (inclusive)")
     parser.add_argument("--end-time", help="ISO-8601 with a zone or epoch millis (exclusive)")
     parser.add_argument(
@@ -597,7 +601,9 @@ def add_parsers(commands: Any) -> None:
     listing.add_argument("--all", action="store_true", help="every page, not only the first")
     listing.set_defaults(run=_list)
 
-    find = actions.add_parser("find", parents=[common], help="seed 002's query DSL")
+    find = actions.add_parser(
+        "find", parents=[common], help="Elasticsearch query DSL (docs/find-api.md#find)"
+    )
     find.add_argument("query", help="the query JSON, @FILE, or - for stdin")
     find.add_argument("--include-shared", action="store_true")
     find.set_defaults(run=_find)

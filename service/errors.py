@@ -90,7 +90,8 @@ def to_status_proto(error: BaseException) -> status_pb2.Status:
     return status_pb2.Status(code=code, message=_printable(message), details=details)
 
 
-# Seed 000's failure answers: the HTTP status by kind of error, and its error code by reason
+# The device path's failure answers (docs/device-api.md#errors): the HTTP status by kind of
+# error, and its error code by reason
 # (-1 unknown server error, 0 invalid licence, 4 invalid tenant id, 5 invalid device id,
 # 6 validation error). A key that is missing or unknown gives no access to the tenant: 4.
 UNKNOWN_SERVER_ERROR = -1
@@ -119,7 +120,7 @@ DEVICE_VALIDATION_ERROR = 6
 
 
 def to_device_error(error: BaseException) -> tuple[int, int, str]:
-    """Seed 000's failure answer for an error: (HTTP status, error code, message)."""
+    """The device path's failure answer for an error: (HTTP status, error code, message)."""
     if isinstance(error, errors.DomainError):
         status = next((s for kind, s in _DEVICE_STATUS if isinstance(error, kind)), 500)
         if status == 500:

@@ -1,5 +1,5 @@
-"""The views of bulk jobs: seed 003's JSON documents for REST, messages for gRPC, and the
-parsing of the events a job carries (in the format they were submitted in)."""
+"""The views of bulk jobs: the documented JSON (docs/rest-v3.md#create-jobs) for REST, messages for
+gRPC, and the parsing of the events a job carries (in the format they were submitted in)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def location(job: Job, base_url: str) -> str:
 
 
 def status_document(job: Job, base_url: str) -> dict[str, Any]:
-    """Seed 003's status answer, with `progress` while the job runs and after."""
+    """The documented status answer, with `progress` while the job runs and after."""
     document: dict[str, Any] = {
         "id": job.id,
         "state": job.state.value,

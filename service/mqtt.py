@@ -1,4 +1,4 @@
-"""Publishes every committed event to an MQTT broker (seed 002's realtime topics).
+"""Publishes every committed event to an MQTT broker (docs/find-api.md#realtime).
 
 Topic: `event/<tenantId><domain>/<typeId>`, for example `event/acme/root/sub1/<typeId>`
 (an event of domain `/` goes to `event/acme/<typeId>`), so `event/acme/root/sub1/#`

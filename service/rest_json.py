@@ -1,5 +1,6 @@
 """The REST view of events: strict parsing of client JSON and the documented response shapes
-(seed 003's event with top-level custom fields, HAL pages, seed 002's acknowledge answer)."""
+(docs/rest-v3.md: events with top-level custom fields, HAL pages; docs/find-api.md: the
+acknowledge answer)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def _boolean(value: Any) -> bool:
 
 
 def _code(value: Any) -> str:
-    # Seed 003 sends "123", seed 001 numbers: both are kept as the string of digits or text.
+    # REST v3 sends "123", the platform model numbers (docs/event.md#codes): both are kept as
+    # the string of digits or text.
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return str(value)
     return _string(value)
@@ -125,9 +127,10 @@ _PARSERS = {f.attribute: _SPECIAL.get(f.attribute, _BY_KIND[f.kind]) for f in FI
 
 def parse_event(raw: bytes, extra: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parses an event body into canonical fields; `extra` JSON names (such as `id`, `etag` on
-    update) are returned apart. Other top-level names are custom fields (seed 003), handed on
-    as JSON values under `custom_fields`: the domain knows the event's type and refuses those
-    the type does not define, by name. Wrong types of standard fields fail together, by name."""
+    update) are returned apart. Other top-level names are custom fields
+    (docs/rest-v3.md#custom-event), handed on as JSON values under `custom_fields`: the domain knows
+    the event's type and refuses those the type does not define, by name. Wrong types of standard
+    fields fail together, by name."""
     return parse_event_document(loads(raw), extra)
 
 
@@ -314,9 +317,9 @@ _DEVICE_PARSERS: dict[str, Callable[[Any], Any]] = {
 
 
 def parse_device_report(raw: bytes) -> tuple[dict[str, Any], list[FieldViolation]]:
-    """Parses seed 000's report body into typed values by JSON name (timestamp in
-    microseconds) and the violations of wrong types and unknown fields, which the domain
-    reports together with its own rules. Only a body that is no JSON object fails here."""
+    """Parses a device report body (docs/device-api.md#request) into typed values by JSON name
+    (timestamp in microseconds) and the violations of wrong types and unknown fields, which the
+    domain reports together with its own rules. Only a body that is no JSON object fails here."""
     document = loads(raw)
     if not isinstance(document, dict):
         raise invalid("body", "must be a JSON object")
@@ -343,7 +346,7 @@ def parse_device_report(raw: bytes) -> tuple[dict[str, Any], list[FieldViolation
 
 
 def device_event_document(event: Event, base_url: str) -> dict[str, Any]:
-    """A stored (or pending) device event in seed 000's shape: the report's fields with the
+    """A stored (or pending) device event in the device path's shape: the report's fields with the
     timestamp in epoch milliseconds, plus the event's id, device, domain and link."""
     return {
         "id": event.id,
@@ -362,5 +365,5 @@ def device_event_document(event: Event, base_url: str) -> dict[str, Any]:
 
 
 def device_error_document(code: int, message: str) -> dict[str, Any]:
-    """Seed 000's failure body, exactly."""
+    """The device path's failure body (docs/device-api.md#errors), exactly."""
     return {"error": code, "message": message}

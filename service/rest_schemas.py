@@ -1,7 +1,7 @@
-"""What the `google.api.http` annotations cannot say about the REST paths, for the OpenAPI
-document (service.openapi): the JSON inside the HttpBody requests and answers (seed 003's
-events with top-level custom fields, HAL pages, seed 000's `{error, message}`, Elasticsearch's
-answer, the SSE stream), the statuses the service chooses, and the gateway's own routes.
+"""What the `google.api.http` annotations cannot say about the REST paths, for the OpenAPI document
+(service.openapi): the JSON inside the HttpBody requests and answers (docs/: the v3 events with
+top-level custom fields, HAL pages, the device path's `{error, message}`, Elasticsearch's answer,
+the SSE stream), the statuses the service chooses, and the gateway's own routes.
 
 These schemas describe service.rest_json, service.job_views and service.domain.find's
 documents; the contract tests (tests/test_openapi.py) check every answer against them.
@@ -129,7 +129,8 @@ def _event_answer() -> dict[str, Any]:
     return _object(
         properties,
         (*required, "_links"),
-        description="Seed 003's event; the custom fields of its type sit at the top level.",
+        description="The event (docs/rest-v3.md#create-event); its type's custom fields sit at "
+        "the top level.",
         additionalProperties=True,
     )
 
@@ -176,7 +177,8 @@ SCHEMAS: dict[str, Any] = {
     ),
     "EventInput": _object(
         _nullable(_event_input(_SETTABLE)),
-        description="Seed 003's event. Any other top-level name is a custom field of the "
+        description="The event (docs/rest-v3.md#create-event). Any other top-level name is a "
+        "custom field of the "
         "event's type (unknown ones are refused, by name).",
         additionalProperties=True,
     ),
@@ -237,7 +239,7 @@ SCHEMAS: dict[str, Any] = {
             "etag": _INTEGER,
         },
         ("id", "timestamp", "acknowledged", "acknowledgedAt", "type", "etag"),
-        description="Seed 002's acknowledge answer.",
+        description="The acknowledge answer (docs/find-api.md#acknowledge).",
     ),
     "JobState": {**_STRING, "enum": ["ACCEPTED", "IN_PROGRESS", "FINISHED", "FINISHED_WITH_ERROR"]},
     "JobAccepted": _object({"id": _STRING, "state": _ref("JobState")}, ("id", "state")),
@@ -319,7 +321,8 @@ SCHEMAS: dict[str, Any] = {
             "_source": {"type": ["boolean", "array", "object", "string"]},
         },
         ("query",),
-        description="Elasticsearch's query DSL (seed 002): query, sort, size, from, aggs.",
+        description="Elasticsearch's query DSL (docs/find-api.md#find): query, sort, size, from, "
+        "aggs.",
     ),
     "FindAnswer": _object(
         {
@@ -353,7 +356,8 @@ SCHEMAS: dict[str, Any] = {
             "aggregations": {"type": "object"},
         },
         ("took", "timed_out", "hits"),
-        description="Elasticsearch's search answer; `_source` is seed 002's event.",
+        description="Elasticsearch's search answer; `_source` is the find API's event "
+        "(docs/find-api.md#event-shape).",
     ),
     "DeviceReport": _object(
         {
@@ -365,7 +369,7 @@ SCHEMAS: dict[str, Any] = {
             "timestamp": {**_MILLIS, "minimum": 0},
         },
         ("typeId", "description", "appId", "severity", "data", "timestamp"),
-        description="Seed 000's report.",
+        description="A device's report (docs/device-api.md#request).",
         additionalProperties=False,
     ),
     "DeviceEvent": _object(
@@ -384,7 +388,8 @@ SCHEMAS: dict[str, Any] = {
             "_links": _object({"self": _LINK}, ("self",)),
         },
         ("id", "tenantId", "deviceId", "typeId", "timestamp", "domain", "etag", "_links"),
-        description="A device's stored (201) or pending (202) event in seed 000's shape.",
+        description="A device's stored (201) or pending (202) event in the device path's shape "
+        "(docs/device-api.md).",
     ),
     "ShareInput": _object(
         {

@@ -112,7 +112,8 @@ def create_server(
     resolver = CredentialResolver(store.keys.principal_for)
     resolver.check = store.watch_credentials(resolver.invalidate_threadsafe)
     server = grpc.aio.server(
-        # Seed 000's path answers its failures with its own body, never a gRPC status; REST
+        # The device path answers its failures with its own body, never a gRPC status
+        # (docs/errors.md#device-path); REST
         # writes conditional on If-Match answer a failed precondition with 412.
         # Request ids, the request log and the rpc metrics first, so that they also see the
         # calls that authentication refuses.

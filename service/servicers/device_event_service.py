@@ -1,4 +1,4 @@
-"""DeviceEventService (typed gRPC) and DeviceEventRestService (seed 000's REST path)."""
+"""DeviceEventService (typed gRPC) and DeviceEventRestService (docs/device-api.md)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class DeviceEventRestServicer(device_event_rest_service_pb2_grpc.DeviceEventRest
 async def answer_device_error(
     error: BaseException, context: grpc.aio.ServicerContext
 ) -> httpbody_pb2.HttpBody:
-    """Seed 000's failure answer: its status through `x-http-code`, its body exactly."""
+    """The device path's failure answer: its status through `x-http-code`, its body exactly."""
     status, code, message = to_device_error(error)
     headers = [("x-http-code", str(status))]
     if isinstance(error, AlreadyExists) and error.existing_id:

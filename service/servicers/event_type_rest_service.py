@@ -1,6 +1,6 @@
-"""EventTypeRestService: seed 003's `/eventTypes` paths behind Envoy. Parses the raw JSON
-strictly into an EventType message, calls the domain, answers with its proto3 JSON plus the
-platform's `owner` and `_links`."""
+"""EventTypeRestService: the `/eventTypes` paths (docs/rest-v3.md#event-types) behind Envoy. Parses
+the raw JSON strictly into an EventType message, calls the domain, answers with its proto3 JSON plus
+the platform's `owner` and `_links`."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from service.errors import to_status, to_status_proto
 
 JSON = "application/json"
 HAL_JSON = "application/hal+json"
-# The base path of the platform's Event Management API (seed 003), which its existing clients
-# address; every seed 003 path is also served without it.
+# The base path of the platform's Event Management API, which its existing clients address;
+# every v3 path is also served without it (docs/rest-v3.md#base-path).
 API_BASE_PATH = "/api/eventmanagement/v3"
 # The REST writes that may carry a precondition (If-Match or a body etag).
 CONDITIONAL_WRITES = (

@@ -182,7 +182,8 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "max_response_bytes": settings.max_response_bytes,
         # JSON is YAML: a flow list with quoted names.
         "services": json.dumps(list(settings.services)),
-        # Seed 000's device path, as the client sent it or as the transcoder rewrote it.
+        # The device path (docs/device-api.md), as the client sent it or as the transcoder rewrote
+        # it.
         "device_path_regex": DEVICE_PATH_REGEX,
         "descriptor_path": str(Path(descriptor_path).resolve()),
         # The block scalar `inline_string: |` in the template sits at this depth.

@@ -94,8 +94,8 @@ local function path_field(segments, index)
 end
 
 -- Refuses the request with 400. The body is "<field>: <rule>"; the local_reply_config mappers
--- shape it (the service's JSON error with ErrorInfo and BadRequest naming the field, or seed
--- 000's {"error": 6, "message"} on the device path) from the request headers set here.
+-- shape it (the service's JSON error with ErrorInfo and BadRequest naming the field, or the
+-- device path's {"error": 6, "message"}, docs/errors.md) from the request headers set here.
 local function refuse(handle, field, rule)
   -- Header values must be printable ASCII; a field name can hold any byte the client sent.
   local printable = field:gsub("[^\32-\126]", "?")

@@ -38,7 +38,8 @@ class RegistryStore:
         self._store = store
 
     async def tenant_exists(self, principal: Principal, tenant_id: str) -> bool:
-        # Whether another tenant exists is what tells a 403 from a 404 on seed 000's path;
+        # Whether another tenant exists is what tells a 403 from a 404 on the device path
+        # (docs/device-api.md#responses);
         # nothing else of that tenant is read.
         def work(db: peewee.Database) -> bool:
             row = db.execute_sql(f"SELECT 1 FROM tenants WHERE id = {db.param}", (tenant_id,))

@@ -151,10 +151,10 @@ def _v4_device_registry(db: peewee.Database) -> None:
             create_time BIGINT NOT NULL,
             update_time BIGINT NOT NULL,
             PRIMARY KEY (tenant_id, id))""",
-        # Seed 000's duplicate rule, enforced by the database so that two identical reports
-        # racing on any number of replicas store one event: the hash covers the report's
-        # other fields (description, app id, severity, data). Other events leave it NULL and
-        # stay out of the (partial) index.
+        # The device path's duplicate rule (docs/device-api.md#responses), enforced by the database
+        # so that two identical reports racing on any number of replicas store one event: the hash
+        # covers the report's other fields (description, app id, severity, data). Other events leave
+        # it NULL and stay out of the (partial) index.
         "ALTER TABLE events ADD COLUMN report_hash CHAR(64)",
         """CREATE UNIQUE INDEX events_device_report ON events
             (tenant_id, entity_id, type_id, ts, report_hash) WHERE report_hash IS NOT NULL""",
@@ -255,9 +255,10 @@ def _v8_jobs(db: peewee.Database) -> None:
 
 
 def _v9_standard_type_id(db: peewee.Database) -> None:
-    # Seed 003's id of the standard type (68 characters) replaces `StandardEvent` in stored
-    # events and as a parent; type ids may be 128 characters long. Widening a VARCHAR is a
-    # catalogue change on PostgreSQL (no table rewrite); SQLite does not enforce lengths.
+    # The v3 API's id of the standard type (68 characters, docs/rest-v3.md#standard-type) replaces
+    # `StandardEvent` in stored events and as a parent; type ids may be 128 characters long.
+    # Widening a VARCHAR is a catalogue change on PostgreSQL (no table rewrite); SQLite does not
+    # enforce lengths.
     if is_postgres(db):
         for table, column in (("events", "type_id"), ("event_types", "id")):
             db.execute_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(128)")
@@ -452,7 +453,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (5, "entities shared with other tenants", _v5_entity_shares),
     (7, "live feed position and ingest idempotency keys on events", _v7_live_feed),
     (8, "bulk jobs and their per-event results", _v8_jobs),
-    (9, "seed 003's standard type id in stored events; type ids up to 128", _v9_standard_type_id),
+    (9, "the v3 standard type id in stored events; type ids up to 128", _v9_standard_type_id),
     (10, "privileges, users, revocation, login throttling, rate limits", _v10_access),
     (11, "entity shares bounded by the sharer's domain subtree", _v11_share_domains),
     (

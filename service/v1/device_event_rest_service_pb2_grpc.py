@@ -27,11 +27,11 @@ if _version_not_supported:
 
 
 class DeviceEventRestServiceStub:
-    """Seed 000's device path, served by the Envoy gateway. The rpc takes the client's JSON as raw
-    bytes (google.api.HttpBody) so that the service parses it strictly and keeps the data's
-    JSON types, and it answers with seed 000's bodies, including its failure body
-    `{"error": <int>, "message": <string>}`, which is not the gRPC error mapping. gRPC clients
-    use DeviceEventService instead.
+    """The device path (docs/device-api.md), served by the Envoy gateway. The rpc takes the client's
+    JSON as raw bytes (google.api.HttpBody) so that the service parses it strictly and keeps the
+    data's JSON types, and it answers with the documented bodies, including its failure body
+    `{"error": <int>, "message": <string>}`, which is not the gRPC error mapping. gRPC clients use
+    DeviceEventService instead.
     """
 
     def __init__(self, channel):
@@ -48,17 +48,17 @@ class DeviceEventRestServiceStub:
 
 
 class DeviceEventRestServiceServicer:
-    """Seed 000's device path, served by the Envoy gateway. The rpc takes the client's JSON as raw
-    bytes (google.api.HttpBody) so that the service parses it strictly and keeps the data's
-    JSON types, and it answers with seed 000's bodies, including its failure body
-    `{"error": <int>, "message": <string>}`, which is not the gRPC error mapping. gRPC clients
-    use DeviceEventService instead.
+    """The device path (docs/device-api.md), served by the Envoy gateway. The rpc takes the client's
+    JSON as raw bytes (google.api.HttpBody) so that the service parses it strictly and keeps the
+    data's JSON types, and it answers with the documented bodies, including its failure body
+    `{"error": <int>, "message": <string>}`, which is not the gRPC error mapping. gRPC clients use
+    DeviceEventService instead.
     """
 
     def RestReportDeviceEvent(self, request, context):
         """Reports a device's event: `POST /rest/v1/api/tenants/{tenantId}/devices/{deviceId}/events`
         answers 201 with the stored event, 202 when the client sent `Prefer: respond-async`, or
-        400, 401, 403, 404, 409 or 500 with seed 000's failure body.
+        400, 401, 403, 404, 409 or 500 with the device path's failure body.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,11 +81,11 @@ def add_DeviceEventRestServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DeviceEventRestService:
-    """Seed 000's device path, served by the Envoy gateway. The rpc takes the client's JSON as raw
-    bytes (google.api.HttpBody) so that the service parses it strictly and keeps the data's
-    JSON types, and it answers with seed 000's bodies, including its failure body
-    `{"error": <int>, "message": <string>}`, which is not the gRPC error mapping. gRPC clients
-    use DeviceEventService instead.
+    """The device path (docs/device-api.md), served by the Envoy gateway. The rpc takes the client's
+    JSON as raw bytes (google.api.HttpBody) so that the service parses it strictly and keeps the
+    data's JSON types, and it answers with the documented bodies, including its failure body
+    `{"error": <int>, "message": <string>}`, which is not the gRPC error mapping. gRPC clients use
+    DeviceEventService instead.
     """
 
     @staticmethod

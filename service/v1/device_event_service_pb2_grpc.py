@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class DeviceEventServiceStub:
-    """Takes event reports from registered devices (seed 000), the typed twin of
+    """Takes event reports from registered devices (docs/device-api.md), the typed twin of
     `POST /rest/v1/api/tenants/{tenantId}/devices/{deviceId}/events`. A report becomes an
     ordinary event: entity type and id of the device, its domain, the app id, and the data as a
     JSON payload. Every call needs a ReadWrite or Admin API key of the tenant in `x-api-key`.
@@ -46,7 +46,7 @@ class DeviceEventServiceStub:
 
 
 class DeviceEventServiceServicer:
-    """Takes event reports from registered devices (seed 000), the typed twin of
+    """Takes event reports from registered devices (docs/device-api.md), the typed twin of
     `POST /rest/v1/api/tenants/{tenantId}/devices/{deviceId}/events`. A report becomes an
     ordinary event: entity type and id of the device, its domain, the app id, and the data as a
     JSON payload. Every call needs a ReadWrite or Admin API key of the tenant in `x-api-key`.
@@ -78,7 +78,7 @@ def add_DeviceEventServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DeviceEventService:
-    """Takes event reports from registered devices (seed 000), the typed twin of
+    """Takes event reports from registered devices (docs/device-api.md), the typed twin of
     `POST /rest/v1/api/tenants/{tenantId}/devices/{deviceId}/events`. A report becomes an
     ordinary event: entity type and id of the device, its domain, the app id, and the data as a
     JSON payload. Every call needs a ReadWrite or Admin API key of the tenant in `x-api-key`.

@@ -27,10 +27,10 @@ if _version_not_supported:
 
 
 class EventJobRestServiceStub:
-    """Seed 003's bulk job paths, served by the Envoy gateway. Like EventRestService, these rpcs
-    take and give raw JSON (google.api.HttpBody): the submitted events carry custom fields at
-    their top level and the answers have seed 003's shapes, which are not the proto3 mapping.
-    gRPC clients use EventJobService instead.
+    """The bulk job paths (docs/rest-v3.md#create-jobs), served by the Envoy gateway. Like
+    EventRestService, these rpcs take and give raw JSON (google.api.HttpBody): the submitted events
+    carry custom fields at their top level and the answers have the documented shapes, not the proto3
+    mapping. gRPC clients use EventJobService instead.
     """
 
     def __init__(self, channel):
@@ -62,10 +62,10 @@ class EventJobRestServiceStub:
 
 
 class EventJobRestServiceServicer:
-    """Seed 003's bulk job paths, served by the Envoy gateway. Like EventRestService, these rpcs
-    take and give raw JSON (google.api.HttpBody): the submitted events carry custom fields at
-    their top level and the answers have seed 003's shapes, which are not the proto3 mapping.
-    gRPC clients use EventJobService instead.
+    """The bulk job paths (docs/rest-v3.md#create-jobs), served by the Envoy gateway. Like
+    EventRestService, these rpcs take and give raw JSON (google.api.HttpBody): the submitted events
+    carry custom fields at their top level and the answers have the documented shapes, not the proto3
+    mapping. gRPC clients use EventJobService instead.
     """
 
     def RestSubmitCreateEventsJob(self, request, context):
@@ -128,10 +128,10 @@ def add_EventJobRestServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EventJobRestService:
-    """Seed 003's bulk job paths, served by the Envoy gateway. Like EventRestService, these rpcs
-    take and give raw JSON (google.api.HttpBody): the submitted events carry custom fields at
-    their top level and the answers have seed 003's shapes, which are not the proto3 mapping.
-    gRPC clients use EventJobService instead.
+    """The bulk job paths (docs/rest-v3.md#create-jobs), served by the Envoy gateway. Like
+    EventRestService, these rpcs take and give raw JSON (google.api.HttpBody): the submitted events
+    carry custom fields at their top level and the answers have the documented shapes, not the proto3
+    mapping. gRPC clients use EventJobService instead.
     """
 
     @staticmethod

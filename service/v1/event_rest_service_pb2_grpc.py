@@ -30,8 +30,8 @@ class EventRestServiceStub:
     """The documented REST paths, served by the Envoy gateway. These rpcs take the client's JSON
     as raw bytes (google.api.HttpBody) so that the service parses it strictly (unknown fields
     are rejected, numbers keep their JSON types) and answer with the documented JSON shapes
-    (seed 003's top-level custom fields, HAL pages, seed 002's acknowledge answer), which are
-    not the proto3 JSON mapping. gRPC clients use EventService instead.
+    (docs/rest-v3.md: top-level custom fields, HAL pages; docs/find-api.md#acknowledge), which
+    are not the proto3 JSON mapping. gRPC clients use EventService instead.
     """
 
     def __init__(self, channel):
@@ -81,8 +81,8 @@ class EventRestServiceServicer:
     """The documented REST paths, served by the Envoy gateway. These rpcs take the client's JSON
     as raw bytes (google.api.HttpBody) so that the service parses it strictly (unknown fields
     are rejected, numbers keep their JSON types) and answer with the documented JSON shapes
-    (seed 003's top-level custom fields, HAL pages, seed 002's acknowledge answer), which are
-    not the proto3 JSON mapping. gRPC clients use EventService instead.
+    (docs/rest-v3.md: top-level custom fields, HAL pages; docs/find-api.md#acknowledge), which
+    are not the proto3 JSON mapping. gRPC clients use EventService instead.
     """
 
     def RestGetApiRoot(self, request, context):
@@ -125,7 +125,8 @@ class EventRestServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RestAcknowledgeEvent(self, request, context):
-        """Acknowledges one event: `POST /events/{id}/acknowledge`, answered with seed 002's fields.
+        """Acknowledges one event: `POST /events/{id}/acknowledge`, answered with the fields of
+        docs/find-api.md#acknowledge.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,8 +193,8 @@ class EventRestService:
     """The documented REST paths, served by the Envoy gateway. These rpcs take the client's JSON
     as raw bytes (google.api.HttpBody) so that the service parses it strictly (unknown fields
     are rejected, numbers keep their JSON types) and answer with the documented JSON shapes
-    (seed 003's top-level custom fields, HAL pages, seed 002's acknowledge answer), which are
-    not the proto3 JSON mapping. gRPC clients use EventService instead.
+    (docs/rest-v3.md: top-level custom fields, HAL pages; docs/find-api.md#acknowledge), which
+    are not the proto3 JSON mapping. gRPC clients use EventService instead.
     """
 
     @staticmethod

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class EventTypeRestServiceStub:
-    """Seed 003's `/eventTypes` REST paths, served by the Envoy gateway. The request JSON arrives
+    """The `/eventTypes` REST paths (docs/rest-v3.md#event-types), served by the Envoy gateway.
+    The request JSON arrives
     raw (google.api.HttpBody) because the gateway would drop unknown fields silently; the service
     parses it strictly. The answer is the proto3 JSON of EventType itself, which the gateway can
     only print wrapped in the response message (Envoy 1.40 supports `response_body` for HttpBody
@@ -73,7 +74,8 @@ class EventTypeRestServiceStub:
 
 
 class EventTypeRestServiceServicer:
-    """Seed 003's `/eventTypes` REST paths, served by the Envoy gateway. The request JSON arrives
+    """The `/eventTypes` REST paths (docs/rest-v3.md#event-types), served by the Envoy gateway.
+    The request JSON arrives
     raw (google.api.HttpBody) because the gateway would drop unknown fields silently; the service
     parses it strictly. The answer is the proto3 JSON of EventType itself, which the gateway can
     only print wrapped in the response message (Envoy 1.40 supports `response_body` for HttpBody
@@ -169,7 +171,8 @@ def add_EventTypeRestServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EventTypeRestService:
-    """Seed 003's `/eventTypes` REST paths, served by the Envoy gateway. The request JSON arrives
+    """The `/eventTypes` REST paths (docs/rest-v3.md#event-types), served by the Envoy gateway.
+    The request JSON arrives
     raw (google.api.HttpBody) because the gateway would drop unknown fields silently; the service
     parses it strictly. The answer is the proto3 JSON of EventType itself, which the gateway can
     only print wrapped in the response message (Envoy 1.40 supports `response_body` for HttpBody

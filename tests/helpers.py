@@ -36,8 +36,40 @@ POSTGRES_ENV = "EVENTMGMT_TEST_POSTGRES_URL"
 MQTT_ENV = "EVENTMGMT_TEST_MQTT_URL"
 BACKENDS = ["sqlite", "postgresql"]
 EVENTMGMT = [sys.executable, "-m", "service"]
-# Seed 003's id of the standard event type, written out as a client sees it.
+# The v3 API's id of the standard event type (docs/rest-v3.md#standard-type), written out as a
+# client sees it.
 STANDARD_EVENT_ID = "com.siemens.mindsphere.eventmgmt.event.type.MindSphereStandardEvent"
+# The documented create request of a standard event (docs/rest-v3.md#create-event).
+DOCUMENTED_EVENT = {
+    "correlationId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50a",
+    "timestamp": "2018-07-29T06:09:29.743Z",
+    "entityId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50b",
+    "code": "123",
+    "description": "Error happened in the engine",
+    "severity": 5,
+    "source": "eventSource",
+    "acknowledged": False,
+}
+# The documented create request of a custom event (docs/rest-v3.md#custom-event).
+DOCUMENTED_CUSTOM_EVENT = {
+    "correlationId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50a",
+    "timestamp": "2018-07-29T06:09:29.743Z",
+    "entityId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50b",
+    "typeId": "c3d6749a-c9e4-11e7-abc4-cec278b6b50a",
+    "additionalFieldChild": "additionalFieldChildValue",
+    "additionalFieldParent": "additionalFieldParentalue",
+}
+# The documented device report (docs/device-api.md#request) with its JSON typos fixed: typeId
+# quoted, and the empty description (required, so it cannot stay empty) given a text.
+DEVICE_APP = "IPSO-SFHWREG-ASDEGFE-SDGACXV-BSDF"
+DEVICE_REPORT = {
+    "typeId": "0045",
+    "description": "Software registered",
+    "appId": DEVICE_APP,
+    "severity": 3,
+    "data": {"source": "Software", "version": 2.5, "active": True},
+    "timestamp": 1440014969567,
+}
 
 
 def free_port() -> int:

@@ -1,5 +1,5 @@
-"""Seed 000's device event path end to end: HTTP to the real Envoy, the real server, SQLite and
-PostgreSQL; the registry and the typed rpc over gRPC; 202 across a real restart."""
+"""The device path (docs/device-api.md) end to end: HTTP to the real Envoy, the real server, SQLite
+and PostgreSQL; the registry and the typed rpc over gRPC; 202 across a real restart."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from helpers import Keys, Response, Service, auth, free_port
+from helpers import DEVICE_APP, DEVICE_REPORT, Keys, Response, Service, auth, free_port
 from persistence.database import open_database
 from service.v1 import (
     device_event_service_pb2,
@@ -34,19 +34,8 @@ from service.v1 import (
 
 pytestmark = pytest.mark.integration
 
-SEED_APP = "IPSO-SFHWREG-ASDEGFE-SDGACXV-BSDF"
-# Seed 000's example with its JSON typos fixed: typeId quoted, and the empty description
-# (which the seed marks required, so it cannot stay empty) given a text.
-SEED_000_REPORT = {
-    "typeId": "0045",
-    "description": "Software registered",
-    "appId": SEED_APP,
-    "severity": 3,
-    "data": {"source": "Software", "version": 2.5, "active": True},
-    "timestamp": 1440014969567,
-}
-# Seed 000's example exactly as printed: not JSON.
-SEED_000_AS_PRINTED = b"""{
+# The documented example exactly as printed (docs/device-api.md#request): not JSON.
+REPORT_AS_PRINTED = b"""{
     typeId: 0045,
     description: ,
     appId: "IPSO-SFHWREG-ASDEGFE-SDGACXV-BSDF",
@@ -66,8 +55,8 @@ def path(tenant: str = "acme", device: str = "dev-1") -> str:
 
 
 def report(**fields: Any) -> dict[str, Any]:
-    """The seed's report with a timestamp no other test uses, and `fields` changed."""
-    return {**SEED_000_REPORT, "timestamp": next(_timestamps), **fields}
+    """The documented report with a timestamp no other test uses, and `fields` changed."""
+    return {**DEVICE_REPORT, "timestamp": next(_timestamps), **fields}
 
 
 def stored_rows(service: Service, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -130,7 +119,7 @@ def registry(service: Service, keys: Keys) -> Iterator[Registry]:
         stubs.registry.DisableDevice(
             registry_service_pb2.DisableDeviceRequest(device_id="dev-off"), metadata=admin
         )
-        for app_id in (SEED_APP, "APP-OFF"):
+        for app_id in (DEVICE_APP, "APP-OFF"):
             stubs.registry.CreateApp(
                 registry_service_pb2.CreateAppRequest(app=registry_pb2.App(id=app_id)),
                 metadata=admin,
@@ -148,17 +137,17 @@ def registry(service: Service, keys: Keys) -> Iterator[Registry]:
 # --- REST: success ---------------------------------------------------------------------------
 
 
-def test_seed_000_example_is_stored_as_an_ordinary_event(
+def test_the_documented_report_is_stored_as_an_ordinary_event(
     service: Service, keys: Keys, registry: Registry
 ) -> None:
-    answer = service.request("POST", path(), SEED_000_REPORT, key=keys.writer)
+    answer = service.request("POST", path(), DEVICE_REPORT, key=keys.writer)
 
     assert answer.status == 201, answer.body
     body = answer.json()
     event_url = f"{service.rest_url}/events/{body['id']}"
     assert answer.headers["location"] == event_url
     assert body == {
-        **SEED_000_REPORT,
+        **DEVICE_REPORT,
         "id": body["id"],
         "tenantId": "acme",
         "deviceId": "dev-1",
@@ -172,11 +161,11 @@ def test_seed_000_example_is_stored_as_an_ordinary_event(
     assert stored["entityType"] == "Device"
     assert stored["entityId"] == "dev-1"
     assert stored["domain"] == "/root/sub1"
-    assert stored["appId"] == SEED_APP
+    assert stored["appId"] == DEVICE_APP
     assert stored["typeId"] == "0045"
     assert stored["severity"] == 3
     assert stored["timestamp"] == "2015-08-19T20:09:29.567Z"
-    assert stored["payload"] == {"contentType": "application/json", "data": SEED_000_REPORT["data"]}
+    assert stored["payload"] == {"contentType": "application/json", "data": DEVICE_REPORT["data"]}
 
 
 def test_data_keeps_its_exact_json_types(service: Service, keys: Keys, registry: Registry) -> None:
@@ -213,7 +202,7 @@ def test_device_events_are_listed_with_the_device_as_entity(
     assert found[0]["entityType"] == "Device"
     assert found[0]["entityId"] == "dev-1"
     assert found[0]["domain"] == "/root/sub1"
-    assert found[0]["appId"] == SEED_APP
+    assert found[0]["appId"] == DEVICE_APP
 
     page = registry.events.ListEvents(
         event_service_pb2.ListEventsRequest(page_size=1000), metadata=auth(keys.admin)
@@ -223,7 +212,7 @@ def test_device_events_are_listed_with_the_device_as_entity(
         "Device",
         "dev-1",
         "/root/sub1",
-        SEED_APP,
+        DEVICE_APP,
     )
     assert event.payload.content_type == "application/json"
 
@@ -292,8 +281,8 @@ def test_bad_reports_are_refused_by_field_and_change_nothing(
 
 @pytest.mark.parametrize(
     "raw",
-    [SEED_000_AS_PRINTED, b"", b"[1, 2]", b'{"typeId": "a", "typeId": "b"}', b"\xff"],
-    ids=["seed-as-printed", "empty", "array", "duplicate-key", "not-utf8"],
+    [REPORT_AS_PRINTED, b"", b"[1, 2]", b'{"typeId": "a", "typeId": "b"}', b"\xff"],
+    ids=["as-printed", "empty", "array", "duplicate-key", "not-utf8"],
 )
 def test_malformed_bodies_are_400_validation_errors(
     service: Service, keys: Keys, registry: Registry, raw: bytes
@@ -381,7 +370,7 @@ def test_the_same_report_twice_is_409_and_different_data_is_a_new_event(
     reordered += b' "severity": 3, "appId": "%s", "description": "Software registered",'
     reordered += b' "typeId": "0045"}'
     same = service.request(
-        "POST", path(), reordered % (body["timestamp"], SEED_APP.encode()), key=keys.writer
+        "POST", path(), reordered % (body["timestamp"], DEVICE_APP.encode()), key=keys.writer
     )
     assert_failure(same, 409, 6)
     changed = report(timestamp=body["timestamp"], data={**body["data"], "version": 3})
@@ -486,7 +475,7 @@ def typed_report(**fields: Any) -> device_event_service_pb2.ReportDeviceEventReq
         "device_id": "dev-1",
         "type_id": "0045",
         "description": "Software registered",
-        "app_id": SEED_APP,
+        "app_id": DEVICE_APP,
         "severity": event_pb2.SEVERITY_MEDIUM,
         "data_json": '{"source": "Software", "version": 2.5, "build": 7, "active": true}',
         "timestamp": _timestamp(next(_timestamps)),
@@ -505,7 +494,7 @@ def test_typed_report_over_grpc(service: Service, keys: Keys, registry: Registry
         "Device",
         "dev-1",
         "/root/sub1",
-        SEED_APP,
+        DEVICE_APP,
     )
     assert event.timestamp == request.timestamp
     assert event.payload.data == b'{"source":"Software","version":2.5,"build":7,"active":true}'
@@ -574,7 +563,7 @@ def test_registry_is_admin_only_and_scoped_to_the_keys_tenant(
         registry_service_pb2.ListAppsRequest(page_size=1, page_token=apps.next_page_token),
         metadata=auth(keys.admin),
     )
-    assert [(a.id, a.licence_active) for a in rest.apps] == [(SEED_APP, True)]
+    assert [(a.id, a.licence_active) for a in rest.apps] == [(DEVICE_APP, True)]
 
     with pytest.raises(grpc.RpcError) as writer:
         registry.registry.ListDevices(
@@ -610,7 +599,7 @@ def start_own_service(
     url: str, data_dir: Path, workers: int = 1, **env: str
 ) -> tuple[Service, str]:
     """A service of its own with tenant acme, an Admin key, device dev-1 in /root/sub1 and the
-    seed's app (registered over gRPC: each command-line call costs a Python start)."""
+    documented app (registered over gRPC: each command-line call costs a Python start)."""
     running = Service(url, data_dir, env=env, workers=workers)
     key = running.create_key("acme", "Admin")
     running.start()
@@ -623,7 +612,7 @@ def start_own_service(
             metadata=auth(key),
         )
         stub.CreateApp(
-            registry_service_pb2.CreateAppRequest(app=registry_pb2.App(id=SEED_APP)),
+            registry_service_pb2.CreateAppRequest(app=registry_pb2.App(id=DEVICE_APP)),
             metadata=auth(key),
         )
     return running, key
@@ -651,7 +640,7 @@ def test_a_report_answered_202_becomes_an_event_after_a_restart(
 ) -> None:
     service, key = quiet_service
     answer = service.request(
-        "POST", path(), SEED_000_REPORT, key=key, headers={"Prefer": "respond-async"}
+        "POST", path(), DEVICE_REPORT, key=key, headers={"Prefer": "respond-async"}
     )
     assert answer.status == 202, answer.body
     event_id = answer.json()["id"]
@@ -664,9 +653,9 @@ def test_a_report_answered_202_becomes_an_event_after_a_restart(
 
     stored = service.request("GET", f"/events/{event_id}", key=key)
     assert stored.status == 200, stored.body
-    assert stored.json()["payload"]["data"] == SEED_000_REPORT["data"]
+    assert stored.json()["payload"]["data"] == DEVICE_REPORT["data"]
     assert stored_rows(service, "SELECT id FROM pending_device_events") == []
-    again = service.request("POST", path(), SEED_000_REPORT, key=key)
+    again = service.request("POST", path(), DEVICE_REPORT, key=key)
     assert_failure(again, 409, 6, event_id)
 
 
@@ -678,7 +667,7 @@ def test_an_unexpected_failure_is_500_with_error_minus_1(tmp_path: Path) -> None
             connection.execute("ALTER TABLE tenant_apps RENAME TO tenant_apps_lost")
 
         answer = service.request(
-            "POST", path(), SEED_000_REPORT, key=key, headers={"x-request-id": "incident-7"}
+            "POST", path(), DEVICE_REPORT, key=key, headers={"x-request-id": "incident-7"}
         )
     finally:
         service.stop()

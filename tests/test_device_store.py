@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from helpers import rows
+from helpers import DEVICE_APP, DEVICE_REPORT, rows
 from persistence.store import Store
 from service.cli import main
 from service.domain.access import Principal, Role
@@ -17,15 +17,8 @@ from service.domain.device_events import DeviceEventReporter, check_report
 from service.domain.errors import AlreadyExists, PermissionDenied
 from service.domain.registry import RegistryManager
 
-APP = "IPSO-SFHWREG-ASDEGFE-SDGACXV-BSDF"
-REPORT = {
-    "typeId": "0045",
-    "description": "Software registered",
-    "appId": APP,
-    "severity": 3,
-    "data": {"source": "Software", "version": 2.5, "active": True},
-    "timestamp": 1_440_014_969_567_000,
-}
+# The documented report as parsed: its timestamp in microseconds.
+REPORT = {**DEVICE_REPORT, "timestamp": DEVICE_REPORT["timestamp"] * 1000}
 
 
 def admin(tenant: str = "acme", domain: str = "/") -> Principal:
@@ -34,12 +27,12 @@ def admin(tenant: str = "acme", domain: str = "/") -> Principal:
 
 @pytest.fixture
 def registered(store: Store) -> Store:
-    """Tenants acme and globex; acme has device dev-1 in /root/sub1 and the seed's app."""
+    """Tenants acme and globex; acme has device dev-1 in /root/sub1 and the documented app."""
 
     async def register() -> None:
         registry = RegistryManager(store.registry)
         await registry.create_device(admin(), "dev-1", "/root/sub1")
-        await registry.create_app(admin(), APP)
+        await registry.create_app(admin(), DEVICE_APP)
         await registry.create_device(admin("globex"), "g-1")
 
     store.keys.create_tenant("acme", "Acme")
@@ -205,7 +198,7 @@ def test_admin_commands_manage_devices_and_apps(
         "d1  /root/sub1  Device  enabled",
         "d2  /  Device  disabled",
     ]
-    assert run("create-app", "--tenant", "acme", APP, "--name", "Seed app")[0] == 0
-    assert run("disable-app", "--tenant", "acme", APP)[0] == 0
-    assert run("list-apps", "--tenant", "acme")[1] == f"{APP}  Seed app  licence inactive\n"
+    assert run("create-app", "--tenant", "acme", DEVICE_APP, "--name", "Seed app")[0] == 0
+    assert run("disable-app", "--tenant", "acme", DEVICE_APP)[0] == 0
+    assert run("list-apps", "--tenant", "acme")[1] == f"{DEVICE_APP}  Seed app  licence inactive\n"
     assert run("disable-app", "--tenant", "acme", "nope")[0] == 2

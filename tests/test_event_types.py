@@ -11,7 +11,14 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from helpers import STANDARD_EVENT_ID, auth, error_reason, grpc_violations, violations
+from helpers import (
+    DOCUMENTED_CUSTOM_EVENT,
+    STANDARD_EVENT_ID,
+    auth,
+    error_reason,
+    grpc_violations,
+    violations,
+)
 from service.v1 import (
     event_pb2,
     event_service_pb2,
@@ -25,15 +32,6 @@ if TYPE_CHECKING:
     from helpers import Keys, Service
 
 pytestmark = pytest.mark.integration
-
-SEED_003_CUSTOM_EVENT = {
-    "correlationId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50a",
-    "timestamp": "2018-07-29T06:09:29.743Z",
-    "entityId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50b",
-    "typeId": "c3d6749a-c9e4-11e7-abc4-cec278b6b50a",
-    "additionalFieldChild": "additionalFieldChildValue",
-    "additionalFieldParent": "additionalFieldParentalue",
-}
 
 
 def unique(prefix: str = "type") -> str:
@@ -51,10 +49,12 @@ def create_type(service: Service, key: str, **definition: Any) -> dict[str, Any]
     return dict(answer.json())
 
 
-# --- seed 003 -----------------------------------------------------------------------------------
+# --- the documented custom event (docs/rest-v3.md#custom-event) ----------------------------------
 
 
-def test_seed_003_parent_and_child_types_and_the_custom_event(service: Service, keys: Keys) -> None:
+def test_documented_parent_and_child_types_and_the_custom_event(
+    service: Service, keys: Keys
+) -> None:
     parent = create_type(
         service,
         keys.writer,
@@ -90,11 +90,11 @@ def test_seed_003_parent_and_child_types_and_the_custom_event(service: Service, 
     assert answer.headers["location"].endswith("/eventTypes/c3d6749a-c9e4-11e7-abc4-cec278b6b50a")
     assert not any(h.startswith("grpc-") for h in answer.headers)
 
-    created = service.request("POST", "/events", SEED_003_CUSTOM_EVENT, key=keys.writer)
+    created = service.request("POST", "/events", DOCUMENTED_CUSTOM_EVENT, key=keys.writer)
 
     assert created.status == 201, created.body
     body = created.json()
-    for name, value in SEED_003_CUSTOM_EVENT.items():
+    for name, value in DOCUMENTED_CUSTOM_EVENT.items():
         assert body[name] == value, name
     fetched = service.request("GET", f"/events/{body['id']}", key=keys.read)
     assert fetched.json() == body

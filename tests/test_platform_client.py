@@ -1,6 +1,6 @@
-"""The platform's existing clients (seed 003's Event Management API), end to end through the
-real Envoy: every path also under `/api/eventmanagement/v3`, with a bearer token, and links
-that keep the base path the request came in on."""
+"""The platform's existing clients (the v3 Event Management API, docs/rest-v3.md), end to end
+through the real Envoy: every path also under `/api/eventmanagement/v3`, with a bearer token, and
+links that keep the base path the request came in on."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from helpers import STANDARD_EVENT_ID
+from helpers import DOCUMENTED_EVENT, STANDARD_EVENT_ID
 from service.domain.access import Principal, Role
 from service.domain.live import subscription_filter
 
@@ -82,7 +82,7 @@ def test_links_and_location_keep_the_base_path(service: Service, keys: Keys, bas
     assert client.call("GET", f"/eventTypes/{type_id}").status == 200
 
 
-def test_every_seed_003_path_is_served_under_the_base_path(service: Service, keys: Keys) -> None:
+def test_every_v3_path_is_served_under_the_base_path(service: Service, keys: Keys) -> None:
     client = Client(service, keys.admin, API_BASE)
     event = client.call("POST", "/events", {"entityId": "pump-2"}).json()
 
@@ -185,15 +185,9 @@ def test_type_ids_may_be_128_characters_long(service: Service, keys: Keys) -> No
     assert too_long.status == 400
 
 
-SEED_003_EVENT = {
-    "correlationId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50a",
-    "timestamp": "2018-07-29T06:09:29.743Z",
-    "code": "123",
-    "description": "Error happened in the engine",
-    "severity": 5,
-    "source": "eventSource",
-    "acknowledged": False,
-}
+# The documented event (docs/rest-v3.md#create-event) without its entity: each session names
+# its own.
+PLATFORM_EVENT = {k: v for k, v in DOCUMENTED_EVENT.items() if k != "entityId"}
 
 
 @pytest.mark.parametrize("base", BASES)
@@ -201,7 +195,7 @@ def test_a_platform_client_session_replayed(service: Service, keys: Keys, base: 
     """The calls an existing client of the platform makes, in its order, with its bodies."""
     client = Client(service, keys.writer, base)
     entity = f"engine-{uuid.uuid4().hex}"
-    created = client.call("POST", "/events", {**SEED_003_EVENT, "entityId": entity})
+    created = client.call("POST", "/events", {**PLATFORM_EVENT, "entityId": entity})
     assert created.status == 201, created.body
     event = created.json()
     assert (event["typeId"], event["etag"], created.headers["etag"]) == (
@@ -212,11 +206,11 @@ def test_a_platform_client_session_replayed(service: Service, keys: Keys, base: 
     path = f"/events/{event['id']}"
     read = client.call("GET", path)
     assert (read.status, read.headers["etag"], read.json()) == (200, '"1"', event)
-    older = {**SEED_003_EVENT, "entityId": entity, "timestamp": "2018-07-28T06:09:29.745Z"}
+    older = {**PLATFORM_EVENT, "entityId": entity, "timestamp": "2018-07-28T06:09:29.745Z"}
     assert client.call("POST", "/events", {**older, "severity": 20}).status == 201
 
     page = client.list_events(
-        # The seed's events are from 2018, older than the default window of 7 days.
+        # The documented events are from 2018, older than the default window of 7 days.
         {
             "typeId": STANDARD_EVENT_ID,
             "entityId": entity,
@@ -225,7 +219,7 @@ def test_a_platform_client_session_replayed(service: Service, keys: Keys, base: 
         "&page=0&size=20&sort=timestamp%2Cdesc&history=true",
     )
     listed = page["_embedded"]["events"]
-    assert [e["timestamp"] for e in listed] == [SEED_003_EVENT["timestamp"], older["timestamp"]]
+    assert [e["timestamp"] for e in listed] == [PLATFORM_EVENT["timestamp"], older["timestamp"]]
     assert listed[1]["severity"] == 20
     assert page["page"] == {
         "size": 20,
@@ -266,7 +260,8 @@ def test_a_platform_client_session_replayed(service: Service, keys: Keys, base: 
     )
     assert client.call("GET", path, headers={"If-None-Match": '"1"'}).status == 200
 
-    # Parent and child types, as in seed 003, and a custom event of the child.
+    # Parent and child types, as documented (docs/rest-v3.md#custom-event), and a custom event of
+    # the child.
     tag = uuid.uuid4().hex
     parent = client.call(
         "POST",
@@ -339,7 +334,7 @@ def test_a_platform_client_session_replayed(service: Service, keys: Keys, base: 
         "POST",
         "/events",
         {
-            "correlationId": SEED_003_EVENT["correlationId"],
+            "correlationId": PLATFORM_EVENT["correlationId"],
             "timestamp": "2018-07-29T06:09:29.743Z",
             "entityId": entity,
             "typeId": child["id"],
@@ -389,7 +384,7 @@ def test_a_platform_client_session_replayed(service: Service, keys: Keys, base: 
     assert billboard.json()["_links"]["events"]["href"].startswith(f"{client.origin}/events")
 
 
-def test_entity_id_is_required_on_seed_003_paths_but_not_for_grpc_create(
+def test_entity_id_is_required_on_v3_paths_but_not_for_grpc_create(
     service: Service, keys: Keys
 ) -> None:
     client = Client(service, keys.writer, API_BASE)

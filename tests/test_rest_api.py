@@ -8,23 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from helpers import STANDARD_EVENT_ID, error_reason, violations
+from helpers import DOCUMENTED_EVENT, STANDARD_EVENT_ID, error_reason, violations
 
 if TYPE_CHECKING:
     from helpers import Keys, Service
 
 pytestmark = pytest.mark.integration
-
-SEED_003_EVENT = {
-    "correlationId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50a",
-    "timestamp": "2018-07-29T06:09:29.743Z",
-    "entityId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50b",
-    "code": "123",
-    "description": "Error happened in the engine",
-    "severity": 5,
-    "source": "eventSource",
-    "acknowledged": False,
-}
 
 
 def create(service: Service, key: str, **fields: Any) -> dict[str, Any]:
@@ -35,8 +24,8 @@ def create(service: Service, key: str, **fields: Any) -> dict[str, Any]:
     return dict(answer.json())
 
 
-def test_seed_003_standard_event_is_created_as_documented(service: Service, keys: Keys) -> None:
-    answer = service.request("POST", "/events", SEED_003_EVENT, key=keys.writer)
+def test_the_documented_standard_event_is_created_as_shown(service: Service, keys: Keys) -> None:
+    answer = service.request("POST", "/events", DOCUMENTED_EVENT, key=keys.writer)
 
     assert answer.status == 201
     body = answer.json()
@@ -44,7 +33,7 @@ def test_seed_003_standard_event_is_created_as_documented(service: Service, keys
     assert answer.headers["location"] == f"{service.rest_url}/events/{body['id']}"
     assert body["_links"]["self"]["href"] == answer.headers["location"]
     assert body["etag"] == 1
-    for name, value in SEED_003_EVENT.items():
+    for name, value in DOCUMENTED_EVENT.items():
         assert body[name] == value, name
     assert not any(h.startswith("grpc-") for h in answer.headers)
 
@@ -230,23 +219,26 @@ def test_unknown_or_mistyped_query_parameters_are_rejected(
 
 
 def test_update_with_if_match(service: Service, keys: Keys) -> None:
-    event = create(service, keys.writer, **SEED_003_EVENT)
+    event = create(service, keys.writer, **DOCUMENTED_EVENT)
     path = f"/events/{event['id']}"
-    seed_update = {
+    documented_update = {
         "correlationId": "cd5f73c4-bd67-11e7-abc4-cec278b6b50a",
         "timestamp": "2018-07-29T06:09:29.743Z",
         "entityId": "ef5f73c4-bd67-11e7-abc4-cec278b6b50b",
         "description": "Error happened in the engine, again",
     }
 
-    answer = service.request("PUT", path, seed_update, key=keys.writer, headers={"If-Match": "1"})
+    answer = service.request(
+        "PUT", path, documented_update, key=keys.writer, headers={"If-Match": "1"}
+    )
 
     assert answer.status == 200
     body = answer.json()
     assert body["etag"] == 2
     assert body["description"] == "Error happened in the engine, again"
-    # As in seed 003: entityId is not updatable; the answer says so instead of hiding it.
-    assert body["entityId"] == SEED_003_EVENT["entityId"]
+    # As documented (docs/rest-v3.md#update-event): entityId is not updatable; the answer says so
+    # instead of hiding it.
+    assert body["entityId"] == DOCUMENTED_EVENT["entityId"]
     assert "entityId" in answer.headers["warning"]
     assert body["severity"] == 5 and body["code"] == "123"
 
@@ -269,7 +261,7 @@ def test_update_with_if_match(service: Service, keys: Keys) -> None:
     assert bad_header.status == 400
 
 
-def test_acknowledge_answers_with_seed_002_fields(service: Service, keys: Keys) -> None:
+def test_acknowledge_answers_with_the_documented_fields(service: Service, keys: Keys) -> None:
     event = create(
         service,
         keys.writer,

@@ -98,7 +98,8 @@ def key_id(secret: str) -> str:
 
 def test_a_key_narrower_than_its_role_is_refused_what_it_lacks(service: Service) -> None:
     tenant = fresh_tenant()
-    # Seed 001's names work as aliases of Events.READ and Events.CREATE.
+    # The platform model's names (docs/platform-events.md#permissions) work as aliases of
+    # Events.READ and Events.CREATE.
     reader = create_key(service, tenant, "ReadWrite", "--privileges", "read event.tenant")
     creator = create_key(
         service, tenant, "ReadWrite", "--privileges", "create event.tenant,Events.READ"

@@ -1,4 +1,4 @@
-"""Seed 002's find end to end: `POST /events/find` through the real Envoy, and
+"""Find (docs/find-api.md#find) end to end: `POST /events/find` through the real Envoy, and
 EventSearchService.FindEvents over gRPC, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-# 2016-04-14T19:23:33.164Z, the start of seed 002's example range, and one hour.
+# 2016-04-14T19:23:33.164Z, the start of the documented example's range, and one hour.
 T0 = 1460661813164
 HOUR = 3_600_000
 
@@ -111,8 +111,8 @@ def error_of(service: Service, key: str, body: Any) -> tuple[int, str, dict[str,
     return answer.status, reason, fields
 
 
-def test_seed_002_example_payload_works_as_written(service: Service, keys: Keys) -> None:
-    seed = {
+def test_the_documented_example_payload_works_as_written(service: Service, keys: Keys) -> None:
+    documented = {
         "query": {
             "size": 1000,
             "query": {
@@ -125,7 +125,7 @@ def test_seed_002_example_payload_works_as_written(service: Service, keys: Keys)
             },
         }
     }
-    answer = find(service, keys.read, seed)
+    answer = find(service, keys.read, documented)
     assert answer["timed_out"] is False
     assert isinstance(answer["took"], int)
     assert answer["hits"] == {
@@ -135,7 +135,7 @@ def test_seed_002_example_payload_works_as_written(service: Service, keys: Keys)
     }
 
 
-def test_seed_form_finds_events_in_the_range(
+def test_the_wrapped_form_finds_events_in_the_range(
     service: Service, keys: Keys, dataset: Dataset
 ) -> None:
     body = {
@@ -395,12 +395,12 @@ def test_results_and_counts_stay_inside_the_callers_tenant_and_domains(
 BAD: list[tuple[str, Any, str, str]] = [
     ("global aggregation", {"query": {"match_all": {}}, "aggs": {"g": {"global": {}}}},
      "INVALID_ARGUMENTS", "aggs.g.global"),
-    ("global in the seed form",
+    ("global in the wrapped form",
      {"query": {"query": {"match_all": {}}, "aggs": {"g": {"global": {}}}}},
      "INVALID_ARGUMENTS", "aggs.g.global"),
     ("no query", {"size": 10}, "PROPERTY_REQUIRED", "query"),
     ("empty body", b"", "PROPERTY_REQUIRED", "query"),
-    ("seed form without a query", {"query": {"size": 10}}, "PROPERTY_REQUIRED", "query"),
+    ("wrapped form without a query", {"query": {"size": 10}}, "PROPERTY_REQUIRED", "query"),
     ("unsupported clause", {"query": {"fuzzy": {"message": "x"}}}, "INVALID_ARGUMENTS",
      "query.fuzzy"),
     ("nested unsupported clause",

@@ -558,7 +558,7 @@ def test_service_down_is_503_json(tmp_path):
 DEVICE_PATH = "/rest/v1/api/tenants/t1/devices/d1/events"
 
 
-def test_device_path_gateway_errors_have_seed_000s_body(gateway):
+def test_device_path_gateway_errors_have_the_device_body(gateway):
     too_big = send(
         gateway.port, "POST", DEVICE_PATH, b"x" * (MAX_REQUEST_BYTES + 1), {"Content-Type": "x"}
     )
@@ -658,7 +658,7 @@ def test_percent_escapes_that_are_no_utf8_are_named_400s(gateway, path, field):
 
     assert answer.status == 400
     assert len(gateway.upstream.calls) == calls
-    if path.startswith("/rest/v1/"):  # seed 000's error shape
+    if path.startswith("/rest/v1/"):  # the device path's error shape (docs/device-api.md#errors)
         assert answer.json() == {
             "error": 6,
             "message": f"{field}: must be UTF-8 once percent-decoded",

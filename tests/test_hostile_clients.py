@@ -120,7 +120,8 @@ def test_escapes_that_are_no_utf8_are_named_400s_on_every_rest_path(
         return
     assert status == 400, (path, status, answer)
     document = json.loads(answer)
-    if template.startswith("/rest/v1/"):  # seed 000's failure body
+    # the device path's failure body (docs/device-api.md#errors)
+    if template.startswith("/rest/v1/"):
         assert document == {"error": 6, "message": f"{field}: {NOT_UTF8}"}
     else:
         assert field_violations(document) == {field: NOT_UTF8}, (path, document)

@@ -244,7 +244,7 @@ def test_hostile_writes_of_one_tenant_fail_no_valid_write_of_others(service: Ser
 
 
 def _event(**fields: Any) -> event_pb2.Event:
-    # Streamed events must name their entity (seed 003's rule).
+    # Streamed events must name their entity (docs/rest-v3.md#create-event).
     fields.setdefault("entity_id", "e-1")
     return event_pb2.Event(description=fields.pop("description", "x"), **fields)
 

@@ -1,5 +1,5 @@
-"""Bulk jobs (seed 003): over REST through the real Envoy and over gRPC, on SQLite and
-PostgreSQL; durable across kill -9 and safe with two server processes on one database."""
+"""Bulk jobs (docs/rest-v3.md#create-jobs): over REST through the real Envoy and over gRPC, on
+SQLite and PostgreSQL; durable across kill -9 and safe with two server processes on one database."""
 
 from __future__ import annotations
 

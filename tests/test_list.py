@@ -1,5 +1,6 @@
-"""Listing on both backends: seed 003's JSON filter, seed 001's typed filters, the 7-day default,
-history collapse, and keyset page tokens; the domain's list call over the real store."""
+"""Listing on both backends: the JSON filter (docs/rest-v3.md#filter), the typed filters
+(docs/platform-events.md#list-events), the 7-day default, history collapse, and keyset page tokens;
+the domain's list call over the real store."""
 
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ def test_time_ranges_and_the_seven_day_default(store: Store) -> None:
     assert descriptions(store, '{"or": [{"timestamp": 1514764800000}, {"severity": 9}]}') == {
         "2018-01-01"
     }
-    # Seed 001's range: start inclusive, end exclusive; a start alone runs until now.
+    # The typed range (docs/platform-events.md#list-events): start inclusive, end exclusive; a start
+    # alone runs until now.
     assert descriptions(
         store, start_time=1_514_764_800_000_000, end_time=1_517_443_200_000_000
     ) == {"2018-01-01", "2018-01-15"}
@@ -141,7 +143,7 @@ def test_time_ranges_and_the_seven_day_default(store: Store) -> None:
     assert descriptions(store, end_time=1_517_443_200_000_000) == {"2018-01-01", "2018-01-15"}
 
 
-def test_typed_filters_of_seed_001(store: Store) -> None:
+def test_typed_filters_of_the_platform_model(store: Store) -> None:
     insert(
         store,
         event(description="a", severity=1, code="10001", entity_id="pump-1", entity_type="Device"),

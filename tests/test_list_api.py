@@ -117,12 +117,12 @@ def test_rest_filters(service: Service, tenant: tuple[str, Any]) -> None:
     ]
     between = {"timestamp": {"between": "[2018-01-01T00:00:00Z,2018-08-01T00:00:00Z)"}}
     assert listed(service, key, "filter=" + quote(json.dumps(between))) == ["old news"]
-    seed_filter = {
+    documented_filter = {
         "timestamp": {"after": "2026-10-01T00:00:00Z"},
         "or": [{"entityId": {"like": "pump-?"}}, {"description": {"like": "*stuck"}}],
         "not": {"severity": {"in": [3, 4]}},
     }
-    assert listed(service, key, "history=1&filter=" + quote(json.dumps(seed_filter))) == [
+    assert listed(service, key, "history=1&filter=" + quote(json.dumps(documented_filter))) == [
         "valve stuck",
         "pump hotter",
         "pump hot",

@@ -1,5 +1,6 @@
 """The REST JSON codec: strict parsing that names the field and the rule, exact types on the
-way back, and the documented response shapes (seed 003 event, seed 002 acknowledge, HAL page)."""
+way back, and the documented response shapes (docs/rest-v3.md event and HAL page, docs/find-api.md
+acknowledge)."""
 
 from __future__ import annotations
 
@@ -392,7 +393,7 @@ def full_event(**changes: Any) -> Event:
     return Event(**values)
 
 
-def test_event_document_has_seed_003_shape() -> None:
+def test_event_document_has_the_documented_shape() -> None:
     document = rest_json.event_document(full_event(), BASE)
     assert document == {
         "id": "3f1c0d2e-8b7a-4c55-9d1e-2a6b4f0c9e11",
@@ -422,7 +423,7 @@ def test_event_document_has_seed_003_shape() -> None:
     }
 
 
-def test_acknowledge_document_has_seed_002_names_and_epoch_millis() -> None:
+def test_acknowledge_document_has_the_documented_names_and_epoch_millis() -> None:
     document = rest_json.acknowledge_document(full_event())
     assert document == {
         "id": "3f1c0d2e-8b7a-4c55-9d1e-2a6b4f0c9e11",

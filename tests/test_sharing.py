@@ -1,5 +1,5 @@
-"""Sharing (seed 003): a tenant shares an entity; the receiver reads its events only when it
-asks for shared events, and can never change, acknowledge or delete them."""
+"""Sharing (docs/rest-v3.md#sharing): a tenant shares an entity; the receiver reads its events only
+when it asks for shared events, and can never change, acknowledge or delete them."""
 
 from __future__ import annotations
 

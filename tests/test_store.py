@@ -46,8 +46,8 @@ def test_first_migration_on_an_empty_database_applies_every_version(database_url
         fresh.close()
 
 
-def test_migration_9_gives_stored_standard_events_seed_003s_type_id(store: Store) -> None:
-    legacy = event(description="stored before seed 003's id")
+def test_migration_9_gives_stored_standard_events_the_v3_type_id(store: Store) -> None:
+    legacy = event(description="stored before the v3 id")
     insert(store, dataclasses.replace(legacy, type_id="StandardEvent"), event(type_id="Custom"))
     store.run_sync(lambda db: db.execute_sql("DELETE FROM schema_migrations WHERE version = 9"))
 

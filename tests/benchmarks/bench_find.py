@@ -4,7 +4,8 @@ The events are the benchmarks' cached data set (tests/benchmarks/dataset.py; Pos
 EVENTMGMT_BENCH_POSTGRES_URL names a server). In process (domain parser + SQL + answer
 shaping, no network), each query runs --runs times after one warm-up; p50/p99 are printed:
 
-  1. a filtered query: seed 002's shape, a one-day range and a type term, about 1,700 hits;
+  1. a filtered query: the documented shape (docs/find-api.md#find), a one-day range and a
+     type term, about 1,700 hits;
   2. an aggregation: terms on type with a daily date_histogram beside it, over everything
      (answered from the rollups; the same on the events themselves is shown for comparison).
 

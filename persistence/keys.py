@@ -12,6 +12,7 @@ import peewee
 
 from persistence.auth import record_auth_change
 from service.domain.access import (
+    API_KEY_PREFIX,
     Principal,
     Privilege,
     Role,
@@ -21,8 +22,6 @@ from service.domain.access import (
 
 if TYPE_CHECKING:
     from persistence.store import Store
-
-API_KEY_PREFIX = "emk"
 
 
 def hash_api_key(key: str) -> str:
@@ -86,7 +85,7 @@ class KeyRepository:
     ) -> IssuedKey:
         """A new key; `privileges` narrows what its role grants (None: all of it)."""
         key_id = secrets.token_hex(8)
-        secret = f"{API_KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+        secret = f"{API_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
         def work(db: peewee.Database) -> None:
             p = db.param

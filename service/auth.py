@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import grpc
 
-from service.domain.access import Principal
+from service.domain.access import API_KEY_PREFIX, Principal
 from service.domain.errors import DomainError, PermissionDenied, Unauthenticated
 from service.errors import to_status
 from service.privileges import Access, access_for
@@ -30,7 +30,6 @@ _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principa
 # Health checks and reflection answer without credentials (they are PUBLIC in the table) and
 # need no error mapping: their handlers run unwrapped.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-API_KEY_PREFIX = "emk_"
 # How often open streams are re-checked on SQLite, where other processes (such as `eventmgmt
 # admin revoke-key`) cannot notify this one; on PostgreSQL a NOTIFY triggers the re-check.
 STREAM_CHECK_SECONDS = 0.25

@@ -11,6 +11,9 @@ from enum import Enum, IntEnum
 from service.domain.errors import PermissionDenied, invalid
 
 ROOT_DOMAIN = "/"
+# Every API key begins so (`emk_<key id>_<secret>`): the key store issues it, and a bearer token
+# that begins so is taken for a key.
+API_KEY_PREFIX = "emk_"
 _DOMAIN_PATH = re.compile(r"^(/[A-Za-z0-9_.\-]{1,64}){1,16}$")
 
 

@@ -206,7 +206,7 @@ def _document_value(field: EventField, value: Any) -> Any:
 
 
 def event_document(event: Event, base_url: str) -> dict[str, Any]:
-    """The REST event (docs/event-management.md): every field an event has, the optional ones
+    """The REST event (docs/rest-v3.md#read-event): every field an event has, the optional ones
     only when set, and custom fields at the top level."""
     doc: dict[str, Any] = {}
     for field in _SHOWN:
@@ -221,7 +221,8 @@ def event_document(event: Event, base_url: str) -> dict[str, Any]:
 
 
 _SHOWN = tuple(f for f in FIELDS if f.shown)
-# The acknowledge answer (docs/event-search.md) is the search document's acknowledgement part.
+# The acknowledge answer (docs/find-api.md#acknowledge) is the search document's acknowledgement
+# part.
 _ACKNOWLEDGE_KEYS = (
     "id",
     "timestamp",

@@ -72,7 +72,7 @@ _SEARCHED = tuple(f for f in EVENT_FIELDS if f.find)
 
 
 def source_document(event: Event) -> dict[str, Any]:
-    """The search API's event (docs/event-search.md): every field under its first find name,
+    """The search API's event (docs/find-api.md#event-shape): every field under its first find name,
     times in epoch milliseconds, custom fields under `custom`. The payload is left out
     (GET /events/{id} has it)."""
     doc = {f.find[0]: _source_value(f, getattr(event, f.attribute)) for f in _SEARCHED}

@@ -25,7 +25,26 @@ RECONNECT_SECONDS = 1.0
 POLL_SECONDS = 0.01
 
 
-class FeedListener:
+class _Watcher:
+    """A daemon thread that runs `_run` until stopped and hands what it sees to `on_notify`."""
+
+    def __init__(self, name: str, on_notify: Callable[[int], None]) -> None:
+        self._on_notify = on_notify
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class FeedListener(_Watcher):
     """A thread that LISTENs on `channel` and calls `on_notify(n)` with the largest integer
     payload of each wake-up (0 when none, and once each time listening starts, since what was
     committed while no connection listened is unknown), from the thread: the callback must
@@ -34,18 +53,9 @@ class FeedListener:
     def __init__(
         self, url: str, on_notify: Callable[[int], None], channel: str = FEED_CHANNEL
     ) -> None:
+        super().__init__(f"{channel}-listener", on_notify)
         self._url = url.replace("postgres://", "postgresql://", 1)
-        self._on_notify = on_notify
         self._channel = channel
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"{channel}-listener", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -78,22 +88,13 @@ class FeedListener:
             connection.close()
 
 
-class FeedPoller:
+class FeedPoller(_Watcher):
     """A thread that reads the newest feed position of a shared SQLite file every
     POLL_SECONDS and calls `on_notify(seq)` when it moved (and once at the start)."""
 
     def __init__(self, path: str, on_notify: Callable[[int], None]) -> None:
+        super().__init__("feed-poller", on_notify)
         self._path = path
-        self._on_notify = on_notify
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="feed-poller", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         seen = -1

@@ -149,7 +149,7 @@ RULES_SYNTAX = (
     "tenant.create=3000/1m,key.read=600/10s (PER: tenant or key; OPERATION: create, read or "
     "write; WINDOW: a number of s, m, h or d up to 1d), or `none`"
 )
-# `--production` without --rate-limits: seed 003's platform documents 3,000 creates a minute
+# `--production` without --rate-limits: the original v3 platform allows 3,000 creates a minute
 # per tenant; reads and other writes are limited only to keep one tenant from starving others.
 PRODUCTION_RULES = "tenant.create=3000/1m,tenant.read=30000/1m,tenant.write=3000/1m"
 

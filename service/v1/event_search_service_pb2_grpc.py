@@ -27,7 +27,7 @@ if _version_not_supported:
 
 
 class EventSearchServiceStub:
-    """Finds events with an Elasticsearch query (seed 002's `POST /events/find`), translated into
+    """Finds events with an Elasticsearch query (docs/find-api.md#find), translated into
     SQL on the event store. Answers have Elasticsearch's search response shape (`took`,
     `timed_out`, `hits.total`, `hits.hits[]._source`, `aggregations`), which is not the proto3
     JSON mapping, so both rpcs carry JSON documents. Results and aggregation counts only ever
@@ -54,7 +54,7 @@ class EventSearchServiceStub:
 
 
 class EventSearchServiceServicer:
-    """Finds events with an Elasticsearch query (seed 002's `POST /events/find`), translated into
+    """Finds events with an Elasticsearch query (docs/find-api.md#find), translated into
     SQL on the event store. Answers have Elasticsearch's search response shape (`took`,
     `timed_out`, `hits.total`, `hits.hits[]._source`, `aggregations`), which is not the proto3
     JSON mapping, so both rpcs carry JSON documents. Results and aggregation counts only ever
@@ -101,7 +101,7 @@ def add_EventSearchServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EventSearchService:
-    """Finds events with an Elasticsearch query (seed 002's `POST /events/find`), translated into
+    """Finds events with an Elasticsearch query (docs/find-api.md#find), translated into
     SQL on the event store. Answers have Elasticsearch's search response shape (`took`,
     `timed_out`, `hits.total`, `hits.hits[]._source`, `aggregations`), which is not the proto3
     JSON mapping, so both rpcs carry JSON documents. Results and aggregation counts only ever

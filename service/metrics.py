@@ -96,9 +96,21 @@ def observe_commit(batch_size: int, seconds: float) -> None:
     COMMIT_SECONDS.observe(seconds)
 
 
+# The labelled children, looked up once per rpc and code: `labels()` takes a lock and builds
+# its key on every call, which costs more than the observation itself.
+_calls: dict[tuple[str, str], Any] = {}
+_durations: dict[str, Any] = {}
+
+
 def observe_call(rpc: str, code: str, seconds: float) -> None:
-    RPC_REQUESTS.labels(rpc, code).inc()
-    RPC_SECONDS.labels(rpc).observe(seconds)
+    counter = _calls.get((rpc, code))
+    if counter is None:
+        counter = _calls[rpc, code] = RPC_REQUESTS.labels(rpc, code)
+    counter.inc()
+    histogram = _durations.get(rpc)
+    if histogram is None:
+        histogram = _durations[rpc] = RPC_SECONDS.labels(rpc)
+    histogram.observe(seconds)
 
 
 def start_server(host: str, port: int) -> Callable[[], None]:

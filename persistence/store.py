@@ -4,15 +4,13 @@ scoped by the calling principal, so no query runs unscoped."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import peewee
 
-from persistence.auth import AUTH_CHANNEL, AuthVersionProbe
+from persistence.auth import AUTH_CHANNEL, AuthSignal, AuthVersionProbe, version_check
 from persistence.database import is_postgres, open_database
 from persistence.devices import DeviceEventStore, RegistryStore
 from persistence.events import EventRepository
@@ -21,6 +19,7 @@ from persistence.keys import KeyRepository
 from persistence.migrations import migrate
 from persistence.notify import FeedListener, FeedPoller
 from persistence.partitions import ensure_partitions
+from persistence.reader import GroupedReader
 from persistence.writer import GroupCommitWriter
 from persistence.writes import EventWrites
 
@@ -37,7 +36,7 @@ class Store:
         self.database = open_database(url)
         self.postgres = is_postgres(self.database)
         install_sqlite_functions(self.database)
-        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-reader")
+        self._readers = GroupedReader(readers, self._run)
         self.writes = EventWrites(self.database, self.postgres)
         self.writer = GroupCommitWriter(
             self.database, self.writes.apply, on_commit=self.writes.after_commit
@@ -65,8 +64,8 @@ class Store:
         """Makes `on_change()` run whenever credentials may have changed in any process.
 
         On PostgreSQL a LISTEN thread calls it (and once when listening starts); returns
-        None. On SQLite returns `check()`, which reads the credential version and calls
-        `on_change()` when it moved: the caller runs it before trusting its cache."""
+        None. On SQLite returns `check()`, which calls `on_change()` when the credential
+        version moved (persistence.auth): the caller runs it before trusting its cache."""
         if self.postgres:
             listener = FeedListener(self.url, lambda _: on_change(), channel=AUTH_CHANNEL)
             listener.start()
@@ -74,18 +73,7 @@ class Store:
             return None
         probe = AuthVersionProbe(self.database.database)
         self._probes.append(probe)
-        seen = probe.version()
-
-        def check() -> bool:
-            nonlocal seen
-            version = probe.version()
-            if version == seen:
-                return False
-            seen = version
-            on_change()
-            return True
-
-        return check
+        return version_check(probe, AuthSignal.of(self.database.database), on_change)
 
     def listen_for_commits(self, on_commit: Callable[[int], None]) -> None:
         """Calls `on_commit(newest seq)` from a thread whenever another process commits new
@@ -104,9 +92,9 @@ class Store:
         self._feed_listeners.append(listener)
 
     async def read(self, work: Callable[[peewee.Database], T]) -> T:
-        """Runs blocking database work on a reader thread, off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._run, work)
+        """Runs blocking database work on a reader thread, off the event loop, together
+        with the other reads of this turn of the loop (persistence.reader)."""
+        return await self._readers.read(work)
 
     def _run(self, work: Callable[[peewee.Database], T]) -> T:
         self.database.connect(reuse_if_open=True)
@@ -123,5 +111,5 @@ class Store:
         for probe in self._probes:
             probe.close()
         self.writer.close()
-        self._readers.shutdown(wait=True)
+        self._readers.shutdown()
         self.database.close()

@@ -33,13 +33,15 @@ def _code_name(code: Any) -> str:
 
 class _CallContext:
     """The servicer context of one call, which adds the request id to the initial metadata
-    (whether the servicer sends its own, as REST answers do, or none) and remembers the
+    the servicer sends (as REST answers do), to the initial metadata of a failure or a
+    stream, and otherwise to the trailing metadata of a unary answer; and remembers the
     status and HTTP status the call ends with. Everything else is the real context."""
 
     def __init__(self, context: grpc.aio.ServicerContext, request_id: str) -> None:
         self._context = context
         self._request_id = request_id
         self._metadata_sent = False
+        self._trailing_metadata: tuple[tuple[str, Any], ...] = ()
         self.code = _OK
         self.http_status = ""
 
@@ -56,6 +58,19 @@ class _CallContext:
     async def ensure_metadata(self) -> None:
         if not self._metadata_sent:
             await self.send_initial_metadata(())
+
+    def set_trailing_metadata(self, metadata: Sequence[tuple[str, Any]]) -> None:
+        self._trailing_metadata = tuple(metadata)
+        self._context.set_trailing_metadata(self._trailing_metadata)
+
+    def answered(self) -> None:
+        """A unary call that answers with no initial metadata of its own carries the request
+        id in its trailing metadata, which goes out with the answer and its status: initial
+        metadata sent apart costs a batch of its own per call."""
+        if not self._metadata_sent:
+            self._context.set_trailing_metadata(
+                (*self._trailing_metadata, (REQUEST_ID, self._request_id))
+            )
 
     async def abort(self, code: grpc.StatusCode, details: str = "", *args: Any) -> Any:
         self.code = _code_name(code)
@@ -142,7 +157,7 @@ def _observe(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
             code = _OK
             try:
                 response = await behavior(request, call)
-                await call.ensure_metadata()
+                call.answered()
                 code = call.code
                 return response
             except grpc.aio.AbortError:

@@ -199,7 +199,8 @@ def test_a_grpc_caller_gets_a_request_id_even_on_errors(service: Service, keys: 
         _, call = stub.ListEvents.with_call(
             event_service_pb2.ListEventsRequest(page_size=1), metadata=auth(keys.read)
         )
-        made = dict(call.initial_metadata())["x-request-id"]
+        # A unary answer carries it in its trailing metadata (no batch of its own).
+        made = dict(call.trailing_metadata())["x-request-id"]
         assert uuid.UUID(made)
         assert request_line(service, made)["rpc"] == "/eventmgmt.v1.EventService/ListEvents"
 

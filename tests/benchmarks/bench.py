@@ -232,7 +232,7 @@ class GrpcLoad:
         ]
         output, cpu = _measured(argv, groups)
         done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", output)
-        took = re.search(r"finished in ([\d.]+)s", output)
+        took = re.search(r"finished in ([\d.]+(?:us|ms|s|m))", output)
         data = re.search(r"traffic: .*\((\d+)\) data", output)
         if not (done and took and data):
             raise RuntimeError(f"cannot read h2load's report:\n{output}")
@@ -249,7 +249,7 @@ class GrpcLoad:
         log_file.unlink(missing_ok=True)
         p50, p99 = _latency_percentiles(durations)
         # With -D, h2load reports the measured window; with -n, the whole run.
-        elapsed = seconds or float(took.group(1))
+        elapsed = seconds or _wrk_duration(took.group(1)) / 1000
         return Result(answered, int(done.group(1)) - answered, elapsed, cpu, p50, p99)
 
 

@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 
 import grpc
 
+from service.call_limits import CallLimiter
 from service.domain.access import API_KEY_PREFIX, Principal
 from service.domain.errors import DomainError, PermissionDenied, Unauthenticated
-from service.errors import to_status
+from service.errors import abort, to_status
 from service.privileges import Access, access_for
 from service.request_checks import checked_deserializer
 
@@ -301,9 +302,11 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
         self,
         resolver: CredentialResolver,
         error_answers: dict[str, ErrorAnswer] | None = None,
+        limiter: CallLimiter | None = None,
     ) -> None:
         self._resolver = resolver
         self._error_answers = error_answers or {}
+        self._limiter = limiter
         self._guarded: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -339,6 +342,8 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
             principal = await self._resolver.resolve(credentials)
             for privilege in access.privileges:
                 principal.require(privilege)
+            if self._limiter is not None:  # refused before the call did anything
+                await self._limiter.admit(method, access, principal)
         except DomainError as error:
             return _Caller(None, error, credentials, access)
         return _Caller(principal, None, credentials, access)
@@ -354,7 +359,7 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
         async def enter(context: grpc.aio.ServicerContext) -> _Caller:
             caller = _caller.get()
             if caller.failure is not None:
-                await context.abort_with_status(to_status(caller.failure))
+                await abort(context, caller.failure)
             if caller.principal is not None:
                 _principal.set(caller.principal)
             return caller

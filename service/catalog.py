@@ -104,7 +104,7 @@ SERVICES: tuple[Offered, ...] = (
     Offered(
         event_stream_service_pb2,
         event_stream_service_pb2_grpc,
-        lambda s: EventStreamServicer(s.events, s.feed),
+        lambda s: EventStreamServicer(s.events, s.feed, s.limits),
     ),
     Offered(event_job_service_pb2, event_job_service_pb2_grpc, lambda s: EventJobServicer(s.jobs)),
     Offered(

@@ -26,6 +26,7 @@ from service.domain.access import (
     privileges_from_text,
 )
 from service.domain.errors import DomainError
+from service.domain.rate_limits import PRODUCTION_RULES, RULES_SYNTAX, parse_rate_limits
 from service.domain.registry import RegistryManager
 from service.settings import ServerSettings
 from service.workers import default_workers
@@ -33,6 +34,14 @@ from service.workers import default_workers
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"EVENTMGMT_{name}", default)
+
+
+def _rate_limits(text: str) -> str:
+    try:
+        parse_rate_limits(text)
+    except DomainError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,7 +118,14 @@ def _parser() -> argparse.ArgumentParser:
         "--production",
         action="store_true",
         default=_env("PRODUCTION", "") in ("1", "true"),
-        help="no development tenant or key (env EVENTMGMT_PRODUCTION=1)",
+        help="no development tenant or key, and default rate limits (env EVENTMGMT_PRODUCTION=1)",
+    )
+    run.add_argument(
+        "--rate-limits",
+        type=_rate_limits,
+        default=os.environ.get("EVENTMGMT_RATE_LIMITS"),
+        help=f"{RULES_SYNTAX}; default: none in development, {PRODUCTION_RULES} with "
+        "--production (env EVENTMGMT_RATE_LIMITS; README: Rate limits)",
     )
 
     commands.add_parser("migrate", help="apply schema migrations and exit")
@@ -297,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             workers=args.workers if args.workers > 0 else default_workers(),
             mqtt_format="" if args.mqtt_format == "json" else args.mqtt_format,
+            rate_limits=args.rate_limits,
         )
         # Worker processes (service.workers) log as this one does.
         os.environ.update(EVENTMGMT_LOG_LEVEL=args.log_level, EVENTMGMT_LOG_FORMAT=args.log_format)

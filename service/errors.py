@@ -4,7 +4,9 @@ stable reason) and BadRequest field violations, which Envoy renders as JSON for 
 from __future__ import annotations
 
 import logging
+import math
 import uuid
+from typing import NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -13,6 +15,7 @@ from grpc_status import rpc_status
 
 from service.domain import errors
 from service.domain.access import Privilege
+from service.domain.rate_limits import RATE_LIMITED
 from service.request_context import current_request_id
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,24 @@ def to_status(error: BaseException) -> grpc.Status:
     """Maps a domain error to its status; anything else is an internal error whose details
     stay in the log (under an incident id), never in the answer."""
     return rpc_status.to_status(to_status_proto(error))
+
+
+def retry_after_header(error: BaseException) -> tuple[str, str] | None:
+    """`Retry-After` (RFC 9110, whole seconds) for an error that says when to retry."""
+    if isinstance(error, errors.ResourceExhausted) and error.retry_after is not None:
+        return ("retry-after", str(math.ceil(error.retry_after)))
+    return None
+
+
+async def abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoReturn:
+    """Ends the call with the error's status. A refusal that says when to retry sends
+    Retry-After first, as initial metadata: the gateway hands those to REST clients as
+    headers (trailers it drops); gRPC clients read RetryInfo."""
+    retry = retry_after_header(error)
+    if retry is not None:
+        await context.send_initial_metadata((retry,))
+    await context.abort_with_status(to_status(error))
+    raise AssertionError("abort_with_status returns only by raising")
 
 
 def _printable(text: str) -> str:
@@ -122,6 +143,9 @@ DEVICE_VALIDATION_ERROR = 6
 def to_device_error(error: BaseException) -> tuple[int, int, str]:
     """The device path's failure answer for an error: (HTTP status, error code, message)."""
     if isinstance(error, errors.DomainError):
+        if error.reason == RATE_LIMITED:
+            # Seed 000 names no code for it; the status and Retry-After say what to do.
+            return 429, UNKNOWN_SERVER_ERROR, error.message
         status = next((s for kind, s in _DEVICE_STATUS if isinstance(error, kind)), 500)
         if status == 500:
             return status, UNKNOWN_SERVER_ERROR, error.message

@@ -19,10 +19,12 @@ from grpc_reflection.v1alpha import reflection
 
 from persistence.event_types import EventTypeRepository, RetentionRepository
 from persistence.jobs import JobRepository
+from persistence.rate_counters import SharedRateCounters
 from persistence.sharing import ShareRepository
 from persistence.store import Store
 from service import metrics
 from service.auth import CredentialResolver, PrincipalInterceptor
+from service.call_limits import CallLimiter
 from service.catalog import SERVICES
 from service.domain.device_events import PENDING_BATCH, DeviceEventReporter
 from service.domain.event_types import EventTypeManager
@@ -30,6 +32,7 @@ from service.domain.events import EventManager
 from service.domain.find import EventFinder
 from service.domain.jobs import JobManager, JobRunner
 from service.domain.live import LiveFeed
+from service.domain.rate_limits import RateLimits, WindowCounter, parse_rate_limits
 from service.domain.registry import RegistryManager
 from service.domain.retention import RetentionSweeper
 from service.domain.sharing import SharingManager
@@ -68,14 +71,18 @@ class Services:
     reporter: DeviceEventReporter
     feed: LiveFeed
     finder: EventFinder
+    limits: RateLimits
 
     @classmethod
-    def over(cls, store: Store) -> Services:
+    def over(cls, store: Store, rate_rules: str = "") -> Services:
+        limits = RateLimits(
+            parse_rate_limits(rate_rules), WindowCounter(SharedRateCounters(store).reserve)
+        )
         types = EventTypeManager(EventTypeRepository(store))
         # Events created by jobs pass the same custom-type checks as single creates.
         events = EventManager(store.events, types)
         job_store = JobRepository(store)
-        runner = JobRunner(job_store, events, parse_job_item)
+        runner = JobRunner(job_store, events, parse_job_item, limits=limits)
         sharing = SharingManager(ShareRepository(store))
         feed = LiveFeed(
             store.events, buffer_size=int(os.environ.get("EVENTMGMT_LIVE_BUFFER", "10000"))
@@ -93,6 +100,7 @@ class Services:
             DeviceEventReporter(store.registry, store.device_events),
             feed,
             EventFinder(store.events),
+            limits,
         )
 
 
@@ -125,6 +133,7 @@ def create_server(
                     REST_REPORT_METHOD: answer_device_error,
                     **dict.fromkeys(CONDITIONAL_WRITES, answer_rest_error),
                 },
+                CallLimiter(services.limits) if services.limits.rules else None,
             ),
         ],
         options=[
@@ -255,7 +264,9 @@ async def _serving(
 ) -> AsyncIterator[int]:
     """The gRPC server over `store` with its background work, serving inside the block;
     yields its port. On the way out: stops taking calls within the grace period, closes."""
-    services = Services.over(store)
+    services = Services.over(store, settings.rate_rules)
+    if services.limits.rules:
+        log.info("rate limits: %s", ",".join(str(r) for r in services.limits.rules))
     await drain_pending_reports(services.reporter)
     server, port = create_server(
         store, settings.grpc_address, services, reuse_port=reuse_port, also_listen=also_listen

@@ -30,3 +30,14 @@ class ServerSettings:
     metrics_port: int = 9464
     # Server processes on the one gRPC port (service.workers); 1 serves in this process.
     workers: int = 1
+    # Rate limits (service.domain.rate_limits.RULES_SYNTAX; README "Rate limits"); None:
+    # PRODUCTION_RULES with `production`, none in development.
+    rate_limits: str | None = None
+
+    @property
+    def rate_rules(self) -> str:
+        from service.domain.rate_limits import PRODUCTION_RULES
+
+        if self.rate_limits is None:
+            return PRODUCTION_RULES if self.production else ""
+        return self.rate_limits

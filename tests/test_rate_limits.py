@@ -4,12 +4,33 @@ several stores on one database, as replicas see it), and the limits as clients m
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, error_details_pb2
+from grpc_status import rpc_status
 
-from helpers import rows, run
+from helpers import (
+    BACKENDS,
+    Replicas,
+    Response,
+    Service,
+    auth,
+    error_reason,
+    grpc_details,
+    rows,
+    run,
+)
+from persistence.database import open_database
 from persistence.rate_counters import SharedRateCounters
 from persistence.store import Store
 from service.domain.errors import InvalidInput
@@ -21,6 +42,17 @@ from service.domain.rate_limits import (
     WindowCounter,
     parse_rate_limits,
 )
+from service.v1 import (
+    device_event_service_pb2,
+    device_event_service_pb2_grpc,
+    event_pb2,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    event_stream_service_pb2,
+    event_stream_service_pb2_grpc,
+)
+
+WAIT = 30.0  # a bound for things to arrive, never a timing assertion
 
 
 class Clock:
@@ -114,3 +146,258 @@ def test_stores_of_one_database_never_grant_more_than_the_limit_together(
     finally:
         for opened in stores:
             opened.close()
+
+
+# --- as clients meet them: through Envoy and gRPC, both backends ------------------------------
+
+# Daily windows (aligned to UTC midnight), so that no test runs across a window's end.
+LIMITED = ("--rate-limits", "tenant.create=12/1d,key.read=5/1d")
+CREATES = 12
+_timestamps = itertools.count(1_700_000_000_000)
+
+
+def report() -> dict[str, Any]:
+    """A device report (seed 000) no other has the fingerprint of."""
+    return {"typeId": "0045", "description": "limited", "appId": "APP-1", "severity": 3,
+            "data": {"n": 1}, "timestamp": next(_timestamps)}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def limited(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_databases: Any,
+) -> Iterator[Service]:
+    data_dir = tmp_path_factory.mktemp(f"limited-{request.param}")
+    url = (
+        f"sqlite:///{data_dir / 'events.db'}"
+        if request.param == "sqlite"
+        else str(postgres_databases())
+    )
+    running = Service(url, data_dir, serve_args=LIMITED)
+    running.start()
+    yield running
+    running.stop()
+
+
+def fresh_tenant() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def stored_events(service: Service, tenant: str) -> int:
+    database = open_database(service.database_url)
+    try:
+        p = database.param
+        row = database.execute_sql(
+            f"SELECT COUNT(*) FROM events WHERE tenant_id = {p} AND NOT internal", (tenant,)
+        ).fetchone()
+        return int(row[0])
+    finally:
+        database.close()
+
+
+def retry_delay(error: grpc.RpcError) -> float:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.ToMilliseconds() / 1000
+    raise AssertionError(f"no RetryInfo in {status}")
+
+
+def assert_rest_refusal(answer: Response) -> None:
+    assert answer.status == 429, answer.body
+    assert 1 <= int(answer.headers["retry-after"]) <= 86_400, answer.headers
+    body = answer.json()
+    assert body["code"] == 8, body
+    assert (
+        "rate limit exceeded: this tenant may make 12 create operations per 1d" in body["message"]
+    )
+    assert error_reason(answer) == "RATE_LIMIT_EXCEEDED"
+
+
+def grpc_create(stub: Any, key: str, description: str = "limited") -> Any:
+    return stub.CreateEvent(
+        event_service_pb2.CreateEventRequest(
+            event=event_pb2.Event(description=description, entity_id="e-1")
+        ),
+        metadata=auth(key),
+    )
+
+
+@pytest.mark.integration
+def test_creates_beyond_a_tenants_limit_are_refused_with_when_to_retry_and_store_nothing(
+    limited: Service,
+) -> None:
+    """Every way of creating counts against one limit: REST and gRPC creates of two keys,
+    device reports on both APIs, streamed ingest per event."""
+    tenant = fresh_tenant()
+    keys = [limited.create_key(tenant, "Admin", name=f"k{i}") for i in range(2)]
+    limited.cli("admin", "create-device", "dev-1", "--tenant", tenant)
+    limited.cli("admin", "create-app", "APP-1", "--tenant", tenant)
+    device_path = f"/rest/v1/api/tenants/{tenant}/devices/dev-1/events"
+    body = {"description": "limited", "entityId": "e-1"}
+    with grpc.insecure_channel(limited.grpc_target) as channel:
+        events = event_service_pb2_grpc.EventServiceStub(channel)
+        devices = device_event_service_pb2_grpc.DeviceEventServiceStub(channel)
+        for _ in range(4):
+            assert limited.request("POST", "/events", body, key=keys[0]).status == 201
+            grpc_create(events, keys[1])
+        assert limited.request("POST", device_path, report(), key=keys[0]).status == 201
+        devices.ReportDeviceEvent(
+            device_event_service_pb2.ReportDeviceEventRequest(
+                tenant_id=tenant, device_id="dev-1", type_id="0045", description="limited",
+                app_id="APP-1", severity=3, data_json="{}",
+                timestamp=Timestamp(seconds=next(_timestamps) // 1000),
+            ),
+            metadata=auth(keys[1]),
+        )  # fmt: skip
+        # Two of the batch's four events fit; the others fail alone, saying when to retry.
+        stream = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
+        batch = event_stream_service_pb2.IngestEventsRequest(
+            items=[
+                event_stream_service_pb2.IngestItem(
+                    event=event_pb2.Event(description=f"ingested {i}", entity_id="e-1")
+                )
+                for i in range(4)
+            ]
+        )
+        (answer,) = stream.IngestEvents(iter([batch]), metadata=auth(keys[1]))
+        assert [bool(r.id) for r in answer.results] == [True, True, False, False]
+        refused = answer.results[2].error
+        assert refused.code == code_pb2.RESOURCE_EXHAUSTED
+        assert "rate limit exceeded" in refused.message
+        assert stored_events(limited, tenant) == CREATES
+
+        assert_rest_refusal(limited.request("POST", "/events", body, key=keys[1]))
+        with pytest.raises(grpc.RpcError) as caught:
+            grpc_create(events, keys[0])
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert grpc_details(caught.value)[0] == "RATE_LIMIT_EXCEEDED"
+        assert 0 < retry_delay(caught.value) <= 86_400
+        device = limited.request("POST", device_path, report(), key=keys[0])
+        assert device.status == 429, device.body
+        assert set(device.json()) == {"error", "message"}
+        assert int(device.headers["retry-after"]) >= 1
+    assert stored_events(limited, tenant) == CREATES
+
+
+@pytest.mark.integration
+def test_a_key_over_its_read_limit_is_refused_while_another_key_reads(limited: Service) -> None:
+    tenant = fresh_tenant()
+    busy, other = (limited.create_key(tenant, "Read", name=n) for n in ("busy", "other"))
+    for _ in range(5):
+        assert limited.request("GET", "/events", key=busy).status == 200
+    refused = limited.request("GET", "/events", key=busy)
+    assert refused.status == 429, refused.body
+    assert "this API key may make 5 read operations per 1d" in refused.json()["message"]
+    assert int(refused.headers["retry-after"]) >= 1
+    with grpc.insecure_channel(limited.grpc_target) as channel:
+        stub = event_service_pb2_grpc.EventServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ListEvents(event_service_pb2.ListEventsRequest(), metadata=auth(busy))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        stub.ListEvents(event_service_pb2.ListEventsRequest(), metadata=auth(other))
+    assert limited.request("GET", "/events", key=other).status == 200
+
+
+@pytest.mark.integration
+def test_a_tenant_at_its_limit_leaves_other_tenants_writing(limited: Service) -> None:
+    """Four threads of one tenant create until refused, beside two threads of another
+    tenant making its creates over REST and gRPC at the same time: the other tenant gets
+    every one, the first exactly its limit."""
+    noisy, quiet = fresh_tenant(), fresh_tenant()
+    noisy_key, quiet_key = (
+        limited.create_key(noisy, "ReadWrite"),
+        limited.create_key(quiet, "ReadWrite"),
+    )
+    body = {"description": "x", "entityId": "e-1"}
+    created: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def flood() -> None:
+        while (answer := limited.request("POST", "/events", body, key=noisy_key)).status == 201:
+            with lock:
+                created[noisy] += 1
+        assert_rest_refusal(answer)
+
+    def steady(over_grpc: bool) -> None:
+        with grpc.insecure_channel(limited.grpc_target) as channel:
+            stub = event_service_pb2_grpc.EventServiceStub(channel)
+            for _ in range(CREATES // 2):
+                if over_grpc:
+                    grpc_create(stub, quiet_key)
+                else:
+                    assert limited.request("POST", "/events", body, key=quiet_key).status == 201
+                with lock:
+                    created[quiet] += 1
+
+    with ThreadPoolExecutor(6) as pool:
+        work = [pool.submit(flood) for _ in range(4)]
+        work += [pool.submit(steady, over_grpc) for over_grpc in (False, True)]
+        for done in work:
+            done.result(timeout=120)
+    assert created == {noisy: CREATES, quiet: CREATES}
+    assert stored_events(limited, noisy) == stored_events(limited, quiet) == CREATES
+
+
+@pytest.mark.integration
+def test_create_jobs_count_their_events_and_wait_for_the_next_window(limited: Service) -> None:
+    tenant = fresh_tenant()
+    key = limited.create_key(tenant, "ReadWrite")
+    items = [{"description": f"job {i}", "entityId": "e-1"} for i in range(CREATES + 5)]
+    submitted = limited.request("POST", "/createEventsJobs", {"events": items}, key=key)
+    assert submitted.status == 201, submitted.body
+    job = submitted.json()["id"]
+    deadline = time.monotonic() + WAIT
+    while stored_events(limited, tenant) < CREATES and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = limited.request("GET", f"/createEventsJobs/{job}", key=key).json()
+    assert stored_events(limited, tenant) == CREATES, status
+    assert status["state"] == "IN_PROGRESS", status
+    assert status["progress"] == {"done": CREATES, "total": CREATES + 5}
+    # The tenant's single creates are refused too: the job used the window.
+    assert_rest_refusal(
+        limited.request("POST", "/events", {"description": "x", "entityId": "e"}, key=key)
+    )
+
+
+@pytest.mark.integration
+def test_replicas_share_one_limit(replicas: Callable[..., Replicas]) -> None:
+    """Two server processes on one PostgreSQL database, and `serve --workers 2` on either
+    backend: creates of one tenant through both, from four threads, until both refuse."""
+    limit = 200  # each process reserves 2 at a time
+    started = replicas({"EVENTMGMT_RATE_LIMITS": f"tenant.create={limit}/1d"})
+    key = started.create_key("shared", "ReadWrite")
+    stubs = [event_service_pb2_grpc.EventServiceStub(c) for c in started.channels]
+    created = Counter[int]()
+    lock = threading.Lock()
+
+    def create_until_refused(index: int) -> None:
+        stub = stubs[index % 2]
+        while True:
+            try:
+                grpc_create(stub, key)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                return
+            with lock:
+                created[index % 2] += 1
+
+    with ThreadPoolExecutor(4) as pool:
+        for done in [pool.submit(create_until_refused, i) for i in range(4)]:
+            done.result(timeout=120)
+    total = sum(created.values())
+    assert limit - 2 <= total <= limit, created
+    assert all(created[i] > 0 for i in (0, 1)), created
+    for stub in stubs:
+        with pytest.raises(grpc.RpcError) as caught:
+            grpc_create(stub, key)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    database = open_database(started.database_url)
+    try:
+        row = database.execute_sql("SELECT COUNT(*) FROM events WHERE NOT internal").fetchone()
+    finally:
+        database.close()
+    assert int(row[0]) == total

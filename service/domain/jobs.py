@@ -22,6 +22,7 @@ from service.domain.access import Principal
 from service.domain.custom_fields import STANDARD_EVENT, canonical_type_id
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, invalid
 from service.domain.events import MAX_SEVERITY, Event, EventManager, new_event_id, now_us
+from service.domain.rate_limits import Operation, RateLimits
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +230,11 @@ class JobRunner:
         events: EventManager,
         parse_item: ItemParser,
         settings: RunnerSettings | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self._repository = repository
         self._events = events
+        self._limits = limits
         self._parse_item = parse_item
         self._settings = settings or RunnerSettings()
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -273,9 +276,23 @@ class JobRunner:
         source, items = job.request["format"], job.request["events"]
         while job.done < job.total:
             start = job.done
+            end = min(start + self._settings.chunk, job.total)
+            if self._limits is not None:
+                # Each item counts against the owner's create limits. Over them, the job
+                # waits out the window leased to nobody, so that any runner resumes it then
+                # and this one runs other tenants' jobs meanwhile.
+                granted, refusal = await self._limits.grant(
+                    job.owner, Operation.CREATE, end - start
+                )
+                if refusal is not None and granted == 0:
+                    wait_us = max(1000, int(refusal.retry_after or 1) * 1_000_000)
+                    await self._repository.commit_chunk(job, self._owner, wait_us, [], [])
+                    log.info("job %s waits %s s for its rate limit", job.id, wait_us // 1_000_000)
+                    return
+                end = start + granted
             events: list[Event] = []
             results: list[JobResult] = []
-            for index in range(start, min(start + self._settings.chunk, job.total)):
+            for index in range(start, end):
                 try:
                     event = await self._events.prepare(
                         job.owner, self._parse_item(source, items[index]), entity_required=True

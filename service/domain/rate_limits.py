@@ -37,6 +37,7 @@ Reserve = Callable[[str, int, int, int], Awaitable[tuple[int, int]]]
 MAX_WINDOW_S = 86_400
 # A process reserves at most this fraction of a limit at a time.
 SHARE_PARTS = 100
+RATE_LIMITED = "RATE_LIMIT_EXCEEDED"
 # Local states kept before those of ended windows are dropped.
 _MAX_STATES = 10_000
 
@@ -241,7 +242,7 @@ def rate_limited(rule: RateRule, retry_after: float) -> ResourceExhausted:
     return ResourceExhausted(
         f"rate limit exceeded: {whose} may make {rule.limit} {rule.operation} operations per "
         f"{_format_window(rule.window_s)}; retry in {seconds} s",
-        reason="RATE_LIMIT_EXCEEDED",
+        reason=RATE_LIMITED,
         metadata={"limit": str(rule), "retryAfterSeconds": str(seconds)},
         retry_after=retry_after,
     )

@@ -10,7 +10,7 @@ from service.auth import current_principal
 from service.convert import event_to_proto, report_fields_from_proto
 from service.domain.device_events import DeviceEventReporter
 from service.domain.errors import AlreadyExists
-from service.errors import to_device_error
+from service.errors import retry_after_header, to_device_error
 from service.servicers.rest import JSON, base_url
 from service.v1 import (
     device_event_rest_service_pb2,
@@ -94,5 +94,8 @@ async def answer_device_error(
     headers = [("x-http-code", str(status))]
     if isinstance(error, AlreadyExists) and error.existing_id:
         headers.append(("location", f"{base_url(context)}/events/{error.existing_id}"))
+    retry = retry_after_header(error)
+    if retry is not None:
+        headers.append(retry)
     await context.send_initial_metadata(headers)
     return rest_json.json_body(rest_json.device_error_document(code, message))

@@ -24,6 +24,7 @@ from service.domain.live import (
     parse_cursor,
     subscription_filter,
 )
+from service.domain.rate_limits import Operation, RateLimits
 from service.errors import to_status_proto
 from service.request_checks import check_request
 from service.v1 import event_stream_service_pb2 as pb
@@ -36,9 +37,12 @@ _MESSAGE_CACHE_SIZE = 4096
 
 
 class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServicer):
-    def __init__(self, events: EventManager, feed: LiveFeed) -> None:
+    def __init__(
+        self, events: EventManager, feed: LiveFeed, limits: RateLimits | None = None
+    ) -> None:
         self._events = events
         self._feed = feed
+        self._limits = limits
         # By feed position and format (CloudEvent or not).
         self._messages: OrderedDict[tuple[int, bool], pb.SubscribeEventsResponse] = OrderedDict()
 
@@ -147,6 +151,14 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
                 continue
             outcomes.append(None)
             drafts.append(Draft(fields, item.idempotency_key or None))
+        if self._limits is not None and drafts:
+            # Each event counts against the create limits; those beyond fail alone.
+            granted, refusal = await self._limits.grant(principal, Operation.CREATE, len(drafts))
+            if refusal is not None:
+                waiting = [i for i, outcome in enumerate(outcomes) if outcome is None]
+                for index in waiting[granted:]:
+                    outcomes[index] = IngestOutcome(error=refusal)
+                drafts = drafts[:granted]
         stored = iter(await self._events.create_many(principal, drafts))
         results = []
         for item, outcome in zip(items, outcomes, strict=True):

@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 
 from service import rest_json
 from service.domain.errors import PreconditionFailed, invalid
-from service.errors import to_status, to_status_proto
+from service.errors import abort, to_status_proto
 
 JSON = "application/json"
 HAL_JSON = "application/hal+json"
@@ -119,8 +119,7 @@ async def answer_rest_error(
     gRPC code maps to, so the body is the error JSON the gateway would print; every other
     failure is the usual gRPC status."""
     if not isinstance(error, PreconditionFailed):
-        await context.abort_with_status(to_status(error))
-        raise AssertionError("abort_with_status returns only by raising")
+        await abort(context, error)
     await context.send_initial_metadata([("x-http-code", "412")])
     status = json_format.MessageToDict(to_status_proto(error))
     return rest_json.json_body(status)

@@ -199,9 +199,6 @@ class RateLimits:
     def rules(self) -> tuple[RateRule, ...]:
         return tuple(self._rules)
 
-    def limits(self, operation: Operation) -> bool:
-        return bool(self._by_operation[operation])
-
     async def grant(
         self, principal: Principal, operation: Operation, want: int
     ) -> tuple[int, ResourceExhausted | None]:

@@ -18,6 +18,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helpers import (
     BACKENDS,
@@ -79,6 +81,32 @@ def test_rules_are_read_with_their_windows() -> None:
     assert parse_rate_limits(PRODUCTION_RULES)[0] == RateRule(
         Per.TENANT, Operation.CREATE, 3000, 60
     )
+
+
+@given(
+    st.lists(
+        st.builds(
+            RateRule,
+            st.sampled_from(Per),
+            st.sampled_from(Operation),
+            st.integers(1, 999_999_999),
+            st.integers(1, 86_400),
+        ),
+        max_size=5,
+    )
+)
+def test_written_rules_read_back_as_themselves(rules: list[RateRule]) -> None:
+    text = ",".join(str(r) for r in rules)
+    kept = {(r.per, r.operation, r.window_s): r for r in rules}  # a later rule replaces one
+    assert parse_rate_limits(text) == tuple(kept.values())
+
+
+@given(st.text(max_size=60))
+def test_any_setting_parses_or_is_refused_naming_the_setting(text: str) -> None:
+    try:
+        parse_rate_limits(text)
+    except InvalidInput as error:
+        assert error.violations[0].field == "rate-limits"
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
+from persistence.queries import Params, subtree_sql
 from persistence.rows import event_row
-from service.domain.access import ROOT_DOMAIN, Principal
+from service.domain.access import Principal
 from service.domain.device_events import duplicate
 from service.domain.events import Event, Payload
 from service.domain.registry import App, Device
@@ -82,16 +83,14 @@ class RegistryStore:
 
     async def list_devices(self, principal: Principal, after_id: str, limit: int) -> list[Device]:
         def work(db: peewee.Database) -> list[Device]:
-            p = db.param
-            where = f"tenant_id = {p} AND id > {p}"
-            args: list[Any] = [principal.tenant_id, after_id]
-            if principal.domain != ROOT_DOMAIN:
-                subtree = principal.domain + "/"
-                where += f" AND (domain = {p} OR substr(domain, 1, {p}) = {p})"
-                args += [principal.domain, len(subtree), subtree]
+            sql = Params(db.param)
+            where = f"tenant_id = {sql.bind(principal.tenant_id)} AND id > {sql.bind(after_id)}"
+            subtree = subtree_sql("domain", principal.domain, sql.bind)
+            where += f" AND {subtree}" if subtree else ""
             rows = db.execute_sql(
-                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE {where} ORDER BY id LIMIT {p}",
-                (*args, limit),
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE {where} "
+                f"ORDER BY id LIMIT {sql.bind(limit)}",
+                sql.args,
             )
             return [_device(row) for row in rows]
 

@@ -11,7 +11,6 @@ import peewee
 from persistence.find_run import run_find
 from persistence.queries import SqlBuilder
 from persistence.rows import SELECT_EVENT, event_from_row, event_row
-from persistence.scope import filter_clauses, scope_clause
 from persistence.writes import Insert, InsertBatch, Replace
 from service.domain.access import Principal
 from service.domain.events import Event, EventQuery
@@ -67,13 +66,14 @@ class EventRepository:
         self, principal: Principal, event_filter: EventFilter, after: int, upto: int, limit: int
     ) -> list[Event]:
         def work(db: peewee.Database) -> list[Event]:
-            p = db.param
-            where, args = scope_clause(principal, p)
-            clauses, more = filter_clauses(event_filter, p)
+            sql = SqlBuilder(self._store.postgres, db.param)
+            where = (
+                f"{sql.scope(principal)} AND seq > {sql.bind(after)} AND seq <= {sql.bind(upto)}"
+            )
+            if event_filter.condition is not None:
+                where += f" AND {sql.condition(event_filter.condition)}"
             rows = db.execute_sql(
-                f"{SELECT_EVENT} WHERE {where} AND seq > {p} AND seq <= {p}{clauses} "
-                f"ORDER BY seq LIMIT {p}",
-                (*args, after, upto, *more, limit),
+                f"{SELECT_EVENT} WHERE {where} ORDER BY seq LIMIT {sql.bind(limit)}", sql.args
             ).fetchall()
             return [event_from_row(r) for r in rows]
 
@@ -103,12 +103,11 @@ class EventRepository:
         include_shared: bool,
         db: peewee.Database,
     ) -> Event | None:
-        where, args = scope_clause(
-            principal, db.param, whole_tenant=whole_tenant, include_shared=include_shared
+        sql = SqlBuilder(self._store.postgres, db.param)
+        where = f"id = {sql.bind(event_id)} AND " + sql.scope(
+            principal, whole_tenant=whole_tenant, include_shared=include_shared
         )
-        row = db.execute_sql(
-            f"{SELECT_EVENT} WHERE id = {db.param} AND {where}", (event_id, *args)
-        ).fetchone()
+        row = db.execute_sql(f"{SELECT_EVENT} WHERE {where}", sql.args).fetchone()
         return None if row is None else event_from_row(row)
 
     async def query(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]:
@@ -132,7 +131,7 @@ class EventRepository:
 
     async def find(self, principal: Principal, request: FindRequest) -> FindResult:
         """Runs a find request inside the principal's scope, which is ANDed around whatever
-        the query says; `scope_clause` is the one place that decides what a principal may read,
+        the query says; `SqlBuilder.scope` is the one place that decides what a principal may read,
         including the events of entities shared with its tenant when the request asks."""
         return await self._store.read(
             functools.partial(run_find, principal, request, self._store.postgres)
@@ -143,19 +142,18 @@ def list_sql(
     principal: Principal, query: EventQuery, postgres: bool, param: str
 ) -> tuple[tuple[str, list[Any]], str, list[Any]]:
     """The WHERE clause (and its arguments) that counts a list, and the page's own SELECT."""
-    where, args = scope_clause(principal, param, include_shared=query.include_shared)
     builder = SqlBuilder(postgres, param)
-    clauses = [where]
+    clauses = [builder.scope(principal, include_shared=query.include_shared)]
     if not query.history:
         clauses.append("latest = TRUE")
     if query.condition is not None:
         clauses.append(builder.condition(query.condition))
     count_where = " AND ".join(clauses)
-    count_args = [*args, *builder.args]
+    count_args = list(builder.args)
     if query.after is not None:
         clauses.append(builder.after(query.sort, query.after))
     sql = (
         f"{SELECT_EVENT} WHERE {' AND '.join(clauses)} ORDER BY {builder.order_by(query.sort)} "
         f"LIMIT {builder.bind(query.limit)} OFFSET {builder.bind(query.offset)}"
     )
-    return (count_where, count_args), sql, [*args, *builder.args]
+    return (count_where, count_args), sql, builder.args

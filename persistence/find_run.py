@@ -1,5 +1,5 @@
 """Runs a find request: the count, the page of hits and each aggregation, as statements
-built by FindSql inside the principal's scope."""
+built by FindSql inside the principal's scope (SqlBuilder.scope)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import peewee
 
 from persistence.find import FindSql, decode_group_value
+from persistence.queries import SqlBuilder
 from persistence.rollups import aggregate, qualifies, rollup_cells
 from persistence.rows import SELECT_EVENT, event_from_row
-from persistence.scope import scope_clause
 from service.domain import find_query as q
 from service.domain.access import Principal
 from service.domain.event_fields import ALWAYS_PRESENT
@@ -32,10 +32,11 @@ def run_find(
     (persistence/rollups.py; `rollups=False` always reads the events)."""
 
     def statement() -> tuple[FindSql, str]:
+        scope = SqlBuilder(postgres, db.param)
+        where = scope.scope(principal, include_shared=request.include_shared)
         sql = FindSql(postgres, db.param)
-        scope, args = scope_clause(principal, db.param, include_shared=request.include_shared)
-        sql.args.extend(args)
-        return sql, f"({scope}) AND ({sql.where(request.query)})"
+        sql.args.extend(scope.args)
+        return sql, f"({where}) AND ({sql.where(request.query)})"
 
     sql, where = statement()
     window = qualifies(request) if rollups else None

@@ -13,8 +13,8 @@ from typing import Any
 
 import peewee
 
+from persistence.queries import SqlBuilder
 from persistence.rows import event_row
-from persistence.scope import scope_clause
 from persistence.store import Store
 from persistence.upkeep import DELETED_RETURNING, forget_deleted
 from service.domain.access import Principal, Role
@@ -207,7 +207,7 @@ class JobRepository:
     ) -> int:
         """Deletes up to `limit` matching events of the job's scope with the progress update."""
         p = self._p
-        clause, args = _matching(job.owner, where, p)
+        clause, args = _matching(job.owner, where, self._store.postgres, p)
 
         def write(cursor: Any) -> int:
             # RETURNING names what the side tables must forget (see forget_deleted).
@@ -227,7 +227,7 @@ class JobRepository:
 
     async def count_matching(self, principal: Principal, where: Mapping[str, Any]) -> int:
         def read(db: peewee.Database) -> int:
-            clause, args = _matching(principal, where, db.param)
+            clause, args = _matching(principal, where, self._store.postgres, db.param)
             return int(
                 db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {clause}", args).fetchone()[0]
             )
@@ -280,9 +280,11 @@ class JobRepository:
         return purged
 
 
-def _matching(principal: Principal, where: Mapping[str, Any], p: str) -> tuple[str, list[Any]]:
-    clause, args = scope_clause(principal, p)
+def _matching(
+    principal: Principal, where: Mapping[str, Any], postgres: bool, p: str
+) -> tuple[str, list[Any]]:
+    sql = SqlBuilder(postgres, p)
+    clause = sql.scope(principal)
     for column, value in where.items():
-        clause += f" AND {column} = {p}"
-        args.append(value)
-    return clause, args
+        clause += f" AND {column} = {sql.bind(value)}"
+    return clause, sql.args

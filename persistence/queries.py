@@ -1,15 +1,16 @@
-"""SQL for listing events: the domain's filter conditions rendered for SQLite or PostgreSQL,
-keyset positions, and the upkeep of the `latest` flag of correlated events."""
+"""The one builder of event conditions in SQL: the condition tree of
+service.domain.conditions rendered for SQLite or PostgreSQL, the principal's scope (tenant,
+domain subtree, shared entities), keyset positions, and the upkeep of the `latest` flag of
+correlated events."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from service.domain.event_fields import COLUMNS
-from service.domain.events import SortKey
-from service.domain.filters import (
+from service.domain.access import ROOT_DOMAIN, Principal
+from service.domain.conditions import (
     ANY_RUN,
     ONE_CHAR,
     AllOf,
@@ -18,7 +19,10 @@ from service.domain.filters import (
     Condition,
     Negation,
     Pattern,
+    Subtree,
 )
+from service.domain.event_fields import BY_ATTRIBUTE, COLUMNS, Kind
+from service.domain.events import SortKey
 
 _OPERATORS = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _JSON_TYPES = {
@@ -29,13 +33,33 @@ _JSON_TYPES = {
     "string": (("text",), "string"),
     "boolean": (("true", "false"), "boolean"),
 }
+# Standard fields stored as JSON text (the source): compared by their encoded value.
+_JSON_COLUMNS = frozenset(f.attribute for f in BY_ATTRIBUTE.values() if f.kind is Kind.SOURCE)
 
 
-class SqlBuilder:
-    """Renders conditions with the backend's parameter style; collects the arguments."""
+def subtree_sql(column: str, root: str, bind: Callable[[Any], str]) -> str:
+    """SQL that keeps rows whose domain `column` is `root` or lies below it; "" for the root
+    domain. A prefix compared by equality, not LIKE ('_' in a domain name is no wildcard) nor
+    a range: under a natural-language collation (ICU, en_US) a range lets /root/Sub1/x into
+    /root/sub1, while equality stays exact under every deterministic collation."""
+    if root == ROOT_DOMAIN:
+        return ""
+    below = root + "/"
+    return f"({column} = {bind(root)} OR substr({column}, 1, {bind(len(below))}) = {bind(below)})"
 
-    def __init__(self, postgres: bool, param: str) -> None:
-        self.postgres = postgres
+
+# A share reaches the entity's events inside the sharer's subtree (s.domain), by the same
+# equality of prefixes as subtree_sql, with the sharer's domain a column instead of a value.
+_SHARED_SUBTREE = (
+    "(s.domain = '/' OR events.domain = s.domain "
+    "OR substr(events.domain, 1, length(s.domain) + 1) = s.domain || '/')"
+)
+
+
+class Params:
+    """A statement's arguments, collected in the order their markers appear in its text."""
+
+    def __init__(self, param: str) -> None:
         self.p = param
         self.args: list[Any] = []
 
@@ -43,7 +67,37 @@ class SqlBuilder:
         self.args.append(value)
         return self.p
 
+
+class SqlBuilder(Params):
+    """Renders conditions and scopes with the backend's parameter style."""
+
+    def __init__(self, postgres: bool, param: str) -> None:
+        super().__init__(param)
+        self.postgres = postgres
+
+    def scope(
+        self, principal: Principal, *, whole_tenant: bool = False, include_shared: bool = False
+    ) -> str:
+        """The WHERE clause that keeps a query inside the principal's tenant and domain
+        subtree, and, when asked, adds the events of entities other tenants share with it;
+        the one place that decides what a principal may read."""
+        clause = f"tenant_id = {self.bind(principal.tenant_id)}"
+        if not whole_tenant:
+            subtree = subtree_sql("domain", principal.domain, self.bind)
+            clause += f" AND {subtree}" if subtree else ""
+        if include_shared:
+            clause = (
+                f"(({clause}) OR EXISTS (SELECT 1 FROM entity_shares s "
+                f"WHERE s.receiver_tenant_id = {self.bind(principal.tenant_id)} "
+                "AND s.owner_tenant_id = events.tenant_id "
+                f"AND s.entity_id = events.entity_id AND {_SHARED_SUBTREE}))"
+            )
+        return clause
+
     def condition(self, node: Condition) -> str:
+        if isinstance(node, Subtree):
+            column = COLUMNS[node.field.name]
+            return subtree_sql(column, node.root, self.bind) or self.true
         if isinstance(node, AllOf):
             return "(" + " AND ".join(self.condition(part) for part in node.parts) + ")"
         if isinstance(node, AnyOf):
@@ -56,7 +110,14 @@ class SqlBuilder:
             return f"NOT COALESCE({self.condition(node.part)}, {false})"
         if node.field.custom:
             return self._custom(node)
-        return self._compare(COLUMNS[node.field.name], node.op, node.value)
+        value = node.value
+        if node.field.name in _JSON_COLUMNS:
+            value = tuple(map(_json_text, value)) if node.op == "in" else _json_text(value)
+        return self._compare(COLUMNS[node.field.name], node.op, value)
+
+    @property
+    def true(self) -> str:
+        return "TRUE" if self.postgres else "1"
 
     def _compare(self, expression: str, op: str, value: Any, cast: str = "") -> str:
         if op == "in":
@@ -124,6 +185,11 @@ class SqlBuilder:
             op = "<" if directions[index] else ">"
             alternatives.append(" AND ".join([*equal, f"{column} {op} {self.bind(values[index])}"]))
         return "(" + " OR ".join(f"({a})" for a in alternatives) + ")"
+
+
+def _json_text(value: Any) -> str:
+    """A value as the JSON text the row codec stores (persistence.rows)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _like(pattern: Pattern) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import peewee
 
-from persistence.scope import scope_clause
+from persistence.queries import SqlBuilder
 from persistence.upkeep import DAY_US
 from service.domain import find_query as q
 from service.domain.access import Principal
@@ -163,7 +163,8 @@ def rollup_cells(
 ) -> list[tuple[str, int, int]]:
     """(type id, day, events) of the principal's scope inside the window."""
     p = db.param
-    where, args = scope_clause(principal, p)
+    scope = SqlBuilder(isinstance(db, peewee.PostgresqlDatabase), p)
+    where, args = scope.scope(principal), scope.args
     if window.types is not None:
         if not window.types:
             return []

@@ -6,20 +6,17 @@ from typing import Any
 
 import peewee
 
+from persistence.queries import Params, subtree_sql
 from persistence.store import Store
-from service.domain.access import ROOT_DOMAIN, Principal
+from service.domain.access import Principal
 from service.domain.sharing import EntityShare
 
 
 def _within(subtree: str, p: str) -> tuple[str, list[Any]]:
     """SQL that keeps shares whose domain lies inside `subtree`."""
-    if subtree == ROOT_DOMAIN:
-        return "", []
-    return f" AND (domain = {p} OR substr(domain, 1, {p}) = {p})", [
-        subtree,
-        len(subtree) + 1,
-        subtree + "/",
-    ]
+    sql = Params(p)
+    clause = subtree_sql("domain", subtree, sql.bind)
+    return (f" AND {clause}" if clause else ""), sql.args
 
 
 class ShareRepository:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Literal, Protocol
 
 from service.domain.access import Principal, Privilege
+from service.domain.conditions import matches
 from service.domain.custom_fields import (
     FieldDefinition,
     FieldType,
@@ -32,7 +33,7 @@ from service.domain.errors import (
 )
 from service.domain.event_fields import JSON_NAMES
 from service.domain.events import STANDARD_EVENT, Event, new_event_id, now_us
-from service.domain.filters import StandardFields, compile_filter, matches
+from service.domain.filters import StandardFields, compile_filter
 
 # Siemens allows 4 levels; 8 leaves room for a platform type, a vendor type and a few
 # refinements while keeping the per-event ancestor walk short.

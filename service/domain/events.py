@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from service.domain.access import Principal, check_domain_path
+from service.domain.conditions import Condition
+from service.domain.conditions import FieldType as FilterFieldType
 from service.domain.custom_fields import (
     STANDARD_EVENT,
     FieldDefinition,
@@ -37,13 +39,7 @@ from service.domain.errors import (
     stale,
 )
 from service.domain.event_fields import FIELDS, JSON_NAMES, SORTABLE, UPDATABLE
-from service.domain.filters import (
-    Condition,
-    CustomFieldType,
-    custom_field_names,
-    no_custom_fields,
-)
-from service.domain.filters import FieldType as FilterFieldType
+from service.domain.filters import CustomFieldType, custom_field_names, no_custom_fields
 
 if TYPE_CHECKING:
     from service.domain.listing import ListRequest

@@ -12,16 +12,27 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from service.domain import times
+from service.domain.conditions import (
+    ANY_RUN,
+    ONE_CHAR,
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    FieldRef,
+    FieldType,
+    Negation,
+    Pattern,
+)
+from service.domain.conditions import all_of as all_of
 from service.domain.custom_fields import canonical_type_id
 from service.domain.errors import InvalidInput, invalid
 from service.domain.event_fields import FILTERABLE, Kind
 from service.domain.parsing import loads_json
 
-FieldType = Literal["string", "integer", "double", "boolean", "timestamp"]
 # Resolves a non-standard field name to its type when the caller's event types declare it
 # filterable; None means "no such filterable field".
 CustomFieldType = Callable[[str], FieldType | None]
@@ -73,65 +84,6 @@ def custom_field_names(text: str) -> set[str]:
 def no_custom_fields(name: str) -> FieldType | None:
     """The resolver used until event types declare filterable fields: none exist."""
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class FieldRef:
-    """A field a condition tests: a standard attribute, or a custom field by its name."""
-
-    name: str
-    type: FieldType
-    custom: bool = False
-
-
-# A `like` pattern as segments: literal text, "*" (any run) or "?" (one character).
-Pattern = tuple[str, ...]
-ANY_RUN = "\x00*"
-ONE_CHAR = "\x00?"
-
-
-@dataclass(frozen=True, slots=True)
-class Compare:
-    """`field op value`: op is eq, in (value is a tuple), like (a Pattern), lt, le, gt, ge."""
-
-    field: FieldRef
-    op: str
-    value: Any
-
-
-@dataclass(frozen=True, slots=True)
-class AllOf:
-    parts: tuple[Condition, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AnyOf:
-    parts: tuple[Condition, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Negation:
-    part: Condition
-
-
-Condition = Compare | AllOf | AnyOf | Negation
-
-
-def all_of(parts: list[Condition]) -> Condition | None:
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
-
-
-def mentions(condition: Condition | None, name: str) -> bool:
-    """Whether the condition tests the standard field `name` anywhere."""
-    if condition is None:
-        return False
-    if isinstance(condition, Compare):
-        return not condition.field.custom and condition.field.name == name
-    if isinstance(condition, Negation):
-        return mentions(condition.part, name)
-    return any(mentions(part, name) for part in condition.parts)
 
 
 # Integers a filter may hold: every backend binds them as a signed 64-bit value.
@@ -382,39 +334,3 @@ def compile_filter(
         return _Compiler(custom_field_type, fields).clauses(document, "filter")
     except InvalidInput as error:
         raise InvalidInput(error.violations, reason="INVALID_FILTER") from None
-
-
-def _like(pattern: Pattern) -> re.Pattern[str]:
-    parts = [".*" if s == ANY_RUN else "." if s == ONE_CHAR else re.escape(s) for s in pattern]
-    return re.compile("".join(parts), re.DOTALL)
-
-
-_ORDER = {
-    "lt": lambda a, b: a < b,
-    "le": lambda a, b: a <= b,
-    "gt": lambda a, b: a > b,
-    "ge": lambda a, b: a >= b,
-}
-
-
-def matches(condition: Condition | None, value_of: Callable[[str], Any]) -> bool:
-    """Evaluates a condition in memory, for collections small enough to filter in Python
-    (event types); `value_of(name)` gives a field's value, None when it has none."""
-    if condition is None:
-        return True
-    if isinstance(condition, AllOf):
-        return all(matches(part, value_of) for part in condition.parts)
-    if isinstance(condition, AnyOf):
-        return any(matches(part, value_of) for part in condition.parts)
-    if isinstance(condition, Negation):
-        return not matches(condition.part, value_of)
-    value = value_of(condition.field.name)
-    if value is None:
-        return False
-    if condition.op == "eq":
-        return bool(value == condition.value)
-    if condition.op == "in":
-        return value in condition.value
-    if condition.op == "like":
-        return isinstance(value, str) and _like(condition.value).fullmatch(value) is not None
-    return bool(_ORDER[condition.op](value, condition.value))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from service.domain.access import Principal
+from service.domain.conditions import Compare, Condition, FieldRef, all_of, mentions
 from service.domain.errors import InvalidInput, invalid
 from service.domain.event_fields import FIELDS, Kind
 from service.domain.events import (
@@ -25,17 +26,7 @@ from service.domain.events import (
     SortKey,
     now_us,
 )
-from service.domain.filters import (
-    MAX_INTEGER,
-    Compare,
-    Condition,
-    CustomFieldType,
-    FieldRef,
-    all_of,
-    check_text,
-    compile_filter,
-    mentions,
-)
+from service.domain.filters import MAX_INTEGER, CustomFieldType, check_text, compile_filter
 from service.domain.parsing import loads_json
 
 if TYPE_CHECKING:

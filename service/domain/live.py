@@ -15,10 +15,20 @@ import bisect
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from service.domain.access import Principal, check_domain_path, domain_covers
+from service.domain.access import ROOT_DOMAIN, Principal, check_domain_path
+from service.domain.conditions import (
+    DOMAIN,
+    Compare,
+    Condition,
+    FieldRef,
+    Matcher,
+    Subtree,
+    all_of,
+    event_matcher,
+)
 from service.domain.custom_fields import canonical_type_id
 from service.domain.errors import FieldViolation, InvalidInput, PermissionDenied, invalid
 from service.domain.events import CLASSIFICATIONS, MAX_SEVERITY, Event
@@ -33,10 +43,18 @@ REFRESH_PAGE = 2000
 FELL_BEHIND = "SUBSCRIBER_TOO_SLOW"
 
 
+_TYPE_ID = FieldRef("type_id", "string")
+_SEVERITY = FieldRef("severity", "integer")
+_CLASSIFICATION = FieldRef("classification", "string")
+_ENTITY_TYPE = FieldRef("entity_type", "string")
+_ENTITY_ID = FieldRef("entity_id", "string")
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """Which events a subscriber wants: a domain subtree and optional sets of values; an
-    empty set matches every value."""
+    empty set matches every value. As a condition (`condition`), which the store renders for
+    catching up and `matches` evaluates on live events, compiled once per subscription."""
 
     domain: str
     type_ids: frozenset[str] = frozenset()
@@ -44,16 +62,29 @@ class EventFilter:
     classifications: frozenset[str] = frozenset()
     entity_type: str = ""
     entity_id: str = ""
+    condition: Condition | None = field(init=False, repr=False, compare=False)
+    _matcher: Matcher = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parts: list[Condition] = []
+        if self.domain != ROOT_DOMAIN:
+            parts.append(Subtree(DOMAIN, self.domain))
+        for ref, values in (
+            (_TYPE_ID, self.type_ids),
+            (_SEVERITY, self.severities),
+            (_CLASSIFICATION, self.classifications),
+        ):
+            if values:
+                parts.append(Compare(ref, "in", tuple(sorted(values))))
+        for ref, value in ((_ENTITY_TYPE, self.entity_type), (_ENTITY_ID, self.entity_id)):
+            if value:
+                parts.append(Compare(ref, "eq", value))
+        condition = all_of(parts)
+        object.__setattr__(self, "condition", condition)
+        object.__setattr__(self, "_matcher", event_matcher(condition))
 
     def matches(self, event: Event) -> bool:
-        return (
-            domain_covers(self.domain, event.domain)
-            and (not self.type_ids or event.type_id in self.type_ids)
-            and (not self.severities or event.severity in self.severities)
-            and (not self.classifications or event.classification in self.classifications)
-            and (not self.entity_type or event.entity_type == self.entity_type)
-            and (not self.entity_id or event.entity_id == self.entity_id)
-        )
+        return self._matcher(event)
 
 
 def subscription_filter(

@@ -11,14 +11,18 @@ from typing import TYPE_CHECKING, Any
 import peewee
 
 from persistence.auth import record_auth_change
+from persistence.rows import event_row
+from service.domain import audit
 from service.domain.access import (
     API_KEY_PREFIX,
+    ROLE_PRIVILEGES,
     Principal,
     Privilege,
     Role,
     format_privileges,
     privileges_from_text,
 )
+from service.domain.events import Event
 
 if TYPE_CHECKING:
     from persistence.store import Store
@@ -82,8 +86,10 @@ class KeyRepository:
         role: Role,
         domain: str,
         privileges: frozenset[Privilege] | None = None,
+        requested_by: str = "operator",
     ) -> IssuedKey:
-        """A new key; `privileges` narrows what its role grants (None: all of it)."""
+        """A new key; `privileges` narrows what its role grants (None: all of it). Its audit
+        event names `requested_by`."""
         key_id = secrets.token_hex(8)
         secret = f"{API_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
@@ -103,11 +109,34 @@ class KeyRepository:
                     None if privileges is None else format_privileges(privileges),
                 ),
             )
+            granted = format_privileges(privileges or ROLE_PRIVILEGES[role]).split(",")
+            self._audit(
+                db,
+                audit.access_event(
+                    tenant_id,
+                    domain,
+                    audit.CODE_KEY_CREATED,
+                    "ApiKey",
+                    key_id,
+                    f"API key {key_id} ({name}) created by {requested_by}",
+                    {
+                        "keyId": key_id,
+                        "name": name,
+                        "role": role.title,
+                        "privileges": granted,
+                        "domain": domain,
+                        "requestedBy": requested_by,
+                    },
+                ),
+            )
 
         self._store.run_sync(work)
         return IssuedKey(key_id, tenant_id, name, role, domain, secret, privileges)
 
-    def revoke_key(self, key_id: str) -> bool:
+    def _audit(self, db: peewee.Database, event: Event) -> None:
+        self._store.writes.insert_rows(db.cursor(), [event_row(event)])
+
+    def revoke_key(self, key_id: str, requested_by: str = "operator") -> bool:
         """Revokes an active key; every process refuses it from its next call on."""
 
         def work(db: peewee.Database) -> bool:
@@ -119,6 +148,21 @@ class KeyRepository:
             if cursor.rowcount != 1:
                 return False
             record_auth_change(db)
+            tenant_id, domain, name = db.execute_sql(
+                f"SELECT tenant_id, domain, name FROM api_keys WHERE id = {db.param}", (key_id,)
+            ).fetchone()
+            self._audit(
+                db,
+                audit.access_event(
+                    tenant_id,
+                    domain,
+                    audit.CODE_KEY_REVOKED,
+                    "ApiKey",
+                    key_id,
+                    f"API key {key_id} ({name}) revoked by {requested_by}",
+                    {"keyId": key_id, "name": name, "requestedBy": requested_by},
+                ),
+            )
             return True
 
         return self._store.run_sync(work)

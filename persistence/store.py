@@ -20,6 +20,7 @@ from persistence.migrations import migrate
 from persistence.notify import FeedListener, FeedPoller
 from persistence.partitions import ensure_partitions
 from persistence.reader import GroupedReader
+from persistence.users import UserStore
 from persistence.writer import GroupCommitWriter
 from persistence.writes import EventWrites
 
@@ -45,8 +46,12 @@ class Store:
         self.commit_listeners = self.writes.commit_listeners
         self.events = EventRepository(self)
         self.keys = KeyRepository(self)
+        self.users = UserStore(self)
         self._feed_listeners: list[FeedListener | FeedPoller] = []
         self._probes: list[AuthVersionProbe] = []
+        # Called on the event loop once this process committed a credential change, before
+        # its caller is answered (other processes learn of it by NOTIFY or the version).
+        self.credential_listeners: list[Callable[[], None]] = []
         self.registry = RegistryStore(self)
         self.device_events = DeviceEventStore(self)
 
@@ -74,6 +79,10 @@ class Store:
         probe = AuthVersionProbe(self.database.database)
         self._probes.append(probe)
         return version_check(probe, AuthSignal.of(self.database.database), on_change)
+
+    def credentials_changed(self) -> None:
+        for listener in self.credential_listeners:
+            listener()
 
     def listen_for_commits(self, on_commit: Callable[[int], None]) -> None:
         """Calls `on_commit(newest seq)` from a thread whenever another process commits new

@@ -9,6 +9,7 @@ import asyncio
 import contextvars
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -100,6 +101,7 @@ def combine(user: Principal, app: Principal) -> Principal:
         granted=user.privileges & app.privileges,
         user_id=user.user_id,
         token_id=user.token_id,
+        expires_us=user.expires_us,
     )
 
 
@@ -114,6 +116,8 @@ class OpenStream:
     # cancellation lands where the guard can turn it into the revocation's status.
     inside: bool = False
     ended: DomainError | None = None
+    # Ends the stream when its token expires.
+    expiry: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -157,6 +161,9 @@ class CredentialResolver:
             self._cache[cache_key] = cached
         if isinstance(cached, DomainError):
             raise cached
+        if cached.expires_us and cached.expires_us <= time.time_ns() // 1000:
+            del self._cache[cache_key]
+            raise _expired()
         return cached
 
     async def _resolve(self, api_key: str | None, token: str | None) -> Principal:
@@ -224,15 +231,24 @@ class CredentialResolver:
         if stream.inside and stream.task is not None:
             stream.task.cancel()
 
-    def open_stream(self, credentials: Credentials, access: Access) -> OpenStream:
+    def open_stream(
+        self, credentials: Credentials, access: Access, expires_us: int = 0
+    ) -> OpenStream:
         stream = OpenStream(credentials, access, asyncio.current_task())
         self._streams.add(stream)
+        if expires_us:
+            delay = max(0.0, expires_us / 1e6 - time.time())
+            stream.expiry = asyncio.get_running_loop().call_later(
+                delay, lambda: self._end(stream, _expired()) if stream.ended is None else None
+            )
         if self.check is not None and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return stream
 
     def close_stream(self, stream: OpenStream) -> None:
         self._streams.discard(stream)
+        if stream.expiry is not None:
+            stream.expiry.cancel()
 
     async def _watch(self) -> None:
         """SQLite: notices credential changes made by other processes while streams are
@@ -246,6 +262,12 @@ class CredentialResolver:
             log.exception("watching credential changes failed")
         finally:
             self._watcher = None
+
+
+def _expired() -> Unauthenticated:
+    return Unauthenticated(
+        "the token expired; sign in again (POST /auth/login)", reason="TOKEN_EXPIRED"
+    )
 
 
 def _digest(secret: str | None) -> str:
@@ -389,7 +411,7 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     return await behavior(parse(request), context)
                 except Exception as error:
-                    await context.abort_with_status(to_status(error))
+                    await abort(context, error)
 
             return guarded
 
@@ -397,7 +419,8 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
             async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 caller = await enter(context)
                 assert caller.access is not None
-                stream = resolver.open_stream(caller.credentials, caller.access)
+                expires = 0 if caller.principal is None else caller.principal.expires_us
+                stream = resolver.open_stream(caller.credentials, caller.access, expires)
                 responses: Any = None
                 try:
                     responses = behavior(parse(request), context).__aiter__()
@@ -419,7 +442,7 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
                     assert stream.ended is not None
                     raise stream.ended
                 except Exception as error:
-                    await context.abort_with_status(to_status(error))
+                    await abort(context, error)
                 finally:
                     resolver.close_stream(stream)
                     close = getattr(responses, "aclose", None)

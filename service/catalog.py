@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
+from service.servicers.auth_service import AuthServicer
 from service.servicers.device_event_service import DeviceEventRestServicer, DeviceEventServicer
 from service.servicers.event_job_service import EventJobRestServicer, EventJobServicer
 from service.servicers.event_rest_service import EventRestServicer
@@ -23,7 +24,10 @@ from service.servicers.event_type_rest_service import EventTypeRestServicer
 from service.servicers.event_type_service import EventTypeServicer
 from service.servicers.registry_service import RegistryServicer
 from service.servicers.sharing_service import SharingRestServicer, SharingServicer
+from service.servicers.user_service import UserServicer
 from service.v1 import (
+    auth_service_pb2,
+    auth_service_pb2_grpc,
     device_event_rest_service_pb2,
     device_event_rest_service_pb2_grpc,
     device_event_service_pb2,
@@ -52,6 +56,8 @@ from service.v1 import (
     sharing_rest_service_pb2_grpc,
     sharing_service_pb2,
     sharing_service_pb2_grpc,
+    user_service_pb2,
+    user_service_pb2_grpc,
 )
 
 if TYPE_CHECKING:
@@ -149,6 +155,8 @@ SERVICES: tuple[Offered, ...] = (
         event_search_rest_service_pb2_grpc,
         lambda s: EventSearchRestServicer(s.finder),
     ),
+    Offered(auth_service_pb2, auth_service_pb2_grpc, lambda s: AuthServicer(s.sessions)),
+    Offered(user_service_pb2, user_service_pb2_grpc, lambda s: UserServicer(s.users)),
 )
 
 # The services the gateway transcodes, in the order above.

@@ -1,15 +1,18 @@
 """`eventmgmt`: the one console command. `serve` runs the service and its REST gateway;
-`admin` manages tenants and API keys; `migrate` applies schema migrations; `events` works
-with events over gRPC (service.cli_events); `completion` prints the shell completion script."""
+`admin` manages tenants, API keys, users, devices and apps; `migrate` applies schema
+migrations; `events` works with events over gRPC (service.cli_events); `completion` prints
+the shell completion script."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import argcomplete
 
@@ -28,6 +31,7 @@ from service.domain.access import (
 from service.domain.errors import DomainError
 from service.domain.rate_limits import PRODUCTION_RULES, RULES_SYNTAX, parse_rate_limits
 from service.domain.registry import RegistryManager
+from service.domain.users import User, UserAdmin
 from service.settings import ServerSettings
 from service.workers import default_workers
 
@@ -115,6 +119,32 @@ def _parser() -> argparse.ArgumentParser:
         "(env EVENTMGMT_MQTT_FORMAT)",
     )
     run.add_argument(
+        "--token-keys",
+        default=_env("TOKEN_KEYS", ""),
+        help="JSON file of the login token signing keys, shared by replicas; default: "
+        "DATA_DIR/token-keys.json, made on first start (env EVENTMGMT_TOKEN_KEYS)",
+    )
+    run.add_argument(
+        "--token-ttl",
+        type=int,
+        default=int(_env("TOKEN_TTL_SECONDS", str(defaults.token_ttl_seconds))),
+        help="seconds a login token is valid (env EVENTMGMT_TOKEN_TTL_SECONDS)",
+    )
+    run.add_argument(
+        "--login-lock-after",
+        type=int,
+        default=int(_env("LOGIN_LOCK_AFTER", str(defaults.login_lock_after))),
+        help="failed logins of a username that lock it for --login-lock-seconds "
+        "(env EVENTMGMT_LOGIN_LOCK_AFTER); answers slow down after "
+        "EVENTMGMT_LOGIN_SLOW_AFTER; an address locks after EVENTMGMT_LOGIN_ADDRESS_LOCK_AFTER",
+    )
+    run.add_argument(
+        "--login-lock-seconds",
+        type=float,
+        default=float(_env("LOGIN_LOCK_SECONDS", str(defaults.login_lock_seconds))),
+        help="how long a locked username or address is refused (env EVENTMGMT_LOGIN_LOCK_SECONDS)",
+    )
+    run.add_argument(
         "--production",
         action="store_true",
         default=_env("PRODUCTION", "") in ("1", "true"),
@@ -173,8 +203,107 @@ def _parser() -> argparse.ArgumentParser:
     disable_app.add_argument("app_id")
     disable_app.add_argument("--tenant", required=True)
 
+    _add_user_parsers(actions)
     cli_events.add_parsers(commands)
     return parser
+
+
+def _add_user_parsers(actions: Any) -> None:
+    users = actions.add_parser("users", help="manage the users who sign in (POST /auth/login)")
+    verbs = users.add_subparsers(dest="verb", required=True)
+    password_help = (
+        "read the password from the first line of standard input; without it a random "
+        "password is made and printed once"
+    )
+    create = verbs.add_parser("create", help="create a user")
+    create.add_argument("username")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--role", required=True, help="Read, ReadWrite or Admin")
+    create.add_argument("--domain", default="/", help="domain subtree, such as /root/sub1")
+    create.add_argument("--privileges", default="", help="comma-separated, narrower than the role")
+    create.add_argument("--password-stdin", action="store_true", help=password_help)
+    verbs.add_parser("list", help="list a tenant's users").add_argument("--tenant", required=True)
+    for verb, text in (("get", "show a user"), ("revoke", "revoke a user and its sessions")):
+        one = verbs.add_parser(verb, help=text)
+        one.add_argument("user_id")
+        one.add_argument("--tenant", required=True)
+    update = verbs.add_parser("update", help="change a user's password, role, privileges or domain")
+    update.add_argument("user_id")
+    update.add_argument("--tenant", required=True)
+    update.add_argument("--role")
+    update.add_argument("--domain")
+    update.add_argument("--privileges", help="comma-separated; '' for the role's own")
+    update.add_argument("--password", action="store_true", help="set a new password")
+    update.add_argument("--password-stdin", action="store_true", help=password_help)
+
+
+def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
+    """The password from standard input, or a random one (True: print it once)."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n"), False
+    return secrets.token_urlsafe(18), True
+
+
+def _print_user(user: User) -> None:
+    state = "active" if user.revoke_time is None else "revoked"
+    granted = format_privileges(user.privileges)
+    print(f"{user.id}  {user.username}  {user.role.title:9}  {user.domain}  {state}  {granted}")
+
+
+async def _users(store: Store, args: argparse.Namespace) -> None:
+    operator = Principal(args.tenant, "cli", "operator", Role.ADMIN, ROOT_DOMAIN)
+    admin = UserAdmin(store.users)
+    if args.verb == "create":
+        password, show = _new_password(args)
+        user = await admin.create(
+            operator,
+            args.username,
+            password,
+            args.role,
+            args.privileges.split(","),
+            args.domain,
+        )
+        _print_user(user)
+        if show:
+            print("the password is shown once:", file=sys.stderr)
+            print(password)
+    elif args.verb == "list":
+        after = ""
+        while users := await admin.list(operator, after):
+            for user in users:
+                _print_user(user)
+            after = users[-1].username
+    elif args.verb == "get":
+        _print_user(await admin.get(operator, args.user_id))
+    elif args.verb == "revoke":
+        _print_user(await admin.revoke(operator, args.user_id))
+    else:
+        fields = [
+            name
+            for name, value in (
+                ("role", args.role),
+                ("domain", args.domain),
+                ("privileges", args.privileges),
+            )
+            if value is not None
+        ]
+        password, show = "", False
+        if args.password or args.password_stdin:
+            fields.append("password")
+            password, show = _new_password(args)
+        user = await admin.update(
+            operator,
+            args.user_id,
+            fields,
+            password=password,
+            role_text=args.role or "",
+            privileges=(args.privileges or "").split(","),
+            domain=args.domain or "",
+        )
+        _print_user(user)
+        if show:
+            print("the new password is shown once:", file=sys.stderr)
+            print(password)
 
 
 _REGISTRY_ACTIONS = (
@@ -220,14 +349,14 @@ async def _registry(store: Store, args: argparse.Namespace) -> None:
 
 
 def _admin(store: Store, args: argparse.Namespace) -> int:
-    if args.action in _REGISTRY_ACTIONS:
+    if args.action in (*_REGISTRY_ACTIONS, "users"):
         if not store.keys.tenant_exists(args.tenant):
             print(
                 f"no tenant {args.tenant}; create it with `eventmgmt admin create-tenant`",
                 file=sys.stderr,
             )
             return 1
-        asyncio.run(_registry(store, args))
+        asyncio.run((_users if args.action == "users" else _registry)(store, args))
         return 0
     if args.action == "create-tenant":
         created = store.keys.create_tenant(args.tenant_id, args.name or args.tenant_id)
@@ -298,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         # Imported only now: prometheus_client picks its multiprocess mode at import.
         from service.server import serve
 
+        defaults = ServerSettings()
         settings = ServerSettings(
             database_url=args.database,
             grpc_address=args.grpc_address,
@@ -314,6 +444,14 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers if args.workers > 0 else default_workers(),
             mqtt_format="" if args.mqtt_format == "json" else args.mqtt_format,
             rate_limits=args.rate_limits,
+            token_keys=args.token_keys,
+            token_ttl_seconds=args.token_ttl,
+            login_lock_after=args.login_lock_after,
+            login_lock_seconds=args.login_lock_seconds,
+            login_slow_after=int(_env("LOGIN_SLOW_AFTER", str(defaults.login_slow_after))),
+            login_address_lock_after=int(
+                _env("LOGIN_ADDRESS_LOCK_AFTER", str(defaults.login_address_lock_after))
+            ),
         )
         # Worker processes (service.workers) log as this one does.
         os.environ.update(EVENTMGMT_LOG_LEVEL=args.log_level, EVENTMGMT_LOG_FORMAT=args.log_format)

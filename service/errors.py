@@ -66,7 +66,10 @@ async def abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoRe
     headers (trailers it drops); gRPC clients read RetryInfo."""
     retry = retry_after_header(error)
     if retry is not None:
-        await context.send_initial_metadata((retry,))
+        try:
+            await context.send_initial_metadata((retry,))
+        except Exception:  # a stream that answered before: RetryInfo in the status only
+            log.debug("initial metadata already sent; no retry-after header")
     await context.abort_with_status(to_status(error))
     raise AssertionError("abort_with_status returns only by raising")
 

@@ -116,19 +116,20 @@ def _finish(method: str, started: float, context: _CallContext, code: str) -> No
     seconds = time.perf_counter() - started
     metrics.observe_call(method, code, seconds)
     caller = current_caller()
-    tenant = key_id = ""
+    tenant = key_id = user_id = ""
     if caller is not None:
-        tenant, key_id = caller.tenant_id, caller.key_id
+        tenant, key_id, user_id = caller.tenant_id, caller.key_id, caller.user_id
     duration_ms = round(seconds * 1000, 2)
     request_id = current_request_id()
     log.info(
-        "%s %s%s %.1f ms tenant=%s key=%s request=%s",
+        "%s %s%s %.1f ms tenant=%s key=%s user=%s request=%s",
         method,
         code,
         f" http={context.http_status}" if context.http_status else "",
         duration_ms,
         tenant or "-",
         key_id or "-",
+        user_id or "-",
         request_id,
         extra={
             "rpc": method,
@@ -136,6 +137,7 @@ def _finish(method: str, started: float, context: _CallContext, code: str) -> No
             "http_status": int(context.http_status) if context.http_status.isdigit() else None,
             "tenant": tenant or None,
             "key_id": key_id or None,
+            "user_id": user_id or None,
             "duration_ms": duration_ms,
             "request_id": request_id,
         },

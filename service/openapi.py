@@ -21,6 +21,7 @@ from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 from service import rest_schemas
+from service.privileges import access_for
 
 REPO = Path(__file__).resolve().parent.parent
 OPENAPI_JSON = REPO / "gateway" / "openapi.json"
@@ -344,6 +345,9 @@ def document(files: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             + rest.headers,
             "responses": _responses(binding, schemas, rest),
         }
+        access = access_for("/" + binding.rpc[::-1].replace(".", "/", 1)[::-1])
+        if access is not None and not access.credentials:
+            operation["security"] = []
         body = _request_body(binding, descriptors, schemas, rest)
         if body is not None:
             operation["requestBody"] = body

@@ -391,6 +391,14 @@ SCHEMAS: dict[str, Any] = {
         description="A device's stored (201) or pending (202) event in the device path's shape "
         "(docs/device-api.md).",
     ),
+    "LoginInput": _object(
+        {
+            "username": {**_STRING, "minLength": 1, "maxLength": 128},
+            "password": {**_STRING, "minLength": 1, "maxLength": 1024},
+        },
+        ("username", "password"),
+        additionalProperties=False,
+    ),
     "ShareInput": _object(
         {
             "entityId": {**_STRING, "minLength": 1, "maxLength": 128},
@@ -674,6 +682,10 @@ REST: dict[str, Rest] = {
     f"{_SHARING}.RestUnshareEntity": Rest(
         responses={"200": _json("Unshared.", message("eventmgmt.v1.UnshareEntityResponse"))}
     ),
+    "eventmgmt.v1.AuthService.Login": Rest(request=_ref("LoginInput")),
+    "eventmgmt.v1.AuthService.Logout": Rest(
+        request={"type": "object", "maxProperties": 0, "description": "Empty, or no body."}
+    ),
     "eventmgmt.v1.DeviceEventRestService.RestReportDeviceEvent": Rest(
         request=_ref("DeviceReport"),
         responses={
@@ -722,5 +734,10 @@ INFO: dict[str, Any] = {
 
 SECURITY_SCHEMES: dict[str, Any] = {
     "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
-    "bearer": {"type": "http", "scheme": "bearer", "description": "The API key as a token."},
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "The token of POST /auth/login (or an API key).",
+    },
 }

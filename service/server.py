@@ -36,11 +36,14 @@ from service.domain.rate_limits import RateLimits, WindowCounter, parse_rate_lim
 from service.domain.registry import RegistryManager
 from service.domain.retention import RetentionSweeper
 from service.domain.sharing import SharingManager
+from service.domain.tokens import TokenCodec
+from service.domain.users import LoginThrottle, SessionManager, UserAdmin
 from service.job_views import parse_job_item
 from service.observability import RequestInterceptor
 from service.servicers.device_event_service import REST_REPORT_METHOD, answer_device_error
 from service.servicers.rest import CONDITIONAL_WRITES, answer_rest_error
 from service.settings import ServerSettings
+from service.token_keys import load_signing_keys, new_keys_document, parse_keys
 
 if TYPE_CHECKING:
     from service.mqtt import MqttPublisher
@@ -72,11 +75,31 @@ class Services:
     feed: LiveFeed
     finder: EventFinder
     limits: RateLimits
+    users: UserAdmin
+    sessions: SessionManager
 
     @classmethod
-    def over(cls, store: Store, rate_rules: str = "") -> Services:
+    def over(cls, store: Store, settings: ServerSettings | None = None) -> Services:
+        """The services over `store`, configured by `settings`; without them (tests in one
+        process), tokens are signed with a new key that lives as long as this process."""
+        if settings is None:
+            keys, settings = parse_keys(new_keys_document()), ServerSettings()
+        else:
+            configured = Path(settings.token_keys) if settings.token_keys else None
+            keys = load_signing_keys(configured, settings.data_dir)
         limits = RateLimits(
-            parse_rate_limits(rate_rules), WindowCounter(SharedRateCounters(store).reserve)
+            parse_rate_limits(settings.rate_rules),
+            WindowCounter(SharedRateCounters(store).reserve),
+        )
+        sessions = SessionManager(
+            store.users,
+            TokenCodec(keys, settings.token_ttl_seconds),
+            LoginThrottle(
+                slow_after=settings.login_slow_after,
+                lock_after=settings.login_lock_after,
+                address_lock_after=settings.login_address_lock_after,
+                lock_seconds=settings.login_lock_seconds,
+            ),
         )
         types = EventTypeManager(EventTypeRepository(store))
         # Events created by jobs pass the same custom-type checks as single creates.
@@ -101,6 +124,8 @@ class Services:
             feed,
             EventFinder(store.events),
             limits,
+            UserAdmin(store.users),
+            sessions,
         )
 
 
@@ -117,8 +142,9 @@ def create_server(
     port of `address`. With `reuse_port`, other processes may listen on the same ports
     (SO_REUSEPORT: workers); without it, a port another server holds fails here."""
     services = services or Services.over(store)
-    resolver = CredentialResolver(store.keys.principal_for)
+    resolver = CredentialResolver(store.keys.principal_for, services.sessions.principal_for_token)
     resolver.check = store.watch_credentials(resolver.invalidate_threadsafe)
+    store.credential_listeners.append(resolver.invalidate)
     server = grpc.aio.server(
         # The device path answers its failures with its own body, never a gRPC status
         # (docs/errors.md#device-path); REST
@@ -184,11 +210,16 @@ async def process_pending_reports(reporter: DeviceEventReporter, interval: float
 async def serve(settings: ServerSettings) -> None:
     """Runs the service until SIGINT or SIGTERM: in this process, or with `settings.workers`
     above 1 as that many worker processes on the one port (service.workers)."""
-    from service.bootstrap import ensure_dev_key
+    from service.bootstrap import ensure_dev_key, ensure_dev_login
 
     store = Store(settings.database_url)
     store.migrate()
-    dev_key = None if settings.production else ensure_dev_key(store, settings.data_dir)
+    # Made (or found wrong) before any worker starts.
+    load_signing_keys(Path(settings.token_keys) if settings.token_keys else None, settings.data_dir)
+    dev_key = dev_login = None
+    if not settings.production:
+        dev_key = ensure_dev_key(store, settings.data_dir)
+        dev_login = await ensure_dev_login(store, settings.data_dir)
     # One metrics endpoint; in multiprocess mode its scrape adds up every worker's files.
     stop_metrics = None
     if settings.metrics_port:
@@ -197,11 +228,11 @@ async def serve(settings: ServerSettings) -> None:
     try:
         if settings.workers > 1:
             store.close()
-            await _serve_pool(settings, dev_key)
+            await _serve_pool(settings, dev_key, dev_login)
             return
         async with _serving(settings, store, reuse_port=False) as port:
             with _gateway(settings, port):
-                _print_welcome(settings, port, dev_key)
+                _print_welcome(settings, port, dev_key, dev_login)
                 await _stop_signal()
     finally:
         if stop_metrics is not None:
@@ -219,7 +250,9 @@ async def serve_worker(
         await _stop_signal()
 
 
-async def _serve_pool(settings: ServerSettings, dev_key: Path | None) -> None:
+async def _serve_pool(
+    settings: ServerSettings, dev_key: Path | None, dev_login: Path | None
+) -> None:
     from service.workers import WorkerPool, reserve_port
 
     holder, port = reserve_port(settings.grpc_address)
@@ -237,7 +270,7 @@ async def _serve_pool(settings: ServerSettings, dev_key: Path | None) -> None:
         await asyncio.to_thread(pool.start)
         log.info("gRPC listening on %s:%s in %s worker processes", host, port, settings.workers)
         with _gateway(settings, port, tuple(own_port for _, own_port in own)):
-            _print_welcome(settings, port, dev_key)
+            _print_welcome(settings, port, dev_key, dev_login)
             stop = asyncio.create_task(_stop_signal())
             while not stop.done():
                 await asyncio.wait([stop], timeout=0.5)
@@ -264,7 +297,7 @@ async def _serving(
 ) -> AsyncIterator[int]:
     """The gRPC server over `store` with its background work, serving inside the block;
     yields its port. On the way out: stops taking calls within the grace period, closes."""
-    services = Services.over(store, settings.rate_rules)
+    services = Services.over(store, settings)
     if services.limits.rules:
         log.info("rate limits: %s", ",".join(str(r) for r in services.limits.rules))
     await drain_pending_reports(services.reporter)
@@ -363,7 +396,9 @@ def _metric_sources(
     )
 
 
-def _print_welcome(settings: ServerSettings, port: int, dev_key: Path | None) -> None:
+def _print_welcome(
+    settings: ServerSettings, port: int, dev_key: Path | None, dev_login: Path | None
+) -> None:
     lines = [f"eventmgmt is running: gRPC on {settings.grpc_address.rsplit(':', 1)[0]}:{port}"]
     if settings.gateway:
         url = f"http://{settings.rest_host}:{settings.rest_port}"
@@ -376,6 +411,13 @@ def _print_welcome(settings: ServerSettings, port: int, dev_key: Path | None) ->
                 "-H 'Content-Type: application/json' "
                 '-d \'{"description": "Error happened in the engine", "severity": 2}\'',
                 f'  curl -s {url}/events -H "x-api-key: $(cat {dev_key})"',
+            ]
+        if dev_login is not None:
+            lines += [
+                f"Development user (Admin, tenant 'dev'): username and password in {dev_login}."
+                " Sign in:",
+                f"  curl -s -X POST {url}/auth/login -H 'Content-Type: application/json' "
+                f"-d @{dev_login}",
             ]
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)

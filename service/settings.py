@@ -41,3 +41,12 @@ class ServerSettings:
         if self.rate_limits is None:
             return PRODUCTION_RULES if self.production else ""
         return self.rate_limits
+    # The token signing keys (service.token_keys): this JSON file, or when "" the data
+    # directory's token-keys.json, made on first start.
+    token_keys: str = ""
+    token_ttl_seconds: int = 3600
+    # The login throttle (service.domain.users.LoginThrottle).
+    login_slow_after: int = 3
+    login_lock_after: int = 10
+    login_address_lock_after: int = 50
+    login_lock_seconds: float = 300.0

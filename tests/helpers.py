@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import grpc
 import pytest
 
 if TYPE_CHECKING:
-    import grpc
-
     from persistence.store import Store
     from service.domain.events import Event
 
@@ -145,13 +146,14 @@ class Service:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def cli(self, *args: str) -> str:
+    def cli(self, *args: str, input: str | None = None) -> str:
         done = subprocess.run(
             [*EVENTMGMT, "--database", self.database_url, *args],
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
+            input=input,
         )
         if done.returncode != 0:
             raise AssertionError(f"eventmgmt {' '.join(args)} failed: {done.stderr}")
@@ -346,6 +348,78 @@ class Keys:
     writer: str
     sub1_writer: str
     other_tenant: str
+
+
+# A bound for things to arrive, never a timing assertion.
+WAIT = 30.0
+# A list filter for the events callers made, leaving out the platform's internal events
+# (such as the audit event of the key a test just created); REST_ form for query strings.
+CALLERS_EVENTS = '{"internal": false}'
+REST_CALLERS_EVENTS = "filter=%7B%22internal%22%3Afalse%7D"
+
+
+class Subscription:
+    """SubscribeEvents read by a thread into a queue, so that waits are bounded."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        key: str,
+        metadata: tuple[tuple[str, str], ...] | None = None,
+    ) -> None:
+        from service.v1 import event_stream_service_pb2, event_stream_service_pb2_grpc
+
+        stub = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
+        self.call = stub.SubscribeEvents(
+            event_stream_service_pb2.SubscribeEventsRequest(heartbeat_seconds=1),
+            metadata=metadata or auth(key),
+            timeout=120,
+        )
+        self.messages: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        first = self.messages.get(timeout=WAIT)
+        assert not isinstance(first, grpc.RpcError), first
+
+    def _read(self) -> None:
+        try:
+            for message in self.call:
+                self.messages.put(message)
+        except grpc.RpcError as error:
+            self.messages.put(error)
+
+    def ending(self) -> grpc.RpcError:
+        """Waits for the stream to end (heartbeats come every second until then)."""
+        while True:
+            message = self.messages.get(timeout=WAIT)
+            if isinstance(message, grpc.RpcError):
+                return message
+
+
+def rest_stream_ends(
+    service: Service, key: str, headers: dict[str, str] | None = None
+) -> threading.Event:
+    """Opens `GET /liveEvents` and returns an event set once the stream ends."""
+    import http.client
+
+    ended = threading.Event()
+    connection = http.client.HTTPConnection("127.0.0.1", service.rest_port, timeout=WAIT)
+    connection.request(
+        "GET", "/liveEvents?heartbeatSeconds=1", headers=headers or {"x-api-key": key}
+    )
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"id: ")
+
+    def read() -> None:
+        try:
+            while response.readline():
+                pass
+        finally:
+            ended.set()
+            connection.close()
+
+    threading.Thread(target=read, daemon=True).start()
+    return ended
 
 
 # --- small builders and readers ------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from helpers import Service, auth, grpc_details
+from helpers import CALLERS_EVENTS, Service, auth, grpc_details
 from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def test_list_pages_with_tokens(
     while True:
         page = stub.ListEvents(
             event_service_pb2.ListEventsRequest(
-                page_size=2, page_token=token, order_by="severity asc"
+                page_size=2, page_token=token, order_by="severity asc", filter=CALLERS_EVENTS
             ),
             metadata=auth(key),
         )

@@ -17,7 +17,7 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from helpers import STANDARD_EVENT_ID, free_port
+from helpers import CALLERS_EVENTS, STANDARD_EVENT_ID, free_port
 from persistence.store import Store
 from service.domain.access import Role
 from service.server import create_server
@@ -183,7 +183,7 @@ def test_create_get_list_update_acknowledge_round_trip(
 
     # A 2018 event lies outside the default 7-day window: ask for its time.
     listed = grpc_stub.ListEvents(
-        event_service_pb2.ListEventsRequest(start_time=when), metadata=key
+        event_service_pb2.ListEventsRequest(start_time=when, filter=CALLERS_EVENTS), metadata=key
     )
     assert [e.id for e in listed.events] == [created.id]
     assert listed.total_size == 1
@@ -238,7 +238,9 @@ def test_list_pages_with_tokens_and_exact_total(
     pages = 0
     while True:
         page = grpc_stub.ListEvents(
-            event_service_pb2.ListEventsRequest(page_size=3, page_token=token, start_time=since),
+            event_service_pb2.ListEventsRequest(
+                page_size=3, page_token=token, start_time=since, filter=CALLERS_EVENTS
+            ),
             metadata=key,
         )
         pages += 1
@@ -283,7 +285,9 @@ def test_invalid_argument_carries_error_info_and_field_violations(
         "correlationId": "at most 128 characters",
         "domain": "must be / or a path such as /root/sub1 (letters, digits, _ . -)",
     }
-    listed = grpc_stub.ListEvents(event_service_pb2.ListEventsRequest(), metadata=key)
+    listed = grpc_stub.ListEvents(
+        event_service_pb2.ListEventsRequest(filter=CALLERS_EVENTS), metadata=key
+    )
     assert listed.total_size == 0
 
 
@@ -346,7 +350,9 @@ def test_a_read_key_cannot_create(grpc_stub: Any, make_key: Callable[..., Metada
     error, status = rpc_error(lambda: create(grpc_stub, reader, description="nope"))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert details(status)[0].reason == "MISSING_PRIVILEGE_EVENTS_CREATE"
-    listed = grpc_stub.ListEvents(event_service_pb2.ListEventsRequest(), metadata=reader)
+    listed = grpc_stub.ListEvents(
+        event_service_pb2.ListEventsRequest(filter=CALLERS_EVENTS), metadata=reader
+    )
     assert listed.total_size == 0
 
 

@@ -273,8 +273,9 @@ def test_readers_that_stop_reading_harm_no_one(service: Service) -> None:
             assert created.status == 201, created.body
             listed = service.request("GET", "/events?size=5&sort=createTime,desc", key=key)
             assert listed.status == 200, listed.body
-            # The loaded events, one platform event per finished job, and these.
-            total = LOAD_JOBS * (EVENTS_PER_JOB + 1) + n + 1
+            # The loaded events, one platform event per finished job, the one that recorded
+            # the key's creation, and these.
+            total = LOAD_JOBS * (EVENTS_PER_JOB + 1) + 1 + n + 1
             assert listed.json()["page"]["totalElements"] == total
             assert listed.json()["_embedded"]["events"][0]["description"] == f"beside {n}"
         # Envoy holds a bounded amount per stalled stream (it grew by ~200 MB, then froze).

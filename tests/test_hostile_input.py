@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import auth, grpc_details, violations
+from helpers import REST_CALLERS_EVENTS, auth, grpc_details, violations
 from service.domain.errors import InvalidInput
 from service.domain.events import MAX_SEVERITY
 from service.domain.parsing import loads_json, parse_digits
@@ -236,7 +236,7 @@ def test_hostile_writes_of_one_tenant_fail_no_valid_write_of_others(service: Ser
     assert valid_statuses == [201] * 16 * per_thread
     assert hostile_statuses == [400] * 2 * per_thread * 4
     assert [stored_with(service, key, marker) for key in writers] == [8 * per_thread] * 2
-    everything = service.request("GET", "/events", key=attacker).json()
+    everything = service.request("GET", f"/events?{REST_CALLERS_EVENTS}", key=attacker).json()
     assert everything["page"]["totalElements"] == 0
 
 

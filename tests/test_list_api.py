@@ -95,9 +95,12 @@ NOVEMBER = "startTime=2026-11-01T00:00:00Z&endTime=2026-11-04T00:00:00Z"
 
 def test_rest_filters(service: Service, tenant: tuple[str, Any]) -> None:
     key, _ = tenant
-    # No time filter: the last 7 days only; history off collapses c1 to its newest.
-    assert listed(service, key, "") == ["just now"]
-    assert listed(service, key, "count=exact") == ["just now"]
+    # No time filter: the last 7 days only (with the internal event that recorded the key's
+    # creation); history off collapses c1 to its newest.
+    for count in ("", "count=exact"):
+        recent = listed(service, key, count)
+        assert recent[0] == "just now" and len(recent) == 2, recent
+        assert recent[1].startswith("API key ") and recent[1].endswith("created by operator")
     assert listed(service, key, NOVEMBER) == ["site offline", "valve stuck", "pump hotter"]
     assert listed(service, key, NOVEMBER + "&history=true") == [
         "site offline",

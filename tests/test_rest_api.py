@@ -153,7 +153,7 @@ def test_list_is_a_hal_page(service: Service, keys: Keys) -> None:
         )
 
     # Events of January lie outside the default 7-day window: the range names them.
-    since = "startTime=2026-01-01T00:00:00Z"
+    since = "startTime=2026-01-01T00:00:00Z&endTime=2026-02-01T00:00:00Z"
     answer = service.request(
         "GET", f"/events?page=1&size=2&sort=timestamp,desc&{since}", key=tenant_key
     )

@@ -146,6 +146,8 @@ class Principal:
     granted: frozenset[Privilege] | None = None
     user_id: str = ""
     token_id: str = ""
+    # When the token expires (µs since the epoch); 0 for API keys, which do not.
+    expires_us: int = 0
 
     @property
     def privileges(self) -> frozenset[Privilege]:

@@ -14,20 +14,21 @@ from service.v1 import registry_service_pb2 as pb
 from service.v1 import registry_service_pb2_grpc
 
 
-def _encode_token(last_id: str) -> str:
+# Pages of registry lists (and of ListUsers) continue after the last key of the previous page.
+def encode_page_token(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode()
 
 
-def _decode_token(token: str) -> str:
+def decode_page_token(token: str) -> str:
     try:
         return base64.urlsafe_b64decode(token.encode()).decode() if token else ""
     except (ValueError, UnicodeDecodeError):
         raise invalid("page_token", "is not a token returned by this list call") from None
 
 
-def _next_token(ids: list[str], size: int) -> str:
+def next_page_token(ids: list[str], size: int) -> str:
     # A full page may have a successor; the next call starts after its last id.
-    return _encode_token(ids[-1]) if len(ids) == size else ""
+    return encode_page_token(ids[-1]) if len(ids) == size else ""
 
 
 class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
@@ -50,11 +51,11 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     ) -> pb.ListDevicesResponse:
         size = check_registry_page_size(request.page_size)
         devices = await self._registry.list_devices(
-            current_principal(), _decode_token(request.page_token), size
+            current_principal(), decode_page_token(request.page_token), size
         )
         return pb.ListDevicesResponse(
             devices=[device_to_proto(d) for d in devices],
-            next_page_token=_next_token([d.id for d in devices], size),
+            next_page_token=next_page_token([d.id for d in devices], size),
         )
 
     async def DisableDevice(
@@ -74,11 +75,11 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     ) -> pb.ListAppsResponse:
         size = check_registry_page_size(request.page_size)
         apps = await self._registry.list_apps(
-            current_principal(), _decode_token(request.page_token), size
+            current_principal(), decode_page_token(request.page_token), size
         )
         return pb.ListAppsResponse(
             apps=[app_to_proto(a) for a in apps],
-            next_page_token=_next_token([a.id for a in apps], size),
+            next_page_token=next_page_token([a.id for a in apps], size),
         )
 
     async def DisableApp(

@@ -1,8 +1,9 @@
 """The web console at `GET /console`, served by the real Envoy, driven in a real headless
-browser (Debian's chromium through playwright): sign in with an API key, the live tail with
-its filters and its resume after the server and gateway restart, the list with the JSON
-filter and paging, acknowledging from the list, one event's detail. Screenshots are kept in
-the test's tmp dir (and in EVENTMGMT_SCREENSHOT_DIR when set)."""
+browser (Debian's chromium through playwright): sign in with an API key, or as a user with a
+username and password (and out again), the live tail with its filters and its resume after
+the server and gateway restart, the list with the JSON filter and paging, acknowledging from
+the list, one event's detail. Screenshots are kept in the test's tmp dir (and in
+EVENTMGMT_SCREENSHOT_DIR when set)."""
 
 from __future__ import annotations
 
@@ -237,3 +238,49 @@ def test_console_in_a_real_browser(console_service: Service, page: Any, tmp_path
     page.click("#list-search")
     expect(page.locator("#error")).to_contain_text("400")
     assert all(p.stat().st_size > 0 for p in (tmp_path / "screenshots").iterdir())
+
+
+def test_console_signs_in_a_user_and_out_again(
+    console_service: Service, page: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    service = console_service
+    service.cli("admin", "create-tenant", "acme")
+    username = f"u{uuid.uuid4().hex[:8]}"
+    password = "correct horse battery staple"
+    service.cli(
+        "admin", "users", "create", username, "--tenant", "acme", "--role", "ReadWrite",
+        "--password-stdin",
+        input=password + "\n",
+    )  # fmt: skip
+    key = service.create_key("acme", "ReadWrite")
+    shots = Screenshots(page, tmp_path / "screenshots")
+
+    page.goto(f"{service.rest_url}/console")
+    page.fill("#username", username)
+    page.fill("#password", "not the password")
+    page.click("#sign-in-user-button")
+    expect(page.locator("#error")).to_contain_text("Wrong username or password")
+    page.fill("#password", password)
+    page.click("#sign-in-user-button")
+    expect(page.locator("#tabs")).to_be_visible()
+    expect(page.locator("#signed-in-as")).to_contain_text(f"{username} (ReadWrite, acme)")
+    expect(page.locator("#live-status")).to_have_text("live")
+    token = page.evaluate("sessionStorage.getItem('eventmgmt.token')")
+    assert token and token.startswith("eyJ")
+
+    posted = post_event(service, key, description="seen by a user", entityId="pump-9")
+    expect(page.locator(f"#live-table tbody tr[data-id='{posted['id']}']")).to_be_visible()
+    # Acknowledging from the console acts as the user.
+    page.click("button[data-view='list']")
+    row = page.locator(f"#list-table tbody tr[data-id='{posted['id']}']")
+    row.locator("button.ack").click()
+    expect(row.locator(".ack-cell")).to_contain_text(username)
+    shots.take("signed-in-user")
+
+    page.click("#sign-out")
+    expect(page.locator("#sign-in-user-form")).to_be_visible()
+    # Signing out ended the session on the server.
+    answer = service.request("GET", "/events", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status == 401, answer.body

@@ -4,6 +4,7 @@
 "use strict";
 
 const KEY_STORAGE = "eventmgmt.apiKey";
+const TOKEN_STORAGE = "eventmgmt.token"; // a signed-in user's token (POST /auth/login)
 const SEVERITY_NAMES = { 1: "critical", 2: "high", 3: "medium", 4: "low", 5: "trivial" };
 const STANDARD_EVENT = "com.siemens.mindsphere.eventmgmt.event.type.MindSphereStandardEvent";
 const LIVE_ROWS = 500; // rows kept in the live table
@@ -13,6 +14,7 @@ const RETRY_MAX_MS = 5000;
 
 const state = {
   key: sessionStorage.getItem(KEY_STORAGE) || "",
+  token: sessionStorage.getItem(TOKEN_STORAGE) || "",
   live: null, // the running LiveFeed
   list: { path: null, next: null, prev: null },
   back: "list", // the view the detail returns to
@@ -41,10 +43,15 @@ function describeError(status, body) {
   return lines.join("\n");
 }
 
+// The credentials of every call: the user's token when signed in with a password, else the key.
+function authHeaders() {
+  return state.token ? { Authorization: `Bearer ${state.token}` } : { "x-api-key": state.key };
+}
+
 async function api(path, options = {}) {
   const response = await fetch(path, {
     ...options,
-    headers: { "x-api-key": state.key, "Content-Type": "application/json", ...(options.headers || {}) },
+    headers: { ...authHeaders(), "Content-Type": "application/json", ...(options.headers || {}) },
     cache: "no-store",
   });
   const text = await response.text();
@@ -181,9 +188,33 @@ async function signIn(event) {
   signedIn();
 }
 
-function signOut() {
+async function signInUser(event) {
+  event.preventDefault();
+  const credentials = { username: $("#username").value.trim(), password: $("#password").value };
+  let session;
+  try {
+    session = await api("/auth/login", { method: "POST", body: JSON.stringify(credentials) });
+  } catch (error) {
+    showError(error.status === 401 ? new Error("Wrong username or password.") : error);
+    return;
+  }
+  state.key = "";
+  state.token = session.token;
+  sessionStorage.setItem(TOKEN_STORAGE, state.token);
+  $("#password").value = "";
+  $("#signed-in-as").textContent = `${session.username} (${session.role}, ${session.tenant})`;
+  showError(null);
+  signedIn();
+}
+
+async function signOut() {
   if (state.live) state.live.stop();
+  if (state.token) {
+    // Ends the session on the server too: the token is refused from now on.
+    await api("/auth/logout", { method: "POST", body: "{}" }).catch(() => null);
+  }
   sessionStorage.removeItem(KEY_STORAGE);
+  sessionStorage.removeItem(TOKEN_STORAGE);
   location.reload();
 }
 
@@ -219,7 +250,7 @@ class LiveFeed {
     while (!this.stopped) {
       this.controller = new AbortController();
       try {
-        const headers = { "x-api-key": state.key };
+        const headers = authHeaders();
         if (this.lastId) headers["Last-Event-ID"] = this.lastId;
         const response = await fetch(`/liveEvents?${this.query}`, {
           headers,
@@ -408,6 +439,7 @@ async function acknowledgeDetail() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("#sign-in-form").addEventListener("submit", signIn);
+  $("#sign-in-user-form").addEventListener("submit", signInUser);
   $("#sign-out").addEventListener("click", signOut);
   $("#live-filters").addEventListener("submit", startLive);
   $("#list-form").addEventListener("submit", searchList);
@@ -421,5 +453,5 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const tab of document.querySelectorAll("#tabs button")) {
     tab.addEventListener("click", () => show(tab.dataset.view));
   }
-  if (state.key) signedIn();
+  if (state.key || state.token) signedIn();
 });

@@ -666,3 +666,28 @@ def test_a_login_of_nobody_checks_a_password_hash_like_one_of_somebody(
     assert asyncio.run(attempts()) == ["LOGIN_FAILED", "LOGIN_FAILED"]
     assert len(verified) == 2 and all(h.startswith("$argon2id$") for h in verified)
     assert verified[0] != verified[1]
+
+
+def test_keys_rotate_without_voiding_tokens_and_expired_ones_are_named() -> None:
+    from service.domain.errors import Unauthenticated
+    from service.domain.tokens import SigningKeys, TokenCodec
+
+    old, new = b"o" * 32, b"n" * 32
+    before = TokenCodec(SigningKeys({"k1": old}, "k1"))
+    token, claims = before.issue("u1", "acme", time.time_ns() // 1000)
+    # Step 1 and 2 of the README's rotation: the new key is added, then made active.
+    during = TokenCodec(SigningKeys({"k1": old, "k2": new}, "k2"))
+    assert during.verify(token) == claims
+    fresh_token, _ = during.issue("u1", "acme", time.time_ns() // 1000)
+    # Step 3: the old key goes; what it signed is refused, what the new one signed is not.
+    after = TokenCodec(SigningKeys({"k2": new}, "k2"))
+    assert after.verify(fresh_token).user_id == "u1"
+    with pytest.raises(Unauthenticated) as caught:
+        after.verify(token)
+    assert caught.value.reason == "TOKEN_INVALID"
+    expired, _ = during.issue("u1", "acme", (time.time_ns() // 1000) - 7200 * 1_000_000)
+    with pytest.raises(Unauthenticated) as caught:
+        during.verify(expired)
+    assert caught.value.reason == "TOKEN_EXPIRED"
+    with pytest.raises(ValueError, match="shorter than 32 bytes"):
+        SigningKeys({"k": b"short"}, "k")

@@ -255,7 +255,7 @@ def test_list_pages_with_tokens_and_exact_total(
 
     oldest_first = grpc_stub.ListEvents(
         event_service_pb2.ListEventsRequest(
-            page_size=10, order_by="timestamp asc", start_time=since
+            page_size=10, order_by="timestamp asc", start_time=since, filter=CALLERS_EVENTS
         ),
         metadata=key,
     )

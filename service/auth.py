@@ -19,7 +19,7 @@ import grpc
 from service.call_limits import CallLimiter
 from service.domain.access import API_KEY_PREFIX, Principal
 from service.domain.errors import DomainError, PermissionDenied, Unauthenticated
-from service.errors import abort, to_status
+from service.errors import abort
 from service.privileges import Access, access_for
 from service.request_checks import checked_deserializer
 

@@ -41,6 +41,7 @@ class ServerSettings:
         if self.rate_limits is None:
             return PRODUCTION_RULES if self.production else ""
         return self.rate_limits
+
     # The token signing keys (service.token_keys): this JSON file, or when "" the data
     # directory's token-keys.json, made on first start.
     token_keys: str = ""

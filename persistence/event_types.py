@@ -191,6 +191,7 @@ class EventTypeRepository:
             return True
 
         inserted: bool = await self._store.writer.submit(write)
+        self._store.custom_indexes.schedule()  # a filterable field may come or go
         return inserted
 
     async def replace(self, event_type: EventType, expected_etag: int, audit: Event) -> bool:
@@ -210,6 +211,7 @@ class EventTypeRepository:
             return True
 
         replaced: bool = await self._store.writer.submit(write)
+        self._store.custom_indexes.schedule()  # a filterable field may come or go
         return replaced
 
     async def delete(
@@ -240,6 +242,7 @@ class EventTypeRepository:
             return "deleted"
 
         outcome: DeleteOutcome = await self._store.writer.submit(write)
+        self._store.custom_indexes.schedule()  # a filterable field may come or go
         return outcome
 
 

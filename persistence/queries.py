@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from persistence.custom_indexes import custom_value_sql
 from service.domain.access import ROOT_DOMAIN, Principal
 from service.domain.conditions import (
     ANY_RUN,
@@ -138,9 +139,12 @@ class SqlBuilder(Params):
         sqlite_types, postgres_type = _JSON_TYPES[kind]
         ranged = node.op in _OPERATORS and node.op != "eq"
         guard = ""
+        timestamp = bool(inner)
         if self.postgres:
 
             def element(operator: str = "->") -> str:
+                if operator == "->":  # what the field's index holds (custom_indexes.py)
+                    return custom_value_sql(node.field.name, timestamp, True)
                 keys = [node.field.name, *inner]
                 arrows = [f" -> {self.bind(k)}" for k in keys[:-1]]
                 return f"(custom::jsonb{''.join(arrows)} {operator} {self.bind(keys[-1])})"
@@ -154,13 +158,13 @@ class SqlBuilder(Params):
             # jsonb against jsonb compares numbers as numbers and strings as strings.
             encoded = tuple(map(json.dumps, value)) if node.op == "in" else json.dumps(value)
             return f"({guard}{self._compare(element(), node.op, encoded, '::jsonb')})"
-        # The name is an identifier (checked by the domain), so it needs no escaping here.
-        path = "$." + ".".join(f'"{k}"' for k in (node.field.name, *inner))
+        # The name is an identifier (checked by the domain), so it is written into the SQL:
+        # SQLite uses the field's expression index only for the very same expression.
+        extracted = custom_value_sql(node.field.name, timestamp, False)
         if ranged:
             # SQLite orders every number before every text: keep a range to one JSON type.
             types = ", ".join(f"'{t}'" for t in sqlite_types)
-            guard = f"json_type(custom, {self.bind(path)}) IN ({types}) AND "
-        extracted = f"json_extract(custom, {self.bind(path)})"
+            guard = f"{extracted.replace('json_extract', 'json_type', 1)} IN ({types}) AND "
         if kind == "boolean":  # json_extract answers 1 or 0 for true and false
             value = tuple(map(int, value)) if node.op == "in" else int(value)
         return f"({guard}{self._compare(extracted, node.op, value)})"

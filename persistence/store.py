@@ -11,6 +11,7 @@ from typing import TypeVar
 import peewee
 
 from persistence.auth import AUTH_CHANNEL, AuthSignal, AuthVersionProbe, version_check
+from persistence.custom_indexes import CustomFieldIndexes
 from persistence.database import is_postgres, open_database
 from persistence.devices import DeviceEventStore, RegistryStore
 from persistence.events import EventRepository
@@ -53,6 +54,7 @@ class Store:
         # its caller is answered (other processes learn of it by NOTIFY or the version).
         self.credential_listeners: list[Callable[[], None]] = []
         self.registry = RegistryStore(self)
+        self.custom_indexes = CustomFieldIndexes(self)
         self.device_events = DeviceEventStore(self)
 
     def migrate(self) -> list[int]:
@@ -120,5 +122,6 @@ class Store:
         for probe in self._probes:
             probe.close()
         self.writer.close()
+        self.custom_indexes.close()
         self._readers.shutdown()
         self.database.close()

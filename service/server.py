@@ -311,6 +311,8 @@ async def _serving(
         loop.create_task(services.job_runner.run_forever()),
         loop.create_task(process_pending_reports(services.reporter, settings.pending_interval)),
     ]
+    # Indexes of filterable custom fields that a crash left missing or stale.
+    store.custom_indexes.schedule()
     retention = None
     if settings.retention_interval > 0:
         retention = RetentionSweeper(RetentionRepository(store), settings.retention_interval)

@@ -1,8 +1,8 @@
 """An expression index per custom field that some event type declares filterable, so that a
 list filtered on it is an index range, not a test of every event's JSON in the time window.
 
-The index is `(tenant_id, <the field's value>, ts, id)`: equality (or `in`) on the field within
-a tenant, then the list's order and keyset. The value expression is `custom_value_sql`, the
+The index is `(tenant_id, <the field's value>, ts, id, latest)`: equality (or `in`) on the field
+within a tenant, then the list's order and keyset. The value expression is `custom_value_sql`, the
 very expression the list filter compares (persistence/queries.py), since a database uses an
 expression index only for the same expression; custom TIMESTAMP fields compare the number
 inside `{"$timestamp": ...}` and get an index on that.
@@ -44,13 +44,19 @@ def custom_value_sql(name: str, timestamp: bool, postgres: bool) -> str:
     return "json_extract(custom, '$." + ".".join(f'"{k}"' for k in keys) + "')"
 
 
+# Part of every index name: a change of _columns renames them, so upkeep replaces the old.
+_SHAPE = 2
+
+
 def index_name(name: str, timestamp: bool) -> str:
-    digest = hashlib.sha256(f"{name}/{'timestamp' if timestamp else 'value'}".encode())
-    return PREFIX + digest.hexdigest()[:16]
+    kind = "timestamp" if timestamp else "value"
+    return PREFIX + hashlib.sha256(f"{name}/{kind}/{_SHAPE}".encode()).hexdigest()[:16]
 
 
 def _columns(name: str, timestamp: bool, postgres: bool) -> str:
-    return f"tenant_id, ({custom_value_sql(name, timestamp, postgres)}), ts, id"
+    # `latest` last, as in the other list indexes: a list without history, and its count,
+    # skip older versions inside the index.
+    return f"tenant_id, ({custom_value_sql(name, timestamp, postgres)}), ts, id, latest"
 
 
 def wanted(cursor: Any) -> dict[str, tuple[str, bool]]:

@@ -8,7 +8,6 @@ deletes; so a job is never run twice at once, and its progress is exactly what i
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import peewee
@@ -18,6 +17,7 @@ from persistence.rows import event_row
 from persistence.store import Store
 from persistence.upkeep import DELETED_RETURNING, forget_deleted
 from service.domain.access import Principal, Role
+from service.domain.conditions import Condition
 from service.domain.events import Event, now_us
 from service.domain.jobs import Job, JobKind, JobResult, JobState, LeaseLost
 
@@ -203,11 +203,11 @@ class JobRepository:
         await self._store.writer.submit(write)
 
     async def delete_batch(
-        self, job: Job, owner: str, lease_us: int, where: Mapping[str, Any], limit: int
+        self, job: Job, owner: str, lease_us: int, condition: Condition | None, limit: int
     ) -> int:
         """Deletes up to `limit` matching events of the job's scope with the progress update."""
         p = self._p
-        clause, args = _matching(job.owner, where, self._store.postgres, p)
+        clause, args = _matching(job.owner, condition, self._store.postgres, p)
 
         def write(cursor: Any) -> int:
             # RETURNING names what the side tables must forget (see forget_deleted).
@@ -225,9 +225,9 @@ class JobRepository:
         deleted: int = await self._store.writer.submit(write)
         return deleted
 
-    async def count_matching(self, principal: Principal, where: Mapping[str, Any]) -> int:
+    async def count_matching(self, principal: Principal, condition: Condition | None) -> int:
         def read(db: peewee.Database) -> int:
-            clause, args = _matching(principal, where, self._store.postgres, db.param)
+            clause, args = _matching(principal, condition, self._store.postgres, db.param)
             return int(
                 db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {clause}", args).fetchone()[0]
             )
@@ -281,10 +281,11 @@ class JobRepository:
 
 
 def _matching(
-    principal: Principal, where: Mapping[str, Any], postgres: bool, p: str
+    principal: Principal, condition: Condition | None, postgres: bool, p: str
 ) -> tuple[str, list[Any]]:
+    """The events of the principal's scope that match, of any time and version."""
     sql = SqlBuilder(postgres, p)
     clause = sql.scope(principal)
-    for column, value in where.items():
-        clause += f" AND {column} = {sql.bind(value)}"
+    if condition is not None:
+        clause += f" AND {sql.condition(condition)}"
     return clause, sql.args

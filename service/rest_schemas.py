@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.domain import event_fields, event_types, events, jobs, live
+from service.domain import event_fields, event_types, events, filters, live
 
 MESSAGE_MARKER = "$message"
 JSON = "application/json"
@@ -288,11 +288,18 @@ SCHEMAS: dict[str, Any] = {
         {
             "filter": _object(
                 {
-                    name: _INTEGER if name == "severity" else _STRING
-                    for name in jobs.DELETE_FILTER_FIELDS
+                    **{
+                        f.json: {"description": "A value (equality) or an object of operators."}
+                        for f in event_fields.FILTERABLE
+                    },
+                    **{name: {"description": "A combinator."} for name in filters.COMBINATORS},
                 },
-                description="Equality on these fields, all together; {} is every event.",
-                additionalProperties=False,
+                description=(
+                    "A list filter, as GET /events takes it (operators eq, in, like, between, "
+                    "before, after; custom fields that event types declare filterable), over "
+                    "events of every time; {} is every event."
+                ),
+                additionalProperties=True,
             )
         },
         ("filter",),

@@ -115,7 +115,7 @@ class Services:
         store.listen_for_commits(feed.poke_threadsafe)
         return cls(
             events,
-            JobManager(job_store, runner.wake),
+            JobManager(job_store, runner.wake, events.filterable_fields),
             runner,
             sharing,
             types,

@@ -11,11 +11,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import grpc
 import pytest
 
-from helpers import Replicas, Service
+from helpers import Replicas, Service, violations
 from persistence.jobs import JobRepository
 from service.domain.access import Principal, Role
 from service.domain.events import EventManager
@@ -392,3 +393,112 @@ def test_two_replicas_run_each_job_once(replicas: Callable[..., Replicas]) -> No
             assert time.monotonic() < deadline, "jobs did not finish"
             time.sleep(0.1)
     assert _count_events(running.database_url, "shared", marker) == 6 * 200
+
+
+def _descriptions(service: Service, key: str, entity: str) -> list[str]:
+    """The descriptions of the entity's events (of every time and version), sorted."""
+    query = quote(json.dumps({"entityId": entity, "timestamp": {"after": 0}}))
+    listed = service.request("GET", f"/events?size=100&history=true&filter={query}", key=key)
+    assert listed.status == 200, listed.body
+    return sorted(e["description"] for e in listed.json()["_embedded"]["events"])
+
+
+def _create(service: Service, key: str, *events: dict[str, Any]) -> None:
+    for body in events:
+        answer = service.request("POST", "/events", body, key=key)
+        assert answer.status == 201, answer.body
+
+
+def test_delete_jobs_take_the_list_filter_language(service: Service) -> None:
+    """Over REST through Envoy: the source, a time range, `or`, `not` and a custom field."""
+    key = service.create_key(f"delete-filter-{uuid.uuid4().hex[:8]}", "Admin")
+    entity = "pump-1"
+    fields = [{"name": "plant", "type": "STRING", "filterable": True}]
+    created = service.request("POST", "/eventTypes", {"name": "Pump", "fields": fields}, key=key)
+    assert created.status == 201, created.body
+    type_id = created.json()["id"]
+    _create(
+        service,
+        key,
+        {"entityId": entity, "description": "a", "source": "eventSource"},
+        {"entityId": entity, "description": "b", "source": "otherSource"},
+        {"entityId": entity, "description": "c", "source": {"name": "eventSource"}},
+        {"entityId": entity, "description": "d", "timestamp": "2020-01-01T00:00:00Z"},
+        {"entityId": entity, "description": "e", "timestamp": "2020-06-01T00:00:00Z"},
+        {"entityId": entity, "description": "f", "severity": 7, "code": "X-1"},
+        {"entityId": entity, "description": "g", "typeId": type_id, "plant": "P7"},
+        {"entityId": entity, "description": "h", "typeId": type_id, "plant": "P8"},
+    )
+
+    def delete(document: dict[str, Any]) -> None:
+        path, _ = submit(service, "deleteEventsJobs", {"filter": document}, key)
+        assert wait_for_job(service, path, key)["state"] == "FINISHED"
+
+    delete({"source": "eventSource"})
+    assert _descriptions(service, key, entity) == ["b", "c", "d", "e", "f", "g", "h"]
+    delete({"timestamp": {"between": "[2020-01-01T00:00:00Z,2020-06-01T00:00:00Z)"}})
+    assert _descriptions(service, key, entity) == ["b", "c", "e", "f", "g", "h"]
+    delete({"or": [{"code": {"like": "X-*"}}, {"timestamp": {"before": "2021-01-01T00:00:00Z"}}]})
+    assert _descriptions(service, key, entity) == ["b", "c", "g", "h"]
+    delete({"plant": "P7"})
+    assert _descriptions(service, key, entity) == ["b", "c", "h"]
+    delete({"not": {"source": {"in": ["otherSource"]}}, "entityId": entity})
+    assert _descriptions(service, key, entity) == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({"source": {"like": "event*"}}, "filter.source.like"),
+        ({"severity": {"in": [1, 101]}}, "filter.severity.in[1]"),
+        ({"timestamp": {"between": "[2020-01-01T00:00:00Z"}}, "filter.timestamp.between"),
+        ({"plant": "P7"}, "filter.plant"),
+    ],
+)
+def test_bad_delete_filters_name_the_problem_and_start_no_job(
+    service: Service, keys: Keys, document: dict[str, Any], field: str
+) -> None:
+    answer = service.request("POST", "/deleteEventsJobs", {"filter": document}, key=keys.writer)
+
+    assert answer.status == 400, answer.body
+    assert field in violations(answer)
+
+
+def test_grpc_delete_jobs_take_the_list_filter_language(
+    service: Service, jobs_stub: event_job_service_pb2_grpc.EventJobServiceStub
+) -> None:
+    key = service.create_key(f"delete-grpc-{uuid.uuid4().hex[:8]}", "Admin")
+    entity = "valve-1"
+    _create(
+        service,
+        key,
+        *(
+            {"entityId": entity, "description": f"s{severity}", "severity": severity}
+            for severity in (1, 2, 3, 4)
+        ),
+    )
+    metadata = (("x-api-key", key),)
+
+    job = jobs_stub.SubmitDeleteEventsJob(
+        pb.SubmitDeleteEventsJobRequest(
+            filter=json.dumps({"entityId": entity, "severity": {"between": "[2,3]"}})
+        ),
+        metadata=metadata,
+    ).job
+    deadline = time.monotonic() + 60
+    while job.state not in (pb.JOB_STATE_FINISHED, pb.JOB_STATE_FINISHED_WITH_ERROR):
+        assert time.monotonic() < deadline, "the delete job did not finish"
+        time.sleep(0.05)
+        job = jobs_stub.GetDeleteEventsJob(
+            pb.GetDeleteEventsJobRequest(id=job.id), metadata=metadata
+        ).job
+
+    assert job.state == pb.JOB_STATE_FINISHED and job.deleted_count == 2
+    assert _descriptions(service, key, entity) == ["s1", "s4"]
+    with pytest.raises(grpc.RpcError) as bad:
+        jobs_stub.SubmitDeleteEventsJob(
+            pb.SubmitDeleteEventsJobRequest(filter=json.dumps({"source": {"like": "x*"}})),
+            metadata=metadata,
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "filter.source.like" in (bad.value.details() or "")

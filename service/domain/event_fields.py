@@ -191,7 +191,14 @@ FIELDS: tuple[EventField, ...] = (
         words=True,
     ),
     EventField(
-        "source", "source", Kind.SOURCE, "source", settable=True, updatable=True, find=("source",)
+        "source",
+        "source",
+        Kind.SOURCE,
+        "source",
+        settable=True,
+        updatable=True,
+        filterable=True,
+        find=("source",),
     ),
     EventField(
         "classification",

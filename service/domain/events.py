@@ -39,7 +39,7 @@ from service.domain.errors import (
     stale,
 )
 from service.domain.event_fields import FIELDS, JSON_NAMES, SORTABLE, UPDATABLE
-from service.domain.filters import CustomFieldType, custom_field_names, no_custom_fields
+from service.domain.filters import CustomFieldType, custom_field_names
 
 if TYPE_CHECKING:
     from service.domain.listing import ListRequest
@@ -491,19 +491,23 @@ class EventManager:
         from service.domain.listing import list_events  # listing builds on this module
 
         if custom_field_type is None:
-            custom_field_type = await self._filterable_fields(principal, request.filter)
+            custom_field_type = (await self.filterable_fields(principal, request.filter)).get
         return await list_events(self._repository, principal, request, custom_field_type)
 
-    async def _filterable_fields(self, principal: Principal, filter_text: str) -> CustomFieldType:
-        if self._types is None:
-            return no_custom_fields
+    async def filterable_fields(
+        self, principal: Principal, filter_text: str
+    ) -> dict[str, FilterFieldType]:
+        """The custom fields a JSON filter names that the principal's event types declare
+        filterable, with their filter types."""
         found: dict[str, FilterFieldType] = {}
+        if self._types is None:
+            return found
         for name in custom_field_names(filter_text):
             kind = await self._types.field_type(principal, name)
             if kind is not None:
                 # ENUM values are stored and compared as their string.
                 found[name] = _FILTER_TYPES.get(str(kind.value), "string")
-        return found.get
+        return found
 
     async def update(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from service.domain import times
@@ -44,6 +44,7 @@ _CUSTOM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 _FILTER_TYPES: dict[Kind, FieldType] = {
     Kind.TEXT: "string",
+    Kind.SOURCE: "string",  # the whole source: equal to a string, or in a list of them
     Kind.INTEGER: "integer",
     Kind.TIME: "timestamp",
     Kind.BOOLEAN: "boolean",
@@ -53,6 +54,10 @@ STANDARD_FIELDS: dict[str, tuple[str, FieldType]] = {
     f.json: (f.attribute, _FILTER_TYPES[f.kind]) for f in FILTERABLE
 }
 OPERATORS = ("eq", "in", "like", "between", "before", "after")
+# Standard fields that hold any JSON value: equality with a string only, never `like`.
+_JSON_FIELDS = frozenset(f.attribute for f in FILTERABLE if f.kind is Kind.SOURCE)
+# Integer bounds a caller may ask to enforce (standard field attribute -> lowest, highest).
+ValueRanges = Mapping[str, tuple[int, int]]
 COMBINATORS = ("and", "or", "not")
 
 
@@ -120,10 +125,14 @@ StandardFields = dict[str, tuple[str, FieldType]]
 
 class _Compiler:
     def __init__(
-        self, custom_field_type: CustomFieldType, fields: StandardFields = STANDARD_FIELDS
+        self,
+        custom_field_type: CustomFieldType,
+        fields: StandardFields = STANDARD_FIELDS,
+        value_ranges: ValueRanges | None = None,
     ) -> None:
         self._custom_field_type = custom_field_type
         self._fields = fields
+        self._value_ranges = value_ranges or {}
         self._nodes = 0
 
     def clauses(self, document: Any, where: str) -> Condition:
@@ -198,6 +207,8 @@ class _Compiler:
             values = tuple(self._value(field, v, f"{path}[{i}]") for i, v in enumerate(operand))
             return Compare(field, "in", values)
         if op == "like":
+            if not field.custom and field.name in _JSON_FIELDS:
+                raise invalid(path, f"like applies to text; {field.name} is JSON: use eq or in")
             if field.type != "string":
                 raise invalid(
                     path, f"like applies to string fields; {field.name} is a {field.type}"
@@ -249,6 +260,9 @@ class _Compiler:
                 raise invalid(path, "must be an integer")
             if not -MAX_INTEGER <= value <= MAX_INTEGER:
                 raise invalid(path, "must fit in 64 bits")
+            low, high = self._value_ranges.get(field.name, (-MAX_INTEGER, MAX_INTEGER))
+            if not field.custom and not low <= value <= high:
+                raise invalid(path, f"must be an integer from {low} to {high}")
             return value
         if kind == "double":
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -324,6 +338,17 @@ def compile_filter(
         document = loads_json(text, "filter", MAX_FILTER_BYTES)
     except InvalidInput as error:
         raise InvalidInput(error.violations, reason="MALFORMED_FILTER") from None
+    return compile_document(document, custom_field_type, fields)
+
+
+def compile_document(
+    document: Any,
+    custom_field_type: CustomFieldType = no_custom_fields,
+    fields: StandardFields = STANDARD_FIELDS,
+    value_ranges: ValueRanges | None = None,
+) -> Condition | None:
+    """`compile_filter` of a filter already read from JSON; `value_ranges` refuses integers
+    outside a standard field's range (delete jobs: a value no row holds)."""
     if not isinstance(document, dict):
         raise invalid(
             "filter", 'must be a JSON object such as {"typeId": "x"}', reason="INVALID_FILTER"
@@ -331,6 +356,6 @@ def compile_filter(
     if not document:
         return None
     try:
-        return _Compiler(custom_field_type, fields).clauses(document, "filter")
+        return _Compiler(custom_field_type, fields, value_ranges).clauses(document, "filter")
     except InvalidInput as error:
         raise InvalidInput(error.violations, reason="INVALID_FILTER") from None

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from service.domain.access import Principal
-from service.domain.custom_fields import STANDARD_EVENT, canonical_type_id
+from service.domain.conditions import Condition, FieldType
+from service.domain.custom_fields import STANDARD_EVENT
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, invalid
 from service.domain.events import MAX_SEVERITY, Event, EventManager, new_event_id, now_us
+from service.domain.filters import CustomFieldType, compile_document, no_custom_fields
 from service.domain.rate_limits import Operation, RateLimits
 
 log = logging.getLogger(__name__)
@@ -30,17 +33,9 @@ MAX_CREATE_JOB_EVENTS = 10_000
 # Platform event codes (0-9999 are reserved for internal events, docs/event.md#codes).
 CODE_CREATE_JOB_FINISHED = "1101"
 CODE_DELETE_JOB_FINISHED = "1102"
-# Delete filters take equality on these standard fields (REST JSON name -> attribute).
-DELETE_FILTER_FIELDS = {
-    "typeId": "type_id",
-    "entityId": "entity_id",
-    "entityType": "entity_type",
-    "correlationId": "correlation_id",
-    "code": "code",
-    "severity": "severity",
-    "category": "category",
-    "appId": "app_id",
-}
+# The custom fields a delete filter names that the owner's event types declare filterable
+# (name -> filter type), resolved when the job is submitted.
+CustomFieldsOf = Callable[[Principal, str], Awaitable[dict[str, FieldType]]]
 
 
 class JobKind(StrEnum):
@@ -95,10 +90,10 @@ class JobRepository(Protocol):
     ) -> None: ...
 
     async def delete_batch(
-        self, job: Job, owner: str, lease_us: int, where: Mapping[str, Any], limit: int
+        self, job: Job, owner: str, lease_us: int, condition: Condition | None, limit: int
     ) -> int: ...
 
-    async def count_matching(self, principal: Principal, where: Mapping[str, Any]) -> int: ...
+    async def count_matching(self, principal: Principal, condition: Condition | None) -> int: ...
 
     async def finish(
         self, job: Job, owner: str, state: JobState, audit: Event, kept_us: int
@@ -113,38 +108,15 @@ class LeaseLost(DomainError):
     reason = "JOB_LEASE_LOST"
 
 
-def parse_delete_filter(document: Any) -> dict[str, Any]:
-    """Seed 003's delete filter: equality on standard fields; `{}` matches every event."""
-    if not isinstance(document, dict):
-        raise invalid("filter", 'must be a JSON object such as {"typeId": "anyTypeId"}')
-    where: dict[str, Any] = {}
-    violations = []
-    for name, value in document.items():
-        column = DELETE_FILTER_FIELDS.get(name)
-        if column is None:
-            violations.append(
-                FieldViolation(
-                    f"filter.{name}",
-                    f"not a delete filter field; use {', '.join(DELETE_FILTER_FIELDS)}",
-                )
-            )
-        elif column == "severity" and (
-            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEVERITY
-        ):
-            # Checked here, when the job is submitted: a value no column can bind would fail
-            # the job's every run, leaving it in progress for good.
-            violations.append(
-                FieldViolation(f"filter.{name}", f"must be an integer from 0 to {MAX_SEVERITY}")
-            )
-        elif column != "severity" and not isinstance(value, str):
-            violations.append(FieldViolation(f"filter.{name}", "must be a string"))
-        elif column == "type_id":
-            where[column] = canonical_type_id(str(value))
-        else:
-            where[column] = value
-    if violations:
-        raise InvalidInput(violations)
-    return where
+def parse_delete_filter(
+    document: Any, custom_field_type: CustomFieldType = no_custom_fields
+) -> Condition | None:
+    """A delete filter is a list filter (README: List filters), over every event the job's
+    owner may see, of any time (no 7-day window); `{}` matches every event. Severities
+    outside 0 to MAX_SEVERITY are refused when the job is submitted, as no event has one."""
+    return compile_document(
+        document, custom_field_type, value_ranges={"severity": (0, MAX_SEVERITY)}
+    )
 
 
 def check_job_id(job_id: str) -> str:
@@ -157,9 +129,15 @@ def check_job_id(job_id: str) -> str:
 class JobManager:
     """Accepts jobs and reads their status; `wake` tells the local runner there is work."""
 
-    def __init__(self, repository: JobRepository, wake: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        repository: JobRepository,
+        wake: Callable[[], None] = lambda: None,
+        custom_fields_of: CustomFieldsOf | None = None,
+    ) -> None:
         self._repository = repository
         self._wake = wake
+        self._custom_fields_of = custom_fields_of
 
     async def submit_create(self, principal: Principal, events: Any, source: str) -> Job:
         if not isinstance(events, list) or not events:
@@ -179,8 +157,14 @@ class JobManager:
         return await self._submit(principal, JobKind.CREATE_EVENTS, request, len(events))
 
     async def submit_delete(self, principal: Principal, filter_document: Any) -> Job:
-        parse_delete_filter(filter_document)  # a bad filter fails now, not in the background
-        return await self._submit(principal, JobKind.DELETE_EVENTS, {"filter": filter_document}, 0)
+        custom: dict[str, FieldType] = {}
+        if self._custom_fields_of is not None and isinstance(filter_document, dict):
+            custom = await self._custom_fields_of(principal, json.dumps(filter_document))
+        # A bad filter fails now, not in the background; the job keeps the custom fields'
+        # types, so that it deletes what the filter meant when it was accepted.
+        parse_delete_filter(filter_document, custom.get)
+        request = {"filter": filter_document, "customFields": custom}
+        return await self._submit(principal, JobKind.DELETE_EVENTS, request, 0)
 
     async def _submit(
         self, principal: Principal, kind: JobKind, request: dict[str, Any], total: int
@@ -319,12 +303,13 @@ class JobRunner:
         )
 
     async def _run_delete(self, job: Job) -> None:
-        where = parse_delete_filter(job.request["filter"])
+        custom: dict[str, FieldType] = job.request.get("customFields", {})
+        condition = parse_delete_filter(job.request["filter"], custom.get)
         if job.total == 0:
-            job.total = await self._repository.count_matching(job.owner, where)
+            job.total = await self._repository.count_matching(job.owner, condition)
         while True:
             deleted = await self._repository.delete_batch(
-                job, self._owner, self._settings.lease_us, where, self._settings.chunk
+                job, self._owner, self._settings.lease_us, condition, self._settings.chunk
             )
             job.done += deleted
             if deleted < self._settings.chunk:

@@ -8,7 +8,6 @@ from typing import Any
 import peewee
 
 from persistence.find import FindSql, decode_group_value
-from persistence.queries import SqlBuilder
 from persistence.rollups import aggregate, qualifies, rollup_cells
 from persistence.rows import SELECT_EVENT, event_from_row
 from service.domain import find_query as q
@@ -32,11 +31,9 @@ def run_find(
     (persistence/rollups.py; `rollups=False` always reads the events)."""
 
     def statement() -> tuple[FindSql, str]:
-        scope = SqlBuilder(postgres, db.param)
-        where = scope.scope(principal, include_shared=request.include_shared)
         sql = FindSql(postgres, db.param)
-        sql.args.extend(scope.args)
-        return sql, f"({where}) AND ({sql.where(request.query)})"
+        scope = sql.scope(principal, include_shared=request.include_shared)
+        return sql, f"({scope}) AND ({sql.condition(request.query)})"
 
     sql, where = statement()
     window = qualifies(request) if rollups else None
@@ -48,7 +45,7 @@ def run_find(
         total = db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {where}", sql.args).fetchone()[0]
     events: list[Event] = []
     if request.size and total > request.offset:
-        order = sql.order_by(request.sort)
+        order = sql.find_order(request.sort)
         page = f"LIMIT {int(request.size)} OFFSET {int(request.offset)}"
         rows = db.execute_sql(
             f"{SELECT_EVENT} WHERE {where} ORDER BY {order} {page}", sql.args

@@ -9,20 +9,30 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import peewee
+
 from persistence.custom_indexes import custom_value_sql
 from service.domain.access import ROOT_DOMAIN, Principal
 from service.domain.conditions import (
     ANY_RUN,
     ONE_CHAR,
+    ORDERINGS,
     AllOf,
     AnyOf,
+    AtLeast,
     Compare,
     Condition,
+    Exists,
+    FieldRef,
+    Leaf,
     Negation,
     Pattern,
+    Prefix,
     Subtree,
+    Words,
+    words_of,
 )
-from service.domain.event_fields import BY_ATTRIBUTE, COLUMNS, Kind
+from service.domain.event_fields import COLUMNS
 from service.domain.events import SortKey
 
 _OPERATORS = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
@@ -34,8 +44,23 @@ _JSON_TYPES = {
     "string": (("text",), "string"),
     "boolean": (("true", "false"), "boolean"),
 }
-# Standard fields stored as JSON text (the source): compared by their encoded value.
-_JSON_COLUMNS = frozenset(f.attribute for f in BY_ATTRIBUTE.values() if f.kind is Kind.SOURCE)
+
+
+def _words(text: str | None) -> str | None:
+    """SQLite's half of Words: ` word word ` in lowercase, so LIKE '% word %' finds words."""
+    return None if text is None else " " + " ".join(words_of(text)) + " "
+
+
+def _lower(text: str | None) -> str | None:
+    return None if text is None else text.lower()
+
+
+def install_sqlite_functions(database: peewee.Database) -> None:
+    """Registers the functions the builder's SQL uses on every SQLite connection (SQLite's
+    own lower() only folds ASCII, Python's folds all of Unicode, as PostgreSQL's does)."""
+    if isinstance(database, peewee.SqliteDatabase):
+        database.register_function(_words, "eventmgmt_words", 1, deterministic=True)
+        database.register_function(_lower, "eventmgmt_lower", 1, deterministic=True)
 
 
 def subtree_sql(column: str, root: str, bind: Callable[[Any], str]) -> str:
@@ -95,30 +120,54 @@ class SqlBuilder(Params):
             )
         return clause
 
-    def condition(self, node: Condition) -> str:
-        if isinstance(node, Subtree):
-            column = COLUMNS[node.field.name]
-            return subtree_sql(column, node.root, self.bind) or self.true
-        if isinstance(node, AllOf):
-            return "(" + " AND ".join(self.condition(part) for part in node.parts) + ")"
-        if isinstance(node, AnyOf):
-            return "(" + " OR ".join(self.condition(part) for part in node.parts) + ")"
-        if isinstance(node, Negation):
-            # A comparison with a missing value (an absent custom field, no acknowledgedAt)
-            # is NULL; NOT of it would be NULL too, so `not` would match nothing there.
-            # COALESCE makes `not` the exact complement of what it negates.
-            false = "FALSE" if self.postgres else "0"
-            return f"NOT COALESCE({self.condition(node.part)}, {false})"
-        if node.field.custom:
-            return self._custom(node)
-        value = node.value
-        if node.field.name in _JSON_COLUMNS:
-            value = tuple(map(_json_text, value)) if node.op == "in" else _json_text(value)
-        return self._compare(COLUMNS[node.field.name], node.op, value)
-
     @property
     def true(self) -> str:
         return "TRUE" if self.postgres else "1"
+
+    @property
+    def false(self) -> str:
+        return "FALSE" if self.postgres else "0"
+
+    def condition(self, node: Condition) -> str:
+        """The condition as a predicate. Leaves are bare, so that indexes on their columns
+        serve; a leaf is NULL where a value is missing, which AND, OR and WHERE treat as
+        false, and `Negation` makes false before negating."""
+        if isinstance(node, AllOf | AnyOf):
+            if not node.parts:
+                return self.true if isinstance(node, AllOf) else self.false
+            joiner = " AND " if isinstance(node, AllOf) else " OR "
+            return "(" + joiner.join(self.condition(part) for part in node.parts) + ")"
+        if isinstance(node, AtLeast):
+            counted = " + ".join(
+                f"(CASE WHEN {self.condition(part)} THEN 1 ELSE 0 END)" for part in node.parts
+            )
+            return f"({counted}) >= {int(node.count)}"
+        if isinstance(node, Negation):
+            return f"NOT COALESCE({self.condition(node.part)}, {self.false})"
+        return self._leaf(node)
+
+    def _leaf(self, node: Leaf) -> str:
+        ref = node.field
+        if isinstance(node, Subtree):
+            return subtree_sql(COLUMNS[ref.name], node.root, self.bind) or self.true
+        if ref.type == "json":
+            return self._json_leaf(node)
+        if ref.custom:
+            if not isinstance(node, Compare):
+                raise TypeError(f"no SQL for {node!r}")
+            return self._custom(node)
+        column = COLUMNS[ref.name]
+        if isinstance(node, Exists):
+            return f"{column} <> ''" if ref.type == "string" else f"{column} IS NOT NULL"
+        if isinstance(node, Prefix):
+            return self._prefix(self.text(ref), node.value)
+        if isinstance(node, Words):
+            return self._words(self.text(ref), node)
+        if ref.type != "string":
+            return self._compare(column, node.op, node.value)
+        if node.op in ORDERINGS:
+            return self._compare(self.collate(self.text(ref)), node.op, node.value)
+        return self._compare(self._lower(column) if ref.lowercase else column, node.op, node.value)
 
     def _compare(self, expression: str, op: str, value: Any, cast: str = "") -> str:
         if op == "in":
@@ -129,6 +178,110 @@ class SqlBuilder(Params):
             # GLOB, not LIKE: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
             return f"{expression} GLOB {self.bind(_glob(value))}"
         return f"{expression} {_OPERATORS[op]} {self.bind(value)}{cast}"
+
+    def _prefix(self, text: str, start: str) -> str:
+        return f"substr({text}, 1, {len(start)}) = {self.bind(start)}"
+
+    def _words(self, text: str, node: Words) -> str:
+        if self.postgres:
+            words = f"(' ' || lower(regexp_replace({text}, '\\W+', ' ', 'g')) || ' ')"
+        else:
+            words = f"eventmgmt_words({text})"
+
+        def like(phrase: str) -> str:
+            escaped = phrase.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+            return f"{words} LIKE {self.bind(f'% {escaped} %')} ESCAPE '\\'"
+
+        if node.phrase:
+            return like(" ".join(node.words))
+        joiner = " AND " if node.require_all else " OR "
+        return "(" + joiner.join(like(w) for w in node.words) + ")"
+
+    # --- field values ------------------------------------------------------------------------
+
+    def _lower(self, expression: str) -> str:
+        # SQLite's own lower() folds ASCII only; Python's folds all of Unicode, as
+        # PostgreSQL's does.
+        return f"lower({expression})" if self.postgres else f"eventmgmt_lower({expression})"
+
+    def collate(self, expression: str) -> str:
+        """Text in byte order (code points), as SQLite and Python order it."""
+        return f'{expression} COLLATE "C"' if self.postgres else expression
+
+    def text(self, ref: FieldRef) -> str:
+        """A text field's text, NULL when unset ("" in the store) or, as JSON, no string."""
+        if ref.type == "json":
+            return self.json_text(ref)
+        value = f"NULLIF({COLUMNS[ref.name]}, '')"
+        return self._lower(value) if ref.lowercase else value
+
+    def _json(self, ref: FieldRef) -> tuple[str, str]:
+        """(type expression, value expression) of a JSON field; the type is NULL when absent.
+        Keys are identifiers (the domain checks them), written into the JSON path."""
+        column, key = ("custom", ref.name) if ref.custom else (COLUMNS[ref.name], ref.key)
+        if self.postgres:
+            value = f"({column}::jsonb)" if key is None else f"({column}::jsonb -> '{key}')"
+            return f"jsonb_typeof({value})", value
+        path = "'$'" if key is None else f"'$.\"{key}\"'"
+        return f"json_type({column}, {path})", f"json_extract({column}, {path})"
+
+    def json_text(self, ref: FieldRef) -> str:
+        kind, value = self._json(ref)
+        if self.postgres:
+            return f"(CASE WHEN {kind} = 'string' THEN {value} #>> '{{}}' END)"
+        return f"(CASE WHEN {kind} = 'text' THEN {value} END)"
+
+    def json_number(self, ref: FieldRef) -> str:
+        """A JSON number; a custom TIMESTAMP value ({"$timestamp": micros}) counts as its
+        epoch milliseconds, as Elasticsearch keeps dates."""
+        kind, value = self._json(ref)
+        if self.postgres:
+            instant = f"floor(({value} ->> '$timestamp')::float8 / 1000)"
+            return (
+                f"(CASE WHEN {kind} = 'number' THEN ({value} #>> '{{}}')::float8 "
+                f"WHEN {kind} = 'object' THEN {instant} END)"
+            )
+        column, key = ("custom", ref.name) if ref.custom else (COLUMNS[ref.name], ref.key)
+        instant = f'(json_extract({column}, \'$."{key}"."$timestamp"\') / 1000)'
+        return (
+            f"(CASE WHEN {kind} IN ('integer', 'real') THEN {value} "
+            f"WHEN {kind} = 'object' THEN {instant} END)"
+        )
+
+    def json_boolean(self, ref: FieldRef) -> str:
+        kind, value = self._json(ref)
+        if self.postgres:
+            return f"(CASE WHEN {kind} = 'boolean' THEN ({value} #>> '{{}}')::boolean END)"
+        return f"(CASE {kind} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+
+    def _json_leaf(self, node: Leaf) -> str:
+        """A test of any JSON value, by the type of what it is compared with."""
+        ref = node.field
+        if isinstance(node, Exists):
+            kind, _ = self._json(ref)
+            return f"({kind} IS NOT NULL AND {kind} <> 'null')"
+        if isinstance(node, Prefix):
+            return self._prefix(self.json_text(ref), node.value)
+        if isinstance(node, Words):
+            return self._words(self.json_text(ref), node)
+        assert isinstance(node, Compare)
+        if node.op == "like":
+            return self._compare(self.json_text(ref), "like", node.value)
+        if node.op == "in":
+            return "(" + " OR ".join(self._json_compare(ref, "eq", v) for v in node.value) + ")"
+        return self._json_compare(ref, node.op, node.value)
+
+    def _json_compare(self, ref: FieldRef, op: str, value: Any) -> str:
+        if isinstance(value, bool):
+            expression = self.json_boolean(ref)
+            value = value if self.postgres else int(value)
+        elif isinstance(value, int | float):
+            expression = self.json_number(ref)
+        else:
+            expression = self.json_text(ref)
+            if op in ORDERINGS:
+                expression = self.collate(expression)
+        return f"{expression} {_OPERATORS[op]} {self.bind(value)}"
 
     def _custom(self, node: Compare) -> str:
         kind = node.field.type
@@ -189,11 +342,6 @@ class SqlBuilder(Params):
             op = "<" if directions[index] else ">"
             alternatives.append(" AND ".join([*equal, f"{column} {op} {self.bind(values[index])}"]))
         return "(" + " OR ".join(f"({a})" for a in alternatives) + ")"
-
-
-def _json_text(value: Any) -> str:
-    """A value as the JSON text the row codec stores (persistence.rows)."""
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _like(pattern: Pattern) -> str:

@@ -24,6 +24,7 @@ from persistence.queries import SqlBuilder
 from persistence.upkeep import DAY_US
 from service.domain import find_query as q
 from service.domain.access import Principal
+from service.domain.conditions import AllOf, AnyOf, Compare, Condition, FieldRef
 from service.domain.find_answer import AggregationResult, Bucket
 
 _TYPE = "type_id"
@@ -48,42 +49,49 @@ class _Window:
 
 
 def _plain(ref: Any, attribute: str) -> bool:
+    """Whether a find field (of an aggregation) is the standard field itself."""
     return ref.attribute == attribute and ref.key is None and not ref.lowercase
 
 
-def _window(clause: q.Clause) -> _Window | None:
-    """The window a query clause keeps, or None when rollups cannot answer it."""
-    if isinstance(clause, q.MatchAll):
-        return _Window()
-    if isinstance(clause, q.Term):
-        if _plain(clause.field, _TYPE) and isinstance(clause.value, str):
-            return _Window(types=frozenset([clause.value]))
-        return None
-    if isinstance(clause, q.Range):
-        if not _plain(clause.field, _TIME) or clause.gt is not None or clause.lte is not None:
-            return None
-        bounds = [b for b in (clause.gte, clause.lt) if b is not None]
-        if not bounds or any(type(b) is not int or b % DAY_US for b in bounds):
-            return None
-        return _Window(low=clause.gte, high=clause.lt)  # type: ignore[arg-type]
-    if isinstance(clause, q.Bool):
-        if clause.must_not:
-            return None
-        window = _Window()
-        for part in clause.must:
+def _bare(ref: FieldRef, attribute: str) -> bool:
+    """Whether a condition's field is the standard field itself."""
+    return ref.name == attribute and not ref.custom and ref.key is None and not ref.lowercase
+
+
+def _is_type(condition: Condition) -> bool:
+    return (
+        isinstance(condition, Compare)
+        and condition.op == "eq"
+        and _bare(condition.field, _TYPE)
+        and isinstance(condition.value, str)
+    )
+
+
+def _window(condition: Condition) -> _Window | None:
+    """The window a query keeps, or None when rollups cannot answer it."""
+    if isinstance(condition, AllOf):
+        window = _Window()  # no parts: every event
+        for part in condition.parts:
             inner = _window(part)
             if inner is None:
                 return None
             window.narrow(inner)
-        if clause.should and clause.minimum_should > 0:
-            # Any of several types (what `terms` on the type parses to).
-            if clause.minimum_should != 1 or not all(
-                isinstance(c, q.Term) and _plain(c.field, _TYPE) and isinstance(c.value, str)
-                for c in clause.should
-            ):
-                return None
-            window.narrow(_Window(types=frozenset(c.value for c in clause.should)))  # type: ignore[union-attr, misc]
         return window
+    if isinstance(condition, AnyOf):
+        # Any of several types (what `terms` on the type parses to).
+        if not condition.parts or not all(map(_is_type, condition.parts)):
+            return None
+        return _Window(types=frozenset(c.value for c in condition.parts))  # type: ignore[union-attr]
+    if _is_type(condition):
+        return _Window(types=frozenset([condition.value]))  # type: ignore[union-attr]
+    if isinstance(condition, Compare):
+        bound = condition.value
+        if not _bare(condition.field, _TIME) or type(bound) is not int or bound % DAY_US:
+            return None
+        if condition.op == "ge":
+            return _Window(low=bound)
+        if condition.op == "lt":
+            return _Window(high=bound)
     return None
 
 

@@ -15,11 +15,11 @@ from persistence.custom_indexes import CustomFieldIndexes
 from persistence.database import is_postgres, open_database
 from persistence.devices import DeviceEventStore, RegistryStore
 from persistence.events import EventRepository
-from persistence.find import install_sqlite_functions
 from persistence.keys import KeyRepository
 from persistence.migrations import migrate
 from persistence.notify import FeedListener, FeedPoller
 from persistence.partitions import ensure_partitions
+from persistence.queries import install_sqlite_functions
 from persistence.reader import GroupedReader
 from persistence.users import UserStore
 from persistence.writer import GroupCommitWriter

@@ -1,6 +1,7 @@
 """The one condition tree evaluated two ways: the SQL the store renders (SqlBuilder, with the
 principal's scope around it) and the Python matcher that live subscriptions use must select
-exactly the same events, for random events and random conditions, on both backends."""
+exactly the same events, for random events and random conditions (of the list filter, live
+subscriptions, delete jobs and find's queries), on both backends."""
 
 from __future__ import annotations
 
@@ -17,12 +18,16 @@ from service.domain.conditions import (
     DOMAIN,
     AllOf,
     AnyOf,
+    AtLeast,
     Compare,
     Condition,
+    Exists,
     FieldRef,
     FieldType,
     Negation,
+    Prefix,
     Subtree,
+    Words,
     compile_matcher,
     event_matcher,
     read_event,
@@ -57,7 +62,9 @@ CUSTOM: dict[str, FieldType] = {
     "due": "timestamp",
 }
 NUMBERS = [-1.5, 0, 0.1, 2, 2.5, 10**6]
-SOURCES = [None, "src", 'é"q', {"a": 1}, [1, 2], 5, "5"]
+# JSON values of every type, for the source, its members and custom fields read as JSON.
+JSON_VALUES = ["", "src", "Src b", 'é"q', 5, "5", 2.5, True, False, None]
+SOURCES = [*JSON_VALUES, {"a": 1}, [1, 2], {"a": "src", "b": True}, {"a": 2.5, "b": None}]
 
 
 def _custom_value(name: str) -> st.SearchStrategy[Any]:
@@ -104,6 +111,8 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def _values(ref: FieldRef) -> st.SearchStrategy[Any]:
+    if ref.type == "json":
+        return st.sampled_from([v for v in JSON_VALUES if v is not None])
     if ref.custom:
         if ref.type == "timestamp":
             return st.sampled_from(TIMES)
@@ -114,8 +123,6 @@ def _values(ref: FieldRef) -> st.SearchStrategy[Any]:
         return st.one_of(st.sampled_from(TEXTS[ref.name]), TEXT)
     if ref.name in INTEGERS:
         return st.sampled_from([*INTEGERS[ref.name], 3, -1])
-    if ref.name == "source":
-        return st.sampled_from([s for s in SOURCES if isinstance(s, str)])
     if ref.name in ("description", "domain"):
         return st.one_of(TEXT, st.sampled_from(DOMAINS))
     if ref.type == "boolean":
@@ -124,7 +131,11 @@ def _values(ref: FieldRef) -> st.SearchStrategy[Any]:
 
 
 STANDARD = [
-    *(FieldRef(name, "string") for name in [*TEXTS, "description", "domain", "source"]),
+    *(FieldRef(name, "string") for name in [*TEXTS, "description", "domain"]),
+    FieldRef("description", "string", lowercase=True),
+    FieldRef("source", "json"),
+    FieldRef("source", "json", key="a"),
+    FieldRef("source", "json", key="b"),
     *(FieldRef(name, "integer") for name in INTEGERS),
     *(
         FieldRef(name, "timestamp")
@@ -135,7 +146,12 @@ STANDARD = [
         for name in ("acknowledgement_required", "acknowledged", "internal")
     ),
 ]
-FIELDS = STANDARD + [FieldRef(name, kind, custom=True) for name, kind in CUSTOM.items()]
+FIELDS = [
+    *STANDARD,
+    *(FieldRef(name, kind, custom=True) for name, kind in CUSTOM.items()),
+    *(FieldRef(name, "json", custom=True) for name in CUSTOM),
+]
+WORDS = st.lists(st.sampled_from(["a", "b", "ab", "src", "1"]), min_size=1, max_size=2)
 
 
 @st.composite
@@ -143,24 +159,41 @@ def comparisons(draw: st.DrawFn) -> Condition:
     ref = draw(st.sampled_from(FIELDS))
     if ref.name == "domain" and draw(st.booleans()):
         return Subtree(DOMAIN, draw(st.sampled_from(DOMAINS)))
+    texts = ref.type in ("string", "json")
+    if not ref.custom or ref.type == "json":
+        tests = ["exists", "prefix", "words"] if texts else ["exists"]
+        test = draw(st.sampled_from([*tests, "compare", "compare", "compare"]))
+        if test == "exists":
+            return Exists(ref)
+        if test == "prefix":
+            return Prefix(ref, draw(st.one_of(st.sampled_from(["", "s", "S", "e", "a"]), TEXT)))
+        if test == "words":
+            words = tuple(draw(WORDS))
+            return Words(ref, words, require_all=draw(st.booleans()), phrase=draw(st.booleans()))
     ops = ["eq", "in"]
-    if ref.type == "string" and ref.name != "source":
+    if texts:
         ops.append("like")
-    if ref.type in ("integer", "double", "timestamp"):
+    if ref.type in ("integer", "double", "timestamp", "json") or (not ref.custom and texts):
         ops += ["lt", "le", "gt", "ge"]
     op = draw(st.sampled_from(ops))
     if op == "in":
         return Compare(ref, op, tuple(draw(st.lists(_values(ref), min_size=1, max_size=3))))
     if op == "like":
         return Compare(ref, op, like_pattern(draw(st.text(alphabet="ab_%*?[\\é1ePp", max_size=4))))
-    return Compare(ref, op, draw(_values(ref)))
+    value = draw(_values(ref))
+    if op in ("lt", "le", "gt", "ge") and isinstance(value, bool):
+        value = draw(st.sampled_from(NUMBERS))  # booleans have no order
+    return Compare(ref, op, value)
 
 
 conditions = st.recursive(
     comparisons(),
     lambda parts: st.one_of(
-        st.lists(parts, min_size=2, max_size=3).map(lambda p: AllOf(tuple(p))),
-        st.lists(parts, min_size=2, max_size=3).map(lambda p: AnyOf(tuple(p))),
+        st.lists(parts, max_size=3).map(lambda p: AllOf(tuple(p))),
+        st.lists(parts, max_size=3).map(lambda p: AnyOf(tuple(p))),
+        st.lists(parts, min_size=2, max_size=3).flatmap(
+            lambda p: st.integers(2, len(p)).map(lambda n: AtLeast(n, tuple(p)))
+        ),
         parts.map(Negation),
     ),
     max_leaves=6,

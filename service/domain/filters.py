@@ -44,7 +44,7 @@ _CUSTOM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 _FILTER_TYPES: dict[Kind, FieldType] = {
     Kind.TEXT: "string",
-    Kind.SOURCE: "string",  # the whole source: equal to a string, or in a list of them
+    Kind.SOURCE: "json",  # the whole source: equal to a string, or in a list of them
     Kind.INTEGER: "integer",
     Kind.TIME: "timestamp",
     Kind.BOOLEAN: "boolean",
@@ -54,8 +54,6 @@ STANDARD_FIELDS: dict[str, tuple[str, FieldType]] = {
     f.json: (f.attribute, _FILTER_TYPES[f.kind]) for f in FILTERABLE
 }
 OPERATORS = ("eq", "in", "like", "between", "before", "after")
-# Standard fields that hold any JSON value: equality with a string only, never `like`.
-_JSON_FIELDS = frozenset(f.attribute for f in FILTERABLE if f.kind is Kind.SOURCE)
 # Integer bounds a caller may ask to enforce (standard field attribute -> lowest, highest).
 ValueRanges = Mapping[str, tuple[int, int]]
 COMBINATORS = ("and", "or", "not")
@@ -207,8 +205,6 @@ class _Compiler:
             values = tuple(self._value(field, v, f"{path}[{i}]") for i, v in enumerate(operand))
             return Compare(field, "in", values)
         if op == "like":
-            if not field.custom and field.name in _JSON_FIELDS:
-                raise invalid(path, f"like applies to text; {field.name} is JSON: use eq or in")
             if field.type != "string":
                 raise invalid(
                     path, f"like applies to string fields; {field.name} is a {field.type}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from service.domain import conditions
 from service.domain.custom_fields import Instant
 from service.domain.errors import InvalidInput, invalid
 from service.domain.event_fields import FIELDS as EVENT_FIELDS
@@ -79,6 +80,26 @@ def resolve_field(name: Any, where: str) -> FieldRef:
                 raise find_error(where, f"{prefix}<key> needs a key of letters, digits, _ or -")
             return FieldRef(name, Kind.JSON, attribute, key)
     raise find_error(where, f"unknown field {name!r}; fields: {', '.join(FIELD_NAMES)}")
+
+
+_CONDITION_TYPES: dict[Kind, conditions.FieldType] = {
+    Kind.KEYWORD: "string",
+    Kind.TEXT: "string",
+    Kind.INTEGER: "integer",
+    Kind.TIME: "timestamp",
+    Kind.BOOLEAN: "boolean",
+    Kind.JSON: "json",
+}
+
+
+def as_condition(ref: FieldRef) -> conditions.FieldRef:
+    """The field as the condition tree names it: custom.<name> is the custom field <name>
+    as any JSON value, source.<key> a member of the source."""
+    if ref.attribute == "custom_fields":
+        return conditions.FieldRef(ref.key or "", "json", custom=True)
+    return conditions.FieldRef(
+        ref.attribute, _CONDITION_TYPES[ref.kind], key=ref.key, lowercase=ref.lowercase
+    )
 
 
 def event_value(event: Event, ref: FieldRef) -> Any:

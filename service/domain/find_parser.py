@@ -12,39 +12,50 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.domain import times
+from service.domain.conditions import (
+    ANY_RUN,
+    MATCH_ALL,
+    MATCH_NONE,
+    ONE_CHAR,
+    AllOf,
+    AnyOf,
+    AtLeast,
+    Compare,
+    Condition,
+    Exists,
+    Negation,
+    Pattern,
+    Prefix,
+    Words,
+)
+from service.domain.conditions import FieldRef as ConditionField
 from service.domain.custom_fields import canonical_type_id
 from service.domain.errors import invalid
 from service.domain.find_fields import (
     PROPERTY_REQUIRED,
     FieldRef,
     Kind,
+    as_condition,
     find_error,
     resolve_field,
 )
 from service.domain.find_query import (
     DEFAULT_SIZE,
     Aggregation,
-    Bool,
-    Clause,
-    Exists,
     FindRequest,
     FindSort,
     HistogramAgg,
-    Ids,
-    MatchAll,
-    MatchNone,
     Metric,
     MetricKind,
-    Prefix,
-    Range,
     RangeAgg,
     RangeBucket,
     SourceFilter,
-    Term,
     TermsAgg,
-    Wildcard,
-    Words,
 )
+
+Clause = Condition
+_ID = ConditionField("id", "string")
+_BOUNDS = {"gt": "gt", "gte": "ge", "lt": "lt", "lte": "le"}
 
 MAX_SIZE = 1000
 # Elasticsearch's index.max_result_window: deeper pages need a narrower query.
@@ -164,11 +175,11 @@ class _Parser:
 
     def _q_match_all(self, spec: dict[str, Any], where: str) -> Clause:
         _options(spec, where, set())
-        return MatchAll()
+        return MATCH_ALL
 
     def _q_match_none(self, spec: dict[str, Any], where: str) -> Clause:
         _options(spec, where, set())
-        return MatchNone()
+        return MATCH_NONE
 
     def _q_bool(self, spec: dict[str, Any], where: str) -> Clause:
         _options(spec, where, {"must", "filter", "should", "must_not", "minimum_should_match"})
@@ -189,8 +200,14 @@ class _Parser:
         if not should:
             minimum = 0
         if minimum > len(should):
-            return MatchNone()
-        return Bool(must, should, must_not, minimum)
+            return MATCH_NONE
+        # Every must (and filter), no must_not, at least `minimum` of should.
+        parts = [*must, *(Negation(c) for c in must_not)]
+        if minimum == 1:
+            parts.append(AnyOf(should))
+        elif minimum > 1:
+            parts.append(AtLeast(minimum, should))
+        return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
 
     def _field_spec(
         self, spec: dict[str, Any], where: str, value_key: str, allowed: set[str]
@@ -220,18 +237,18 @@ class _Parser:
         if len(values) > MAX_CLAUSES:
             raise find_error(here, f"at most {MAX_CLAUSES} values")
         options = tuple(_term(ref, v, f"{here}[{i}]") for i, v in enumerate(values))
-        return Bool(should=options, minimum_should=1) if options else MatchNone()
+        return AnyOf(options) if options else MATCH_NONE
 
     def _q_ids(self, spec: dict[str, Any], where: str) -> Clause:
         _options(spec, where, {"values", "type"})
         values = spec.get("values")
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise find_error(f"{where}.values", "must be a list of id strings")
-        return Ids(tuple(values)) if values else MatchNone()
+        return Compare(_ID, "in", tuple(values)) if values else MATCH_NONE
 
     def _q_exists(self, spec: dict[str, Any], where: str) -> Clause:
         _options(spec, where, {"field"})
-        return Exists(resolve_field(spec.get("field"), f"{where}.field"))
+        return Exists(as_condition(resolve_field(spec.get("field"), f"{where}.field")))
 
     def _q_range(self, spec: dict[str, Any], where: str) -> Clause:
         name, body = _single(spec, where, "field")
@@ -253,7 +270,7 @@ class _Parser:
         _require_string_field(ref, here)
         if not isinstance(value, str):
             raise find_error(here, "the prefix must be a string")
-        return Prefix(ref, value.lower() if ref.lowercase else value)
+        return Prefix(as_condition(ref), value.lower() if ref.lowercase else value)
 
     def _q_wildcard(self, spec: dict[str, Any], where: str) -> Clause:
         ref, value, body = self._field_spec(spec, where, "value", {"wildcard"})
@@ -263,7 +280,10 @@ class _Parser:
         _require_string_field(ref, here)
         if not isinstance(value, str) or not value:
             raise find_error(here, "the pattern must be a non-empty string of text, * and ?")
-        return Wildcard(ref, value.lower() if ref.lowercase else value)
+        field = as_condition(ref)
+        like = Compare(field, "like", _wildcard(value.lower() if ref.lowercase else value))
+        # Unset text is stored as "", which no wildcard matches (not even "*").
+        return like if ref.kind is Kind.JSON else AllOf((Exists(field), like))
 
     def _q_match(self, spec: dict[str, Any], where: str) -> Clause:
         return self._match(spec, where, phrase=False)
@@ -287,8 +307,30 @@ class _Parser:
             raise find_error(here, "the query must be a string")
         words = tuple(w.lower() for w in _WORD.findall(value))
         if not words:
-            return MatchNone()
-        return Words(ref, words, require_all=operator == "and", phrase=phrase)
+            return MATCH_NONE
+        return Words(as_condition(ref), words, require_all=operator == "and", phrase=phrase)
+
+
+def _wildcard(text: str) -> Pattern:
+    """A wildcard's text as a pattern: * any run, ? one character, the rest literal."""
+    segments: list[str] = []
+    for part in re.split(r"([*?])", text):
+        if part == "*":
+            segments.append(ANY_RUN)
+        elif part == "?":
+            segments.append(ONE_CHAR)
+        elif part:
+            segments.append(part)
+    return tuple(segments)
+
+
+def _bounded(ref: FieldRef, bounds: dict[str, Any]) -> Clause:
+    """The field within `bounds` (gt, gte, lt, lte); with none, any value."""
+    field = as_condition(ref)
+    parts = [Compare(field, _BOUNDS[op], value) for op, value in bounds.items()]
+    if not parts:
+        return Exists(field)
+    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
 
 
 def _minimum_should_match(value: Any, count: int, where: str) -> int:
@@ -330,7 +372,7 @@ def _term(ref: FieldRef, value: Any, where: str) -> Clause:
         raise find_error(where, "must be a string, number or boolean")
     if ref.kind is Kind.TIME:
         millis = _time_millis(value, where)
-        return Range(ref, gte=millis * 1000, lt=(millis + 1) * 1000)
+        return _bounded(ref, {"gte": millis * 1000, "lt": (millis + 1) * 1000})
     if ref.kind is Kind.INTEGER:
         if isinstance(value, str):
             try:
@@ -339,27 +381,27 @@ def _term(ref: FieldRef, value: Any, where: str) -> Clause:
                 raise find_error(where, f"{ref.name} is a number field") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise find_error(where, f"{ref.name} is a number field")
-        return Term(ref, value)
+        return Compare(as_condition(ref), "eq", value)
     if ref.kind is Kind.BOOLEAN:
         if value in ("true", "false"):
             value = value == "true"
         if not isinstance(value, bool):
             raise find_error(where, f"{ref.name} is a boolean field: true or false")
-        return Term(ref, value)
+        return Compare(as_condition(ref), "eq", value)
     if ref.kind is Kind.JSON:
         if isinstance(value, float) and not math.isfinite(value):
             raise find_error(where, "must be a finite number")
-        return Term(ref, value)
+        return Compare(as_condition(ref), "eq", value)
     # Keyword and text fields hold strings; Elasticsearch turns numbers and booleans into
     # their text, and so do we.
     text = value if isinstance(value, str) else str(value).lower()
     if ref.lowercase:
         text = text.lower()
     if text == "":
-        return MatchNone()  # the store keeps an absent text as "", which no term matches
+        return MATCH_NONE  # the store keeps an absent text as "", which no term matches
     if ref.attribute == "type_id":
         text = canonical_type_id(text)
-    return Term(ref, text)
+    return Compare(as_condition(ref), "eq", text)
 
 
 def _range(ref: FieldRef, bounds: dict[str, Any], where: str) -> Clause:
@@ -382,7 +424,7 @@ def _range(ref: FieldRef, bounds: dict[str, Any], where: str) -> Clause:
                 normalised["lt"] = (millis + 1) * 1000
         if ("gt" in bounds and "gte" in bounds) or ("lt" in bounds and "lte" in bounds):
             raise find_error(where, "give one lower bound (gt or gte) and one upper (lt or lte)")
-        return Range(ref, **normalised)
+        return _bounded(ref, normalised)
     numbers = all(
         isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         for v in bounds.values()
@@ -396,9 +438,7 @@ def _range(ref: FieldRef, bounds: dict[str, Any], where: str) -> Clause:
         raise find_error(where, "bounds must be all numbers or all strings")
     if ref.lowercase:
         bounds = {k: v.lower() for k, v in bounds.items()}
-    if ref.kind is Kind.TEXT:
-        ref = FieldRef(ref.name, Kind.KEYWORD, ref.attribute)
-    return Range(ref, **bounds)
+    return _bounded(ref, bounds)
 
 
 def _parse_sort(value: Any, where: str) -> tuple[FindSort, ...]:

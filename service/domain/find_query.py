@@ -1,97 +1,16 @@
-"""Find's request as plain data: the query clauses, aggregations, sort keys and _source
-filter that the parser builds and the store translates."""
+"""Find's request as plain data: the query (a condition tree of service.domain.conditions),
+aggregations, sort keys and _source filter that the parser builds and the store translates."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
 
+from service.domain.conditions import Condition
 from service.domain.find_fields import FieldRef
 
 DEFAULT_SIZE = 10
 MAX_BUCKETS = 10_000
-
-# --- The query AST --------------------------------------------------------------------------
-
-Scalar = str | int | float | bool
-
-
-@dataclass(frozen=True, slots=True)
-class MatchAll:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class MatchNone:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Term:
-    """The field equals `value`; for TEXT fields the whole text, for JSON the typed value."""
-
-    field: FieldRef
-    value: Scalar
-
-
-@dataclass(frozen=True, slots=True)
-class Range:
-    """Bounds of the same type; times in microseconds, already rounded as Elasticsearch
-    rounds to milliseconds."""
-
-    field: FieldRef
-    gt: Scalar | None = None
-    gte: Scalar | None = None
-    lt: Scalar | None = None
-    lte: Scalar | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Exists:
-    field: FieldRef
-
-
-@dataclass(frozen=True, slots=True)
-class Prefix:
-    field: FieldRef
-    value: str
-
-
-@dataclass(frozen=True, slots=True)
-class Wildcard:
-    """`*` matches any characters, `?` one character; everything else is literal."""
-
-    field: FieldRef
-    pattern: str
-
-
-@dataclass(frozen=True, slots=True)
-class Words:
-    """match / match_phrase on text: lowercase words, all or any of them, or in sequence."""
-
-    field: FieldRef
-    words: tuple[str, ...]
-    require_all: bool
-    phrase: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Ids:
-    values: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Bool:
-    """Every `must` (and `filter`), at least `minimum_should` of `should`, no `must_not`."""
-
-    must: tuple[Clause, ...] = ()
-    should: tuple[Clause, ...] = ()
-    must_not: tuple[Clause, ...] = ()
-    minimum_should: int = 0
-
-
-Clause = MatchAll | MatchNone | Term | Range | Exists | Prefix | Wildcard | Words | Ids | Bool
-
 
 # --- Aggregations ---------------------------------------------------------------------------
 
@@ -177,7 +96,7 @@ class SourceFilter:
 
 @dataclass(frozen=True, slots=True)
 class FindRequest:
-    query: Clause
+    query: Condition
     sort: tuple[FindSort, ...] = ()
     offset: int = 0
     size: int = DEFAULT_SIZE

@@ -51,8 +51,8 @@ class Credentials(NamedTuple):
 
 
 def credentials_from(metadata: Any) -> Credentials:
-    """Reads `x-api-key` and `Authorization` (`Bearer <token>`, or the bare token as seed
-    002 sends it). An API key in `Authorization` still counts as the key."""
+    """Reads `x-api-key` and `Authorization` (`Bearer <token>`, or the bare token as the find
+    API's clients send it). An API key in `Authorization` still counts as the key."""
     api_key: str | None = None
     authorization: str | None = None
     for key, value in metadata or ():

@@ -135,7 +135,7 @@ def test_login_answers_a_token_that_works_on_rest_and_grpc(served: Service) -> N
     assert 3000 < expires - time.mktime(time.gmtime()) <= 3600
     token = body["token"]
 
-    # Bearer and seed 002's bare token both work; the event is the user's.
+    # Bearer and the find API's bare token both work; the event is the user's.
     created = served.request(
         "POST", "/events", {"description": "by a user", "entityId": "e-1", "domain": "/root/a"},
         headers=bearer(token),

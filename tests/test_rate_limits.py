@@ -185,7 +185,7 @@ _timestamps = itertools.count(1_700_000_000_000)
 
 
 def report() -> dict[str, Any]:
-    """A device report (seed 000) no other has the fingerprint of."""
+    """A device report (docs/device-api.md) no other has the fingerprint of."""
     return {"typeId": "0045", "description": "limited", "appId": "APP-1", "severity": 3,
             "data": {"n": 1}, "timestamp": next(_timestamps)}  # fmt: skip
 

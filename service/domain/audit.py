@@ -1,6 +1,7 @@
-"""Internal events that record access changes in the tenant's own log (SPEC section 2, seed
-001): logins, users and API keys created, changed or revoked. System codes 1301-1399; they
-never hold a secret (no password, hash, token or key, only ids and names)."""
+"""Internal events that record access changes in the tenant's own log
+(docs/platform-events.md#internal-events): logins, users and API keys created, changed or
+revoked. System codes 1301-1399; they never hold a secret (no password, hash, token or key,
+only ids and names)."""
 
 from __future__ import annotations
 

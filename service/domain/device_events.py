@@ -34,7 +34,7 @@ MAX_DESCRIPTION = 255
 MIN_SEVERITY, MAX_SEVERITY = 1, 5
 PENDING_BATCH = 500
 _TYPE_ID = re.compile(r"^[A-Za-z0-9._:\-]+$")
-# The REST JSON names, in the order of the seed's table.
+# The REST JSON names, in the order of docs/device-api.md#request.
 REPORT_FIELDS = ("typeId", "description", "appId", "severity", "data", "timestamp")
 
 

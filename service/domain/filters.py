@@ -267,7 +267,9 @@ class _Compiler:
                 raise invalid(path, "must fit in 64 bits")
             return value
         if field.name == "code" and isinstance(value, int) and not isinstance(value, bool):
-            return str(value)  # codes are stored as text; seed 001 writes them as numbers
+            # Codes are stored as text; the platform model writes them as numbers
+            # (docs/platform-events.md#event-codes).
+            return str(value)
         if not isinstance(value, str):
             raise invalid(path, "must be a string")
         if field.name in _TYPE_ID_FIELDS and not field.custom:

@@ -72,8 +72,9 @@ _IGNORED_KEYS = {"track_total_hits", "track_scores", "timeout"}
 
 
 def parse_find_request(document: Any, include_shared: bool = False) -> FindRequest:
-    """Accepts `{"query": {clause}, "size": ...}` and seed 002's form, where the whole search
-    request sits inside `query`: `{"query": {"size": 1000, "query": {clause}}}`."""
+    """Accepts `{"query": {clause}, "size": ...}` and the find API's form
+    (docs/find-api.md#find), where the whole search request sits inside `query`:
+    `{"query": {"size": 1000, "query": {clause}}}`."""
     if not isinstance(document, dict):
         raise find_error("body", "must be a JSON object with a query")
     _check_values(document, "body")

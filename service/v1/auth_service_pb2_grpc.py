@@ -26,9 +26,9 @@ if _version_not_supported:
 
 
 class AuthServiceStub:
-    """Signs users in and out (seed 002's `POST /auth/login`). A login answers a signed token
+    """Signs users in and out (`POST /auth/login`, docs/access.md#credentials). A login answers a signed token
     that expires; clients send it as `Authorization: Bearer <token>` (or the bare token, as
-    seed 002 does) on every REST path and gRPC call, alone or beside an app's `x-api-key`.
+    the find API's clients do) on every REST path and gRPC call, alone or beside an app's `x-api-key`.
     """
 
     def __init__(self, channel):
@@ -50,9 +50,9 @@ class AuthServiceStub:
 
 
 class AuthServiceServicer:
-    """Signs users in and out (seed 002's `POST /auth/login`). A login answers a signed token
+    """Signs users in and out (`POST /auth/login`, docs/access.md#credentials). A login answers a signed token
     that expires; clients send it as `Authorization: Bearer <token>` (or the bare token, as
-    seed 002 does) on every REST path and gRPC call, alone or beside an app's `x-api-key`.
+    the find API's clients do) on every REST path and gRPC call, alone or beside an app's `x-api-key`.
     """
 
     def Login(self, request, context):
@@ -95,9 +95,9 @@ def add_AuthServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuthService:
-    """Signs users in and out (seed 002's `POST /auth/login`). A login answers a signed token
+    """Signs users in and out (`POST /auth/login`, docs/access.md#credentials). A login answers a signed token
     that expires; clients send it as `Authorization: Bearer <token>` (or the bare token, as
-    seed 002 does) on every REST path and gRPC call, alone or beside an app's `x-api-key`.
+    the find API's clients do) on every REST path and gRPC call, alone or beside an app's `x-api-key`.
     """
 
     @staticmethod

@@ -11,8 +11,10 @@ import peewee
 from persistence.find_run import run_find
 from persistence.queries import SqlBuilder
 from persistence.rows import SELECT_EVENT, event_from_row, event_row
-from persistence.writes import Insert, InsertBatch, Replace
+from persistence.transitions import transitions_after, transitions_page
+from persistence.writes import FeedItem, Insert, InsertBatch, Replace, StatusChange
 from service.domain.access import Principal
+from service.domain.alarm_status import Transition
 from service.domain.events import Event, EventQuery
 from service.domain.find_answer import FindResult
 from service.domain.find_query import FindRequest
@@ -52,20 +54,21 @@ class EventRepository:
             )
         )
 
-    async def committed_after(self, after: int, limit: int) -> list[Event]:
-        def work(db: peewee.Database) -> list[Event]:
+    async def committed_after(self, after: int, limit: int) -> list[FeedItem]:
+        def work(db: peewee.Database) -> list[FeedItem]:
             p = db.param
             rows = db.execute_sql(
                 f"{SELECT_EVENT} WHERE seq > {p} ORDER BY seq LIMIT {p}", (after, limit)
             ).fetchall()
-            return [event_from_row(r) for r in rows]
+            events = [event_from_row(r) for r in rows]
+            return _merged(events, transitions_after(db, after, limit))[:limit]
 
         return await self._store.read(work)
 
     async def feed_page(
         self, principal: Principal, event_filter: EventFilter, after: int, upto: int, limit: int
-    ) -> list[Event]:
-        def work(db: peewee.Database) -> list[Event]:
+    ) -> list[FeedItem]:
+        def work(db: peewee.Database) -> list[FeedItem]:
             sql = SqlBuilder(self._store.postgres, db.param)
             where = (
                 f"{sql.scope(principal)} AND seq > {sql.bind(after)} AND seq <= {sql.bind(upto)}"
@@ -75,13 +78,22 @@ class EventRepository:
             rows = db.execute_sql(
                 f"{SELECT_EVENT} WHERE {where} ORDER BY seq LIMIT {sql.bind(limit)}", sql.args
             ).fetchall()
-            return [event_from_row(r) for r in rows]
+            transitions = transitions_page(
+                db, self._store.postgres, principal, event_filter.condition, after, upto, limit
+            )
+            return _merged([event_from_row(r) for r in rows], transitions)[:limit]
 
         return await self._store.read(work)
 
     async def replace(self, event: Event, expected_etag: int) -> bool:
         replaced: bool = await self._store.writer.submit(Replace(event_row(event), expected_etag))
         return replaced
+
+    async def change_status(self, event: Event, expected_etag: int, transition: Transition) -> bool:
+        changed: bool = await self._store.writer.submit(
+            StatusChange(event_row(event), expected_etag, transition)
+        )
+        return changed
 
     async def get(
         self,
@@ -136,6 +148,15 @@ class EventRepository:
         return await self._store.read(
             functools.partial(run_find, principal, request, self._store.postgres)
         )
+
+
+def _merged(events: list[Event], transitions: list[Transition]) -> list[FeedItem]:
+    """Creations and transitions in feed order. Each list holds its first `limit` positions
+    after a cursor; the merge is complete up to the end of the shorter full one, which is
+    where the callers' pages end (`limit` items at most)."""
+    items: list[FeedItem] = [*events, *transitions]
+    items.sort(key=lambda item: item.seq)
+    return items
 
 
 def list_sql(

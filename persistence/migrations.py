@@ -445,6 +445,48 @@ def _v31_rollups(db: peewee.Database) -> None:
         db.execute_sql(statement)
 
 
+def _v32_alarm_status(db: peewee.Database) -> None:
+    statements = [
+        # The alarm lifecycle (service/domain/alarm_status.py): ACTIVE, ACKNOWLEDGED or
+        # CLEARED for events classified ALARM, '' for the others, and who cleared and when.
+        # Adding a column with a constant default rewrites no rows on either backend.
+        "ALTER TABLE events ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT ''",
+        "ALTER TABLE events ADD COLUMN cleared_at BIGINT",
+        "ALTER TABLE events ADD COLUMN cleared_by VARCHAR(128) NOT NULL DEFAULT ''",
+        # Alarms stored before have the status their acknowledgement gives them.
+        """UPDATE events SET status = CASE WHEN acknowledged THEN 'ACKNOWLEDGED' ELSE 'ACTIVE'
+            END WHERE classification = 'ALARM'""",
+        # The consoles' question, "which alarms are active", and bulk acknowledge and clear
+        # jobs read one tenant's events of one status by time.
+        "CREATE INDEX events_tenant_status_ts ON events (tenant_id, status, ts, id, latest)",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
+def _v33_event_transitions(db: peewee.Database) -> None:
+    statements = [
+        # Each acknowledgement or clearing of an alarm, written with the change itself and
+        # numbered from the live feed's counter (feed_state), so that subscribers receive it
+        # in commit order beside creations. `event_ts` finds the event's partition.
+        """CREATE TABLE event_transitions (
+            seq BIGINT PRIMARY KEY,
+            tenant_id VARCHAR(64) NOT NULL,
+            event_id VARCHAR(36) NOT NULL,
+            event_ts BIGINT NOT NULL,
+            kind VARCHAR(16) NOT NULL,
+            from_status VARCHAR(16) NOT NULL,
+            to_status VARCHAR(16) NOT NULL,
+            actor VARCHAR(128) NOT NULL,
+            change_time BIGINT NOT NULL)""",
+        # A tenant's subscriber catches up by feed position; an event's history by its id.
+        "CREATE INDEX event_transitions_tenant_seq ON event_transitions (tenant_id, seq)",
+        "CREATE INDEX event_transitions_event ON event_transitions (event_id, seq)",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
@@ -462,6 +504,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
         _v30_partitioned_events,
     ),
     (31, "daily event counts per tenant, domain and type (rollups)", _v31_rollups),
+    (32, "alarm status, cleared time and person, existing alarms backfilled", _v32_alarm_status),
+    (33, "alarm transitions numbered in the live feed", _v33_event_transitions),
 ]
 
 

@@ -1,7 +1,9 @@
 """The writes of the events table, applied on the group-commit writer's thread: inserts
 under the feed counter (each event gets the next feed position in its own transaction),
-idempotent batches, replacements checked by etag, and callable work (a job's chunk) that
-inserts rows of its own; after each commit the listeners learn which events it created."""
+idempotent batches, replacements checked by etag, alarm status changes with their
+transitions, and callable work (a job's chunk) that inserts rows of its own; after each
+commit the listeners learn which events it created and which transitions it recorded, in
+feed order."""
 
 from __future__ import annotations
 
@@ -21,8 +23,13 @@ from persistence.rows import (
     keyed_rows,
     rollup_keys,
 )
+from persistence.transitions import alarms_cleared, insert_transitions
 from persistence.upkeep import count_inserted, remember_keys
+from service.domain.alarm_status import CLEARED, Transition
 from service.domain.events import Event
+
+# What the live feed carries: created events and alarm transitions, each with its `seq`.
+FeedItem = Event | Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,24 +55,35 @@ class Replace:
     expected_etag: int
 
 
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A replacement checked by etag that records the alarm's transition with it."""
+
+    row: tuple[Any, ...]
+    expected_etag: int
+    transition: Transition
+
+
 class EventWrites:
     """Applies batches of write operations; tells the commit listeners what they created."""
 
     def __init__(self, database: peewee.Database, postgres: bool) -> None:
         self._database = database
         self._postgres = postgres
-        # Called on the event loop with the events each commit created, in feed order.
-        self.commit_listeners: list[Callable[[list[Event]], None]] = []
-        # Events inserted by callable writes, by the operation's id, until their commit.
-        self._created_by: dict[int, list[Event]] = {}
-        self._recording: list[Event] | None = None
+        # Called on the event loop with the events each commit created and the transitions
+        # it recorded, in feed order.
+        self.commit_listeners: list[Callable[[list[FeedItem]], None]] = []
+        # What callable writes inserted, by the operation's id, until their commit.
+        self._created_by: dict[int, list[FeedItem]] = {}
+        self._recording: list[FeedItem] | None = None
 
     def apply(self, cursor: Any, operations: Sequence[Any]) -> list[Any]:
         p = self._database.param
         results: list[Any] = [None] * len(operations)
         rows: list[tuple[Any, ...]] = []
-        if any(isinstance(op, Insert | InsertBatch) for op in operations):
-            # Taken before anything else: the feed_state row lock orders the transactions.
+        if any(isinstance(op, Insert | InsertBatch | StatusChange) for op in operations):
+            # Taken before anything else: the feed_state row lock orders the transactions
+            # (and is taken before any event row's lock, so replicas never deadlock).
             cursor.execute("UPDATE feed_state SET last_seq = last_seq WHERE id = 1")
             cursor.execute("SELECT last_seq FROM feed_state WHERE id = 1")
             next_seq = int(cursor.fetchone()[0]) + 1
@@ -96,12 +114,14 @@ class EventWrites:
                     cursor.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, str(next_seq - 1)))
         assignments = ", ".join(f"{c} = {p}" for c in EVENT_COLUMNS[1:])
         for index, op in enumerate(operations):
-            if isinstance(op, Replace):
+            if isinstance(op, Replace | StatusChange):
                 cursor.execute(
                     f"UPDATE events SET {assignments} WHERE id = {p} AND etag = {p}",
                     (*op.row[1:], op.row[0], op.expected_etag),
                 )
                 results[index] = cursor.rowcount == 1
+                if isinstance(op, StatusChange) and results[index]:
+                    self.record_transitions(cursor, [op.transition])
             elif callable(op):
                 # What the callable inserts through insert_rows is told to the commit
                 # listeners once this attempt commits (see after_commit).
@@ -111,6 +131,25 @@ class EventWrites:
                 finally:
                     self._recording = None
         return results
+
+    def lock_feed(self, cursor: Any) -> None:
+        """Takes the feed counter's row lock now, for work that will change event rows and
+        then record transitions: the lock comes first in every transaction."""
+        cursor.execute("UPDATE feed_state SET last_seq = last_seq WHERE id = 1")
+
+    def record_transitions(self, cursor: Any, transitions: Sequence[Transition]) -> None:
+        """Records alarm transitions of events changed in this transaction at the next feed
+        positions; subscribers and the commit listeners learn of them once it commits. Every
+        clearing passes through here, so alarms_cleared sees each one."""
+        if not transitions:
+            return
+        first = self._claim_seqs(cursor, len(transitions))
+        insert_transitions(cursor, self._database.param, transitions, first)
+        cleared = [t.subject for t in transitions if t.to_status == CLEARED != t.from_status]
+        if cleared:
+            alarms_cleared(cursor, cleared, self._postgres)
+        if self._recording is not None:
+            self._recording.extend(transitions)
 
     def insert_rows(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         """Inserts event rows (of `event_row`) for work submitted to the writer as a callable,
@@ -197,7 +236,7 @@ class EventWrites:
 
     def after_commit(self, operations: Sequence[Any], results: Sequence[Any]) -> None:
         """Gives each committed event its feed position and tells the listeners."""
-        committed: list[Event] = []
+        committed: list[FeedItem] = []
         for op, result in zip(operations, results, strict=True):
             if isinstance(op, Insert) and isinstance(result, int):
                 op.event.seq = result
@@ -207,6 +246,8 @@ class EventWrites:
                     if isinstance(outcome, int):
                         event.seq = outcome
                         committed.append(event)
+            elif isinstance(op, StatusChange) and result is True:
+                committed.append(op.transition)
             elif callable(op):
                 created = self._created_by.pop(id(op), [])
                 if not isinstance(result, BaseException):

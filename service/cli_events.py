@@ -60,6 +60,9 @@ OUTPUT_ONLY_JSON_NAMES = frozenset(
         "acknowledged",
         "acknowledgedAt",
         "acknowledgedBy",
+        "status",
+        "clearedAt",
+        "clearedBy",
     }
 )
 # Reconnection back-off of `tail`, in seconds.

@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from service.domain.alarm_status import STATUSES, Transition
 from service.domain.custom_fields import FieldDefinition, FieldType, Instant
 from service.domain.errors import FieldViolation, InvalidInput, invalid
 from service.domain.event_fields import FIELDS, SETTABLE, Kind
@@ -20,6 +21,13 @@ from service.v1 import device_event_service_pb2, event_pb2, event_type_pb2, regi
 
 _CLASSIFICATION_TO_PROTO = {name: index for index, name in enumerate(CLASSIFICATIONS, start=1)}
 _CLASSIFICATION_FROM_PROTO = {v: k for k, v in _CLASSIFICATION_TO_PROTO.items()}
+_STATUS_TO_PROTO = {name: index for index, name in enumerate(STATUSES, start=1)}
+_STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+
+
+def status_name(value: int) -> str:
+    """ACTIVE, ACKNOWLEDGED or CLEARED for an AlarmStatus value; "" for unspecified."""
+    return _STATUS_FROM_PROTO.get(value, "")
 
 
 def classification_name(value: int) -> str:
@@ -47,7 +55,8 @@ def timestamp_micros(message: Any, name: str) -> int | None:
 _AS_IS = tuple(
     (f.attribute, f.proto)
     for f in FIELDS
-    if f.kind in (Kind.TEXT, Kind.INTEGER, Kind.BOOLEAN) and f.attribute != "classification"
+    if f.kind in (Kind.TEXT, Kind.INTEGER, Kind.BOOLEAN)
+    and f.attribute not in ("classification", "status")
 )
 _TIMES = tuple((f.attribute, f.proto) for f in FIELDS if f.kind is Kind.TIME and not f.optional)
 _OPTIONAL_TIMES = tuple(
@@ -73,6 +82,9 @@ def event_to_proto(event: Event) -> event_pb2.Event:
     classification = _CLASSIFICATION_TO_PROTO.get(event.classification, 0)
     if classification:
         values["classification"] = classification
+    status = _STATUS_TO_PROTO.get(event.status, 0)
+    if status:
+        values["status"] = status
     message = event_pb2.Event(**values)
     for attribute, proto in _TIMES:
         _set_timestamp(getattr(message, proto), getattr(event, attribute))
@@ -104,6 +116,8 @@ def _field_value(message: event_pb2.Event, name: str) -> Any:
         return message.source_text if kind == "source_text" else None
     if name == "classification":
         return _CLASSIFICATION_FROM_PROTO.get(message.classification, "")
+    if name == "status":
+        return _STATUS_FROM_PROTO.get(message.status, "")
     if name == "payload":
         return Payload(
             message.payload.content_type or "application/octet-stream", message.payload.data
@@ -127,6 +141,8 @@ def _set_fields(message: event_pb2.Event) -> dict[str, Any]:
             fields["source"] = _field_value(message, "source")
         elif name in ("acknowledged", "internal"):
             fields[name] = True  # refused by the domain with its own rule
+        elif name == "status":  # refused by the domain on create, compared on update
+            fields[name] = _STATUS_FROM_PROTO.get(value, str(value))
         elif name == "custom_fields":
             fields[name] = {key: _custom_value(v) for key, v in message.custom_fields.items()}
         elif name in _SETTABLE_NAMES:
@@ -152,6 +168,8 @@ def fields_from_proto(message: event_pb2.Event, only: Iterable[str] = ()) -> dic
     for name in ("acknowledged", "internal"):
         if getattr(message, name):
             fields[name] = True  # refused by the domain with its own rule
+    if message.status:
+        fields["status"] = _STATUS_FROM_PROTO.get(message.status, str(message.status))
     if message.custom_fields and with_custom:
         fields["custom_fields"] = {
             name: _custom_value(value) for name, value in message.custom_fields.items()
@@ -325,8 +343,23 @@ def event_from_proto(message: event_pb2.Event) -> Event:
         acknowledged=message.acknowledged,
         acknowledged_at=timestamp_micros(message, "acknowledged_at"),
         acknowledged_by=message.acknowledged_by,
+        status=_STATUS_FROM_PROTO.get(message.status, ""),
+        cleared_at=timestamp_micros(message, "cleared_at"),
+        cleared_by=message.cleared_by,
         internal=message.internal,
         payload=_field_value(message, "payload") if message.HasField("payload") else None,
         custom_fields={k: _custom_value(v) for k, v in message.custom_fields.items()},
         **fields,
     )
+
+
+def transition_to_proto(transition: Transition) -> event_pb2.Transition:
+    message = event_pb2.Transition(
+        change=transition.change,
+        from_status=_STATUS_TO_PROTO.get(transition.from_status, 0),  # type: ignore[arg-type]
+        to_status=_STATUS_TO_PROTO.get(transition.to_status, 0),  # type: ignore[arg-type]
+        by=transition.by,
+        event=event_to_proto(transition.subject),
+    )
+    _set_timestamp(message.time, transition.at)
+    return message

@@ -4,7 +4,11 @@ Topic: `event/<tenantId><domain>/<typeId>`, for example `event/acme/root/sub1/<t
 (an event of domain `/` goes to `event/acme/<typeId>`), so `event/acme/root/sub1/#`
 receives the events of `/root/sub1` and all its subdomains. QoS 1; the payload is the event's
 REST JSON document, or with `--mqtt-format cloudevents` a CloudEvents 1.0 structured-mode
-JSON document with it as `data` (service.cloudevents). The write path only appends to a
+JSON document with it as `data` (service.cloudevents).
+
+Alarm transitions (acknowledged, cleared) go to `transition/<tenantId><domain>/<typeId>` with
+the alarm's topic path, as `{change, fromStatus, toStatus, by, time, cursor, event}` with the
+alarm's JSON (and its tenant) as `event`. The write path only appends to a
 bounded queue after commit; a thread publishes, and a broker that goes away is reconnected
 to with back-off while the queue holds what it can (the oldest events are dropped, and
 counted in the log, when it is full).
@@ -21,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from service import cloudevents, rest_json
+from service.domain.alarm_status import Transition
 from service.domain.events import Event
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,20 @@ MAX_QUEUED = 100_000
 def event_topic(event: Event) -> str:
     domain = "" if event.domain == "/" else event.domain
     return f"event/{event.tenant_id}{domain}/{event.type_id}"
+
+
+def transition_topic(transition: Transition) -> str:
+    return "transition/" + event_topic(transition.subject).removeprefix("event/")
+
+
+def transition_payload(transition: Transition) -> bytes:
+    """The transition's live feed document, with the alarm as its MQTT event payload and
+    the feed position (a cursor of GET /liveEvents and SubscribeEvents)."""
+    document = rest_json.transition_document(transition, "")
+    del document["event"]["_links"]
+    document["event"]["tenantId"] = transition.tenant_id
+    document["cursor"] = str(transition.seq)
+    return rest_json.dumps(document)
 
 
 def event_payload(event: Event, as_cloud_event: bool = False) -> bytes:
@@ -60,7 +79,7 @@ class MqttPublisher:
             raise ValueError(f"unsupported MQTT URL {url!r}: use mqtt://host:port")
         self._host = parsed.hostname or "127.0.0.1"
         self._port = parsed.port or 1883
-        self._queue: deque[Event] = deque(maxlen=max_queued)
+        self._queue: deque[Event | Transition] = deque(maxlen=max_queued)
         self._wake = threading.Condition()
         self._connected = threading.Event()
         self._stopping = False
@@ -98,7 +117,7 @@ class MqttPublisher:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def offer(self, events: list[Event]) -> None:
+    def offer(self, events: list[Event | Transition]) -> None:
         """Queues committed events for publishing; never blocks the caller."""
         with self._wake:
             room = self._queue.maxlen - len(self._queue) if self._queue.maxlen else len(events)
@@ -144,11 +163,13 @@ class MqttPublisher:
                     return
                 event = self._queue[0]
             try:
-                info = self._client.publish(
-                    event_topic(event), event_payload(event, self._as_cloud_event), qos=QOS
-                )
+                if isinstance(event, Transition):
+                    topic, payload = transition_topic(event), transition_payload(event)
+                else:
+                    topic, payload = event_topic(event), event_payload(event, self._as_cloud_event)
+                info = self._client.publish(topic, payload, qos=QOS)
             except Exception:
-                log.exception("publishing event %s failed", event.id)
+                log.exception("publishing feed position %s failed", event.seq)
                 info = None
             if info is not None and info.rc == mqtt.MQTT_ERR_SUCCESS:
                 with self._wake:

@@ -49,6 +49,7 @@ RPC_ACCESS: dict[str, dict[str, Access]] = {
         "ListEvents": needs(ER),
         "UpdateEvent": needs(EU),
         "AcknowledgeEvent": needs(EU),
+        "ClearEvent": needs(EU),
     },
     "eventmgmt.v1.EventRestService": {
         "RestGetApiRoot": SIGNED_IN,
@@ -57,6 +58,7 @@ RPC_ACCESS: dict[str, dict[str, Access]] = {
         "RestListEvents": needs(ER),
         "RestUpdateEvent": needs(EU),
         "RestAcknowledgeEvent": needs(EU),
+        "RestClearEvent": needs(EU),
         "RestSubscribeEvents": needs(ER),
     },
     "eventmgmt.v1.EventStreamService": {

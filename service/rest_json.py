@@ -11,6 +11,7 @@ from typing import Any
 from google.api import httpbody_pb2
 
 from service.domain import times
+from service.domain.alarm_status import Transition
 from service.domain.custom_fields import Instant
 from service.domain.errors import FieldViolation, InvalidInput, invalid
 from service.domain.event_fields import FIELDS, JSON_NAMES, EventField, Kind
@@ -121,7 +122,11 @@ _BY_KIND: dict[Kind, Callable[[Any], Any]] = {
     Kind.SOURCE: _source,
     Kind.PAYLOAD: _payload,
 }
-_SPECIAL: dict[str, Callable[[Any], Any]] = {"code": _code, "classification": _classification}
+_SPECIAL: dict[str, Callable[[Any], Any]] = {
+    "code": _code,
+    "classification": _classification,
+    "status": _classification,  # a name such as ACTIVE, in any case
+}
 _PARSERS = {f.attribute: _SPECIAL.get(f.attribute, _BY_KIND[f.kind]) for f in FIELDS if f.accepted}
 
 
@@ -169,7 +174,7 @@ def parse_event_document(
 # read (GET, modify, PUT) has them accepted and ignored when unchanged (AIP-203); `_links` and
 # `updateTime` are never compared (they depend on the base path and change with every
 # version, which the etag already guards), the others must be as read.
-COMPARED_SERVER_OWNED = ("createTime", "acknowledgedAt", "acknowledgedBy")
+COMPARED_SERVER_OWNED = ("createTime", "acknowledgedAt", "acknowledgedBy", "clearedAt", "clearedBy")
 SERVER_OWNED = ("_links", "updateTime", *COMPARED_SERVER_OWNED)
 
 
@@ -242,6 +247,18 @@ def acknowledge_document(event: Event) -> dict[str, Any]:
     """The acknowledge answer: the search API's field names, times in epoch milliseconds."""
     document = source_document(event)
     return {key: document[key] for key in _ACKNOWLEDGE_KEYS}
+
+
+def transition_document(transition: Transition, base_url: str) -> dict[str, Any]:
+    """An alarm's transition on the live feed: what changed, by whom, when, and the alarm."""
+    return {
+        "change": transition.change,
+        "fromStatus": transition.from_status,
+        "toStatus": transition.to_status,
+        "by": transition.by,
+        "time": times.format_micros(transition.at),
+        "event": event_document(transition.subject, base_url),
+    }
 
 
 def page_document(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.domain import event_fields, event_types, events, filters, live
+from service.domain import alarm_status, event_fields, event_types, events, filters, live
 
 MESSAGE_MARKER = "$message"
 JSON = "application/json"
@@ -86,6 +86,10 @@ _DOMAIN_INPUT = {**_DOMAIN, "pattern": _DOMAIN["pattern"].replace("^(", "^(|")}
 _FIELD_RULES: dict[str, dict[str, Any]] = {
     "severity": {"minimum": 0, "maximum": events.MAX_SEVERITY},
     "classification": {"enum": list(events.CLASSIFICATIONS)},
+    "status": {
+        "enum": list(alarm_status.STATUSES),
+        "description": "Alarms only (classification ALARM); set by acknowledging and clearing.",
+    },
     "domain": _DOMAIN,
     "typeId": {"description": "StandardEvent unless a custom type's id."},
 }
@@ -531,6 +535,10 @@ _SUBSCRIBE = {
         "type": "array",
         "items": {**_STRING, "enum": list(events.CLASSIFICATIONS)},
     },
+    "statuses": {
+        "type": "array",
+        "items": {**_STRING, "enum": list(alarm_status.STATUSES)},
+    },
     "heartbeatSeconds": {**_INTEGER, "minimum": 0, "maximum": live.MAX_HEARTBEAT_SECONDS},
 }
 
@@ -592,17 +600,25 @@ REST: dict[str, Rest] = {
         responses={"200": _json("The acknowledged event.", _ref("Acknowledgement"))},
         parameters=_UUID,
     ),
+    f"{_EVENT}.RestClearEvent": Rest(
+        responses={"200": _json("The cleared alarm.", _ref("Event"))},
+        parameters=_UUID,
+    ),
     f"{_EVENT}.RestSubscribeEvents": Rest(
         responses={
             "200": {
                 "description": "Server-sent events: `id:` (the cursor), `event:` (event, "
-                "heartbeat or fell-behind) and a JSON `data:` line; events as GET /events/{id}.",
+                "transition, heartbeat or fell-behind) and a JSON `data:` line; events as GET "
+                "/events/{id}, transitions as {change, fromStatus, toStatus, by, time, event}.",
                 "content": {
                     "text/event-stream": {
                         "schema": _object(
                             {
                                 "id": {**_STRING, "description": "The cursor."},
-                                "event": {**_STRING, "enum": ["event", "heartbeat", "fell-behind"]},
+                                "event": {
+                                    **_STRING,
+                                    "enum": ["event", "transition", "heartbeat", "fell-behind"],
+                                },
                                 "data": {**_STRING, "contentMediaType": JSON},
                             },
                             ("id", "event", "data"),

@@ -51,6 +51,8 @@ TEXTS: dict[str, list[str]] = {
     "classification": ["", "ALARM", "WARNING"],
     "category": ["", "x"],
     "acknowledged_by": ["", "u1"],
+    "status": ["", "ACTIVE", "ACKNOWLEDGED", "CLEARED"],
+    "cleared_by": ["", "u1"],
     "app_id": ["", "app"],
 }
 INTEGERS = {"severity": [0, 1, 2, 5], "etag": [1, 2]}
@@ -101,6 +103,7 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         acknowledgement_required=draw(st.booleans()),
         acknowledged=draw(st.booleans()),
         acknowledged_at=draw(st.one_of(st.none(), st.sampled_from(TIMES))),
+        cleared_at=draw(st.one_of(st.none(), st.sampled_from(TIMES))),
         internal=draw(st.booleans()),
         custom_fields={
             name: draw(_custom_value(name))
@@ -139,7 +142,7 @@ STANDARD = [
     *(FieldRef(name, "integer") for name in INTEGERS),
     *(
         FieldRef(name, "timestamp")
-        for name in ("timestamp", "create_time", "update_time", "acknowledged_at")
+        for name in ("timestamp", "create_time", "update_time", "acknowledged_at", "cleared_at")
     ),
     *(
         FieldRef(name, "boolean")

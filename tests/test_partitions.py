@@ -195,7 +195,7 @@ def test_migration_30_converts_a_database_that_holds_events(
 
         asyncio.run(store.read(fill))
         monkeypatch.undo()
-        assert store.migrate() == [30, 31]
+        assert store.migrate() == [v for v, _, _ in migrations.MIGRATIONS if v >= 30]
 
         assert {r[0] for r in rows(store, "SELECT id FROM events")} == {e.id for e in stored}
         assert rows(store, "SELECT relkind FROM pg_class WHERE relname = 'events'") == [("p",)]

@@ -259,6 +259,35 @@ FIELDS: tuple[EventField, ...] = (
         filterable=True,
         find=("acknowledgedBy",),
     ),
+    # The alarm lifecycle (README: Alarms): ACTIVE, ACKNOWLEDGED or CLEARED for events
+    # classified ALARM, "" for the others; changed only by acknowledging and clearing.
+    EventField(
+        "status",
+        "status",
+        _T,
+        "status",
+        refused=True,
+        sortable=True,
+        filterable=True,
+        find=("status",),
+    ),
+    EventField(
+        "cleared_at",
+        "clearedAt",
+        _M,
+        "cleared_at",
+        sortable=True,
+        filterable=True,
+        find=("clearedAt",),
+    ),
+    EventField(
+        "cleared_by",
+        "clearedBy",
+        _T,
+        "cleared_by",
+        filterable=True,
+        find=("clearedBy",),
+    ),
     EventField(
         "app_id", "appId", _T, "app_id", limit=64, settable=True, filterable=True, find=("appId",)
     ),

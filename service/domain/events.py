@@ -18,6 +18,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from service.domain.access import Principal, check_domain_path
+from service.domain.alarm_status import (
+    ACKNOWLEDGED,
+    ALARM,
+    CLEARED,
+    STATUSES,
+    Transition,
+    alarm_status,
+)
 from service.domain.conditions import Condition
 from service.domain.conditions import FieldType as FilterFieldType
 from service.domain.custom_fields import (
@@ -29,6 +37,7 @@ from service.domain.custom_fields import (
 )
 from service.domain.errors import (
     DomainError,
+    FailedPrecondition,
     FieldViolation,
     InvalidInput,
     NotFound,
@@ -128,6 +137,10 @@ class Event:
     acknowledged: bool = False
     acknowledged_at: int | None = None
     acknowledged_by: str = ""
+    # ACTIVE, ACKNOWLEDGED or CLEARED for alarms (classification ALARM), "" for the others.
+    status: str = ""
+    cleared_at: int | None = None
+    cleared_by: str = ""
     app_id: str = ""
     internal: bool = False
     payload: Payload | None = None
@@ -258,6 +271,11 @@ class EventRepository(Protocol):
 
     async def replace(self, event: Event, expected_etag: int) -> bool: ...
 
+    async def change_status(self, event: Event, expected_etag: int, transition: Transition) -> bool:
+        """Replaces the event (checked by etag) and records its transition in the same
+        transaction, at the next live feed position; False when the etag moved."""
+        ...
+
 
 class CustomFieldLookup(Protocol):
     async def fields_of(
@@ -338,6 +356,16 @@ def _check_fields(fields: Mapping[str, Any], creating: bool = True) -> list[Fiel
         violations.append(
             FieldViolation("acknowledged", "cannot be set on create; acknowledge the event")
         )
+    status = fields.get("status")
+    if status and creating:
+        violations.append(
+            FieldViolation(
+                "status",
+                "set by the server: an alarm is ACTIVE when created; acknowledge or clear it",
+            )
+        )
+    elif status and status not in STATUSES:
+        violations.append(FieldViolation("status", f"must be one of {', '.join(STATUSES)}"))
     return violations
 
 
@@ -353,6 +381,24 @@ _FILTER_TYPES: dict[str, FilterFieldType] = {
 def _acknowledgement(principal: Principal) -> dict[str, Any]:
     """What acknowledging sets: who (the key's name) and when."""
     return {"acknowledged": True, "acknowledged_at": now_us(), "acknowledged_by": principal.name}
+
+
+def _transition(stored: Event, updated: Event, change: str) -> Transition | None:
+    """The transition from `stored` to `updated` when the event is an alarm (before or
+    after the change): who made it, when, and the statuses."""
+    if not stored.status and not updated.status:
+        return None
+    by = updated.cleared_by if change == CLEARED else updated.acknowledged_by
+    return Transition(
+        event_id=updated.id,
+        tenant_id=updated.tenant_id,
+        change=change,
+        from_status=stored.status,
+        to_status=updated.status,
+        by=by,
+        at=updated.update_time,
+        event=updated,
+    )
 
 
 class EventManager:
@@ -452,6 +498,7 @@ class EventManager:
             acknowledged=False,
             internal=False,
             custom_fields=custom,
+            status=alarm_status(fields.get("classification") or "", False, False),
         )
         return Event(
             id=new_event_id(),
@@ -539,12 +586,18 @@ class EventManager:
             raise invalid("acknowledged", "an acknowledged event stays acknowledged")
         if acknowledged and not stored.acknowledged:
             changes.update(_acknowledgement(principal))
+        status = fields.get("status")
+        if status and status != stored.status:
+            raise invalid(
+                "status",
+                f"is {stored.status or 'unset'}: acknowledge or clear an alarm to change it",
+            )
         kept = sorted(
             JSON_NAMES[k]
             for k, v in fields.items()
             if k in JSON_NAMES
             and k not in UPDATABLE
-            and k != "acknowledged"
+            and k not in ("acknowledged", "status")
             and v is not None
             and v != getattr(stored, k)
         )
@@ -561,11 +614,20 @@ class EventManager:
                 changes["custom_fields"] = {**stored.custom_fields, **custom_changes}
             kept = sorted([*kept, *custom_kept])
         updated = dataclasses.replace(stored, **changes, etag=stored.etag + 1, update_time=now_us())
-        if not await self._repository.replace(updated, stored.etag):
+        # The status follows the classification (an update may reclassify an event).
+        updated.status = alarm_status(
+            updated.classification, updated.acknowledged, updated.cleared_at is not None
+        )
+        transition = None
+        if "acknowledged" in changes:
+            transition = _transition(stored, updated, ACKNOWLEDGED)
+        if not await self._store_change(stored, updated, transition):
             raise stale(expected_etag, f"event {event_id} changed concurrently; read it again")
         return updated, kept
 
     async def acknowledge(self, principal: Principal, event_id: str) -> Event:
+        """Acknowledges the event (twice keeps the first time and person); an ACTIVE alarm
+        becomes ACKNOWLEDGED."""
         stored = await self.get(principal, event_id, whole_tenant=True, include_shared=True)
         self._check_writable(principal, stored)
         if stored.acknowledged:
@@ -573,9 +635,46 @@ class EventManager:
         updated = dataclasses.replace(
             stored, **_acknowledgement(principal), etag=stored.etag + 1, update_time=now_us()
         )
-        if not await self._repository.replace(updated, stored.etag):
+        updated.status = alarm_status(updated.classification, True, updated.cleared_at is not None)
+        if not await self._store_change(
+            stored, updated, _transition(stored, updated, ACKNOWLEDGED)
+        ):
             raise StaleEtag(f"event {event_id} changed concurrently; try again")
         return updated
+
+    async def clear(self, principal: Principal, event_id: str) -> Event:
+        """Clears an alarm: its status becomes CLEARED, with who and when. Clearing twice
+        keeps the first time and person; only alarms (classification ALARM) can be cleared."""
+        stored = await self.get(principal, event_id, whole_tenant=True, include_shared=True)
+        self._check_writable(principal, stored)
+        if stored.classification != ALARM:
+            raise FailedPrecondition(
+                f"event {event_id} is classified {stored.classification or 'without a class'}: "
+                "only alarms (classification ALARM) have a status to clear",
+                reason="NOT_AN_ALARM",
+            )
+        if stored.status == CLEARED:
+            return stored
+        now = now_us()
+        updated = dataclasses.replace(
+            stored,
+            status=CLEARED,
+            cleared_at=now,
+            cleared_by=principal.name,
+            etag=stored.etag + 1,
+            update_time=now,
+        )
+        if not await self._store_change(stored, updated, _transition(stored, updated, CLEARED)):
+            raise StaleEtag(f"event {event_id} changed concurrently; try again")
+        return updated
+
+    async def _store_change(
+        self, stored: Event, updated: Event, transition: Transition | None
+    ) -> bool:
+        """Replaces `stored` by `updated`, with its alarm transition when there is one."""
+        if transition is None:
+            return await self._repository.replace(updated, stored.etag)
+        return await self._repository.change_status(updated, stored.etag, transition)
 
     @staticmethod
     def _check_writable(principal: Principal, event: Event) -> None:

@@ -1,6 +1,8 @@
 """Live events: resumable subscriptions over the commit-ordered feed.
 
-Every created event gets a feed position (`seq`) in commit order. A process keeps the newest
+Every created event, and every transition of an alarm (acknowledged, cleared), gets a feed
+position (`seq`) in commit order; a transition is delivered when its event, as the change
+left it, matches the subscriber's filter. A process keeps the newest
 positions in memory (`LiveFeed`); subscribers read from there and wait on one broadcast that
 fires after each commit, so writers never wait for subscribers and a slow subscriber only
 delays itself. A subscriber that resumes from an older cursor first catches up from the store
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from service.domain.access import ROOT_DOMAIN, Principal, check_domain_path
+from service.domain.alarm_status import STATUSES, Transition
 from service.domain.conditions import (
     DOMAIN,
     Compare,
@@ -48,6 +51,9 @@ _SEVERITY = FieldRef("severity", "integer")
 _CLASSIFICATION = FieldRef("classification", "string")
 _ENTITY_TYPE = FieldRef("entity_type", "string")
 _ENTITY_ID = FieldRef("entity_id", "string")
+_STATUS = FieldRef("status", "string")
+# What the feed carries: created events and alarm transitions, each with its `seq`.
+FeedItem = Event | Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,7 @@ class EventFilter:
     classifications: frozenset[str] = frozenset()
     entity_type: str = ""
     entity_id: str = ""
+    statuses: frozenset[str] = frozenset()
     condition: Condition | None = field(init=False, repr=False, compare=False)
     _matcher: Matcher = field(init=False, repr=False, compare=False)
 
@@ -73,6 +80,7 @@ class EventFilter:
             (_TYPE_ID, self.type_ids),
             (_SEVERITY, self.severities),
             (_CLASSIFICATION, self.classifications),
+            (_STATUS, self.statuses),
         ):
             if values:
                 parts.append(Compare(ref, "in", tuple(sorted(values))))
@@ -86,6 +94,10 @@ class EventFilter:
     def matches(self, event: Event) -> bool:
         return self._matcher(event)
 
+    def delivers(self, item: FeedItem) -> bool:
+        """Whether the item's event (for a transition: as the change left it) matches."""
+        return self._matcher(item.subject if isinstance(item, Transition) else item)
+
 
 def subscription_filter(
     principal: Principal,
@@ -96,9 +108,11 @@ def subscription_filter(
     classifications: Iterable[str] = (),
     entity_type: str = "",
     entity_id: str = "",
+    statuses: Iterable[str] = (),
 ) -> EventFilter:
     """Checks a subscription's filter against the caller: Read role, a domain inside the
-    key's subtree (the key's own domain when empty), known severities and classifications."""
+    key's subtree (the key's own domain when empty), known severities, classifications and
+    alarm statuses."""
     violations: list[FieldViolation] = []
     domain = domain or principal.domain
     try:
@@ -119,6 +133,15 @@ def subscription_filter(
                 f"unknown {', '.join(unknown)}; use {', '.join(CLASSIFICATIONS)}",
             )
         )
+    status_set = frozenset(s.upper() for s in statuses)
+    unknown_statuses = sorted(status_set - set(STATUSES))
+    if unknown_statuses:
+        violations.append(
+            FieldViolation(
+                "statuses",
+                f"unknown {', '.join(unknown_statuses)}; use {', '.join(STATUSES)}",
+            )
+        )
     if violations:
         raise InvalidInput(violations)
     if not principal.covers(domain):
@@ -133,6 +156,7 @@ def subscription_filter(
         classifications=classification_set,
         entity_type=entity_type,
         entity_id=entity_id,
+        statuses=status_set,
     )
 
 
@@ -159,6 +183,22 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Changed:
+    """An alarm's transition for the subscriber, with the event as the change left it (or,
+    caught up from the store, as it is now); its `seq` is the cursor to resume after it."""
+
+    transition: Transition
+
+    @property
+    def cursor(self) -> int:
+        return self.transition.seq
+
+
+def notice_of(item: FeedItem) -> Delivery | Changed:
+    return Changed(item) if isinstance(item, Transition) else Delivery(item)
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """Nothing new matched up to `cursor`: resuming from it misses nothing."""
 
@@ -180,7 +220,7 @@ class FellBehind:
         )
 
 
-Notice = Delivery | Heartbeat | FellBehind
+Notice = Delivery | Changed | Heartbeat | FellBehind
 
 
 class FeedRepository(Protocol):
@@ -190,15 +230,17 @@ class FeedRepository(Protocol):
         """The newest committed feed position."""
         ...
 
-    async def committed_after(self, after: int, limit: int) -> list[Event]:
-        """Process-wide: events with a position above `after`, in feed order. Only LiveFeed
-        reads this; it applies each subscriber's principal before delivering anything."""
+    async def committed_after(self, after: int, limit: int) -> list[FeedItem]:
+        """Process-wide: the first `limit` items with a position above `after`, in feed
+        order. Only LiveFeed reads this; it applies each subscriber's principal before
+        delivering anything."""
         ...
 
     async def feed_page(
         self, principal: Principal, event_filter: EventFilter, after: int, upto: int, limit: int
-    ) -> list[Event]:
-        """The principal's events that match, with positions in (after, upto], in order."""
+    ) -> list[FeedItem]:
+        """The first `limit` of the principal's items that match, with positions in
+        (after, upto], in order."""
         ...
 
 
@@ -212,7 +254,7 @@ class LiveFeed:
         self._buffer_size = buffer_size
         self._refresh_seconds = refresh_seconds
         self._seqs: list[int] = []
-        self._events: list[Event] = []
+        self._events: list[FeedItem] = []
         # Memory holds every event with a position in (floor, high_water].
         self.floor = 0
         self.high_water = 0
@@ -259,7 +301,7 @@ class LiveFeed:
             await asyncio.sleep(self._refresh_seconds)
             self.poke()
 
-    def offer(self, events: list[Event]) -> None:
+    def offer(self, events: list[FeedItem]) -> None:
         """This process committed `events` (in feed order): append them when they continue
         memory exactly, else read the feed (another replica committed in between)."""
         if not events or not self.started:
@@ -296,7 +338,7 @@ class LiveFeed:
         finally:
             self._refresher = None
 
-    def _append(self, events: list[Event]) -> None:
+    def _append(self, events: list[FeedItem]) -> None:
         if not events:
             return
         self._seqs.extend(e.seq for e in events)
@@ -310,7 +352,7 @@ class LiveFeed:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def _after(self, cursor: int) -> list[Event]:
+    def _after(self, cursor: int) -> list[FeedItem]:
         return self._events[bisect.bisect_right(self._seqs, cursor) :]
 
     async def subscribe(
@@ -345,8 +387,8 @@ class LiveFeed:
                     page = await self._repository.feed_page(
                         principal, event_filter, cursor, upto, CATCH_UP_PAGE
                     )
-                    for event in page:
-                        yield Delivery(event)
+                    for item in page:
+                        yield notice_of(item)
                     cursor = page[-1].seq if len(page) == CATCH_UP_PAGE else max(cursor, upto)
                     last_sent = time.monotonic()
                     continue
@@ -355,8 +397,8 @@ class LiveFeed:
                 events = self._after(cursor)
                 if events:
                     for event in events:
-                        if event.tenant_id == tenant and event_filter.matches(event):
-                            yield Delivery(event)
+                        if event.tenant_id == tenant and event_filter.delivers(event):
+                            yield notice_of(event)
                             last_sent = time.monotonic()
                         cursor = event.seq
                     continue

@@ -17,6 +17,7 @@ from service.domain.events import EventManager, check_page_size, parse_sort
 from service.domain.filters import parse_time
 from service.domain.listing import ListRequest
 from service.domain.live import (
+    Changed,
     Delivery,
     FellBehind,
     LiveFeed,
@@ -152,6 +153,13 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         event = await self._events.acknowledge(current_principal(), request.id)
         return rest_json.json_body(rest_json.acknowledge_document(event))
 
+    async def RestClearEvent(
+        self, request: pb.RestClearEventRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        event = await self._events.clear(current_principal(), request.id)
+        document = rest_json.event_document(event, base_url(context))
+        return await answer(context, document, etag=event.etag)
+
     async def RestSubscribeEvents(
         self, request: pb.RestSubscribeEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
@@ -164,6 +172,7 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
             classifications=request.classifications,
             entity_type=request.entity_type,
             entity_id=request.entity_id,
+            statuses=request.statuses,
         )
         last_event_id = metadata(context, "last-event-id")
         if last_event_id is not None:
@@ -180,6 +189,9 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
                 if as_cloud_event:
                     data = cloudevents.structured(notice.event, data)
                 yield _sse(notice.cursor, "event", data)
+            elif isinstance(notice, Changed):
+                document = rest_json.transition_document(notice.transition, base)
+                yield _sse(notice.cursor, "transition", document)
             elif isinstance(notice, FellBehind):
                 # The end of the body is all an HTTP/1.1 client would see of an error status,
                 # so the reason travels in the stream itself.

@@ -92,3 +92,9 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
     ) -> pb.AcknowledgeEventResponse:
         event = await self._events.acknowledge(current_principal(), request.id)
         return pb.AcknowledgeEventResponse(event=event_to_proto(event))
+
+    async def ClearEvent(
+        self, request: pb.ClearEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClearEventResponse:
+        event = await self._events.clear(current_principal(), request.id)
+        return pb.ClearEventResponse(event=event_to_proto(event))

@@ -11,11 +11,18 @@ import grpc
 
 from service import cloudevents
 from service.auth import current_principal
-from service.convert import classification_name, event_to_proto, fields_from_proto
+from service.convert import (
+    classification_name,
+    event_to_proto,
+    fields_from_proto,
+    status_name,
+    transition_to_proto,
+)
 from service.domain.access import Principal
 from service.domain.errors import DomainError, ResourceExhausted
 from service.domain.events import Draft, Event, EventManager, IngestOutcome
 from service.domain.live import (
+    Changed,
     Delivery,
     FellBehind,
     LiveFeed,
@@ -75,6 +82,7 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
             classifications=[classification_name(c) for c in request.classifications],
             entity_type=request.entity_type,
             entity_id=request.entity_id,
+            statuses=[status_name(s) or str(s) for s in request.statuses],
         )
         after = parse_cursor(request.cursor)
         heartbeat = check_heartbeat(request.heartbeat_seconds)
@@ -82,6 +90,11 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
         async for notice in self._feed.subscribe(principal, event_filter, after, heartbeat):
             if isinstance(notice, Delivery):
                 yield self._event_message(notice.event, as_cloud_event)
+            elif isinstance(notice, Changed):
+                yield pb.SubscribeEventsResponse(
+                    cursor=format_cursor(notice.cursor),
+                    transition=transition_to_proto(notice.transition),
+                )
             elif isinstance(notice, FellBehind):
                 yield pb.SubscribeEventsResponse(
                     cursor=format_cursor(notice.cursor),

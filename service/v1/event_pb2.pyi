@@ -28,6 +28,13 @@ class Classification(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CLASSIFICATION_ALARM: _ClassVar[Classification]
     CLASSIFICATION_WARNING: _ClassVar[Classification]
     CLASSIFICATION_NOTIFICATION: _ClassVar[Classification]
+
+class AlarmStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALARM_STATUS_UNSPECIFIED: _ClassVar[AlarmStatus]
+    ALARM_STATUS_ACTIVE: _ClassVar[AlarmStatus]
+    ALARM_STATUS_ACKNOWLEDGED: _ClassVar[AlarmStatus]
+    ALARM_STATUS_CLEARED: _ClassVar[AlarmStatus]
 SEVERITY_UNSPECIFIED: Severity
 SEVERITY_CRITICAL: Severity
 SEVERITY_HIGH: Severity
@@ -39,6 +46,10 @@ CLASSIFICATION_INTERNAL: Classification
 CLASSIFICATION_ALARM: Classification
 CLASSIFICATION_WARNING: Classification
 CLASSIFICATION_NOTIFICATION: Classification
+ALARM_STATUS_UNSPECIFIED: AlarmStatus
+ALARM_STATUS_ACTIVE: AlarmStatus
+ALARM_STATUS_ACKNOWLEDGED: AlarmStatus
+ALARM_STATUS_CLEARED: AlarmStatus
 
 class Payload(_message.Message):
     __slots__ = ("content_type", "data")
@@ -63,7 +74,7 @@ class FieldValue(_message.Message):
     def __init__(self, string_value: _Optional[str] = ..., integer_value: _Optional[int] = ..., double_value: _Optional[float] = ..., boolean_value: _Optional[bool] = ..., timestamp_value: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("id", "tenant_id", "type_id", "correlation_id", "entity_type", "entity_id", "domain", "timestamp", "create_time", "update_time", "etag", "severity", "code", "description", "source_text", "source_object", "classification", "category", "acknowledgement_required", "acknowledged", "acknowledged_at", "acknowledged_by", "app_id", "internal", "payload", "custom_fields")
+    __slots__ = ("id", "tenant_id", "type_id", "correlation_id", "entity_type", "entity_id", "domain", "timestamp", "create_time", "update_time", "etag", "severity", "code", "description", "source_text", "source_object", "classification", "category", "acknowledgement_required", "acknowledged", "acknowledged_at", "acknowledged_by", "app_id", "internal", "payload", "custom_fields", "status", "cleared_at", "cleared_by")
     class CustomFieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +108,9 @@ class Event(_message.Message):
     INTERNAL_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_BY_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant_id: str
     type_id: str
@@ -123,4 +137,23 @@ class Event(_message.Message):
     internal: bool
     payload: Payload
     custom_fields: _containers.MessageMap[str, FieldValue]
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., type_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., domain: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., code: _Optional[str] = ..., description: _Optional[str] = ..., source_text: _Optional[str] = ..., source_object: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., classification: _Optional[_Union[Classification, str]] = ..., category: _Optional[str] = ..., acknowledgement_required: _Optional[bool] = ..., acknowledged: _Optional[bool] = ..., acknowledged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acknowledged_by: _Optional[str] = ..., app_id: _Optional[str] = ..., internal: _Optional[bool] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., custom_fields: _Optional[_Mapping[str, FieldValue]] = ...) -> None: ...
+    status: AlarmStatus
+    cleared_at: _timestamp_pb2.Timestamp
+    cleared_by: str
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., type_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., domain: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., code: _Optional[str] = ..., description: _Optional[str] = ..., source_text: _Optional[str] = ..., source_object: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., classification: _Optional[_Union[Classification, str]] = ..., category: _Optional[str] = ..., acknowledgement_required: _Optional[bool] = ..., acknowledged: _Optional[bool] = ..., acknowledged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acknowledged_by: _Optional[str] = ..., app_id: _Optional[str] = ..., internal: _Optional[bool] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., custom_fields: _Optional[_Mapping[str, FieldValue]] = ..., status: _Optional[_Union[AlarmStatus, str]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_by: _Optional[str] = ...) -> None: ...
+
+class Transition(_message.Message):
+    __slots__ = ("change", "from_status", "to_status", "by", "time", "event")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    FROM_STATUS_FIELD_NUMBER: _ClassVar[int]
+    TO_STATUS_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    change: str
+    from_status: AlarmStatus
+    to_status: AlarmStatus
+    by: str
+    time: _timestamp_pb2.Timestamp
+    event: Event
+    def __init__(self, change: _Optional[str] = ..., from_status: _Optional[_Union[AlarmStatus, str]] = ..., to_status: _Optional[_Union[AlarmStatus, str]] = ..., by: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...

@@ -73,8 +73,14 @@ class RestAcknowledgeEventRequest(_message.Message):
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
+class RestClearEventRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
 class RestSubscribeEventsRequest(_message.Message):
-    __slots__ = ("cursor", "domain", "type_ids", "severities", "classifications", "entity_type", "entity_id", "heartbeat_seconds", "format")
+    __slots__ = ("cursor", "domain", "type_ids", "severities", "classifications", "entity_type", "entity_id", "heartbeat_seconds", "format", "statuses")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +90,7 @@ class RestSubscribeEventsRequest(_message.Message):
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     domain: str
     type_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -93,4 +100,5 @@ class RestSubscribeEventsRequest(_message.Message):
     entity_id: str
     heartbeat_seconds: int
     format: str
-    def __init__(self, cursor: _Optional[str] = ..., domain: _Optional[str] = ..., type_ids: _Optional[_Iterable[str]] = ..., severities: _Optional[_Iterable[int]] = ..., classifications: _Optional[_Iterable[str]] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., format: _Optional[str] = ...) -> None: ...
+    statuses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cursor: _Optional[str] = ..., domain: _Optional[str] = ..., type_ids: _Optional[_Iterable[str]] = ..., severities: _Optional[_Iterable[int]] = ..., classifications: _Optional[_Iterable[str]] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., format: _Optional[str] = ..., statuses: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -70,6 +70,11 @@ class EventRestServiceStub:
                 request_serializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestAcknowledgeEventRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.RestClearEvent = channel.unary_unary(
+                '/eventmgmt.v1.EventRestService/RestClearEvent',
+                request_serializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestClearEventRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.RestSubscribeEvents = channel.unary_stream(
                 '/eventmgmt.v1.EventRestService/RestSubscribeEvents',
                 request_serializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestSubscribeEventsRequest.SerializeToString,
@@ -132,11 +137,22 @@ class EventRestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestClearEvent(self, request, context):
+        """Clears one alarm: `POST /events/{id}/clear`, answered with the event as
+        `GET /events/{id}` answers it (status CLEARED, clearedAt, clearedBy). Clearing twice
+        keeps the first time and person; an event that is not an alarm answers 400
+        (FAILED_PRECONDITION, reason NOT_AN_ALARM).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RestSubscribeEvents(self, request, context):
         """Live events as server-sent events (`text/event-stream`): `GET /liveEvents`. The same
         subscription as EventStreamService.SubscribeEvents. Each SSE message has an `id:` (the
-        cursor), an `event:` (`event`, `heartbeat` or `fell-behind`) and a JSON `data:` line;
-        events have the shape of `GET /events/{id}`. A client that reconnects with the
+        cursor), an `event:` (`event`, `transition`, `heartbeat` or `fell-behind`) and a JSON
+        `data:` line; events have the shape of `GET /events/{id}`, transitions of an alarm
+        `{change, fromStatus, toStatus, by, time, event}`. A client that reconnects with the
         `Last-Event-ID` header (or `cursor`) gets exactly the events it missed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -174,6 +190,11 @@ def add_EventRestServiceServicer_to_server(servicer, server):
             'RestAcknowledgeEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.RestAcknowledgeEvent,
                     request_deserializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestAcknowledgeEventRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'RestClearEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestClearEvent,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__rest__service__pb2.RestClearEventRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'RestSubscribeEvents': grpc.unary_stream_rpc_method_handler(
@@ -348,6 +369,33 @@ class EventRestService:
             target,
             '/eventmgmt.v1.EventRestService/RestAcknowledgeEvent',
             eventmgmt_dot_v1_dot_event__rest__service__pb2.RestAcknowledgeEventRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestClearEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventRestService/RestClearEvent',
+            eventmgmt_dot_v1_dot_event__rest__service__pb2.RestClearEventRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

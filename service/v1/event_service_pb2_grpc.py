@@ -62,6 +62,11 @@ class EventServiceStub:
                 request_serializer=eventmgmt_dot_v1_dot_event__service__pb2.AcknowledgeEventRequest.SerializeToString,
                 response_deserializer=eventmgmt_dot_v1_dot_event__service__pb2.AcknowledgeEventResponse.FromString,
                 _registered_method=True)
+        self.ClearEvent = channel.unary_unary(
+                '/eventmgmt.v1.EventService/ClearEvent',
+                request_serializer=eventmgmt_dot_v1_dot_event__service__pb2.ClearEventRequest.SerializeToString,
+                response_deserializer=eventmgmt_dot_v1_dot_event__service__pb2.ClearEventResponse.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -107,6 +112,15 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClearEvent(self, request, context):
+        """Clears an alarm (an event classified ALARM): its status becomes CLEARED, with the
+        caller and the time. Clearing twice keeps the first time and person; an event that is
+        not an alarm fails with FAILED_PRECONDITION (reason NOT_AN_ALARM).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +148,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.AcknowledgeEvent,
                     request_deserializer=eventmgmt_dot_v1_dot_event__service__pb2.AcknowledgeEventRequest.FromString,
                     response_serializer=eventmgmt_dot_v1_dot_event__service__pb2.AcknowledgeEventResponse.SerializeToString,
+            ),
+            'ClearEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearEvent,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__service__pb2.ClearEventRequest.FromString,
+                    response_serializer=eventmgmt_dot_v1_dot_event__service__pb2.ClearEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +293,33 @@ class EventService:
             '/eventmgmt.v1.EventService/AcknowledgeEvent',
             eventmgmt_dot_v1_dot_event__service__pb2.AcknowledgeEventRequest.SerializeToString,
             eventmgmt_dot_v1_dot_event__service__pb2.AcknowledgeEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventService/ClearEvent',
+            eventmgmt_dot_v1_dot_event__service__pb2.ClearEventRequest.SerializeToString,
+            eventmgmt_dot_v1_dot_event__service__pb2.ClearEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,7 +18,7 @@ EVENT_FORMAT_UNSPECIFIED: EventFormat
 EVENT_FORMAT_CLOUDEVENTS: EventFormat
 
 class SubscribeEventsRequest(_message.Message):
-    __slots__ = ("cursor", "domain", "type_ids", "severities", "classifications", "entity_type", "entity_id", "heartbeat_seconds", "format")
+    __slots__ = ("cursor", "domain", "type_ids", "severities", "classifications", "entity_type", "entity_id", "heartbeat_seconds", "format", "statuses")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class SubscribeEventsRequest(_message.Message):
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     domain: str
     type_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -37,7 +38,8 @@ class SubscribeEventsRequest(_message.Message):
     entity_id: str
     heartbeat_seconds: int
     format: EventFormat
-    def __init__(self, cursor: _Optional[str] = ..., domain: _Optional[str] = ..., type_ids: _Optional[_Iterable[str]] = ..., severities: _Optional[_Iterable[_Union[_event_pb2.Severity, str]]] = ..., classifications: _Optional[_Iterable[_Union[_event_pb2.Classification, str]]] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., format: _Optional[_Union[EventFormat, str]] = ...) -> None: ...
+    statuses: _containers.RepeatedScalarFieldContainer[_event_pb2.AlarmStatus]
+    def __init__(self, cursor: _Optional[str] = ..., domain: _Optional[str] = ..., type_ids: _Optional[_Iterable[str]] = ..., severities: _Optional[_Iterable[_Union[_event_pb2.Severity, str]]] = ..., classifications: _Optional[_Iterable[_Union[_event_pb2.Classification, str]]] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., format: _Optional[_Union[EventFormat, str]] = ..., statuses: _Optional[_Iterable[_Union[_event_pb2.AlarmStatus, str]]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ()
@@ -52,18 +54,20 @@ class FellBehind(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SubscribeEventsResponse(_message.Message):
-    __slots__ = ("cursor", "event", "heartbeat", "fell_behind", "cloud_event")
+    __slots__ = ("cursor", "event", "heartbeat", "fell_behind", "cloud_event", "transition")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     FELL_BEHIND_FIELD_NUMBER: _ClassVar[int]
     CLOUD_EVENT_FIELD_NUMBER: _ClassVar[int]
+    TRANSITION_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     event: _event_pb2.Event
     heartbeat: Heartbeat
     fell_behind: FellBehind
     cloud_event: _cloudevent_pb2.CloudEvent
-    def __init__(self, cursor: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., fell_behind: _Optional[_Union[FellBehind, _Mapping]] = ..., cloud_event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ...) -> None: ...
+    transition: _event_pb2.Transition
+    def __init__(self, cursor: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., fell_behind: _Optional[_Union[FellBehind, _Mapping]] = ..., cloud_event: _Optional[_Union[_cloudevent_pb2.CloudEvent, _Mapping]] = ..., transition: _Optional[_Union[_event_pb2.Transition, _Mapping]] = ...) -> None: ...
 
 class IngestItem(_message.Message):
     __slots__ = ("idempotency_key", "event")

@@ -1,0 +1,55 @@
+"""The alarm lifecycle: the status of an event classified ALARM, and the transitions between
+statuses that acknowledging and clearing make (README: Alarms).
+
+An alarm is ACTIVE when created, ACKNOWLEDGED once acknowledged, CLEARED once cleared; CLEARED
+is final (acknowledging a cleared alarm records who acknowledged it, its status stays CLEARED).
+Events of other classifications have no status (""). Each transition is stored with the
+change, in the same transaction, and gets a position in the live feed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.domain.events import Event
+
+ALARM = "ALARM"
+ACTIVE = "ACTIVE"
+ACKNOWLEDGED = "ACKNOWLEDGED"
+CLEARED = "CLEARED"
+STATUSES = (ACTIVE, ACKNOWLEDGED, CLEARED)
+# What a transition did (its `change`).
+CHANGES = (ACKNOWLEDGED, CLEARED)
+
+
+def alarm_status(classification: str, acknowledged: bool, cleared: bool) -> str:
+    """The status that an event's classification, acknowledgement and clearing give it."""
+    if classification != ALARM:
+        return ""
+    if cleared:
+        return CLEARED
+    return ACKNOWLEDGED if acknowledged else ACTIVE
+
+
+@dataclass(slots=True)
+class Transition:
+    """One change of an alarm: what happened (`change`: ACKNOWLEDGED or CLEARED), the status
+    before and after, who did it and when (epoch microseconds). `seq` is its live feed
+    position once committed; `event` the alarm as the change left it."""
+
+    event_id: str
+    tenant_id: str
+    change: str
+    from_status: str
+    to_status: str
+    by: str
+    at: int
+    seq: int = 0
+    event: Event | None = None
+
+    @property
+    def subject(self) -> Event:
+        assert self.event is not None, "a transition travels with its event"
+        return self.event

@@ -189,28 +189,28 @@ def test_update_changes_only_updatable_custom_fields(service: Service, keys: Key
     kind = create_type(
         service,
         keys.writer,
-        fields=[field("status", updatable=True), field("serial", required=True, updatable=False)],
+        fields=[field("phase", updatable=True), field("serial", required=True, updatable=False)],
     )
     event = service.request(
         "POST",
         "/events",
-        {"typeId": kind["id"], "entityId": "e-1", "status": "open", "serial": "A1"},
+        {"typeId": kind["id"], "entityId": "e-1", "phase": "open", "serial": "A1"},
         key=keys.writer,
     ).json()
 
     answer = service.request(
         "PUT",
         f"/events/{event['id']}",
-        {"status": "closed", "serial": "B2"},
+        {"phase": "closed", "serial": "B2"},
         key=keys.writer,
         headers={"If-Match": "1"},
     )
 
     assert answer.status == 200, answer.body
-    assert (answer.json()["status"], answer.json()["serial"]) == ("closed", "A1")
+    assert (answer.json()["phase"], answer.json()["serial"]) == ("closed", "A1")
     assert "serial" in answer.headers["warning"]
-    bad = service.request("PUT", f"/events/{event['id']}", {"status": 3}, key=keys.writer)
-    assert violations(bad) == {"status": "must be a string"}
+    bad = service.request("PUT", f"/events/{event['id']}", {"phase": 3}, key=keys.writer)
+    assert violations(bad) == {"phase": "must be a string"}
 
 
 def test_create_jobs_check_custom_events_like_single_creates(service: Service, keys: Keys) -> None:

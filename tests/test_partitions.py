@@ -181,15 +181,26 @@ def test_migration_30_converts_a_database_that_holds_events(
     try:
         store.migrate()
         stored = [event(age) for age in (0, 3, 45, 400, 3000)]
-        columns = ", ".join((*EVENT_COLUMNS, "seq", "idempotency_key"))
+        # The columns the events table has before migration 30 (later ones add more).
+        present = {
+            r[0]
+            for r in rows(
+                store,
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
+                ("events",),
+            )
+        }
+        kept = [i for i, c in enumerate(EVENT_COLUMNS) if c in present]
+        columns = ", ".join((*(EVENT_COLUMNS[i] for i in kept), "seq", "idempotency_key"))
 
         def fill(db: peewee.Database) -> None:
             with db.atomic():
                 for n, e in enumerate(stored):
+                    row = event_row(e)
                     db.execute_sql(
                         f"INSERT INTO events ({columns}) VALUES "
-                        f"({', '.join(['%s'] * (len(EVENT_COLUMNS) + 2))})",
-                        (*event_row(e), n + 1, f"key-{n}" if n % 2 else None),
+                        f"({', '.join(['%s'] * (len(kept) + 2))})",
+                        (*(row[i] for i in kept), n + 1, f"key-{n}" if n % 2 else None),
                     )
                 db.execute_sql("UPDATE feed_state SET last_seq = %s", (len(stored),))
 

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,13 +14,20 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
 from types import TracebackType
 
-from gateway.routes import lua_path_templates, path_templates, streaming_rpcs
+from gateway.routes import (
+    http_bindings,
+    lua_path_templates,
+    method_not_allowed,
+    path_templates,
+    streaming_rpcs,
+)
 from service.catalog import TRANSCODED
 from service.protogen import build_descriptor_set
 
@@ -137,33 +145,93 @@ _CONSOLE_HEADERS = {
 }
 
 
-def console_routes(directory: Path) -> str:
-    """Envoy routes that serve the console's files, one flow-style YAML line per route at the
-    template's indentation: `/console/<file>` for each file, and `/console` for index.html."""
-    lines = []
+def console_files(directory: Path) -> list[tuple[str, Path]]:
+    """The console's paths and the files they serve: `/console/<file>` for each file, and
+    `/console` (with or without the slash) for index.html."""
+    files = []
     for path in sorted(directory.iterdir()):
-        content_type = _CONSOLE_TYPES.get(path.suffix)
-        if content_type is None:
+        if path.suffix not in _CONSOLE_TYPES:
             continue
         if path.stat().st_size > MAX_DOCS_BYTES:
             raise ValueError(f"{path} is larger than a direct response may be ({MAX_DOCS_BYTES} B)")
-        paths = [f"{CONSOLE_PATH}/{path.name}"]
         if path.name == "index.html":
-            paths = [CONSOLE_PATH, f"{CONSOLE_PATH}/"]
-        headers = {"content-type": content_type, **_CONSOLE_HEADERS}
-        for route_path in paths:
-            route = {
-                "match": {"path": route_path},
-                "direct_response": {"status": 200, "body": {"filename": str(path.resolve())}},
-                "response_headers_to_add": [
+            files += [(CONSOLE_PATH, path), (f"{CONSOLE_PATH}/", path)]
+        else:
+            files.append((f"{CONSOLE_PATH}/{path.name}", path))
+    return files
+
+
+def console_routes(directory: Path) -> str:
+    """Envoy routes that serve the console's files (GET), one flow-style YAML line per route at
+    the template's indentation."""
+    lines = []
+    for route_path, path in console_files(directory):
+        headers = {"content-type": _CONSOLE_TYPES[path.suffix], **_CONSOLE_HEADERS}
+        route = {
+            "match": {
+                "path": route_path,
+                "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+            },
+            "direct_response": {"status": 200, "body": {"filename": str(path.resolve())}},
+            "response_headers_to_add": [
+                {
+                    "header": {"key": key, "value": value},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+                for key, value in headers.items()
+            ],
+        }
+        lines.append(" " * 14 + "- " + json.dumps(route))
+    return "\n".join(lines)
+
+
+# Paths the gateway answers itself, GET only.
+GATEWAY_PATHS = ("/openapi.json", "/docs", "/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js")
+
+
+def method_routes(descriptor_path: Path, services: Iterable[str], console: Path) -> str:
+    """A 405 route per known path (every REST binding's template, the gateway's own pages, the
+    console's files): a method that nothing on the path serves gets `Allow` with those that
+    do (RFC 9110 section 15.5.6) rather than the catch-all 404. The device path keeps its own
+    405, whose body is the device API's."""
+    device = re.compile(DEVICE_PATH_REGEX)
+    bindings = [
+        (verb, template)
+        for verb, template in http_bindings(descriptor_path, services)
+        if not device.match(re.sub(r"\{[^}]*\}", "x", template))
+    ]
+    gets = [*GATEWAY_PATHS, *(route_path for route_path, _ in console_files(console))]
+    lines = []
+    for regex, allowed in method_not_allowed([*bindings, *(("GET", path) for path in gets)]):
+        message = "method not allowed; use " + " or ".join(allowed)
+        route = {
+            "match": {
+                "safe_regex": {"regex": regex},
+                "headers": [
                     {
-                        "header": {"key": key, "value": value},
-                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                        "name": ":method",
+                        "string_match": {"safe_regex": {"regex": "|".join(allowed)}},
+                        "invert_match": True,
                     }
-                    for key, value in headers.items()
                 ],
-            }
-            lines.append(" " * 14 + "- " + json.dumps(route))
+            },
+            "direct_response": {
+                "status": 405,
+                # google.rpc.Code UNIMPLEMENTED: the method is not implemented for the path.
+                "body": {"inline_string": json.dumps({"code": 12, "message": message})},
+            },
+            "response_headers_to_add": [
+                {
+                    "header": {"key": key, "value": value},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+                for key, value in (
+                    ("allow", ", ".join(allowed)),
+                    ("content-type", "application/json"),
+                )
+            ],
+        }
+        lines.append(" " * 14 + "- " + json.dumps(route))
     return "\n".join(lines)
 
 
@@ -201,6 +269,9 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "max_streams": settings.max_streams,
         "retry_after_seconds": settings.retry_after_seconds,
         "console_routes": console_routes(Path(_package_path("console"))),
+        "method_routes": method_routes(
+            descriptor_path, settings.services, Path(_package_path("console"))
+        ),
     }
     return Template(_package_text("envoy.yaml.tmpl")).substitute(values)
 

@@ -33,7 +33,9 @@ from gateway.launcher import (
     find_envoy,
     render_config,
 )
+from gateway.routes import http_bindings
 from helpers import free_port
+from service.catalog import TRANSCODED
 from service.protogen import build_descriptor_set
 from service.v1 import event_rest_service_pb2 as rest_pb2
 from service.v1 import event_rest_service_pb2_grpc as rest_grpc
@@ -505,7 +507,7 @@ def test_bad_query_value_is_400_json(gateway):
     ("method", "path"),
     [
         ("GET", "/nope"),
-        ("DELETE", "/events/x"),
+        ("DELETE", "/events/x/y/z"),
         # A plain HTTP request spelling the internal gRPC path must not reach the server raw.
         ("POST", "/eventmgmt.v1.EventRestService/RestGetEvent"),
     ],
@@ -544,6 +546,65 @@ def test_device_path_allows_only_post(gateway, method):
     assert answer.status == 405
     assert answer.headers["allow"] == "POST"
     assert answer.json() == {"error": 6, "message": "method not allowed; use POST"}
+
+
+@pytest.fixture(scope="module")
+def served_methods(gateway) -> dict[str, set[str]]:
+    """Every REST binding's path template with the methods bound on it, from the protos."""
+    bindings = http_bindings(gateway.envoy.descriptor_path, TRANSCODED)
+    served: dict[str, set[str]] = {}
+    for verb, template in bindings:
+        served.setdefault(template, set()).add(verb)
+    return served
+
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _matches(template: str, path: str) -> bool:
+    """Whether `path` is one of `template`'s paths, segment by segment."""
+    parts, segments = template.strip("/").split("/"), path.strip("/").split("/")
+    for index, part in enumerate(parts):
+        if part.endswith("=**}"):
+            return len(segments) > index
+        if index >= len(segments) or (not part.startswith("{") and part != segments[index]):
+            return False
+    return len(parts) == len(segments)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_a_method_nothing_serves_on_a_known_path_is_405_with_allow(gateway, served_methods, data):
+    # A concrete path of a template: each variable one segment that is no literal of the API.
+    template = data.draw(st.sampled_from(sorted(served_methods)))
+    if template.startswith(DEVICE_PATH.split("/t1/")[0]):
+        return  # the device path answers its own 405 (test_device_path_allows_only_post)
+    path = re.sub(r"\{[^}=]+=\*\*\}", "a/b", re.sub(r"\{[^}=]+\}", "x7", template))
+    method = data.draw(st.sampled_from(METHODS))
+
+    answer = send(gateway.port, method, path + "?q=1")
+
+    # What the transcoder serves on this path: the methods of every template it matches.
+    expected = set().union(
+        *(methods for other, methods in served_methods.items() if _matches(other, path))
+    )
+    if method in expected:
+        assert answer.status != 405, (method, path, answer)
+    else:
+        assert answer.status == 405, (method, path, answer)
+        allowed = answer.headers["allow"].split(", ")
+        assert set(allowed) == expected
+        assert answer.json()["message"] == "method not allowed; use " + " or ".join(allowed)
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/console", "/console/console.js"])
+def test_the_gateways_own_pages_are_get_only(gateway, path):
+    assert send(gateway.port, "GET", path).status == 200
+    answer = send(gateway.port, "DELETE", path)
+    assert answer.status == 405
+    assert answer.headers["allow"] == "GET"
 
 
 def test_service_down_is_503_json(tmp_path):

@@ -1,17 +1,18 @@
-"""The gRPC services this server offers, declared once. The server registers each one's
-servicer from here and names them all to reflection; the gateway transcodes those that carry
-google.api.http bindings (the REST twins, docs/api-conventions.md#rest-twins). A new
-service is one row below."""
+"""The gRPC services this server offers, declared once. The server serves every rpc from one
+method table derived from here (with health and reflection beside them) and names them all to
+reflection; the gateway transcodes those that carry google.api.http bindings (the REST twins,
+docs/api-conventions.md#rest-twins). A new service is one row below."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from service.servicers.auth_service import AuthServicer
 from service.servicers.device_event_service import DeviceEventRestServicer, DeviceEventServicer
@@ -27,37 +28,21 @@ from service.servicers.sharing_service import SharingRestServicer, SharingServic
 from service.servicers.user_service import UserServicer
 from service.v1 import (
     auth_service_pb2,
-    auth_service_pb2_grpc,
     device_event_rest_service_pb2,
-    device_event_rest_service_pb2_grpc,
     device_event_service_pb2,
-    device_event_service_pb2_grpc,
     event_job_rest_service_pb2,
-    event_job_rest_service_pb2_grpc,
     event_job_service_pb2,
-    event_job_service_pb2_grpc,
     event_rest_service_pb2,
-    event_rest_service_pb2_grpc,
     event_search_rest_service_pb2,
-    event_search_rest_service_pb2_grpc,
     event_search_service_pb2,
-    event_search_service_pb2_grpc,
     event_service_pb2,
-    event_service_pb2_grpc,
     event_stream_service_pb2,
-    event_stream_service_pb2_grpc,
     event_type_rest_service_pb2,
-    event_type_rest_service_pb2_grpc,
     event_type_service_pb2,
-    event_type_service_pb2_grpc,
     registry_service_pb2,
-    registry_service_pb2_grpc,
     sharing_rest_service_pb2,
-    sharing_rest_service_pb2_grpc,
     sharing_service_pb2,
-    sharing_service_pb2_grpc,
     user_service_pb2,
-    user_service_pb2_grpc,
 )
 
 if TYPE_CHECKING:
@@ -68,11 +53,10 @@ HTTP_OPTION = "google.api.http"
 
 @dataclass(frozen=True)
 class Offered:
-    """One gRPC service: its generated modules (one service per .proto file) and how its
+    """One gRPC service: its generated messages (one service per .proto file) and how its
     servicer is built over the domain services."""
 
     messages: ModuleType
-    stubs: ModuleType
     servicer: Callable[[Services], object]
 
     @property
@@ -93,70 +77,58 @@ class Offered:
             for option, _ in method.GetOptions().ListFields()
         )
 
-    def add_to(self, server: grpc.aio.Server, services: Services) -> None:
-        add: Callable[[Any, grpc.aio.Server], None] = getattr(
-            self.stubs, f"add_{self.descriptor.name}Servicer_to_server"
-        )
-        add(self.servicer(services), server)
+
+def method_handler(method: MethodDescriptor, servicer: object) -> grpc.RpcMethodHandler:
+    """The handler of one rpc: the servicer's method of its name, with the request and
+    response messages and the streaming kind that the descriptor declares."""
+    behavior = getattr(servicer, method.name)
+    parse = message_factory.GetMessageClass(method.input_type).FromString
+    serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(method.client_streaming, method.server_streaming)]
+    return make(behavior, request_deserializer=parse, response_serializer=serialize)
+
+
+class MethodTable(grpc.GenericRpcHandler):
+    """Every rpc of the server, by its path (`/package.Service/Method`): one dictionary look-up
+    per call. grpc.aio keeps a pending request per registered method (what the generated
+    `add_*_to_server` functions do) and goes over all of them for every call; with only this
+    generic handler it keeps one."""
+
+    def __init__(self, served: Iterable[tuple[ServiceDescriptor, object]]) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {
+            f"/{service.full_name}/{method.name}": method_handler(method, servicer)
+            for service, servicer in served
+            for method in service.methods
+        }
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        return self.handlers.get(handler_call_details.method)
 
 
 SERVICES: tuple[Offered, ...] = (
-    Offered(event_service_pb2, event_service_pb2_grpc, lambda s: EventServicer(s.events)),
-    Offered(
-        event_rest_service_pb2,
-        event_rest_service_pb2_grpc,
-        lambda s: EventRestServicer(s.events, s.feed),
-    ),
-    Offered(
-        event_stream_service_pb2,
-        event_stream_service_pb2_grpc,
-        lambda s: EventStreamServicer(s.events, s.feed, s.limits),
-    ),
-    Offered(event_job_service_pb2, event_job_service_pb2_grpc, lambda s: EventJobServicer(s.jobs)),
-    Offered(
-        event_job_rest_service_pb2,
-        event_job_rest_service_pb2_grpc,
-        lambda s: EventJobRestServicer(s.jobs),
-    ),
-    Offered(sharing_service_pb2, sharing_service_pb2_grpc, lambda s: SharingServicer(s.sharing)),
-    Offered(
-        sharing_rest_service_pb2,
-        sharing_rest_service_pb2_grpc,
-        lambda s: SharingRestServicer(s.sharing),
-    ),
-    Offered(
-        registry_service_pb2, registry_service_pb2_grpc, lambda s: RegistryServicer(s.registry)
-    ),
-    Offered(
-        device_event_service_pb2,
-        device_event_service_pb2_grpc,
-        lambda s: DeviceEventServicer(s.reporter),
-    ),
-    Offered(
-        device_event_rest_service_pb2,
-        device_event_rest_service_pb2_grpc,
-        lambda s: DeviceEventRestServicer(s.reporter),
-    ),
-    Offered(
-        event_type_service_pb2, event_type_service_pb2_grpc, lambda s: EventTypeServicer(s.types)
-    ),
-    Offered(
-        event_type_rest_service_pb2,
-        event_type_rest_service_pb2_grpc,
-        lambda s: EventTypeRestServicer(s.types),
-    ),
-    Offered(
-        event_search_service_pb2,
-        event_search_service_pb2_grpc,
-        lambda s: EventSearchServicer(s.finder),
-    ),
-    Offered(
-        event_search_rest_service_pb2,
-        event_search_rest_service_pb2_grpc,
-        lambda s: EventSearchRestServicer(s.finder),
-    ),
-    Offered(auth_service_pb2, auth_service_pb2_grpc, lambda s: AuthServicer(s.sessions)),
-    Offered(user_service_pb2, user_service_pb2_grpc, lambda s: UserServicer(s.users)),
+    Offered(event_service_pb2, lambda s: EventServicer(s.events)),
+    Offered(event_rest_service_pb2, lambda s: EventRestServicer(s.events, s.feed)),
+    Offered(event_stream_service_pb2, lambda s: EventStreamServicer(s.events, s.feed, s.limits)),
+    Offered(event_job_service_pb2, lambda s: EventJobServicer(s.jobs)),
+    Offered(event_job_rest_service_pb2, lambda s: EventJobRestServicer(s.jobs)),
+    Offered(sharing_service_pb2, lambda s: SharingServicer(s.sharing)),
+    Offered(sharing_rest_service_pb2, lambda s: SharingRestServicer(s.sharing)),
+    Offered(registry_service_pb2, lambda s: RegistryServicer(s.registry)),
+    Offered(device_event_service_pb2, lambda s: DeviceEventServicer(s.reporter)),
+    Offered(device_event_rest_service_pb2, lambda s: DeviceEventRestServicer(s.reporter)),
+    Offered(event_type_service_pb2, lambda s: EventTypeServicer(s.types)),
+    Offered(event_type_rest_service_pb2, lambda s: EventTypeRestServicer(s.types)),
+    Offered(event_search_service_pb2, lambda s: EventSearchServicer(s.finder)),
+    Offered(event_search_rest_service_pb2, lambda s: EventSearchRestServicer(s.finder)),
+    Offered(auth_service_pb2, lambda s: AuthServicer(s.sessions)),
+    Offered(user_service_pb2, lambda s: UserServicer(s.users)),
 )
 
 # The services the gateway transcodes, in the order above.

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from persistence.event_types import EventTypeRepository, RetentionRepository
 from persistence.jobs import JobRepository
@@ -25,7 +26,7 @@ from persistence.store import Store
 from service import metrics
 from service.auth import CredentialResolver, PrincipalInterceptor
 from service.call_limits import CallLimiter
-from service.catalog import SERVICES
+from service.catalog import SERVICES, MethodTable
 from service.domain.device_events import PENDING_BATCH, DeviceEventReporter
 from service.domain.event_types import EventTypeManager
 from service.domain.events import EventManager
@@ -59,6 +60,9 @@ GATEWAY_UPSTREAM_HOST = "127.0.0.1"
 # reach the server and get 429 "metadata size exceeds hard limit". Above it, with room for the
 # headers Envoy adds and gRPC's 32 bytes per entry.
 MAX_METADATA_BYTES = 64 * 1024
+# (Their stubs type them as upb's own descriptor class.)
+HEALTH = cast(ServiceDescriptor, health_pb2.DESCRIPTOR.services_by_name["Health"])
+REFLECTION = cast(ServiceDescriptor, reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"])
 
 
 @dataclass
@@ -145,7 +149,20 @@ def create_server(
     resolver = CredentialResolver(store.keys.principal_for, services.sessions.principal_for_token)
     resolver.check = store.watch_credentials(resolver.invalidate_threadsafe)
     store.credential_listeners.append(resolver.invalidate)
+    service_names = [
+        *(offered.full_name for offered in SERVICES),
+        HEALTH.full_name,
+        reflection.SERVICE_NAME,
+    ]
+    table = MethodTable(
+        [
+            *((offered.descriptor, offered.servicer(services)) for offered in SERVICES),
+            (HEALTH, health.aio.HealthServicer()),
+            (REFLECTION, reflection.aio.ReflectionServicer(service_names)),
+        ]
+    )
     server = grpc.aio.server(
+        handlers=[table],
         # The device path answers its failures with its own body, never a gRPC status
         # (docs/errors.md#device-path); REST
         # writes conditional on If-Match answer a failed precondition with 412.
@@ -170,16 +187,6 @@ def create_server(
             ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
-    for offered in SERVICES:
-        offered.add_to(server, services)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service_names = [
-        *(offered.full_name for offered in SERVICES),
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    ]
-    reflection.enable_server_reflection(service_names, server)
     port = server.add_insecure_port(address)
     if port == 0 or any(server.add_insecure_port(other) == 0 for other in also_listen):
         raise OSError(f"cannot listen on {', '.join((address, *also_listen))}")

@@ -1,0 +1,232 @@
+"""Instructions per call of the server process, counted by valgrind's callgrind: a figure that
+does not depend on what else the machine is doing (the rates of `bench.py` do).
+
+One fresh SQLite database in a temporary directory; one real `eventmgmt serve` (its Envoy
+gateway outside valgrind) run under `valgrind --tool=callgrind --instr-atstart=no`. For each
+kind of call: a warm-up, then instrumentation on with zeroed counters, --calls calls driven by
+h2load (gRPC; REST over HTTP/1.1 through Envoy), then a dump; the dump's total instructions (every
+thread of the server: the event loop, gRPC's pollers, the writer) divided by the calls.
+
+Needs valgrind and h2load (`apt-get install valgrind nghttp2-client`). Slow (the server
+runs some 50 times slower under callgrind): a few minutes. Flags: --calls, --only kind,...,
+--keep (keeps the dumps, for callgrind_annotate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench import (
+    DESCRIPTION,
+    REST_BODY,
+    Service,
+    grpc_frame,
+    process_name,
+)
+
+KINDS = ("health", "grpc_create", "grpc_get", "rest_create", "rest_get")
+
+
+class CallgrindService(Service):
+    """The bench's service, its server process run under callgrind."""
+
+    def __init__(self, work_dir: Path) -> None:
+        super().__init__(work_dir, workers=1)  # one process: the one under callgrind
+        self.out = work_dir / "callgrind.out"
+
+    def start(self) -> None:
+        import bench
+
+        original = bench.EVENTMGMT
+        bench.EVENTMGMT = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={self.out}",
+            *original,
+        ]
+        try:
+            super().start()
+        finally:
+            bench.EVENTMGMT = original
+
+    def python_pid(self) -> int:
+        # valgrind execs in place: the Popen's pid is the server's.
+        return self.pid
+
+    def control(self, *args: str) -> str:
+        done = subprocess.run(
+            ["callgrind_control", *args, str(self.python_pid())],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        return done.stdout
+
+
+def h2load(port: int, key: str, path: str, body: Path, calls: int) -> str:
+    return subprocess.run(
+        [
+            "h2load",
+            "-t1",
+            "-c4",
+            "-m8",
+            "-n",
+            str(calls),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-H",
+            f"x-api-key: {key}",
+            "-d",
+            str(body),
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    ).stdout
+
+
+def h1load(port: int, key: str, path: str, body: Path | None, calls: int) -> str:
+    """REST calls through Envoy, HTTP/1.1 on 4 connections (h2load --h1 counts exactly; wrk
+    runs for a duration): POST with `body`, else GET."""
+    return subprocess.run(
+        [
+            "h2load",
+            "--h1",
+            "-t1",
+            "-c4",
+            "-n",
+            str(calls),
+            "-H",
+            "content-type: application/json",
+            "-H",
+            f"x-api-key: {key}",
+            *(["-d", str(body)] if body is not None else []),
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    ).stdout
+
+
+def succeeded(output: str) -> int:
+    """Calls answered 2xx (gRPC errors also answer 200: the kinds measured here succeed)."""
+    done = re.search(r"status codes: (\d+) 2xx", output)
+    if not done:
+        raise RuntimeError(f"cannot read h2load's report:\n{output}")
+    return int(done.group(1))
+
+
+def total_instructions(dump: Path) -> int:
+    """The dump's `summary:` (or `totals:`) line, summed over the per-thread dumps."""
+    found = 0
+    for path in sorted(dump.parent.glob(dump.name + "*")):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith(("summary:", "totals:")):
+                found += int(line.split()[1])
+                break
+    return found
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--only", default=",".join(KINDS))
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args(argv)
+    for tool in ("valgrind", "callgrind_control", "h2load"):
+        if shutil.which(tool) is None:
+            sys.exit(f"needs {tool}: apt-get install valgrind nghttp2-client")
+    kinds = [k for k in args.only.split(",") if k]
+    work = Path(tempfile.mkdtemp(prefix="eventmgmt-callgrind-"))
+    service = CallgrindService(work)
+    results: dict[str, float] = {}
+    try:
+        key = service.create_key("bench")
+        service.start()
+        assert process_name(service.pid)
+        event_id = service.post_once(key)["id"]
+        from service.v1 import event_pb2, event_service_pb2
+
+        bodies = {
+            "health": ("/grpc.health.v1.Health/Check", b"\0\0\0\0\0"),
+            "grpc_create": (
+                "/eventmgmt.v1.EventService/CreateEvent",
+                grpc_frame(
+                    event_service_pb2.CreateEventRequest(
+                        event=event_pb2.Event(description=DESCRIPTION, severity=3)
+                    )
+                ),
+            ),
+            "grpc_get": (
+                "/eventmgmt.v1.EventService/GetEvent",
+                grpc_frame(event_service_pb2.GetEventRequest(id=event_id)),
+            ),
+        }
+        for kind in kinds:
+            if kind in bodies:
+                path, frame = bodies[kind]
+                body = work / f"{kind}.bin"
+                body.write_bytes(frame)
+
+                def run(calls: int, path: str = path, body: Path = body) -> str:
+                    return h2load(service.grpc_port, key, path, body, calls)
+            else:
+                rest_body: Path | None = None
+                path = f"/events/{event_id}"
+                if kind == "rest_create":
+                    rest_body, path = work / "rest_create.json", "/events"
+                    rest_body.write_text(REST_BODY)
+
+                def run(calls: int, path: str = path, body: Path | None = rest_body) -> str:
+                    return h1load(service.rest_port, key, path, body, calls)
+
+            run(max(50, args.calls // 10))  # warm-up: caches, first-call paths
+            service.control("-i", "on")
+            service.control("-z")
+            started = time.monotonic()
+            done = succeeded(run(args.calls))
+            dump = work / f"{kind}.out"
+            service.control("-d", kind)
+            service.control("-i", "off")
+            # callgrind writes `<out>.<n>` per dump; the newest ones are this kind's.
+            newest = sorted(work.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)[-1]
+            newest.rename(dump)
+            per_call = total_instructions(dump) / max(1, done)
+            results[kind] = per_call
+            print(
+                f"  {kind:<12} {per_call / 1000:>8,.0f}k instructions per call "
+                f"({done} calls, {time.monotonic() - started:.0f} s under callgrind)",
+                flush=True,
+            )
+    finally:
+        service.stop()
+        if args.keep:
+            print(f"  kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if "health" in results:
+        for kind, value in results.items():
+            if kind != "health":
+                print(f"  {kind:<12} {results['health'] / value:.2f} of Health/Check's rate bound")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -130,6 +130,8 @@ class EventRepository:
     ) -> tuple[list[Event], int]:
         where, sql, args = list_sql(principal, query, self._store.postgres, db.param)
         rows = db.execute_sql(sql, args).fetchall()
+        if not query.counted:
+            return [event_from_row(r) for r in rows], 0
         count_where, count_args = where
         counted = f"SELECT COUNT(*) FROM events WHERE {count_where}"
         if query.count_cap is not None:

@@ -300,7 +300,42 @@ def test_the_total_is_capped_unless_an_exact_count_is_asked(
     assert (exact.total, exact.total_exact) == (8, True)
     under = listing(store, size=2, entity_id="cap-1")
     assert (under.total, under.total_exact) == (4, True)
-    # A deep cursor page counts the same way.
+    # A cursor page answers the first page's count, counted once per cursor: events arriving
+    # meanwhile do not change it.
+    insert(store, *(event(description=f"late {n}", entity_id="cap-1") for n in range(3)))
     deeper = listing(store, size=2, page_token=capped.next_token)
     assert (deeper.total, deeper.total_exact) == (5, False)
+    first_under = listing(store, size=2, entity_id="cap-1")
+    assert (first_under.total, first_under.total_exact) == (5, False)
+    under_next = listing(store, size=2, entity_id="cap-1", page_token=under.next_token)
+    assert (under_next.total, under_next.total_exact) == (4, True)
+    # A token's capped count does not answer a call asking for the exact one: that counts.
+    exact_next = listing(store, size=2, count="exact", page_token=capped.next_token)
+    assert (exact_next.total, exact_next.total_exact) == (11, True)
+    # An exact count answers a capped call as the cap would.
+    capped_next = listing(store, size=2, page_token=exact.next_token)
+    assert (capped_next.total, capped_next.total_exact) == (5, False)
     assert rejection(store, count="roughly") == {"count": "must be one of capped, exact"}
+
+
+def test_a_token_whose_carried_count_was_tampered_with_is_refused(store: Store) -> None:
+    """The count a token carries is checked like the rest of it: a negative or non-integer
+    total, or a relation flag that is no boolean, is an invalid token, not a wrong answer."""
+    import base64
+    import json
+
+    insert(store, *(event(description=str(n)) for n in range(3)))
+    token = listing(store, size=1).next_token
+    document = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    assert (document["t"], document["x"]) == (3, True)
+    for change in ({"t": -1}, {"t": "3"}, {"t": 2.5}, {"t": True}, {"x": "yes"}, {"x": 1}):
+        forged = base64.urlsafe_b64encode(json.dumps({**document, **change}).encode()).decode()
+        assert rejection(store, size=1, page_token=forged) == {
+            "pageToken": "is not a token returned by a list call"
+        }, change
+    # A token made before counts were carried (no "t") still works: its page counts again.
+    older = {k: v for k, v in document.items() if k not in ("t", "x")}
+    page = listing(
+        store, size=1, page_token=base64.urlsafe_b64encode(json.dumps(older).encode()).decode()
+    )
+    assert (page.total, page.total_exact, len(page.events)) == (3, True, 1)

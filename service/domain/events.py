@@ -177,6 +177,9 @@ class EventQuery:
     after: tuple[Any, ...] | None = None
     # Count no further than one past this many matching events (None: count them all).
     count_cap: int | None = None
+    # False when the caller knows the total already (a cursor page): nothing is counted and
+    # the total answered is 0.
+    counted: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,10 @@ class _Cursor:
     after: tuple[Any, ...]
     now: int
     number: int
+    # The first page's count, carried from page to page so that a cursor page counts nothing
+    # (None in tokens made before it was carried: such a page counts again).
+    total: int | None = None
+    total_exact: bool = True
 
 
 def _typed_filters(request: ListRequest) -> list[Condition]:
@@ -120,6 +124,8 @@ def _encode(cursor: _Cursor) -> str:
         "a": list(cursor.after),
         "n": cursor.now,
         "p": cursor.number,
+        "t": cursor.total,
+        "x": cursor.total_exact,
     }
     raw = json.dumps(document, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -142,8 +148,14 @@ def _decode(token: str, field: str, fingerprint: str, sort: tuple[SortKey, ...])
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         document = loads_json(raw, field)
+        total = document.get("t")
         cursor = _Cursor(
-            document["f"], tuple(document["a"]), int(document["n"]), int(document["p"])
+            document["f"],
+            tuple(document["a"]),
+            int(document["n"]),
+            int(document["p"]),
+            total,
+            document.get("x", True),
         )
         valid = (
             document["v"] == _TOKEN_VERSION
@@ -152,6 +164,8 @@ def _decode(token: str, field: str, fingerprint: str, sort: tuple[SortKey, ...])
             and all(map(_fits, cursor.after, [*(key.field for key in sort), "id"]))
             and 0 < cursor.number <= MAX_INTEGER
             and 0 <= cursor.now <= MAX_INTEGER
+            and (total is None or (type(total) is int and 0 <= total <= MAX_INTEGER))
+            and type(cursor.total_exact) is bool
         )
     except (ValueError, KeyError, TypeError, binascii.Error, InvalidInput):
         raise invalid(field, rule, reason="INVALID_PAGE_TOKEN") from None
@@ -215,19 +229,40 @@ async def list_events(
         after=cursor.after if cursor else None,
         count_cap=cap,
     )
+    carried = _carried_total(cursor, cap)
+    if carried is not None:
+        query = dataclasses.replace(query, counted=False)
     events, total = await repository.query(principal, query)
-    exact = cap is None or total <= cap
+    if carried is not None:
+        total, exact = carried
+    else:
+        exact = cap is None or total <= cap
+        total = total if cap is None else min(total, cap)
     next_token = ""
     if len(events) > request.size:
         events = events[: request.size]
         last = events[-1]
         after = (*(getattr(last, key.field) for key in request.sort), last.id)
-        next_token = _encode(_Cursor(fingerprint, after, now, number + 1))
+        next_token = _encode(_Cursor(fingerprint, after, now, number + 1, total, exact))
     return EventPage(
         events,
-        total if cap is None else min(total, cap),
+        total,
         dataclasses.replace(query, limit=request.size),
         number=number,
         next_token=next_token,
         total_exact=exact,
     )
+
+
+def _carried_total(cursor: _Cursor | None, cap: int | None) -> tuple[int, bool] | None:
+    """The total a cursor page answers without counting: the first page's, when it says as
+    much as this call's count mode asks (an exact count, or one to the cap); None: count."""
+    if cursor is None or cursor.total is None:
+        return None
+    if cap is None:
+        return (cursor.total, True) if cursor.total_exact else None
+    if cursor.total_exact and cursor.total <= cap:
+        return cursor.total, True
+    if cursor.total >= cap:
+        return cap, False
+    return None

@@ -70,13 +70,11 @@ bench-tools: ## Install h2load and wrk (Debian nghttp2-client, wrk) when missing
 	  else echo "make bench needs h2load and wrk: sudo apt-get install nghttp2-client wrk" >&2; \
 	    exit 1; fi; }
 
+# The scripts and their order are listed once, in tests/benchmarks/figures.py, which runs them
+# and ends with one table of issue 15's figures, each beside its target.
 .PHONY: bench
-bench: $(STAMP) bench-tools ## Unary rates (h2load, wrk) against Health/Check, workers, jobs, find, live, list.
-	$(PY) tests/benchmarks/bench.py
-	$(PY) tests/benchmarks/bench_jobs.py
-	$(PY) tests/benchmarks/bench_find.py
-	$(PY) tests/benchmarks/bench_live.py
-	$(PY) tests/benchmarks/bench_list.py
+bench: $(STAMP) bench-tools ## Unary rates against Health/Check, workers, jobs, find, live, list, memory: one table.
+	$(PY) tests/benchmarks/figures.py run
 
 .PHONY: clean
 clean: ## Remove the virtual environment, build output and local data.

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -49,9 +50,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import figures
 
 EVENTMGMT = [sys.executable, "-m", "service"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -339,11 +343,15 @@ def free_port() -> int:
 class Service:
     """A real `eventmgmt serve` (with its Envoy) on a database in `work_dir`."""
 
-    def __init__(self, work_dir: Path, workers: int | None = None) -> None:
+    def __init__(
+        self, work_dir: Path, workers: int | None = None, database_url: str | None = None
+    ) -> None:
+        """`database_url`: a PostgreSQL database; else a fresh SQLite file in `work_dir`."""
         self.work_dir = work_dir
         self.workers = workers
         self.db_path = work_dir / "events.db"
-        self.database_url = f"sqlite:///{self.db_path}"
+        self.database_url = database_url or f"sqlite:///{self.db_path}"
+        self.postgres = database_url is not None
         self.grpc_port, self.rest_port, self.admin_port = free_port(), free_port(), free_port()
         self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -463,6 +471,14 @@ class Service:
         )
 
     def stored_events(self) -> int:
+        if self.postgres:
+            import psycopg2
+
+            with psycopg2.connect(self.database_url) as pg, pg.cursor() as cursor:
+                cursor.execute("SELECT COUNT(*) FROM events")
+                counted = int(cursor.fetchone()[0])
+            pg.close()
+            return counted
         connection = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
         try:
             return int(connection.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -681,6 +697,7 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
     phases: list[tuple[int | None, Phase]] = []
+    postgres_phases: list[tuple[int | None, Phase]] = []
     memory: dict[str, Any] = {}
     try:
         key = ""
@@ -705,13 +722,60 @@ def main(argv: list[str]) -> int:
                     memory = fill_and_list(service, phase, fill_total, per_round)
             finally:
                 service.stop()
+        postgres_server = os.environ.get("EVENTMGMT_BENCH_POSTGRES_URL")
+        if postgres_server and len(worker_counts) > 1:
+            postgres_phases = postgres_scaling(
+                postgres_server, work_dir, worker_counts, rounds, per_round
+            )
+        elif len(worker_counts) > 1:
+            print("  PostgreSQL workers: skipped (set EVENTMGMT_BENCH_POSTGRES_URL)", flush=True)
     finally:
         if args.keep:
             print(f"  kept {work_dir}")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
-    checks = report(phases, memory, rounds, time.monotonic() - started)
+    checks = report(phases, memory, rounds, time.monotonic() - started, postgres_phases)
     return 1 if args.strict and False in checks else 0
+
+
+def fresh_postgres(server_url: str, name: str) -> str:
+    """An empty database `name` on the server of `server_url` (dropped first if it exists)."""
+    import psycopg2
+
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            cursor.execute(f"CREATE DATABASE {name}")
+    finally:
+        admin.close()
+    return f"{server_url.rsplit('/', 1)[0]}/{name}"
+
+
+def postgres_scaling(
+    server_url: str, work_dir: Path, worker_counts: list[int | None], rounds: int, seconds: float
+) -> list[tuple[int | None, Phase]]:
+    """The same rates and worker counts on a fresh PostgreSQL database (the workers share
+    no file lock there: their write transactions run side by side)."""
+    url = fresh_postgres(server_url, "eventmgmt_bench_workers")
+    postgres_dir = work_dir / "postgres"
+    postgres_dir.mkdir()
+    phases: list[tuple[int | None, Phase]] = []
+    key = ""
+    for index, workers in enumerate(worker_counts):
+        service = Service(postgres_dir, workers, url)
+        if index == 0:
+            key = service.create_key("bench")
+        service.start()
+        try:
+            phase = Phase(service, key)
+            phases.append((workers, phase))
+            tag = f"(PostgreSQL, {workers or 'default'} workers) "
+            phase.rounds(("health", "grpc_create", "rest_create"), rounds, seconds, tag)
+        finally:
+            service.stop()
+    return phases
 
 
 def fill_and_list(service: Service, phase: Phase, fill_total: int, seconds: float) -> dict:
@@ -734,8 +798,53 @@ def fill_and_list(service: Service, phase: Phase, fill_total: int, seconds: floa
     return {"events": stored, "rss_mb": rss, "peak_mb": peak}
 
 
+def scaling_rows(
+    label: str, phases: list[tuple[int | None, Phase]], row: Callable[..., None]
+) -> None:
+    """The factor from the first worker count to each other, per rate, and what it implies
+    for 8 cores if each doubling of workers (and cores) scaled as this one did."""
+    base_workers, base = phases[0]
+    for workers, phase in phases[1:]:
+        for kind in ("health", "grpc_create", "rest_create"):
+            factor = phase.rate(kind) / base.rate(kind)
+            row(
+                f"{label}: {LABELS[kind]}, {workers} workers / {base_workers}",
+                f"{phase.rate(kind):,.0f}/s: x{factor:.2f}; server CPU per call "
+                f"{phase.cpu_per_call(kind):.0f} µs (vs {base.cpu_per_call(kind):.0f})",
+                f"x{(workers or 1) / (base_workers or 1):.2f} (ideal, cores permitting)",
+                None,
+            )
+            doublings = math.log2(8 / (base_workers or 1)) / math.log2(
+                (workers or 1) / (base_workers or 1)
+            )
+            figures.record(
+                3,
+                f"{label}: {LABELS[kind]}, {base_workers} -> {workers} workers",
+                f"x{factor:.2f} ({base.rate(kind):,.0f} -> {phase.rate(kind):,.0f}/s); "
+                f"8 cores at this factor per doubling: x{factor**doublings:.1f}",
+                f"x{(workers or 1) / (base_workers or 1):.2f} ideal",
+                None,
+            )
+        row(
+            f"{label} write transaction, {workers} workers / {base_workers}",
+            f"{phase.write_ms():.1f} ms vs {base.write_ms():.1f} ms (submission to commit, "
+            "the write lock's wait included)",
+        )
+        median, _ = phase.ratio("grpc_create", "health")
+        row(
+            f"{label}: gRPC create / Health/Check, {workers} workers",
+            f"{median:.2f}",
+            ">= 0.80",
+            median >= 0.8,
+        )
+
+
 def report(
-    phases: list[tuple[int | None, Phase]], memory: dict[str, Any], rounds: int, took: float
+    phases: list[tuple[int | None, Phase]],
+    memory: dict[str, Any],
+    rounds: int,
+    took: float,
+    postgres_phases: list[tuple[int | None, Phase]] | None = None,
 ) -> list[bool | None]:
     rows: list[tuple[str, str, str, str]] = []
     checks: list[bool | None] = []
@@ -755,6 +864,13 @@ def report(
         median, each = base.ratio(top, bottom)
         spread = f" ({', '.join(f'{v:.2f}' for v in each)})" if rounds > 1 else ""
         row(what, f"{median:.2f}{spread}", f">= {target:.2f}", median >= target)
+        figures.record(
+            2,
+            f"{what}{suffix} (SQLite)",
+            f"{median:.2f}{spread}: {base.rate(top):,.0f}/s vs {base.rate(bottom):,.0f}/s",
+            f">= {target:.2f}",
+            median >= target,
+        )
     listed = base.runs["rest_list"][0]
     row(
         f"{LABELS['rest_list']}, {memory['events']:,} events",
@@ -768,28 +884,22 @@ def report(
         f"<= {TARGET_RSS_MB:.0f} MB at {TARGET_RSS_EVENTS:,}",
         memory_ok,
     )
-    for workers, phase in phases[1:]:
-        for kind in ("health", "grpc_create", "rest_create"):
-            factor = phase.rate(kind) / base.rate(kind)
-            row(
-                f"{LABELS[kind]}, {workers} workers / {base_workers}",
-                f"{phase.rate(kind):,.0f}/s: x{factor:.2f}; server CPU per call "
-                f"{phase.cpu_per_call(kind):.0f} µs (vs {base.cpu_per_call(kind):.0f})",
-                f"x{(workers or 1) / (base_workers or 1):.2f} (ideal, cores permitting)",
-                None,
-            )
-        row(
-            f"SQLite write transaction, {workers} workers / {base_workers}",
-            f"{phase.write_ms():.1f} ms vs {base.write_ms():.1f} ms (submission to commit, "
-            "the shared write lock's wait included)",
-        )
-        median, _ = phase.ratio("grpc_create", "health")
-        row(
-            f"gRPC create / Health/Check, {workers} workers",
-            f"{median:.2f}",
-            ">= 0.80",
-            median >= 0.8,
-        )
+    figures.record(
+        8,
+        f"server RSS after {memory['events']:,} events created over gRPC (SQLite)",
+        f"{memory['rss_mb']:.0f} MB (peak {memory['peak_mb']:.0f})",
+        f"<= {TARGET_RSS_MB:.0f} MB",
+        memory["rss_mb"] <= TARGET_RSS_MB,
+    )
+    figures.record(
+        1,
+        "unary load from C generators: h2load (gRPC), wrk (REST through Envoy)",
+        f"{shutil.which('h2load')}, {shutil.which('wrk')}; medians of {rounds} interleaved "
+        "rounds; streams need a Python client (bench_live)",
+    )
+    scaling_rows("SQLite", phases, row)
+    if postgres_phases:
+        scaling_rows("PostgreSQL", postgres_phases, row)
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     print(f"\nResults ({took:.0f} s in all; targets from issue 15):")
     for cells in rows:

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import dataset
+import figures
 
 from persistence.find_run import run_find
 from persistence.store import Store
@@ -116,6 +117,15 @@ def bench(url: str, label: str, made: int, runs: int) -> None:
                 f"({runs_here} runs, {answer['hits']['total']['value']:,} matching) {verdict}",
                 flush=True,
             )
+            if target is not None:
+                figures.record(
+                    6,
+                    f"{label}: find {name} over {dataset.size():,} events",
+                    f"p50 {p50:.1f} ms, p99 {percentile(times, 0.99):.1f} ms "
+                    f"({answer['hits']['total']['value']:,} counted exactly)",
+                    f"<= {target:g} ms",
+                    p50 <= target,
+                )
     finally:
         store.close()
 

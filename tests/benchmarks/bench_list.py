@@ -28,12 +28,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import dataset
+import figures
 
 from persistence.custom_indexes import existing, index_name
 from persistence.event_types import EventTypeRepository
@@ -83,7 +86,43 @@ def _with(request: ListRequest, **changes: Any) -> ListRequest:
     return dataclasses.replace(request, **changes)
 
 
-async def measure(store: Store, repeat: int, now: int) -> dict[str, tuple[float, float, int]]:
+APPLICATION = f"eventmgmt-bench-list-{os.getpid()}"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used so far by this process (all its threads) and by the PostgreSQL
+    backends serving its connections, when they run on this machine (found by the
+    application_name its connections carry): what a call costs whatever the machine's load."""
+
+    def __init__(self, store: Store) -> None:
+        self.backends: list[int] = []
+        if store.postgres:
+            rows = store.run_sync(
+                lambda db: db.execute_sql(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+                    "AND pid <> pg_backend_pid()",  # not this connection, closed right after
+                    (APPLICATION,),
+                ).fetchall()
+            )
+            # Readable only when PostgreSQL runs on this machine.
+            self.backends = [int(pid) for (pid,) in rows if Path(f"/proc/{pid}/stat").exists()]
+
+    def __call__(self) -> tuple[float, float | None]:
+        database = 0.0
+        for pid in self.backends:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the backend went away: its CPU no longer counts
+                continue
+            database += (int(stat[11]) + int(stat[12])) / CLK_TCK
+        return time.process_time(), database if self.backends else None
+
+
+Result = tuple[float, float, int, float, float | None]  # p50, p99, total, CPU ms: here, db
+
+
+async def measure(store: Store, repeat: int, now: int) -> dict[str, Result]:
     manager = EventManager(store.events)
     requests = shapes(now)
     everything = ListRequest(count="exact")
@@ -99,24 +138,50 @@ async def measure(store: Store, repeat: int, now: int) -> dict[str, tuple[float,
     # (which reads a quarter of the index, evicting caches) comes last, on its own.
     samples: dict[str, list[float]] = {name: [] for name in requests}
     samples["default, count=exact"] = []
-    totals = {}
+    samples[ROUND_TRIP] = []
+    totals = {ROUND_TRIP: 0}
+    cpu = CpuMeter(store)
+    used: dict[str, list[float]] = {name: [0.0, 0.0] for name in samples}
+    database_cpu = bool(cpu.backends)
+
+    async def timed(name: str, call: Any) -> Any:
+        here, there = cpu()
+        began = time.perf_counter()
+        answer = await call
+        samples[name].append((time.perf_counter() - began) * 1000)
+        here_after, there_after = cpu()
+        used[name][0] += here_after - here
+        if there is not None and there_after is not None:
+            used[name][1] += there_after - there
+        return answer
+
     rounds = [(requests, repeat), ({"default, count=exact": everything}, max(3, repeat // 5))]
     for shapes_here, times in rounds:
         for _ in range(times):
             for name, request in shapes_here.items():
-                began = time.perf_counter()
-                page = await manager.list_events(PRINCIPAL, request, CUSTOM.get)
-                samples[name].append((time.perf_counter() - began) * 1000)
+                page = await timed(name, manager.list_events(PRINCIPAL, request, CUSTOM.get))
                 totals[name] = page.total
+            if shapes_here is requests:  # the same hop to a reader thread, no work in it
+                await timed(
+                    ROUND_TRIP, store.read(lambda db: db.execute_sql("SELECT 1").fetchone())
+                )
     results = {}
     for name, times in samples.items():
         quantiles = statistics.quantiles(times, n=100, method="inclusive")
-        results[name] = (statistics.median(times), quantiles[98], totals[name])
+        here_ms, there_ms = (1000 * v / len(times) for v in used[name])
+        results[name] = (
+            statistics.median(times),
+            quantiles[98],
+            totals[name],
+            here_ms,
+            there_ms if database_cpu else None,
+        )
     return results
 
 
-def explain(store: Store, now: int) -> None:
-    """The page query of each shape, as the store would run it, with the database's plan."""
+def explain(store: Store, now: int) -> tuple[int, int] | None:
+    """The page query of each shape, as the store would run it, with the database's plan;
+    on PostgreSQL, how many partitions the 3-day window's plan reads of how many there are."""
     from service.domain.filters import Compare, FieldRef, compile_filter
 
     window = Compare(FieldRef("timestamp", "timestamp"), "ge", now - DEFAULT_WINDOW_US)
@@ -141,6 +206,7 @@ def explain(store: Store, now: int) -> None:
         condition=window, history=False, limit=21, after=(now - DAY, "8" + "0" * 35)
     )
     db = store.database
+    pruned = None
     for name, query in queries.items():
         (count_where, count_args), sql, args = list_sql(PRINCIPAL, query, store.postgres, db.param)
         with db.connection_context():
@@ -153,11 +219,31 @@ def explain(store: Store, now: int) -> None:
         for row in plan:
             print("    " + str(row[-1] if not store.postgres else row[0]))
         print(f"  -- {name}: count")
+        if name == "cursor deep":
+            print("    none: a cursor page answers the count its token carries")
+            continue
         for row in count_plan:
             print("    " + str(row[-1] if not store.postgres else row[0]))
+        if store.postgres and name == "sev+time":
+            text = " ".join(str(row[0]) for row in plan)
+            read = set(re.findall(r" on (events_\w+)", text))
+            with db.connection_context():
+                partitions = db.execute_sql(
+                    "SELECT COUNT(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
+                ).fetchone()[0]
+            pruned = (len(read), int(partitions))
+    return pruned
 
 
 TARGETS_MS = {"default": 5.0, "cursor deep": 5.0, "custom": 10.0}
+# A read of `SELECT 1` through the same reader threads, timed in the same rounds: what a list
+# costs beyond the hop and the round trip, whatever the machine's load.
+ROUND_TRIP = "SELECT 1 (baseline)"
+FIGURE_NAMES = {
+    "default": "default list (7 days, newest first)",
+    "cursor deep": "deep cursor page (10% into the window)",
+    "custom": "filter on a filterable custom field",
+}
 
 
 async def declare_custom_fields(store: Store) -> float:
@@ -179,6 +265,8 @@ async def declare_custom_fields(store: Store) -> float:
 
 
 def bench(url: str, label: str, repeat: int, show_plans: bool) -> None:
+    if url.startswith("postgresql"):  # names its connections, for CpuMeter
+        url += ("&" if "?" in url else "?") + f"application_name={APPLICATION}"
     store = Store(url)
     store.migrate()
     try:
@@ -190,15 +278,40 @@ def bench(url: str, label: str, repeat: int, show_plans: bool) -> None:
             f"\n{label}: {dataset.size():,} events, load average {load:.1f} -> "
             f"{os.getloadavg()[0]:.1f}"
         )
-        print(f"  {'shape':<20} {'p50 ms':>8} {'p99 ms':>8} {'target':>8}  {'total':>9}")
-        for name, (p50, p99, total) in results.items():
+        print(
+            f"  {'shape':<20} {'p50 ms':>8} {'p99 ms':>8} {'target':>8}  {'total':>9}  "
+            "CPU ms per call: Python, database"
+        )
+        baseline = results[ROUND_TRIP][0]
+        for name, (p50, p99, total, here, there) in results.items():
             target = TARGETS_MS.get(name)
             verdict = "" if target is None else ("ok" if p50 <= target else "MISSED")
             shown = "" if target is None else f"<= {target:g}"
-            print(f"  {name:<20} {p50:8.1f} {p99:8.1f} {shown:>8}  {total:9,} {verdict}")
+            cost = f"{here:.1f}" + ("" if there is None else f", {there:.1f}")
+            print(f"  {name:<20} {p50:8.1f} {p99:8.1f} {shown:>8}  {total:9,} {verdict:6}  {cost}")
+            if target is not None:
+                database = "" if there is None else f" + {there:.1f} in PostgreSQL"
+                figures.record(
+                    4,
+                    f"{label}: {FIGURE_NAMES[name]}, {dataset.size():,} events",
+                    f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({p50 / baseline:.0f}x a SELECT 1 "
+                    f"read at {baseline:.2f} ms); CPU per call {here:.1f} ms in Python"
+                    f"{database}",
+                    f"p50 <= {target:g} ms",
+                    p50 <= target,
+                )
         if show_plans:
             print(f"\n{label} plans:")
-            explain(store, now_us())
+            pruned = explain(store, now_us())
+            if store.postgres and pruned:
+                read, partitions = pruned
+                figures.record(
+                    5,
+                    f"{label}: a 3-day window (sev+time) reads only its partitions",
+                    f"{read} of {partitions} monthly partitions in the plan",
+                    "prunes",
+                    read < partitions,
+                )
     finally:
         store.close()
 

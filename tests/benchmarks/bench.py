@@ -18,9 +18,11 @@ received one response message each (a failed call has none), and each create rat
 events the database gained.
 
 The rates are taken in interleaved rounds, so a burst of load from anything else on the
-machine hits all of them alike; each ratio is the median of its rounds. Then the server is
-restarted with `--workers N` for each further count of `--workers` (default 1 and the number
-of cores) and the scaling factor against one worker is printed. The machine is shared:
+machine hits all of them alike; each ratio is the median of its rounds. One server per count of
+`--workers` (default 1 and the number of cores) runs at the same time, each on its own SQLite
+file, and the rounds interleave them too (each kind on each server in turn): the scaling factor
+against one worker is the median of the rounds' factors. With EVENTMGMT_BENCH_POSTGRES_URL the
+worker counts are measured again on one fresh PostgreSQL database. The machine is shared:
 absolute rates are noisy, the ratios measured within one run are what to compare. CPU seconds
 per phase and process are printed so one can see who was saturated.
 
@@ -702,33 +704,17 @@ def main(argv: list[str]) -> int:
     postgres_phases: list[tuple[int | None, Phase]] = []
     memory: dict[str, Any] = {}
     try:
-        key = ""
-        for index, workers in enumerate(worker_counts):
-            service = Service(work_dir, workers)
-            if index == 0:
-                key = service.create_key("bench")
-            service.start()
-            tag = "" if workers is None else f"({workers} worker{'s' * (workers != 1)}) "
-            try:
-                groups = service.processes()
-                print(
-                    f"  {tag or 'server '}pids {groups['server']} (RSS "
-                    f"{service.rss_mb()[0]:.0f} MB), envoy pids {groups['envoy']}",
-                    flush=True,
-                )
-                phase = Phase(service, key)
-                phases.append((workers, phase))
-                kinds = ROUND_KINDS if index == 0 else ("health", "grpc_create", "rest_create")
-                phase.rounds(kinds, rounds, per_round, tag)
-                if index == 0:
-                    memory = fill_and_list(service, phase, fill_total, per_round)
-            finally:
-                service.stop()
+        phases = run_workers(work_dir, None, worker_counts, rounds, per_round)
+        base_service = phases[0][1].service
+        try:
+            memory = fill_and_list(base_service, phases[0][1], fill_total, per_round)
+        finally:
+            base_service.stop()
         postgres_server = os.environ.get("EVENTMGMT_BENCH_POSTGRES_URL")
         if postgres_server and len(worker_counts) > 1:
-            postgres_phases = postgres_scaling(
-                postgres_server, work_dir, worker_counts, rounds, per_round
-            )
+            url = fresh_postgres(postgres_server, "eventmgmt_bench_workers")
+            postgres_phases = run_workers(work_dir, url, worker_counts, rounds, per_round)
+            postgres_phases[0][1].service.stop()
         elif len(worker_counts) > 1:
             print("  PostgreSQL workers: skipped (set EVENTMGMT_BENCH_POSTGRES_URL)", flush=True)
     finally:
@@ -755,28 +741,62 @@ def fresh_postgres(server_url: str, name: str) -> str:
     return f"{server_url.rsplit('/', 1)[0]}/{name}"
 
 
-def postgres_scaling(
-    server_url: str, work_dir: Path, worker_counts: list[int | None], rounds: int, seconds: float
+SCALING_KINDS = ("health", "grpc_create", "rest_create")
+
+
+def run_workers(
+    work_dir: Path,
+    database_url: str | None,
+    worker_counts: list[int | None],
+    rounds: int,
+    seconds: float,
 ) -> list[tuple[int | None, Phase]]:
-    """The same rates and worker counts on a fresh PostgreSQL database (the workers share
-    no file lock there: their write transactions run side by side)."""
-    url = fresh_postgres(server_url, "eventmgmt_bench_workers")
-    postgres_dir = work_dir / "postgres"
-    postgres_dir.mkdir()
+    """One server per worker count, all running at once (each on its own database: a SQLite
+    file in its own directory, or `database_url`'s PostgreSQL database shared by them), their
+    rates taken in interleaved rounds: kind by kind, each server in turn, so that the load of
+    anything else on the machine falls on every count alike and the factors between counts
+    hold. The first count's server also measures every other kind, and is left running (the
+    caller stops it); the others are stopped."""
+    label = "PostgreSQL" if database_url else "SQLite"
     phases: list[tuple[int | None, Phase]] = []
     key = ""
-    for index, workers in enumerate(worker_counts):
-        service = Service(postgres_dir, workers, url)
-        if index == 0:
-            key = service.create_key("bench")
-        service.start()
-        try:
-            phase = Phase(service, key)
-            phases.append((workers, phase))
-            tag = f"(PostgreSQL, {workers or 'default'} workers) "
-            phase.rounds(("health", "grpc_create", "rest_create"), rounds, seconds, tag)
-        finally:
-            service.stop()
+    try:
+        for index, workers in enumerate(worker_counts):
+            here = work_dir / f"{label.lower()}-{workers or 'default'}"
+            here.mkdir()
+            service = Service(here, workers, database_url)
+            if index == 0 or database_url is None:  # PostgreSQL: one database for all
+                key = service.create_key("bench")
+            service.start()
+            groups = service.processes()
+            print(
+                f"  {label}, {workers or 'default'} worker(s): pids {groups['server']} (RSS "
+                f"{service.rss_mb()[0]:.0f} MB), envoy pids {groups['envoy']}",
+                flush=True,
+            )
+            phases.append((workers, Phase(service, key)))
+        plan = [
+            (phase, ROUND_KINDS if index == 0 else SCALING_KINDS, workers)
+            for index, (workers, phase) in enumerate(phases)
+        ]
+        for kind in ROUND_KINDS:  # warm-up, not counted
+            for phase, kinds, _ in plan:
+                if kind in kinds:
+                    phase.measure(kind, 1)
+        for number in range(1, rounds + 1):
+            for kind in ROUND_KINDS:
+                for phase, kinds, workers in plan:
+                    if kind in kinds:
+                        result = phase.measure(kind, seconds)
+                        phase.runs.setdefault(kind, []).append(result)
+                        tag = f"({label}, {workers or 'default'} workers) "
+                        describe(f"{LABELS[kind]} {tag}[{number}/{rounds}]", result)
+    except BaseException:
+        for _, phase in phases:
+            phase.service.stop()
+        raise
+    for _, phase in phases[1:]:
+        phase.service.stop()
     return phases
 
 
@@ -807,8 +827,12 @@ def scaling_rows(
     for 8 cores if each doubling of workers (and cores) scaled as this one did."""
     base_workers, base = phases[0]
     for workers, phase in phases[1:]:
-        for kind in ("health", "grpc_create", "rest_create"):
-            factor = phase.rate(kind) / base.rate(kind)
+        for kind in SCALING_KINDS:
+            # Rounds interleaved the counts: the median of their per-round factors.
+            factor = statistics.median(
+                a.rate / b.rate if b.rate else 0.0
+                for a, b in zip(phase.runs[kind], base.runs[kind], strict=True)
+            )
             row(
                 f"{label}: {LABELS[kind]}, {workers} workers / {base_workers}",
                 f"{phase.rate(kind):,.0f}/s: x{factor:.2f}; server CPU per call "

@@ -35,7 +35,7 @@ DAY_US = 86_400 * 1_000_000
 SPAN_US = 30 * DAY_US
 ENTITIES, TYPES, PLANTS, DOMAINS = 1000, 20, 50, 3
 MAX_AGE_DAYS = 2
-SHAPE = 1  # bump when the generated data changes
+SHAPE = 2  # bump when the generated data changes
 BUILD = Path(__file__).resolve().parents[2] / "build" / "bench"
 COLUMNS = (*EVENT_COLUMNS, "latest", "seq")
 
@@ -75,6 +75,9 @@ def _rows(start: int, count: int, made: int) -> list[tuple[Any, ...]]:
         row[index["category"]] = ""
         row[index["ack_required"]] = row[index["acknowledged"]] = row[index["internal"]] = False
         row[index["acknowledged_by"]] = row[index["app_id"]] = ""
+        # Alarms start ACTIVE (service/domain/alarm_status.py); nobody cleared them.
+        row[index["status"]] = "ACTIVE"
+        row[index["cleared_by"]] = ""
         row[index["custom"]] = json.dumps(
             {"plant": f"P{n % PLANTS}", "temperature": round(rng.random() * 100, 2)}
         )

@@ -8,15 +8,17 @@ deletes; so a job is never run twice at once, and its progress is exactly what i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import peewee
 
 from persistence.queries import SqlBuilder
-from persistence.rows import event_row
+from persistence.rows import SELECT_EVENT, event_from_row, event_row
 from persistence.store import Store
 from persistence.upkeep import DELETED_RETURNING, forget_deleted
 from service.domain.access import Principal, Role
+from service.domain.alarm_status import Transition
 from service.domain.conditions import Condition
 from service.domain.events import Event, now_us
 from service.domain.jobs import Job, JobKind, JobResult, JobState, LeaseLost
@@ -224,6 +226,41 @@ class JobRepository:
 
         deleted: int = await self._store.writer.submit(write)
         return deleted
+
+    async def change_status_batch(
+        self,
+        job: Job,
+        owner: str,
+        lease_us: int,
+        condition: Condition | None,
+        change: Callable[[Event], tuple[Event, Transition]],
+        limit: int,
+    ) -> tuple[int, int]:
+        """Changes up to `limit` matching events of the job's scope as `change` says, records
+        their transitions and the job's progress, in one transaction; (events read, events
+        changed). An event changed concurrently since it was read keeps that change and is
+        read again by the next batch if it still matches."""
+        clause, args = _matching(job.owner, condition, self._store.postgres, self._p)
+        writes = self._store.writes
+
+        def write(cursor: Any) -> tuple[int, int]:
+            # The feed counter's lock first, as every transaction that records transitions.
+            writes.lock_feed(cursor)
+            cursor.execute(
+                f"{SELECT_EVENT} WHERE {clause} ORDER BY ts, id LIMIT {self._p}", (*args, limit)
+            )
+            found = [event_from_row(row) for row in cursor.fetchall()]
+            transitions = []
+            for stored in found:
+                updated, transition = change(stored)
+                if writes.replace_row(cursor, event_row(updated), stored.etag):
+                    transitions.append(transition)
+            writes.record_transitions(cursor, transitions)
+            self._renew(cursor, job, owner, lease_us, job.done + len(transitions), 0)
+            return len(found), len(transitions)
+
+        outcome: tuple[int, int] = await self._store.writer.submit(write)
+        return outcome
 
     async def count_matching(self, principal: Principal, condition: Condition | None) -> int:
         def read(db: peewee.Database) -> int:

@@ -487,6 +487,13 @@ def _v33_event_transitions(db: peewee.Database) -> None:
         db.execute_sql(statement)
 
 
+def _v34_job_kinds(db: peewee.Database) -> None:
+    # Job kinds such as `acknowledgeEvents` are longer than 16 characters. Widening a VARCHAR
+    # is a catalogue change on PostgreSQL; SQLite does not enforce lengths.
+    if is_postgres(db):
+        db.execute_sql("ALTER TABLE jobs ALTER COLUMN kind TYPE VARCHAR(32)")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
@@ -506,6 +513,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (31, "daily event counts per tenant, domain and type (rollups)", _v31_rollups),
     (32, "alarm status, cleared time and person, existing alarms backfilled", _v32_alarm_status),
     (33, "alarm transitions numbered in the live feed", _v33_event_transitions),
+    (34, "job kinds up to 32 characters (bulk acknowledge and clear)", _v34_job_kinds),
 ]
 
 

@@ -112,14 +112,9 @@ class EventWrites:
                 )
                 if self._postgres:  # delivered at commit, to every replica that listens
                     cursor.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, str(next_seq - 1)))
-        assignments = ", ".join(f"{c} = {p}" for c in EVENT_COLUMNS[1:])
         for index, op in enumerate(operations):
             if isinstance(op, Replace | StatusChange):
-                cursor.execute(
-                    f"UPDATE events SET {assignments} WHERE id = {p} AND etag = {p}",
-                    (*op.row[1:], op.row[0], op.expected_etag),
-                )
-                results[index] = cursor.rowcount == 1
+                results[index] = self.replace_row(cursor, op.row, op.expected_etag)
                 if isinstance(op, StatusChange) and results[index]:
                     self.record_transitions(cursor, [op.transition])
             elif callable(op):
@@ -131,6 +126,17 @@ class EventWrites:
                 finally:
                     self._recording = None
         return results
+
+    def replace_row(self, cursor: Any, row: tuple[Any, ...], expected_etag: int) -> bool:
+        """Replaces the stored event of the row's id (an `event_row`) if its etag is still
+        `expected_etag`; True when it was."""
+        p = self._database.param
+        assignments = ", ".join(f"{c} = {p}" for c in EVENT_COLUMNS[1:])
+        cursor.execute(
+            f"UPDATE events SET {assignments} WHERE id = {p} AND etag = {p}",
+            (*row[1:], row[0], expected_etag),
+        )
+        return bool(cursor.rowcount == 1)
 
     def lock_feed(self, cursor: Any) -> None:
         """Takes the feed counter's row lock now, for work that will change event rows and

@@ -39,8 +39,22 @@ def accepted_document(job: Job) -> dict[str, Any]:
     return {"id": job.id, "state": job.state.value}
 
 
+# Each kind's collection path, and what a finished job of a filter kind says it did.
+_PATHS = {
+    JobKind.CREATE_EVENTS: "createEventsJobs",
+    JobKind.DELETE_EVENTS: "deleteEventsJobs",
+    JobKind.ACKNOWLEDGE_EVENTS: "acknowledgeEventsJobs",
+    JobKind.CLEAR_EVENTS: "clearEventsJobs",
+}
+_DONE = {
+    JobKind.DELETE_EVENTS: "events deleted",
+    JobKind.ACKNOWLEDGE_EVENTS: "alarms acknowledged",
+    JobKind.CLEAR_EVENTS: "alarms cleared",
+}
+
+
 def _path(job: Job) -> str:
-    return "createEventsJobs" if job.kind is JobKind.CREATE_EVENTS else "deleteEventsJobs"
+    return _PATHS[job.kind]
 
 
 def location(job: Job, base_url: str) -> str:
@@ -68,7 +82,7 @@ def status_document(job: Job, base_url: str) -> dict[str, Any]:
     elif job.state in (JobState.FINISHED, JobState.FINISHED_WITH_ERROR):
         document["details"] = {
             "resultCode": "200",
-            "resultDescription": f"{job.done} events deleted.",
+            "resultDescription": f"{job.done} {_DONE[job.kind]}.",
         }
     return document
 
@@ -114,6 +128,8 @@ def job_message(job: Job) -> pb.Job:
             )
             for r in job.results
         )
-    else:
+    elif job.kind is JobKind.DELETE_EVENTS:
         message.deleted_count = job.done
+    else:
+        message.changed_count = job.done
     return message

@@ -75,12 +75,21 @@ RPC_ACCESS: dict[str, dict[str, Access]] = {
         "GetCreateEventsJob": needs(ER),
         "SubmitDeleteEventsJob": needs(JW, ED),
         "GetDeleteEventsJob": needs(ER),
+        # What acknowledging and clearing one alarm needs.
+        "SubmitAcknowledgeEventsJob": needs(EU),
+        "GetAcknowledgeEventsJob": needs(ER),
+        "SubmitClearEventsJob": needs(EU),
+        "GetClearEventsJob": needs(ER),
     },
     "eventmgmt.v1.EventJobRestService": {
         "RestSubmitCreateEventsJob": needs(JW, EC),
         "RestGetCreateEventsJob": needs(ER),
         "RestSubmitDeleteEventsJob": needs(JW, ED),
         "RestGetDeleteEventsJob": needs(ER),
+        "RestSubmitAcknowledgeEventsJob": needs(EU),
+        "RestGetAcknowledgeEventsJob": needs(ER),
+        "RestSubmitClearEventsJob": needs(EU),
+        "RestGetClearEventsJob": needs(ER),
     },
     "eventmgmt.v1.EventTypeService": {
         "CreateEventType": needs(TW),

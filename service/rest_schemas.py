@@ -309,6 +309,26 @@ SCHEMAS: dict[str, Any] = {
         ("filter",),
         additionalProperties=False,
     ),
+    "AlarmsJob": _object(
+        {
+            "id": _STRING,
+            "state": _ref("JobState"),
+            "progress": _ref("JobProgress"),
+            "details": _object(
+                {
+                    "resultCode": _STRING,
+                    "resultDescription": {
+                        **_STRING,
+                        "description": "N alarms acknowledged. / N alarms cleared.",
+                    },
+                },
+                ("resultCode", "resultDescription"),
+            ),
+        },
+        ("id", "state", "progress"),
+        description="An acknowledge or clear job: `progress` counts the alarms changed of "
+        "those that matched when it started.",
+    ),
     "DeleteEventsJob": _object(
         {
             "id": _STRING,
@@ -646,6 +666,20 @@ REST: dict[str, Rest] = {
         responses={"200": _json("The job's state.", _ref("DeleteEventsJob"))},
         parameters=_UUID,
     ),
+    **{
+        f"{_JOBS}.RestSubmit{kind}EventsJob": Rest(
+            request=_ref("DeleteEventsJobRequest"),
+            responses={"201": _json("The job, accepted.", _ref("JobAccepted"), headers=_LOCATION)},
+        )
+        for kind in ("Acknowledge", "Clear")
+    },
+    **{
+        f"{_JOBS}.RestGet{kind}EventsJob": Rest(
+            responses={"200": _json("The job's state.", _ref("AlarmsJob"))},
+            parameters=_UUID,
+        )
+        for kind in ("Acknowledge", "Clear")
+    },
     f"{_TYPES}.RestCreateEventType": Rest(
         request=_EVENT_TYPE,
         responses={"201": _json("The stored type.", _EVENT_TYPE, headers=_LOCATION)},

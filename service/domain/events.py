@@ -404,6 +404,31 @@ def _transition(stored: Event, updated: Event, change: str) -> Transition | None
     )
 
 
+def acknowledged(stored: Event, by: str, now: int) -> tuple[Event, Transition | None]:
+    """The event acknowledged by `by` at `now` (an ACTIVE alarm becomes ACKNOWLEDGED), and
+    its transition when it is an alarm; for one not acknowledged yet."""
+    updated = dataclasses.replace(
+        stored,
+        acknowledged=True,
+        acknowledged_at=now,
+        acknowledged_by=by,
+        etag=stored.etag + 1,
+        update_time=now,
+    )
+    updated.status = alarm_status(updated.classification, True, updated.cleared_at is not None)
+    return updated, _transition(stored, updated, ACKNOWLEDGED)
+
+
+def cleared(stored: Event, by: str, now: int) -> tuple[Event, Transition]:
+    """The alarm cleared by `by` at `now`, and its transition; for an alarm not CLEARED."""
+    updated = dataclasses.replace(
+        stored, status=CLEARED, cleared_at=now, cleared_by=by, etag=stored.etag + 1, update_time=now
+    )
+    transition = _transition(stored, updated, CLEARED)
+    assert transition is not None, "only alarms are cleared"
+    return updated, transition
+
+
 class EventManager:
     """The event operations, each authorised against the calling principal."""
 
@@ -635,13 +660,8 @@ class EventManager:
         self._check_writable(principal, stored)
         if stored.acknowledged:
             return stored
-        updated = dataclasses.replace(
-            stored, **_acknowledgement(principal), etag=stored.etag + 1, update_time=now_us()
-        )
-        updated.status = alarm_status(updated.classification, True, updated.cleared_at is not None)
-        if not await self._store_change(
-            stored, updated, _transition(stored, updated, ACKNOWLEDGED)
-        ):
+        updated, transition = acknowledged(stored, principal.name, now_us())
+        if not await self._store_change(stored, updated, transition):
             raise StaleEtag(f"event {event_id} changed concurrently; try again")
         return updated
 
@@ -658,16 +678,8 @@ class EventManager:
             )
         if stored.status == CLEARED:
             return stored
-        now = now_us()
-        updated = dataclasses.replace(
-            stored,
-            status=CLEARED,
-            cleared_at=now,
-            cleared_by=principal.name,
-            etag=stored.etag + 1,
-            update_time=now,
-        )
-        if not await self._store_change(stored, updated, _transition(stored, updated, CLEARED)):
+        updated, transition = cleared(stored, principal.name, now_us())
+        if not await self._store_change(stored, updated, transition):
             raise StaleEtag(f"event {event_id} changed concurrently; try again")
         return updated
 

@@ -1,5 +1,5 @@
 """Bulk jobs (docs/rest-v3.md#create-jobs): create many events, or delete the events that match a
-filter.
+filter; and acknowledge or clear the alarms that match one (README: Alarms).
 
 A job is stored before it is acknowledged and runs in the background under a lease, in
 chunks; each chunk's events, results and progress commit together, so a job resumed after a
@@ -20,10 +20,19 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from service.domain.access import Principal
-from service.domain.conditions import Condition, FieldType
+from service.domain.alarm_status import ACKNOWLEDGED, ACTIVE, Transition
+from service.domain.conditions import Compare, Condition, FieldRef, FieldType, all_of
 from service.domain.custom_fields import STANDARD_EVENT
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, invalid
-from service.domain.events import MAX_SEVERITY, Event, EventManager, new_event_id, now_us
+from service.domain.events import (
+    MAX_SEVERITY,
+    Event,
+    EventManager,
+    acknowledged,
+    cleared,
+    new_event_id,
+    now_us,
+)
 from service.domain.filters import CustomFieldType, compile_document, no_custom_fields
 from service.domain.rate_limits import Operation, RateLimits
 
@@ -33,6 +42,8 @@ MAX_CREATE_JOB_EVENTS = 10_000
 # Platform event codes (0-9999 are reserved for internal events, docs/event.md#codes).
 CODE_CREATE_JOB_FINISHED = "1101"
 CODE_DELETE_JOB_FINISHED = "1102"
+CODE_ACKNOWLEDGE_JOB_FINISHED = "1103"
+CODE_CLEAR_JOB_FINISHED = "1104"
 # The custom fields a delete filter names that the owner's event types declare filterable
 # (name -> filter type), resolved when the job is submitted.
 CustomFieldsOf = Callable[[Principal, str], Awaitable[dict[str, FieldType]]]
@@ -41,6 +52,16 @@ CustomFieldsOf = Callable[[Principal, str], Awaitable[dict[str, FieldType]]]
 class JobKind(StrEnum):
     CREATE_EVENTS = "createEvents"
     DELETE_EVENTS = "deleteEvents"
+    ACKNOWLEDGE_EVENTS = "acknowledgeEvents"
+    CLEAR_EVENTS = "clearEvents"
+
+
+# The alarm jobs: the statuses of the alarms each one changes, and what it does to one.
+_STATUS = FieldRef("status", "string")
+_CHANGES_FROM: dict[JobKind, tuple[str, ...]] = {
+    JobKind.ACKNOWLEDGE_EVENTS: (ACTIVE,),
+    JobKind.CLEAR_EVENTS: (ACTIVE, ACKNOWLEDGED),
+}
 
 
 class JobState(StrEnum):
@@ -94,6 +115,19 @@ class JobRepository(Protocol):
     ) -> int: ...
 
     async def count_matching(self, principal: Principal, condition: Condition | None) -> int: ...
+
+    async def change_status_batch(
+        self,
+        job: Job,
+        owner: str,
+        lease_us: int,
+        condition: Condition | None,
+        change: Callable[[Event], tuple[Event, Transition]],
+        limit: int,
+    ) -> tuple[int, int]:
+        """Applies `change` to up to `limit` matching events with their transitions and the
+        progress, in one transaction; (events read, events changed)."""
+        ...
 
     async def finish(
         self, job: Job, owner: str, state: JobState, audit: Event, kept_us: int
@@ -165,6 +199,20 @@ class JobManager:
         parse_delete_filter(filter_document, custom.get)
         request = {"filter": filter_document, "customFields": custom}
         return await self._submit(principal, JobKind.DELETE_EVENTS, request, 0)
+
+    async def submit_status_change(
+        self, principal: Principal, kind: JobKind, filter_document: Any
+    ) -> Job:
+        """A job that acknowledges (ACTIVE ones) or clears (ACTIVE and ACKNOWLEDGED ones)
+        the alarms that match a list filter, inside the submitter's tenant and subtree."""
+        if kind not in _CHANGES_FROM:
+            raise ValueError(f"{kind} changes no status")
+        custom: dict[str, FieldType] = {}
+        if self._custom_fields_of is not None and isinstance(filter_document, dict):
+            custom = await self._custom_fields_of(principal, json.dumps(filter_document))
+        parse_delete_filter(filter_document, custom.get)
+        request = {"filter": filter_document, "customFields": custom}
+        return await self._submit(principal, kind, request, 0)
 
     async def _submit(
         self, principal: Principal, kind: JobKind, request: dict[str, Any], total: int
@@ -250,8 +298,10 @@ class JobRunner:
         try:
             if job.kind is JobKind.CREATE_EVENTS:
                 await self._run_create(job)
-            else:
+            elif job.kind is JobKind.DELETE_EVENTS:
                 await self._run_delete(job)
+            else:
+                await self._run_status_change(job)
         except LeaseLost:
             log.warning("lost the lease of job %s; another process continues it", job.id)
         return True
@@ -319,6 +369,48 @@ class JobRunner:
             JobState.FINISHED,
             CODE_DELETE_JOB_FINISHED,
             f"deleteEventsJob {job.id} finished: {job.done} events deleted",
+        )
+
+    async def _run_status_change(self, job: Job) -> None:
+        custom: dict[str, FieldType] = job.request.get("customFields", {})
+        statuses = _CHANGES_FROM[job.kind]
+        condition = all_of(
+            [
+                parse_delete_filter(job.request["filter"], custom.get),
+                Compare(_STATUS, "in", statuses),
+            ]
+        )
+        if job.total == 0:
+            job.total = await self._repository.count_matching(job.owner, condition)
+        by = job.owner.name
+        clearing = job.kind is JobKind.CLEAR_EVENTS
+
+        def change(stored: Event) -> tuple[Event, Transition]:
+            if clearing:
+                return cleared(stored, by, now_us())
+            updated, transition = acknowledged(stored, by, now_us())
+            assert transition is not None, "an ACTIVE event is an alarm"
+            return updated, transition
+
+        while True:
+            read, changed = await self._repository.change_status_batch(
+                job, self._owner, self._settings.lease_us, condition, change, self._settings.chunk
+            )
+            job.done += changed
+            if read < self._settings.chunk:
+                break
+        # Alarms that began to match while the job ran are changed too.
+        job.total = max(job.total, job.done)
+        verb, code = (
+            ("cleared", CODE_CLEAR_JOB_FINISHED)
+            if clearing
+            else ("acknowledged", CODE_ACKNOWLEDGE_JOB_FINISHED)
+        )
+        await self._finish(
+            job,
+            JobState.FINISHED,
+            code,
+            f"{job.kind.value}Job {job.id} finished: {job.done} alarms {verb}",
         )
 
     async def _finish(self, job: Job, state: JobState, code: str, description: str) -> None:

@@ -10,7 +10,7 @@ from google.api import httpbody_pb2
 from service import job_views, rest_json
 from service.auth import current_principal
 from service.domain.errors import invalid
-from service.domain.jobs import JobKind, JobManager
+from service.domain.jobs import Job, JobKind, JobManager
 from service.servicers.rest import base_url
 from service.v1 import event_job_rest_service_pb2 as rest_pb
 from service.v1 import event_job_rest_service_pb2_grpc, event_job_service_pb2_grpc
@@ -46,6 +46,34 @@ class EventJobServicer(event_job_service_pb2_grpc.EventJobServiceServicer):
     ) -> pb.GetDeleteEventsJobResponse:
         job = await self._jobs.get(current_principal(), JobKind.DELETE_EVENTS, request.id)
         return pb.GetDeleteEventsJobResponse(job=job_views.job_message(job))
+
+    async def SubmitAcknowledgeEventsJob(
+        self, request: pb.SubmitAcknowledgeEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitAcknowledgeEventsJobResponse:
+        job = await self._submit_status_change(JobKind.ACKNOWLEDGE_EVENTS, request.filter)
+        return pb.SubmitAcknowledgeEventsJobResponse(job=job_views.job_message(job))
+
+    async def GetAcknowledgeEventsJob(
+        self, request: pb.GetAcknowledgeEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAcknowledgeEventsJobResponse:
+        job = await self._jobs.get(current_principal(), JobKind.ACKNOWLEDGE_EVENTS, request.id)
+        return pb.GetAcknowledgeEventsJobResponse(job=job_views.job_message(job))
+
+    async def SubmitClearEventsJob(
+        self, request: pb.SubmitClearEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitClearEventsJobResponse:
+        job = await self._submit_status_change(JobKind.CLEAR_EVENTS, request.filter)
+        return pb.SubmitClearEventsJobResponse(job=job_views.job_message(job))
+
+    async def GetClearEventsJob(
+        self, request: pb.GetClearEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetClearEventsJobResponse:
+        job = await self._jobs.get(current_principal(), JobKind.CLEAR_EVENTS, request.id)
+        return pb.GetClearEventsJobResponse(job=job_views.job_message(job))
+
+    async def _submit_status_change(self, kind: JobKind, filter_text: str) -> Job:
+        document = rest_json.loads(filter_text.encode(), "filter")
+        return await self._jobs.submit_status_change(current_principal(), kind, document)
 
 
 def _body_with(raw: bytes, name: str) -> Any:
@@ -90,6 +118,41 @@ class EventJobRestServicer(event_job_rest_service_pb2_grpc.EventJobRestServiceSe
     ) -> httpbody_pb2.HttpBody:
         job = await self._jobs.get(current_principal(), JobKind.DELETE_EVENTS, request.id)
         return rest_json.json_body(job_views.status_document(job, base_url(context)))
+
+    async def RestSubmitAcknowledgeEventsJob(
+        self,
+        request: rest_pb.RestSubmitAcknowledgeEventsJobRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> httpbody_pb2.HttpBody:
+        return await self._submit_status_change(
+            JobKind.ACKNOWLEDGE_EVENTS, request.body.data, context
+        )
+
+    async def RestGetAcknowledgeEventsJob(
+        self,
+        request: rest_pb.RestGetAcknowledgeEventsJobRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> httpbody_pb2.HttpBody:
+        job = await self._jobs.get(current_principal(), JobKind.ACKNOWLEDGE_EVENTS, request.id)
+        return rest_json.json_body(job_views.status_document(job, base_url(context)))
+
+    async def RestSubmitClearEventsJob(
+        self, request: rest_pb.RestSubmitClearEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        return await self._submit_status_change(JobKind.CLEAR_EVENTS, request.body.data, context)
+
+    async def RestGetClearEventsJob(
+        self, request: rest_pb.RestGetClearEventsJobRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        job = await self._jobs.get(current_principal(), JobKind.CLEAR_EVENTS, request.id)
+        return rest_json.json_body(job_views.status_document(job, base_url(context)))
+
+    async def _submit_status_change(
+        self, kind: JobKind, raw: bytes, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        document = _body_with(raw, "filter")
+        job = await self._jobs.submit_status_change(current_principal(), kind, document)
+        return await self._accepted(job, context)
 
     @staticmethod
     async def _accepted(job: Any, context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:

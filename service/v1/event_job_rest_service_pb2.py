@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)eventmgmt/v1/event_job_rest_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"L\n RestSubmitCreateEventsJobRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"1\n\x1dRestGetCreateEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"L\n RestSubmitDeleteEventsJobRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"1\n\x1dRestGetDeleteEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xe1\x05\n\x13\x45ventJobRestService\x12\xb4\x01\n\x19RestSubmitCreateEventsJob\x12..eventmgmt.v1.RestSubmitCreateEventsJobRequest\x1a\x14.google.api.HttpBody\"Q\x82\xd3\xe4\x93\x02K\"\x11/createEventsJobs:\x04\x62odyZ0\"(/api/eventmanagement/v3/createEventsJobs:\x04\x62ody\x12\xac\x01\n\x16RestGetCreateEventsJob\x12+.eventmgmt.v1.RestGetCreateEventsJobRequest\x1a\x14.google.api.HttpBody\"O\x82\xd3\xe4\x93\x02I\x12\x16/createEventsJobs/{id}Z/\x12-/api/eventmanagement/v3/createEventsJobs/{id}\x12\xb4\x01\n\x19RestSubmitDeleteEventsJob\x12..eventmgmt.v1.RestSubmitDeleteEventsJobRequest\x1a\x14.google.api.HttpBody\"Q\x82\xd3\xe4\x93\x02K\"\x11/deleteEventsJobs:\x04\x62odyZ0\"(/api/eventmanagement/v3/deleteEventsJobs:\x04\x62ody\x12\xac\x01\n\x16RestGetDeleteEventsJob\x12+.eventmgmt.v1.RestGetDeleteEventsJobRequest\x1a\x14.google.api.HttpBody\"O\x82\xd3\xe4\x93\x02I\x12\x16/deleteEventsJobs/{id}Z/\x12-/api/eventmanagement/v3/deleteEventsJobs/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)eventmgmt/v1/event_job_rest_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\"L\n RestSubmitCreateEventsJobRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"1\n\x1dRestGetCreateEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"L\n RestSubmitDeleteEventsJobRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"1\n\x1dRestGetDeleteEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Q\n%RestSubmitAcknowledgeEventsJobRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"6\n\"RestGetAcknowledgeEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"K\n\x1fRestSubmitClearEventsJobRequest\x12(\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"0\n\x1cRestGetClearEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xcd\x0b\n\x13\x45ventJobRestService\x12\xb4\x01\n\x19RestSubmitCreateEventsJob\x12..eventmgmt.v1.RestSubmitCreateEventsJobRequest\x1a\x14.google.api.HttpBody\"Q\x82\xd3\xe4\x93\x02K\"\x11/createEventsJobs:\x04\x62odyZ0\"(/api/eventmanagement/v3/createEventsJobs:\x04\x62ody\x12\xac\x01\n\x16RestGetCreateEventsJob\x12+.eventmgmt.v1.RestGetCreateEventsJobRequest\x1a\x14.google.api.HttpBody\"O\x82\xd3\xe4\x93\x02I\x12\x16/createEventsJobs/{id}Z/\x12-/api/eventmanagement/v3/createEventsJobs/{id}\x12\xb4\x01\n\x19RestSubmitDeleteEventsJob\x12..eventmgmt.v1.RestSubmitDeleteEventsJobRequest\x1a\x14.google.api.HttpBody\"Q\x82\xd3\xe4\x93\x02K\"\x11/deleteEventsJobs:\x04\x62odyZ0\"(/api/eventmanagement/v3/deleteEventsJobs:\x04\x62ody\x12\xac\x01\n\x16RestGetDeleteEventsJob\x12+.eventmgmt.v1.RestGetDeleteEventsJobRequest\x1a\x14.google.api.HttpBody\"O\x82\xd3\xe4\x93\x02I\x12\x16/deleteEventsJobs/{id}Z/\x12-/api/eventmanagement/v3/deleteEventsJobs/{id}\x12\xc8\x01\n\x1eRestSubmitAcknowledgeEventsJob\x12\x33.eventmgmt.v1.RestSubmitAcknowledgeEventsJobRequest\x1a\x14.google.api.HttpBody\"[\x82\xd3\xe4\x93\x02U\"\x16/acknowledgeEventsJobs:\x04\x62odyZ5\"-/api/eventmanagement/v3/acknowledgeEventsJobs:\x04\x62ody\x12\xc0\x01\n\x1bRestGetAcknowledgeEventsJob\x12\x30.eventmgmt.v1.RestGetAcknowledgeEventsJobRequest\x1a\x14.google.api.HttpBody\"Y\x82\xd3\xe4\x93\x02S\x12\x1b/acknowledgeEventsJobs/{id}Z4\x12\x32/api/eventmanagement/v3/acknowledgeEventsJobs/{id}\x12\xb0\x01\n\x18RestSubmitClearEventsJob\x12-.eventmgmt.v1.RestSubmitClearEventsJobRequest\x1a\x14.google.api.HttpBody\"O\x82\xd3\xe4\x93\x02I\"\x10/clearEventsJobs:\x04\x62odyZ/\"\'/api/eventmanagement/v3/clearEventsJobs:\x04\x62ody\x12\xa8\x01\n\x15RestGetClearEventsJob\x12*.eventmgmt.v1.RestGetClearEventsJobRequest\x1a\x14.google.api.HttpBody\"M\x82\xd3\xe4\x93\x02G\x12\x15/clearEventsJobs/{id}Z.\x12,/api/eventmanagement/v3/clearEventsJobs/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTSUBMITDELETEEVENTSJOBREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
   _globals['_RESTGETDELETEEVENTSJOBREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_RESTGETDELETEEVENTSJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_RESTSUBMITACKNOWLEDGEEVENTSJOBREQUEST'].fields_by_name['body']._loaded_options = None
+  _globals['_RESTSUBMITACKNOWLEDGEEVENTSJOBREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
+  _globals['_RESTGETACKNOWLEDGEEVENTSJOBREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_RESTGETACKNOWLEDGEEVENTSJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_RESTSUBMITCLEAREVENTSJOBREQUEST'].fields_by_name['body']._loaded_options = None
+  _globals['_RESTSUBMITCLEAREVENTSJOBREQUEST'].fields_by_name['body']._serialized_options = b'\342A\001\002'
+  _globals['_RESTGETCLEAREVENTSJOBREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_RESTGETCLEAREVENTSJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestSubmitCreateEventsJob']._loaded_options = None
   _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestSubmitCreateEventsJob']._serialized_options = b'\202\323\344\223\002K\"\021/createEventsJobs:\004bodyZ0\"(/api/eventmanagement/v3/createEventsJobs:\004body'
   _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestGetCreateEventsJob']._loaded_options = None
@@ -50,6 +58,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestSubmitDeleteEventsJob']._serialized_options = b'\202\323\344\223\002K\"\021/deleteEventsJobs:\004bodyZ0\"(/api/eventmanagement/v3/deleteEventsJobs:\004body'
   _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestGetDeleteEventsJob']._loaded_options = None
   _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestGetDeleteEventsJob']._serialized_options = b'\202\323\344\223\002I\022\026/deleteEventsJobs/{id}Z/\022-/api/eventmanagement/v3/deleteEventsJobs/{id}'
+  _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestSubmitAcknowledgeEventsJob']._loaded_options = None
+  _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestSubmitAcknowledgeEventsJob']._serialized_options = b'\202\323\344\223\002U\"\026/acknowledgeEventsJobs:\004bodyZ5\"-/api/eventmanagement/v3/acknowledgeEventsJobs:\004body'
+  _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestGetAcknowledgeEventsJob']._loaded_options = None
+  _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestGetAcknowledgeEventsJob']._serialized_options = b'\202\323\344\223\002S\022\033/acknowledgeEventsJobs/{id}Z4\0222/api/eventmanagement/v3/acknowledgeEventsJobs/{id}'
+  _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestSubmitClearEventsJob']._loaded_options = None
+  _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestSubmitClearEventsJob']._serialized_options = b'\202\323\344\223\002I\"\020/clearEventsJobs:\004bodyZ/\"\'/api/eventmanagement/v3/clearEventsJobs:\004body'
+  _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestGetClearEventsJob']._loaded_options = None
+  _globals['_EVENTJOBRESTSERVICE'].methods_by_name['RestGetClearEventsJob']._serialized_options = b'\202\323\344\223\002G\022\025/clearEventsJobs/{id}Z.\022,/api/eventmanagement/v3/clearEventsJobs/{id}'
   _globals['_RESTSUBMITCREATEEVENTSJOBREQUEST']._serialized_start=149
   _globals['_RESTSUBMITCREATEEVENTSJOBREQUEST']._serialized_end=225
   _globals['_RESTGETCREATEEVENTSJOBREQUEST']._serialized_start=227
@@ -58,6 +74,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTSUBMITDELETEEVENTSJOBREQUEST']._serialized_end=354
   _globals['_RESTGETDELETEEVENTSJOBREQUEST']._serialized_start=356
   _globals['_RESTGETDELETEEVENTSJOBREQUEST']._serialized_end=405
-  _globals['_EVENTJOBRESTSERVICE']._serialized_start=408
-  _globals['_EVENTJOBRESTSERVICE']._serialized_end=1145
+  _globals['_RESTSUBMITACKNOWLEDGEEVENTSJOBREQUEST']._serialized_start=407
+  _globals['_RESTSUBMITACKNOWLEDGEEVENTSJOBREQUEST']._serialized_end=488
+  _globals['_RESTGETACKNOWLEDGEEVENTSJOBREQUEST']._serialized_start=490
+  _globals['_RESTGETACKNOWLEDGEEVENTSJOBREQUEST']._serialized_end=544
+  _globals['_RESTSUBMITCLEAREVENTSJOBREQUEST']._serialized_start=546
+  _globals['_RESTSUBMITCLEAREVENTSJOBREQUEST']._serialized_end=621
+  _globals['_RESTGETCLEAREVENTSJOBREQUEST']._serialized_start=623
+  _globals['_RESTGETCLEAREVENTSJOBREQUEST']._serialized_end=671
+  _globals['_EVENTJOBRESTSERVICE']._serialized_start=674
+  _globals['_EVENTJOBRESTSERVICE']._serialized_end=2159
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,26 @@ class EventJobRestServiceStub:
                 request_serializer=eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestGetDeleteEventsJobRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.RestSubmitAcknowledgeEventsJob = channel.unary_unary(
+                '/eventmgmt.v1.EventJobRestService/RestSubmitAcknowledgeEventsJob',
+                request_serializer=eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestSubmitAcknowledgeEventsJobRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.RestGetAcknowledgeEventsJob = channel.unary_unary(
+                '/eventmgmt.v1.EventJobRestService/RestGetAcknowledgeEventsJob',
+                request_serializer=eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestGetAcknowledgeEventsJobRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.RestSubmitClearEventsJob = channel.unary_unary(
+                '/eventmgmt.v1.EventJobRestService/RestSubmitClearEventsJob',
+                request_serializer=eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestSubmitClearEventsJobRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.RestGetClearEventsJob = channel.unary_unary(
+                '/eventmgmt.v1.EventJobRestService/RestGetClearEventsJob',
+                request_serializer=eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestGetClearEventsJobRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class EventJobRestServiceServicer:
@@ -96,6 +116,37 @@ class EventJobRestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestSubmitAcknowledgeEventsJob(self, request, context):
+        """`POST /acknowledgeEventsJobs` with `{"filter": {...}}`: 201 with `{id, state}`; the job
+        acknowledges the ACTIVE alarms that match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestGetAcknowledgeEventsJob(self, request, context):
+        """`GET /acknowledgeEventsJobs/{id}`: the state, progress and, once finished,
+        `"N alarms acknowledged."`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestSubmitClearEventsJob(self, request, context):
+        """`POST /clearEventsJobs` with `{"filter": {...}}`: 201 with `{id, state}`; the job clears
+        the alarms that match and are not CLEARED yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestGetClearEventsJob(self, request, context):
+        """`GET /clearEventsJobs/{id}`: the state, progress and, once finished, `"N alarms cleared."`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventJobRestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +168,26 @@ def add_EventJobRestServiceServicer_to_server(servicer, server):
             'RestGetDeleteEventsJob': grpc.unary_unary_rpc_method_handler(
                     servicer.RestGetDeleteEventsJob,
                     request_deserializer=eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestGetDeleteEventsJobRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'RestSubmitAcknowledgeEventsJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestSubmitAcknowledgeEventsJob,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestSubmitAcknowledgeEventsJobRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'RestGetAcknowledgeEventsJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestGetAcknowledgeEventsJob,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestGetAcknowledgeEventsJobRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'RestSubmitClearEventsJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestSubmitClearEventsJob,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestSubmitClearEventsJobRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'RestGetClearEventsJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestGetClearEventsJob,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestGetClearEventsJobRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
@@ -231,6 +302,114 @@ class EventJobRestService:
             target,
             '/eventmgmt.v1.EventJobRestService/RestGetDeleteEventsJob',
             eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestGetDeleteEventsJobRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestSubmitAcknowledgeEventsJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventJobRestService/RestSubmitAcknowledgeEventsJob',
+            eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestSubmitAcknowledgeEventsJobRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestGetAcknowledgeEventsJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventJobRestService/RestGetAcknowledgeEventsJob',
+            eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestGetAcknowledgeEventsJobRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestSubmitClearEventsJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventJobRestService/RestSubmitClearEventsJob',
+            eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestSubmitClearEventsJobRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestGetClearEventsJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventJobRestService/RestGetClearEventsJob',
+            eventmgmt_dot_v1_dot_event__job__rest__service__pb2.RestGetClearEventsJobRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$eventmgmt/v1/event_job_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x18\x65ventmgmt/v1/event.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x11\x43reateEventResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0bresult_code\x18\x02 \x01(\x05\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\"\xe7\x02\n\x03Job\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x16.eventmgmt.v1.JobStateB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x64one\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05total\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x36\n\x07results\x18\x05 \x03(\x0b\x32\x1f.eventmgmt.v1.CreateEventResultB\x04\xe2\x41\x01\x03\x12\x1b\n\rdeleted_count\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"I\n\x1cSubmitCreateEventsJobRequest\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.eventmgmt.v1.EventB\x04\xe2\x41\x01\x02\"?\n\x1dSubmitCreateEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job\"-\n\x19GetCreateEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x1aGetCreateEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job\"4\n\x1cSubmitDeleteEventsJobRequest\x12\x14\n\x06\x66ilter\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"?\n\x1dSubmitDeleteEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job\"-\n\x19GetDeleteEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x1aGetDeleteEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job*\x93\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATE_ACCEPTED\x10\x01\x12\x19\n\x15JOB_STATE_IN_PROGRESS\x10\x02\x12\x16\n\x12JOB_STATE_FINISHED\x10\x03\x12!\n\x1dJOB_STATE_FINISHED_WITH_ERROR\x10\x04\x32\xc7\x03\n\x0f\x45ventJobService\x12p\n\x15SubmitCreateEventsJob\x12*.eventmgmt.v1.SubmitCreateEventsJobRequest\x1a+.eventmgmt.v1.SubmitCreateEventsJobResponse\x12g\n\x12GetCreateEventsJob\x12\'.eventmgmt.v1.GetCreateEventsJobRequest\x1a(.eventmgmt.v1.GetCreateEventsJobResponse\x12p\n\x15SubmitDeleteEventsJob\x12*.eventmgmt.v1.SubmitDeleteEventsJobRequest\x1a+.eventmgmt.v1.SubmitDeleteEventsJobResponse\x12g\n\x12GetDeleteEventsJob\x12\'.eventmgmt.v1.GetDeleteEventsJobRequest\x1a(.eventmgmt.v1.GetDeleteEventsJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$eventmgmt/v1/event_job_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x18\x65ventmgmt/v1/event.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x11\x43reateEventResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0bresult_code\x18\x02 \x01(\x05\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\"\x84\x03\n\x03Job\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x16.eventmgmt.v1.JobStateB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x64one\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05total\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x36\n\x07results\x18\x05 \x03(\x0b\x32\x1f.eventmgmt.v1.CreateEventResultB\x04\xe2\x41\x01\x03\x12\x1b\n\rdeleted_count\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rchanged_count\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\"I\n\x1cSubmitCreateEventsJobRequest\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.eventmgmt.v1.EventB\x04\xe2\x41\x01\x02\"?\n\x1dSubmitCreateEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job\"-\n\x19GetCreateEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x1aGetCreateEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job\"4\n\x1cSubmitDeleteEventsJobRequest\x12\x14\n\x06\x66ilter\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"?\n\x1dSubmitDeleteEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job\"-\n\x19GetDeleteEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x1aGetDeleteEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job\"9\n!SubmitAcknowledgeEventsJobRequest\x12\x14\n\x06\x66ilter\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"D\n\"SubmitAcknowledgeEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job\"2\n\x1eGetAcknowledgeEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x1fGetAcknowledgeEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job\"3\n\x1bSubmitClearEventsJobRequest\x12\x14\n\x06\x66ilter\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\">\n\x1cSubmitClearEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job\",\n\x18GetClearEventsJobRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x19GetClearEventsJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.eventmgmt.v1.Job*\x93\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATE_ACCEPTED\x10\x01\x12\x19\n\x15JOB_STATE_IN_PROGRESS\x10\x02\x12\x16\n\x12JOB_STATE_FINISHED\x10\x03\x12!\n\x1dJOB_STATE_FINISHED_WITH_ERROR\x10\x04\x32\x95\x07\n\x0f\x45ventJobService\x12p\n\x15SubmitCreateEventsJob\x12*.eventmgmt.v1.SubmitCreateEventsJobRequest\x1a+.eventmgmt.v1.SubmitCreateEventsJobResponse\x12g\n\x12GetCreateEventsJob\x12\'.eventmgmt.v1.GetCreateEventsJobRequest\x1a(.eventmgmt.v1.GetCreateEventsJobResponse\x12p\n\x15SubmitDeleteEventsJob\x12*.eventmgmt.v1.SubmitDeleteEventsJobRequest\x1a+.eventmgmt.v1.SubmitDeleteEventsJobResponse\x12g\n\x12GetDeleteEventsJob\x12\'.eventmgmt.v1.GetDeleteEventsJobRequest\x1a(.eventmgmt.v1.GetDeleteEventsJobResponse\x12\x7f\n\x1aSubmitAcknowledgeEventsJob\x12/.eventmgmt.v1.SubmitAcknowledgeEventsJobRequest\x1a\x30.eventmgmt.v1.SubmitAcknowledgeEventsJobResponse\x12v\n\x17GetAcknowledgeEventsJob\x12,.eventmgmt.v1.GetAcknowledgeEventsJobRequest\x1a-.eventmgmt.v1.GetAcknowledgeEventsJobResponse\x12m\n\x14SubmitClearEventsJob\x12).eventmgmt.v1.SubmitClearEventsJobRequest\x1a*.eventmgmt.v1.SubmitClearEventsJobResponse\x12\x64\n\x11GetClearEventsJob\x12&.eventmgmt.v1.GetClearEventsJobRequest\x1a\'.eventmgmt.v1.GetClearEventsJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,6 +52,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_JOB'].fields_by_name['expire_time']._loaded_options = None
   _globals['_JOB'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['changed_count']._loaded_options = None
+  _globals['_JOB'].fields_by_name['changed_count']._serialized_options = b'\342A\001\003'
   _globals['_SUBMITCREATEEVENTSJOBREQUEST'].fields_by_name['events']._loaded_options = None
   _globals['_SUBMITCREATEEVENTSJOBREQUEST'].fields_by_name['events']._serialized_options = b'\342A\001\002'
   _globals['_GETCREATEEVENTSJOBREQUEST'].fields_by_name['id']._loaded_options = None
@@ -60,28 +62,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITDELETEEVENTSJOBREQUEST'].fields_by_name['filter']._serialized_options = b'\342A\001\002'
   _globals['_GETDELETEEVENTSJOBREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETDELETEEVENTSJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
-  _globals['_JOBSTATE']._serialized_start=1084
-  _globals['_JOBSTATE']._serialized_end=1231
+  _globals['_SUBMITACKNOWLEDGEEVENTSJOBREQUEST'].fields_by_name['filter']._loaded_options = None
+  _globals['_SUBMITACKNOWLEDGEEVENTSJOBREQUEST'].fields_by_name['filter']._serialized_options = b'\342A\001\002'
+  _globals['_GETACKNOWLEDGEEVENTSJOBREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETACKNOWLEDGEEVENTSJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_SUBMITCLEAREVENTSJOBREQUEST'].fields_by_name['filter']._loaded_options = None
+  _globals['_SUBMITCLEAREVENTSJOBREQUEST'].fields_by_name['filter']._serialized_options = b'\342A\001\002'
+  _globals['_GETCLEAREVENTSJOBREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETCLEAREVENTSJOBREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_JOBSTATE']._serialized_start=1585
+  _globals['_JOBSTATE']._serialized_end=1732
   _globals['_CREATEEVENTRESULT']._serialized_start=146
   _globals['_CREATEEVENTRESULT']._serialized_end=242
   _globals['_JOB']._serialized_start=245
-  _globals['_JOB']._serialized_end=604
-  _globals['_SUBMITCREATEEVENTSJOBREQUEST']._serialized_start=606
-  _globals['_SUBMITCREATEEVENTSJOBREQUEST']._serialized_end=679
-  _globals['_SUBMITCREATEEVENTSJOBRESPONSE']._serialized_start=681
-  _globals['_SUBMITCREATEEVENTSJOBRESPONSE']._serialized_end=744
-  _globals['_GETCREATEEVENTSJOBREQUEST']._serialized_start=746
-  _globals['_GETCREATEEVENTSJOBREQUEST']._serialized_end=791
-  _globals['_GETCREATEEVENTSJOBRESPONSE']._serialized_start=793
-  _globals['_GETCREATEEVENTSJOBRESPONSE']._serialized_end=853
-  _globals['_SUBMITDELETEEVENTSJOBREQUEST']._serialized_start=855
-  _globals['_SUBMITDELETEEVENTSJOBREQUEST']._serialized_end=907
-  _globals['_SUBMITDELETEEVENTSJOBRESPONSE']._serialized_start=909
-  _globals['_SUBMITDELETEEVENTSJOBRESPONSE']._serialized_end=972
-  _globals['_GETDELETEEVENTSJOBREQUEST']._serialized_start=974
-  _globals['_GETDELETEEVENTSJOBREQUEST']._serialized_end=1019
-  _globals['_GETDELETEEVENTSJOBRESPONSE']._serialized_start=1021
-  _globals['_GETDELETEEVENTSJOBRESPONSE']._serialized_end=1081
-  _globals['_EVENTJOBSERVICE']._serialized_start=1234
-  _globals['_EVENTJOBSERVICE']._serialized_end=1689
+  _globals['_JOB']._serialized_end=633
+  _globals['_SUBMITCREATEEVENTSJOBREQUEST']._serialized_start=635
+  _globals['_SUBMITCREATEEVENTSJOBREQUEST']._serialized_end=708
+  _globals['_SUBMITCREATEEVENTSJOBRESPONSE']._serialized_start=710
+  _globals['_SUBMITCREATEEVENTSJOBRESPONSE']._serialized_end=773
+  _globals['_GETCREATEEVENTSJOBREQUEST']._serialized_start=775
+  _globals['_GETCREATEEVENTSJOBREQUEST']._serialized_end=820
+  _globals['_GETCREATEEVENTSJOBRESPONSE']._serialized_start=822
+  _globals['_GETCREATEEVENTSJOBRESPONSE']._serialized_end=882
+  _globals['_SUBMITDELETEEVENTSJOBREQUEST']._serialized_start=884
+  _globals['_SUBMITDELETEEVENTSJOBREQUEST']._serialized_end=936
+  _globals['_SUBMITDELETEEVENTSJOBRESPONSE']._serialized_start=938
+  _globals['_SUBMITDELETEEVENTSJOBRESPONSE']._serialized_end=1001
+  _globals['_GETDELETEEVENTSJOBREQUEST']._serialized_start=1003
+  _globals['_GETDELETEEVENTSJOBREQUEST']._serialized_end=1048
+  _globals['_GETDELETEEVENTSJOBRESPONSE']._serialized_start=1050
+  _globals['_GETDELETEEVENTSJOBRESPONSE']._serialized_end=1110
+  _globals['_SUBMITACKNOWLEDGEEVENTSJOBREQUEST']._serialized_start=1112
+  _globals['_SUBMITACKNOWLEDGEEVENTSJOBREQUEST']._serialized_end=1169
+  _globals['_SUBMITACKNOWLEDGEEVENTSJOBRESPONSE']._serialized_start=1171
+  _globals['_SUBMITACKNOWLEDGEEVENTSJOBRESPONSE']._serialized_end=1239
+  _globals['_GETACKNOWLEDGEEVENTSJOBREQUEST']._serialized_start=1241
+  _globals['_GETACKNOWLEDGEEVENTSJOBREQUEST']._serialized_end=1291
+  _globals['_GETACKNOWLEDGEEVENTSJOBRESPONSE']._serialized_start=1293
+  _globals['_GETACKNOWLEDGEEVENTSJOBRESPONSE']._serialized_end=1358
+  _globals['_SUBMITCLEAREVENTSJOBREQUEST']._serialized_start=1360
+  _globals['_SUBMITCLEAREVENTSJOBREQUEST']._serialized_end=1411
+  _globals['_SUBMITCLEAREVENTSJOBRESPONSE']._serialized_start=1413
+  _globals['_SUBMITCLEAREVENTSJOBRESPONSE']._serialized_end=1475
+  _globals['_GETCLEAREVENTSJOBREQUEST']._serialized_start=1477
+  _globals['_GETCLEAREVENTSJOBREQUEST']._serialized_end=1521
+  _globals['_GETCLEAREVENTSJOBRESPONSE']._serialized_start=1523
+  _globals['_GETCLEAREVENTSJOBRESPONSE']._serialized_end=1582
+  _globals['_EVENTJOBSERVICE']._serialized_start=1735
+  _globals['_EVENTJOBSERVICE']._serialized_end=2652
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class EventJobServiceStub:
-    """Bulk jobs: create many events, or delete the events that match a filter, in the
-    background. Jobs live in the database: a job accepted before a crash finishes after the
+    """Bulk jobs: create many events, delete the events that match a filter, or acknowledge or
+    clear the alarms that match one, in the background. Jobs live in the database: a job accepted before a crash finishes after the
     restart, and several server replicas never run the same job twice. REST clients use
     EventJobRestService.
     """
@@ -58,11 +58,31 @@ class EventJobServiceStub:
                 request_serializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetDeleteEventsJobRequest.SerializeToString,
                 response_deserializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetDeleteEventsJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitAcknowledgeEventsJob = channel.unary_unary(
+                '/eventmgmt.v1.EventJobService/SubmitAcknowledgeEventsJob',
+                request_serializer=eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitAcknowledgeEventsJobRequest.SerializeToString,
+                response_deserializer=eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitAcknowledgeEventsJobResponse.FromString,
+                _registered_method=True)
+        self.GetAcknowledgeEventsJob = channel.unary_unary(
+                '/eventmgmt.v1.EventJobService/GetAcknowledgeEventsJob',
+                request_serializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetAcknowledgeEventsJobRequest.SerializeToString,
+                response_deserializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetAcknowledgeEventsJobResponse.FromString,
+                _registered_method=True)
+        self.SubmitClearEventsJob = channel.unary_unary(
+                '/eventmgmt.v1.EventJobService/SubmitClearEventsJob',
+                request_serializer=eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitClearEventsJobRequest.SerializeToString,
+                response_deserializer=eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitClearEventsJobResponse.FromString,
+                _registered_method=True)
+        self.GetClearEventsJob = channel.unary_unary(
+                '/eventmgmt.v1.EventJobService/GetClearEventsJob',
+                request_serializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetClearEventsJobRequest.SerializeToString,
+                response_deserializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetClearEventsJobResponse.FromString,
+                _registered_method=True)
 
 
 class EventJobServiceServicer:
-    """Bulk jobs: create many events, or delete the events that match a filter, in the
-    background. Jobs live in the database: a job accepted before a crash finishes after the
+    """Bulk jobs: create many events, delete the events that match a filter, or acknowledge or
+    clear the alarms that match one, in the background. Jobs live in the database: a job accepted before a crash finishes after the
     restart, and several server replicas never run the same job twice. REST clients use
     EventJobRestService.
     """
@@ -95,6 +115,37 @@ class EventJobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitAcknowledgeEventsJob(self, request, context):
+        """Accepts a job that acknowledges the caller's ACTIVE alarms matching a filter (each
+        becomes ACKNOWLEDGED, with a transition on the live feed). Needs what AcknowledgeEvent
+        needs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAcknowledgeEventsJob(self, request, context):
+        """Reads an acknowledge job of the caller's tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitClearEventsJob(self, request, context):
+        """Accepts a job that clears the caller's alarms that match a filter and are not CLEARED
+        yet (each with a transition on the live feed). Needs what ClearEvent needs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClearEventsJob(self, request, context):
+        """Reads a clear job of the caller's tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventJobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +169,26 @@ def add_EventJobServiceServicer_to_server(servicer, server):
                     request_deserializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetDeleteEventsJobRequest.FromString,
                     response_serializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetDeleteEventsJobResponse.SerializeToString,
             ),
+            'SubmitAcknowledgeEventsJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAcknowledgeEventsJob,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitAcknowledgeEventsJobRequest.FromString,
+                    response_serializer=eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitAcknowledgeEventsJobResponse.SerializeToString,
+            ),
+            'GetAcknowledgeEventsJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAcknowledgeEventsJob,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetAcknowledgeEventsJobRequest.FromString,
+                    response_serializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetAcknowledgeEventsJobResponse.SerializeToString,
+            ),
+            'SubmitClearEventsJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitClearEventsJob,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitClearEventsJobRequest.FromString,
+                    response_serializer=eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitClearEventsJobResponse.SerializeToString,
+            ),
+            'GetClearEventsJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClearEventsJob,
+                    request_deserializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetClearEventsJobRequest.FromString,
+                    response_serializer=eventmgmt_dot_v1_dot_event__job__service__pb2.GetClearEventsJobResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'eventmgmt.v1.EventJobService', rpc_method_handlers)
@@ -127,8 +198,8 @@ def add_EventJobServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EventJobService:
-    """Bulk jobs: create many events, or delete the events that match a filter, in the
-    background. Jobs live in the database: a job accepted before a crash finishes after the
+    """Bulk jobs: create many events, delete the events that match a filter, or acknowledge or
+    clear the alarms that match one, in the background. Jobs live in the database: a job accepted before a crash finishes after the
     restart, and several server replicas never run the same job twice. REST clients use
     EventJobRestService.
     """
@@ -231,6 +302,114 @@ class EventJobService:
             '/eventmgmt.v1.EventJobService/GetDeleteEventsJob',
             eventmgmt_dot_v1_dot_event__job__service__pb2.GetDeleteEventsJobRequest.SerializeToString,
             eventmgmt_dot_v1_dot_event__job__service__pb2.GetDeleteEventsJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAcknowledgeEventsJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventJobService/SubmitAcknowledgeEventsJob',
+            eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitAcknowledgeEventsJobRequest.SerializeToString,
+            eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitAcknowledgeEventsJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAcknowledgeEventsJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventJobService/GetAcknowledgeEventsJob',
+            eventmgmt_dot_v1_dot_event__job__service__pb2.GetAcknowledgeEventsJobRequest.SerializeToString,
+            eventmgmt_dot_v1_dot_event__job__service__pb2.GetAcknowledgeEventsJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitClearEventsJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventJobService/SubmitClearEventsJob',
+            eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitClearEventsJobRequest.SerializeToString,
+            eventmgmt_dot_v1_dot_event__job__service__pb2.SubmitClearEventsJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClearEventsJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmgmt.v1.EventJobService/GetClearEventsJob',
+            eventmgmt_dot_v1_dot_event__job__service__pb2.GetClearEventsJobRequest.SerializeToString,
+            eventmgmt_dot_v1_dot_event__job__service__pb2.GetClearEventsJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -265,6 +265,7 @@ def test_sql_and_python_select_the_same_events(
     severities=st.frozensets(st.sampled_from(INTEGERS["severity"]), max_size=2),
     classifications=st.frozensets(st.sampled_from(["ALARM", "WARNING"]), max_size=1),
     entity_id=st.sampled_from(["", "e1", "e_1"]),
+    statuses=st.frozensets(st.sampled_from(["ACTIVE", "CLEARED"]), max_size=2),
 )
 def test_a_subscriptions_catch_up_query_and_its_live_matching_agree(
     store: Store,
@@ -274,6 +275,7 @@ def test_a_subscriptions_catch_up_query_and_its_live_matching_agree(
     severities: frozenset[int],
     classifications: frozenset[str],
     entity_id: str,
+    statuses: frozenset[str],
 ) -> None:
     tenant = f"t-{uuid.uuid4()}"
     created = _store(store, tenant, stored)
@@ -284,6 +286,7 @@ def test_a_subscriptions_catch_up_query_and_its_live_matching_agree(
         severities=severities,
         classifications=classifications,
         entity_id=entity_id,
+        statuses=statuses,
     )
 
     page = asyncio.run(store.events.feed_page(principal, event_filter, 0, 2**62, 1000))

@@ -8,7 +8,7 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -18,7 +18,7 @@ import pytest
 from test_jobs import submit, wait_for_job
 from test_live import Subscription
 
-from helpers import Service, auth, violations
+from helpers import Replicas, Service, auth, violations
 from service.v1 import event_job_service_pb2 as pb
 from service.v1 import event_job_service_pb2_grpc, event_pb2
 
@@ -290,3 +290,75 @@ def test_a_clear_job_killed_mid_way_clears_each_alarm_once_after_restart(
     connection.close()
     assert statuses == [("CLEARED", total)]
     assert transitions == (total, total)
+
+
+def test_clear_jobs_racing_on_two_replicas_clear_each_alarm_once(
+    replicas: Callable[..., Replicas],
+) -> None:
+    from persistence.store import Store
+
+    running = replicas({"EVENTMGMT_JOB_CHUNK": "20", "EVENTMGMT_JOB_POLL_S": "0.1"})
+    key = running.create_key("racing-alarms", "ReadWrite")
+    metadata = auth(key)
+    stubs = [event_job_service_pb2_grpc.EventJobServiceStub(c) for c in running.channels]
+    created = (
+        stubs[0]
+        .SubmitCreateEventsJob(
+            pb.SubmitCreateEventsJobRequest(
+                events=[
+                    event_pb2.Event(
+                        entity_id="pump",
+                        description=str(n),
+                        classification=event_pb2.CLASSIFICATION_ALARM,
+                    )
+                    for n in range(300)
+                ]
+            ),
+            metadata=metadata,
+        )
+        .job
+    )
+
+    def finished(get: Any, request: Any) -> pb.Job:
+        deadline = time.monotonic() + 120
+        while True:
+            job = get(request, metadata=metadata).job
+            if job.state == pb.JOB_STATE_FINISHED:
+                return job
+            assert time.monotonic() < deadline, "the job did not finish"
+            time.sleep(0.1)
+
+    finished(stubs[0].GetCreateEventsJob, pb.GetCreateEventsJobRequest(id=created.id))
+    # Two clear jobs over the same alarms, one through each process.
+    jobs = [
+        stub.SubmitClearEventsJob(
+            pb.SubmitClearEventsJobRequest(filter='{"entityId": "pump"}'), metadata=metadata
+        ).job
+        for stub in stubs
+    ]
+    done = [
+        finished(stubs[n].GetClearEventsJob, pb.GetClearEventsJobRequest(id=job.id))
+        for n, job in enumerate(jobs)
+    ]
+    assert sum(job.changed_count for job in done) == 300
+
+    store = Store(running.database_url)
+    try:
+        counted = store.run_sync(
+            lambda db: db.execute_sql(
+                "SELECT COUNT(*), COUNT(DISTINCT event_id), COUNT(DISTINCT seq) "
+                f"FROM event_transitions WHERE tenant_id = {db.param}",
+                ("racing-alarms",),
+            ).fetchone()
+        )
+        statuses = store.run_sync(
+            lambda db: db.execute_sql(
+                f"SELECT status, COUNT(*) FROM events WHERE tenant_id = {db.param} "
+                "AND classification = 'ALARM' GROUP BY status",
+                ("racing-alarms",),
+            ).fetchall()
+        )
+    finally:
+        store.close()
+    assert tuple(counted) == (300, 300, 300)
+    assert [tuple(s) for s in statuses] == [("CLEARED", 300)]

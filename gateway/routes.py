@@ -91,18 +91,6 @@ def _segments(template: str) -> list[str | None]:
     return parts
 
 
-def _covers(general: list[str | None], specific: list[str | None]) -> bool:
-    """Whether every path of the `specific` template is a path of the `general` one."""
-    for index, part in enumerate(general):
-        if part == "**":
-            return len(specific) > index
-        if index >= len(specific) or specific[index] == "**":
-            return False
-        if part is not None and part != specific[index]:
-            return False
-    return len(general) == len(specific)
-
-
 def _regex(template: str, parts: list[str | None]) -> str:
     if "{" not in template:
         return re.escape(template)
@@ -118,19 +106,16 @@ def _regex(template: str, parts: list[str | None]) -> str:
 
 
 def method_not_allowed(bindings: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """For every path template, (a regex of its paths, the methods some binding serves on
-    them): a request on such a path with another method is answered 405 with `Allow`. A
-    template's paths allow its own methods and those of every template that takes all of its
-    paths too (`/events/find` also allows `/events/{id}`'s GET); templates with fewer variables
-    come first, so that a path finds the row of its most literal template."""
+    """For every path template, (a regex of its paths, the methods bound on it): a request on
+    such a path with another method is answered 405 with `Allow` naming those, as the OpenAPI
+    document lists them. Templates with fewer variables come first, so that a path finds the
+    row of its most literal template (`/events/find` before `/events/{id}`, although a GET of
+    `/events/find` is transcoded as `/events/{id}`'s and never reaches these routes)."""
     methods: dict[str, set[str]] = {}
     for verb, template in bindings:
         methods.setdefault(template, set()).add(verb)
     parts = {template: _segments(template) for template in methods}
     rows = []
     for template in sorted(methods, key=lambda t: sum(p is None or p == "**" for p in parts[t])):
-        allowed = set().union(
-            *(methods[other] for other in methods if _covers(parts[other], parts[template]))
-        )
-        rows.append((_regex(template, parts[template]), sorted(allowed)))
+        rows.append((_regex(template, parts[template]), sorted(methods[template])))
     return rows

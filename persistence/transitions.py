@@ -13,7 +13,7 @@ import peewee
 from persistence.queries import SqlBuilder
 from persistence.rows import SELECT_EVENT, event_from_row
 from service.domain.access import Principal
-from service.domain.alarm_status import Transition
+from service.domain.alarm_status import Transition, as_left_by
 from service.domain.events import Event
 
 TRANSITION_COLUMNS = (
@@ -79,8 +79,8 @@ def _transition_from_row(row: Sequence[Any]) -> tuple[Transition, int]:
 
 
 def _with_events(db: peewee.Database, rows: Sequence[Sequence[Any]]) -> list[Transition]:
-    """The transitions of `rows`, each with its event as it is now; a transition whose event
-    is gone (deleted since) is left out."""
+    """The transitions of `rows`, each with its event as the transition left it; a transition
+    whose event is gone (deleted since) is left out."""
     found = [_transition_from_row(r) for r in rows]
     if not found:
         return []
@@ -98,7 +98,7 @@ def _with_events(db: peewee.Database, rows: Sequence[Sequence[Any]]) -> list[Tra
     for transition, _ in found:
         current = events.get(transition.event_id)
         if current is not None:
-            transition.event = current
+            transition.event = as_left_by(current, transition)
             result.append(transition)
     return result
 

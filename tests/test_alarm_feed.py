@@ -200,7 +200,8 @@ def test_a_subscriber_catches_up_transitions_from_the_store(
             *(("event", n.id) for n in noise),
             ("transition", "ACKNOWLEDGED"),
         ]
-        # Caught up from the store, a transition carries the alarm as it is now.
+        # Caught up from the store, a transition carries the alarm as it is now, with the
+        # status the transition left it with.
         assert got[3].transition.event.id == alarms[1].id
         assert got[-1].transition.event.status == event_pb2.ALARM_STATUS_ACKNOWLEDGED
         statuses = Subscription(
@@ -212,6 +213,32 @@ def test_a_subscriber_catches_up_transitions_from_the_store(
             ("transition", "CLEARED"),
         ]
         statuses.cancel()
+
+
+def test_a_transition_read_back_from_the_store_carries_the_status_it_left(
+    small_buffer_service: Service,
+) -> None:
+    key = small_buffer_service.create_key("left-by", "ReadWrite")
+    with grpc.insecure_channel(small_buffer_service.grpc_target) as channel:
+        start = Subscription(channel, key)
+        start.cancel()
+        alarm = raise_alarm(channel, key, "/", description="acked, then cleared")
+        acknowledge(channel, key, alarm.id)
+        for n in range(40):
+            create(channel, key, entity_id="n", description=f"n{n}")
+        cleared = clear(channel, key, alarm.id)
+        # Far more positions than memory keeps lie between: this reads the store, where the
+        # alarm is CLEARED now.
+        caught_up = Subscription(channel, key, cursor=start.start_cursor)
+        got = [m for m in delivered(caught_up, 1 + 1 + 40 + 1) if m.HasField("transition")]
+        caught_up.cancel()
+
+    acked, clearing = (m.transition for m in got)
+    assert acked.to_status == event_pb2.ALARM_STATUS_ACKNOWLEDGED
+    assert acked.event.status == event_pb2.ALARM_STATUS_ACKNOWLEDGED
+    assert acked.event.acknowledged and not acked.event.HasField("cleared_at")
+    assert clearing.event.status == event_pb2.ALARM_STATUS_CLEARED
+    assert clearing.event.cleared_at == cleared.cleared_at
 
 
 def test_transitions_made_through_one_replica_reach_subscribers_of_another(

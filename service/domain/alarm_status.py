@@ -9,7 +9,7 @@ change, in the same transaction, and gets a position in the live feed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -53,3 +53,16 @@ class Transition:
     def subject(self) -> Event:
         assert self.event is not None, "a transition travels with its event"
         return self.event
+
+
+def as_left_by(current: Event, transition: Transition) -> Event:
+    """The alarm as `transition` left it, from the alarm as it is now: its status is the
+    transition's, and an acknowledgement or clearing made after it is not yet there. A feed
+    read back from the store (catch-up, another replica's commits) thus delivers what a
+    subscriber listening at the time received."""
+    event = replace(current, status=transition.to_status)
+    if event.cleared_at is not None and event.cleared_at > transition.at:
+        event = replace(event, cleared_at=None, cleared_by="")
+    if event.acknowledged_at is not None and event.acknowledged_at > transition.at:
+        event = replace(event, acknowledged=False, acknowledged_at=None, acknowledged_by="")
+    return event

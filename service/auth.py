@@ -1,7 +1,8 @@
-"""Authentication and authorisation: the interceptor that resolves the caller's principal once
-per call, checks the privileges its method declares (service.privileges), ends the open
-streams of credentials that are revoked, and turns every failure of the call into a gRPC
-status (through service.errors). Logging and metrics are a separate interceptor."""
+"""Authentication and authorisation: the guard around each method's handler that resolves the
+caller's principal once per call, checks the privileges its method declares
+(service.privileges), ends the open streams of credentials that are revoked, and turns every
+failure of the call into a gRPC status (through service.errors). Logging and metrics wrap it
+(service.observability)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ STREAM_CHECK_SECONDS = 0.25
 
 
 def current_principal() -> Principal:
-    """The principal of the call being served; set by PrincipalInterceptor."""
+    """The principal of the call being served; set by PrincipalGuard."""
     return _principal.get()
 
 
@@ -276,7 +277,7 @@ def _digest(secret: str | None) -> str:
 
 
 class _Caller(NamedTuple):
-    """What the interceptor found for this call."""
+    """What the guard found for this call."""
 
     principal: Principal | None
     failure: DomainError | None
@@ -313,12 +314,14 @@ def current_caller() -> Principal | None:
     return None if caller is None else caller.principal
 
 
-class PrincipalInterceptor(grpc.aio.ServerInterceptor):
-    """Resolves the principal before the servicer runs, checks what the method needs, and
-    maps the call's failures.
+class PrincipalGuard:
+    """Wraps each method's handler, once, so that every call resolves its principal before the
+    servicer runs, is checked for what the method needs, and has its failures mapped.
 
-    The principal (or the reason there is none) goes into a context variable: the servicer
-    runs in the same task, so the guarded handler, built once per method, reads it there."""
+    The principal (or the reason there is none) goes into a context variable, which the
+    servicer (current_principal) and the request log (current_caller) read in the call's task.
+    Work per call is the guard's alone: grpc.aio's interceptors would add a chain of
+    coroutines to every call."""
 
     def __init__(
         self,
@@ -329,26 +332,12 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
         self._resolver = resolver
         self._error_answers = error_answers or {}
         self._limiter = limiter
-        self._guarded: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(OPEN_SERVICES):
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`handler` guarded; health checks and reflection (no credentials) as they are."""
+        if method.startswith(OPEN_SERVICES):
             return handler
-        access = access_for(method)
-        credentials = credentials_from(handler_call_details.invocation_metadata)
-        _caller.set(await self._authorise(method, access, credentials))
-        guarded = self._guarded.get(method)
-        if guarded is None:
-            guarded = self._guarded[method] = self._guard(handler, self._error_answers.get(method))
-        return guarded
+        return self._guard(method, handler, self._error_answers.get(method))
 
     async def _authorise(
         self, method: str, access: Access | None, credentials: Credentials
@@ -371,15 +360,22 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
         return _Caller(principal, None, credentials, access)
 
     def _guard(
-        self, handler: grpc.RpcMethodHandler, answer_error: ErrorAnswer | None = None
+        self, method: str, handler: grpc.RpcMethodHandler, answer_error: ErrorAnswer | None
     ) -> grpc.RpcMethodHandler:
         """Wraps a method's behaviour: authenticate from the context, parse and check the
         request (service.request_checks), map every failure."""
         resolver = self._resolver
         parse = _parser(handler)
+        access = access_for(method)
+
+        async def admit(context: grpc.aio.ServicerContext) -> _Caller:
+            credentials = credentials_from(context.invocation_metadata())
+            caller = await self._authorise(method, access, credentials)
+            _caller.set(caller)
+            return caller
 
         async def enter(context: grpc.aio.ServicerContext) -> _Caller:
-            caller = _caller.get()
+            caller = await admit(context)
             if caller.failure is not None:
                 await abort(context, caller.failure)
             if caller.principal is not None:
@@ -388,7 +384,7 @@ class PrincipalInterceptor(grpc.aio.ServerInterceptor):
 
         def answering(behavior: Callable[..., Any], answer: ErrorAnswer) -> Callable[..., Any]:
             async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                caller = _caller.get()
+                caller = await admit(context)
                 if caller.failure is not None:
                     return await answer(caller.failure, context)
                 if caller.principal is not None:

@@ -97,13 +97,19 @@ class MethodTable(grpc.GenericRpcHandler):
     """Every rpc of the server, by its path (`/package.Service/Method`): one dictionary look-up
     per call. grpc.aio keeps a pending request per registered method (what the generated
     `add_*_to_server` functions do) and goes over all of them for every call; with only this
-    generic handler it keeps one."""
+    generic handler it keeps one. `wrap(path, handler)` builds what runs around each rpc
+    (auth, the request log) once, instead of per call as grpc.aio's interceptors would."""
 
-    def __init__(self, served: Iterable[tuple[ServiceDescriptor, object]]) -> None:
+    def __init__(
+        self,
+        served: Iterable[tuple[ServiceDescriptor, object]],
+        wrap: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler] = lambda _, h: h,
+    ) -> None:
         self.handlers: dict[str, grpc.RpcMethodHandler] = {
-            f"/{service.full_name}/{method.name}": method_handler(method, servicer)
+            path: wrap(path, method_handler(method, servicer))
             for service, servicer in served
             for method in service.methods
+            for path in (f"/{service.full_name}/{method.name}",)
         }
 
     def service(

@@ -1,13 +1,13 @@
 """Per-call observability: the request id, one structured log line per call, and the rpc
-metrics. A server interceptor of its own, placed before the auth interceptor so that it also
-sees calls that authentication refuses."""
+metrics. It wraps each method's handler once, outside the auth guard (service.auth), so that
+it also sees calls that authentication refuses."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -37,9 +37,13 @@ class _CallContext:
     stream, and otherwise to the trailing metadata of a unary answer; and remembers the
     status and HTTP status the call ends with. Everything else is the real context."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, request_id: str) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
         self._context = context
-        self._request_id = request_id
+        # grpc builds the metadata's tuples anew on every read: read once, for the request
+        # id here and the credentials in the guard.
+        self._metadata = context.invocation_metadata()
+        # Set before the auth guard runs, so that its failures carry it too.
+        self._request_id = begin_request(self._metadata)
         self._metadata_sent = False
         self._trailing_metadata: tuple[tuple[str, Any], ...] = ()
         self.code = _OK
@@ -47,6 +51,9 @@ class _CallContext:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
+
+    def invocation_metadata(self) -> Any:
+        return self._metadata
 
     async def send_initial_metadata(self, metadata: Sequence[tuple[str, Any]]) -> None:
         self._metadata_sent = True
@@ -87,34 +94,19 @@ class _CallContext:
         self._context.set_code(code)
 
 
-class RequestInterceptor(grpc.aio.ServerInterceptor):
-    """Gives every call a request id, then counts, times and logs it when it ends."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        # Set before the inner interceptors run, so that their failures carry it too.
-        begin_request(handler_call_details.invocation_metadata)
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith("/grpc.health.v1.Health/"):
-            return handler
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            wrapped = self._wrapped[method] = _observe(handler, method)
-        return wrapped
+def observed(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler` giving every call a request id, then counting, timing and logging it when it
+    ends (health checks run as they are: load balancers call them often, for nothing)."""
+    if method.startswith("/grpc.health.v1.Health/"):
+        return handler
+    return _observe(handler, method)
 
 
 def _finish(method: str, started: float, context: _CallContext, code: str) -> None:
     seconds = time.perf_counter() - started
     metrics.observe_call(method, code, seconds)
+    if not log.isEnabledFor(logging.INFO):  # the line's fields cost more than the metrics
+        return
     caller = current_caller()
     tenant = key_id = user_id = ""
     if caller is not None:
@@ -155,7 +147,7 @@ def _observe(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
     def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            call = _CallContext(context, current_request_id())
+            call = _CallContext(context)
             code = _OK
             try:
                 response = await behavior(request, call)
@@ -176,7 +168,7 @@ def _observe(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
     def streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            call = _CallContext(context, current_request_id())
+            call = _CallContext(context)
             code = _OK
             try:
                 async for item in behavior(request, call):

@@ -24,7 +24,7 @@ from persistence.rate_counters import SharedRateCounters
 from persistence.sharing import ShareRepository
 from persistence.store import Store
 from service import metrics
-from service.auth import CredentialResolver, PrincipalInterceptor
+from service.auth import CredentialResolver, PrincipalGuard
 from service.call_limits import CallLimiter
 from service.catalog import SERVICES, MethodTable
 from service.domain.device_events import PENDING_BATCH, DeviceEventReporter
@@ -40,7 +40,7 @@ from service.domain.sharing import SharingManager
 from service.domain.tokens import TokenCodec
 from service.domain.users import LoginThrottle, SessionManager, UserAdmin
 from service.job_views import parse_job_item
-from service.observability import RequestInterceptor
+from service.observability import observed
 from service.servicers.device_event_service import REST_REPORT_METHOD, answer_device_error
 from service.servicers.rest import CONDITIONAL_WRITES, answer_rest_error
 from service.settings import ServerSettings
@@ -154,31 +154,29 @@ def create_server(
         HEALTH.full_name,
         reflection.SERVICE_NAME,
     ]
+    guard = PrincipalGuard(
+        resolver,
+        # The device path answers its failures with its own body, never a gRPC status
+        # (docs/errors.md#device-path); REST writes conditional on If-Match answer a failed
+        # precondition with 412.
+        {
+            REST_REPORT_METHOD: answer_device_error,
+            **dict.fromkeys(CONDITIONAL_WRITES, answer_rest_error),
+        },
+        CallLimiter(services.limits) if services.limits.rules else None,
+    )
     table = MethodTable(
         [
             *((offered.descriptor, offered.servicer(services)) for offered in SERVICES),
             (HEALTH, health.aio.HealthServicer()),
             (REFLECTION, reflection.aio.ReflectionServicer(service_names)),
-        ]
+        ],
+        # Request ids, the request log and the rpc metrics outside, so that they also see
+        # the calls that authentication refuses.
+        lambda method, handler: observed(method, guard.wrap(method, handler)),
     )
     server = grpc.aio.server(
         handlers=[table],
-        # The device path answers its failures with its own body, never a gRPC status
-        # (docs/errors.md#device-path); REST
-        # writes conditional on If-Match answer a failed precondition with 412.
-        # Request ids, the request log and the rpc metrics first, so that they also see the
-        # calls that authentication refuses.
-        interceptors=[
-            RequestInterceptor(),
-            PrincipalInterceptor(
-                resolver,
-                {
-                    REST_REPORT_METHOD: answer_device_error,
-                    **dict.fromkeys(CONDITIONAL_WRITES, answer_rest_error),
-                },
-                CallLimiter(services.limits) if services.limits.rules else None,
-            ),
-        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

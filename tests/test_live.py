@@ -467,6 +467,28 @@ def test_slow_subscriber_is_told_and_resumes_without_a_gap(small_buffer_service:
         resumed.cancel()
 
 
+def test_a_quiet_subscriber_stays_live_while_other_domains_fill_memory(
+    small_buffer_service: Service,
+) -> None:
+    """A caught-up subscriber waits for its own subtree only; commits elsewhere that push
+    memory (20 positions here) past its cursor many times over do not make it fall behind."""
+    key = small_buffer_service.create_key("quiet", "ReadWrite")
+    with grpc.insecure_channel(small_buffer_service.grpc_target) as channel:
+        quiet = Subscription(channel, key, domain="/plant/quiet")
+        busy = Subscription(channel, key, domain="/plant/busy")
+        noisy = [
+            create(channel, key, description=f"n{n}", domain="/plant/busy/line").id
+            for n in range(80)
+        ]
+        mine = create(channel, key, description="mine", domain="/plant/quiet/line").id
+        assert [m.event.id for m in busy.events(len(noisy))] == noisy
+        got = quiet.events(1)
+        assert [m.event.id for m in got] == [mine]
+        assert int(got[0].cursor) > int(quiet.start_cursor) + len(noisy)
+        quiet.cancel()
+        busy.cancel()
+
+
 # --- several server processes on one database ---------------------------------------------
 
 

@@ -12,7 +12,7 @@ from persistence.find_run import run_find
 from persistence.queries import SqlBuilder
 from persistence.rows import SELECT_EVENT, event_from_row, event_row
 from persistence.transitions import transitions_after, transitions_page
-from persistence.writes import FeedItem, Insert, InsertBatch, Replace, StatusChange
+from persistence.writes import FeedItem, Folded, Insert, InsertBatch, Replace, StatusChange
 from service.domain.access import Principal
 from service.domain.alarm_status import Transition
 from service.domain.events import Event, EventQuery
@@ -30,22 +30,29 @@ class EventRepository:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def insert(self, event: Event) -> None:
-        await self._store.writer.submit(Insert(event, event_row(event)))
+    async def insert(self, event: Event, dedup_key: str | None = None) -> Event | None:
+        result = await self._store.writer.submit(Insert(event, event_row(event), dedup_key))
+        return result.alarm if isinstance(result, Folded) else None
 
     async def insert_batch(
-        self, principal: Principal, events: Sequence[tuple[Event, str | None]]
-    ) -> list[str | None]:
+        self,
+        principal: Principal,
+        events: Sequence[tuple[Event, str | None]],
+        dedup_keys: Sequence[str | None] | None = None,
+    ) -> list[str | Event | None]:
         batch = InsertBatch(
             principal.tenant_id,
             [event for event, _ in events],
             [event_row(event) for event, _ in events],
             [key for _, key in events],
+            list(dedup_keys) if dedup_keys is not None else None,
         )
         if any(event.tenant_id != principal.tenant_id for event in batch.events):
             raise ValueError("a batch holds the events of the calling tenant only")
-        outcome: list[int | str] = await self._store.writer.submit(batch)
-        return [None if isinstance(o, int) else o for o in outcome]
+        outcome: list[int | str | Folded] = await self._store.writer.submit(batch)
+        return [
+            o.alarm if isinstance(o, Folded) else None if isinstance(o, int) else o for o in outcome
+        ]
 
     async def latest_seq(self) -> int:
         return await self._store.read(

@@ -492,6 +492,56 @@ def _v34_job_kinds(db: peewee.Database) -> None:
     # is a catalogue change on PostgreSQL; SQLite does not enforce lengths.
     if is_postgres(db):
         db.execute_sql("ALTER TABLE jobs ALTER COLUMN kind TYPE VARCHAR(32)")
+def _v35_alarm_occurrences(db: peewee.Database) -> None:
+    from service.domain.alarms import dedup_key
+    from service.domain.events import Event
+
+    statements = [
+        # Alarms count their occurrences (service/domain/alarms.py); other events leave these
+        # NULL. Alarms stored before count one occurrence, at their timestamp.
+        "ALTER TABLE events ADD COLUMN occurrence_count BIGINT",
+        "ALTER TABLE events ADD COLUMN first_occurrence BIGINT",
+        "ALTER TABLE events ADD COLUMN last_occurrence BIGINT",
+        "UPDATE events SET occurrence_count = 1, first_occurrence = ts, last_occurrence = ts "
+        "WHERE classification = 'ALARM'",
+        # The open alarm of each de-duplication key (a hash of domain, entity type and id,
+        # type id and code) within a tenant. Creating an alarm inserts its key or, when the
+        # key is there, counts the occurrence into that alarm, in the writing transaction: the
+        # primary key makes concurrent identical creates on every replica end as one alarm.
+        # `ts` is the alarm's (the partition key of events on PostgreSQL).
+        """CREATE TABLE open_alarms (
+            tenant_id VARCHAR(64) NOT NULL,
+            alarm_key CHAR(64) NOT NULL,
+            event_id VARCHAR(36) NOT NULL,
+            ts BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, alarm_key))""",
+        # Clearing or deleting an alarm forgets its key by the alarm's id.
+        "CREATE INDEX open_alarms_event ON open_alarms (event_id)",
+    ]
+    for statement in statements:
+        db.execute_sql(statement)
+    # Alarms stored before are open: the newest of each key absorbs the next occurrences.
+    newest: dict[tuple[str, str], tuple[str, int]] = {}
+    rows = db.execute_sql(
+        "SELECT tenant_id, domain, entity_type, entity_id, type_id, code, id, ts FROM events "
+        "WHERE classification = 'ALARM' ORDER BY ts, id"
+    )
+    for tenant, domain, entity_type, entity_id, type_id, code, event_id, ts in rows:
+        alarm = Event(
+            id=event_id,
+            tenant_id=tenant,
+            domain=domain,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            type_id=type_id,
+            code=code,
+        )
+        newest[(tenant, dedup_key(alarm))] = (event_id, ts)
+    p = db.param
+    db.cursor().executemany(
+        f"INSERT INTO open_alarms VALUES ({p}, {p}, {p}, {p})",
+        [(tenant, key, event_id, ts) for (tenant, key), (event_id, ts) in newest.items()],
+    )
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
@@ -514,6 +564,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (32, "alarm status, cleared time and person, existing alarms backfilled", _v32_alarm_status),
     (33, "alarm transitions numbered in the live feed", _v33_event_transitions),
     (34, "job kinds up to 32 characters (bulk acknowledge and clear)", _v34_job_kinds),
+    (35, "alarm occurrence counts and times; the open alarm of each key", _v35_alarm_occurrences),
 ]
 
 

@@ -32,7 +32,7 @@ from service.domain.conditions import (
     Words,
     words_of,
 )
-from service.domain.event_fields import COLUMNS
+from service.domain.event_fields import COLUMNS, SORT_EXPRESSIONS
 from service.domain.events import SortKey
 
 _OPERATORS = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
@@ -323,13 +323,13 @@ class SqlBuilder(Params):
         return f"({guard}{self._compare(extracted, node.op, value)})"
 
     def order_by(self, sort: Sequence[SortKey]) -> str:
-        keys = [f"{COLUMNS[k.field]} {'DESC' if k.descending else 'ASC'}" for k in sort]
+        keys = [f"{SORT_EXPRESSIONS[k.field]} {'DESC' if k.descending else 'ASC'}" for k in sort]
         keys.append(f"id {'DESC' if sort[-1].descending else 'ASC'}")
         return ", ".join(keys)
 
     def after(self, sort: Sequence[SortKey], values: Sequence[Any]) -> str:
         """Rows strictly after the keyset position `values` (sort key values, then id)."""
-        columns = [COLUMNS[k.field] for k in sort] + ["id"]
+        columns = [SORT_EXPRESSIONS[k.field] for k in sort] + ["id"]
         directions = [k.descending for k in sort] + [sort[-1].descending]
         if len(set(directions)) == 1:
             # A row-value comparison: both backends turn it into one index range.

@@ -28,6 +28,20 @@ _INDEX = {column: index for index, column in enumerate(INSERT_COLUMNS)}
 _GROUP = tuple(_INDEX[c] for c in ("tenant_id", "correlation_id", "entity_id", "type_id"))
 _ROLLUP = tuple(_INDEX[c] for c in ("tenant_id", "domain", "type_id", "ts"))
 _KEYED = tuple(_INDEX[c] for c in ("tenant_id", "idempotency_key", "id", "ts"))
+_COUNT, _LAST, _ETAG, _UPDATED, _TS = (
+    _INDEX[c] for c in ("occurrence_count", "last_occurrence", "etag", "update_time", "ts")
+)
+
+
+def fold_row(row: tuple[Any, ...], occurrence_ts: int, now: int) -> tuple[Any, ...]:
+    """An alarm's INSERT_COLUMNS row, not yet inserted, after one more occurrence (what
+    persistence.alarms.count_occurrence does to a stored one)."""
+    folded = list(row)
+    folded[_COUNT] = (row[_COUNT] or 1) + 1
+    folded[_LAST] = max(row[_LAST] or row[_TS], occurrence_ts)
+    folded[_ETAG] = row[_ETAG] + 1
+    folded[_UPDATED] = now
+    return tuple(folded)
 
 
 def correlation_groups(rows: Iterable[Sequence[Any]]) -> list[Group]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import peewee
 
+from persistence import alarms
 from persistence.notify import FEED_CHANNEL
 from persistence.queries import refresh_latest
 from persistence.rows import (
@@ -20,13 +21,14 @@ from persistence.rows import (
     INSERT_COLUMNS,
     correlation_groups,
     event_from_row,
+    fold_row,
     keyed_rows,
     rollup_keys,
 )
 from persistence.transitions import alarms_cleared, insert_transitions
 from persistence.upkeep import count_inserted, remember_keys
 from service.domain.alarm_status import CLEARED, Transition
-from service.domain.events import Event
+from service.domain.events import Event, now_us
 
 # What the live feed carries: created events and alarm transitions, each with its `seq`.
 FeedItem = Event | Transition
@@ -34,19 +36,32 @@ FeedItem = Event | Transition
 
 @dataclass(frozen=True, slots=True)
 class Insert:
+    """One event; an alarm to de-duplicate carries its key (service/domain/alarms.py). Its
+    result is the new feed position (int), or the open alarm it was counted into (Folded)."""
+
     event: Event
     row: tuple[Any, ...]
+    dedup_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class InsertBatch:
-    """Events of one tenant, each with an optional idempotency key. Its result lists, per
-    event, its new feed position (int) or the id already stored under its key (str)."""
+    """Events of one tenant, each with an optional idempotency key and de-duplication key.
+    Its result lists, per event, its new feed position (int), the id already stored under its
+    idempotency key (str), or the open alarm it was counted into (Folded)."""
 
     tenant_id: str
     events: Sequence[Event]
     rows: list[tuple[Any, ...]]
     keys: list[str | None]
+    dedup_keys: list[str | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """A create counted as another occurrence of an open alarm: the alarm afterwards."""
+
+    alarm: Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,25 +101,31 @@ class EventWrites:
             # (and is taken before any event row's lock, so replicas never deadlock).
             cursor.execute("UPDATE feed_state SET last_seq = last_seq WHERE id = 1")
             cursor.execute("SELECT last_seq FROM feed_state WHERE id = 1")
-            next_seq = int(cursor.fetchone()[0]) + 1
+            first_seq = int(cursor.fetchone()[0]) + 1
+            placing = _Placing(cursor, p, rows, first_seq)
             for index, op in enumerate(operations):
                 if isinstance(op, Insert):
-                    rows.append((*op.row, next_seq, None))
-                    results[index] = next_seq
-                    next_seq += 1
+                    results[index] = placing.place(op.event, op.row, op.dedup_key, None)
                 elif isinstance(op, InsertBatch):
                     existing = self._stored_keys(cursor, op.tenant_id, op.keys)
-                    outcome: list[int | str] = []
-                    for row, key, event in zip(op.rows, op.keys, op.events, strict=True):
+                    dedup_keys = op.dedup_keys or [None] * len(op.rows)
+                    outcome: list[int | str | Folded] = []
+                    for row, key, event, dedup_key in zip(
+                        op.rows, op.keys, op.events, dedup_keys, strict=True
+                    ):
                         if key is not None and key in existing:
                             outcome.append(existing[key])
                             continue
+                        placed = placing.place(event, row, dedup_key, key)
                         if key is not None:
-                            existing[key] = event.id
-                        rows.append((*row, next_seq, key))
-                        outcome.append(next_seq)
-                        next_seq += 1
+                            existing[key] = (
+                                placed.alarm.id if isinstance(placed, Folded) else event.id
+                            )
+                        outcome.append(placed)
                     results[index] = outcome
+            next_seq = placing.next_seq
+            if placing.folded_keys:  # a resend of a folded create must not count it again
+                remember_keys(cursor, placing.folded_keys, self._postgres)
             if rows:
                 self._insert_numbered(cursor, rows)
                 cursor.execute(
@@ -262,3 +283,58 @@ class EventWrites:
             committed.sort(key=lambda e: e.seq)
             for listener in self.commit_listeners:
                 listener(committed)
+
+
+class _Placing:
+    """Places one transaction's new events: each gets the next feed position, unless it is an
+    alarm whose key names an open alarm (stored, or created earlier in this transaction), into
+    which it is counted instead."""
+
+    def __init__(self, cursor: Any, p: str, rows: list[tuple[Any, ...]], first_seq: int) -> None:
+        self._cursor = cursor
+        self._p = p
+        self.rows = rows
+        self.next_seq = first_seq
+        # (tenant, key) -> index in rows of an alarm this transaction creates.
+        self._created: dict[tuple[str, str], int] = {}
+        # (tenant, idempotency key, alarm id, alarm ts) of folded creates that carry a key.
+        self.folded_keys: list[tuple[str, str, str, int]] = []
+
+    def place(
+        self, event: Event, row: tuple[Any, ...], dedup_key: str | None, key: str | None
+    ) -> int | Folded:
+        if dedup_key is not None:
+            folded = self._fold(event, dedup_key)
+            if folded is not None:
+                if key is not None:
+                    self.folded_keys.append((event.tenant_id, key, folded.id, folded.timestamp))
+                return Folded(folded)
+            self._created[(event.tenant_id, dedup_key)] = len(self.rows)
+        seq = self.next_seq
+        self.rows.append((*row, seq, key))
+        self.next_seq += 1
+        return seq
+
+    def _fold(self, event: Event, dedup_key: str) -> Event | None:
+        """Counts the occurrence into the open alarm of its key and returns that alarm, or
+        claims the key for `event` and returns None."""
+        now = now_us()
+        index = self._created.get((event.tenant_id, dedup_key))
+        if index is not None:
+            self.rows[index] = fold_row(self.rows[index], event.timestamp, now)
+            return event_from_row(self.rows[index])
+        alarm_id, alarm_ts = alarms.claim(
+            self._cursor, self._p, event.tenant_id, dedup_key, event.id, event.timestamp
+        )
+        if alarm_id == event.id:
+            return None
+        stored = alarms.count_occurrence(
+            self._cursor, self._p, alarm_id, alarm_ts, event.code, event.timestamp, now
+        )
+        if stored is not None:
+            return event_from_row(stored)
+        # The alarm the key named is gone: this one opens the key anew.
+        alarms.take_over(
+            self._cursor, self._p, event.tenant_id, dedup_key, event.id, event.timestamp
+        )
+        return None

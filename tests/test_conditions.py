@@ -56,10 +56,11 @@ TEXTS: dict[str, list[str]] = {
     "app_id": ["", "app"],
 }
 INTEGERS = {"severity": [0, 1, 2, 5], "etag": [1, 2]}
+OCCURRENCES = [1, 2, 1000]
 CUSTOM: dict[str, FieldType] = {
     "plant": "string",
     "temperature": "double",
-    "count": "integer",
+    "cycles": "integer",
     "urgent": "boolean",
     "due": "timestamp",
 }
@@ -105,6 +106,10 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         acknowledged_at=draw(st.one_of(st.none(), st.sampled_from(TIMES))),
         cleared_at=draw(st.one_of(st.none(), st.sampled_from(TIMES))),
         internal=draw(st.booleans()),
+        # Alarms' occurrence fields; None on other events.
+        count=draw(st.one_of(st.none(), st.sampled_from(OCCURRENCES))),
+        first_occurrence_time=draw(st.one_of(st.none(), st.sampled_from(TIMES))),
+        last_occurrence_time=draw(st.one_of(st.none(), st.sampled_from(TIMES))),
         custom_fields={
             name: draw(_custom_value(name))
             for name in draw(st.lists(st.sampled_from(sorted(CUSTOM)), unique=True))
@@ -126,6 +131,8 @@ def _values(ref: FieldRef) -> st.SearchStrategy[Any]:
         return st.one_of(st.sampled_from(TEXTS[ref.name]), TEXT)
     if ref.name in INTEGERS:
         return st.sampled_from([*INTEGERS[ref.name], 3, -1])
+    if ref.name == "count":
+        return st.sampled_from([*OCCURRENCES, 0, 3])
     if ref.name in ("description", "domain"):
         return st.one_of(TEXT, st.sampled_from(DOMAINS))
     if ref.type == "boolean":
@@ -139,10 +146,18 @@ STANDARD = [
     FieldRef("source", "json"),
     FieldRef("source", "json", key="a"),
     FieldRef("source", "json", key="b"),
-    *(FieldRef(name, "integer") for name in INTEGERS),
+    *(FieldRef(name, "integer") for name in [*INTEGERS, "count"]),
     *(
         FieldRef(name, "timestamp")
-        for name in ("timestamp", "create_time", "update_time", "acknowledged_at", "cleared_at")
+        for name in (
+            "timestamp",
+            "create_time",
+            "update_time",
+            "acknowledged_at",
+            "cleared_at",
+            "first_occurrence_time",
+            "last_occurrence_time",
+        )
     ),
     *(
         FieldRef(name, "boolean")

@@ -96,7 +96,7 @@ def test_custom_values_round_trip_with_their_types(store: Store) -> None:
             spec(
                 fields=(
                     FieldDefinition("seen", FieldType.TIMESTAMP),
-                    FieldDefinition("count", FieldType.INTEGER),
+                    FieldDefinition("cycles", FieldType.INTEGER),
                     FieldDefinition("ratio", FieldType.DOUBLE),
                 )
             ),
@@ -107,7 +107,7 @@ def test_custom_values_round_trip_with_their_types(store: Store) -> None:
             ACME,
             {
                 "type_id": kind.id,
-                "custom_fields": {"seen": "2018-07-29T08:09:29.743+02:00", "count": 3, "ratio": 1},
+                "custom_fields": {"seen": "2018-07-29T08:09:29.743+02:00", "cycles": 3, "ratio": 1},
             },
         )
     )
@@ -115,7 +115,7 @@ def test_custom_values_round_trip_with_their_types(store: Store) -> None:
     loaded = run(events.get(ACME, created.id))
     assert loaded.custom_fields == {
         "seen": Instant(1_532_844_569_743_000),
-        "count": 3,
+        "cycles": 3,
         "ratio": 1.0,
     }
     assert type(loaded.custom_fields["ratio"]) is float

@@ -129,7 +129,7 @@ def test_custom_field_values_are_checked_by_type(service: Service, keys: Keys) -
         service,
         keys.writer,
         fields=[
-            field("count", "INTEGER"),
+            field("cycles", "INTEGER"),
             field("ratio", "DOUBLE"),
             field("on", "BOOLEAN"),
             field("seen", "TIMESTAMP"),
@@ -139,7 +139,7 @@ def test_custom_field_values_are_checked_by_type(service: Service, keys: Keys) -
     )
     bad = {
         "typeId": kind["id"],
-        "count": 1.5,
+        "cycles": 1.5,
         "ratio": "0.5",
         "on": "true",
         "seen": "2018-07-29T06:09:29",
@@ -153,7 +153,7 @@ def test_custom_field_values_are_checked_by_type(service: Service, keys: Keys) -
 
     assert answer.status == 400
     found = violations(answer)
-    assert found["count"] == "must be an integer"
+    assert found["cycles"] == "must be an integer"
     assert found["ratio"] == "must be a number"
     assert found["on"] == "must be true or false"
     assert found["seen"].startswith("must include a time zone")
@@ -163,7 +163,7 @@ def test_custom_field_values_are_checked_by_type(service: Service, keys: Keys) -
 
     good = {
         "typeId": kind["id"],
-        "count": 7,
+        "cycles": 7,
         "ratio": 2,
         "on": False,
         "seen": 1532844569743,
@@ -173,7 +173,7 @@ def test_custom_field_values_are_checked_by_type(service: Service, keys: Keys) -
     created = service.request("POST", "/events", {"entityId": "e-1", **good}, key=keys.writer)
     assert created.status == 201, created.body
     body = created.json()
-    assert (body["count"], body["ratio"], body["on"], body["level"]) == (7, 2.0, False, "HIGH")
+    assert (body["cycles"], body["ratio"], body["on"], body["level"]) == (7, 2.0, False, "HIGH")
     assert isinstance(body["ratio"], float)
     assert body["seen"] == "2018-07-29T06:09:29.743Z"
 

@@ -26,7 +26,7 @@ CALLER = Principal(tenant_id="acme", key_id="k1", name="tester", role=Role.ADMIN
 CUSTOM: dict[str, FieldType] = {
     "plant": "string",
     "temperature": "double",
-    "count": "integer",
+    "cycles": "integer",
     "urgent": "boolean",
     "due": "timestamp",
 }
@@ -167,23 +167,23 @@ def test_custom_fields_filter_by_their_declared_type(store: Store) -> None:
             custom_fields={
                 "plant": "Berlin",
                 "temperature": 71.5,
-                "count": 3,
+                "cycles": 3,
                 "urgent": True,
                 "due": Instant(due),
             },
         ),
         event(
             description="b",
-            custom_fields={"plant": "Bern", "temperature": 40, "count": 10, "urgent": False},
+            custom_fields={"plant": "Bern", "temperature": 40, "cycles": 10, "urgent": False},
         ),
-        event(description="c", custom_fields={"plant": "3", "count": "3"}),
+        event(description="c", custom_fields={"plant": "3", "cycles": "3"}),
         event(description="d"),
     )
     assert descriptions(store, '{"plant": "Berlin"}') == {"a"}
     assert descriptions(store, '{"plant": {"like": "Ber*"}}') == {"a", "b"}
-    assert descriptions(store, '{"count": 3}') == {"a"}  # the string "3" is no integer
-    assert descriptions(store, '{"count": {"in": [3, 10]}}') == {"a", "b"}
-    assert descriptions(store, '{"count": {"after": 2}}') == {"a", "b"}
+    assert descriptions(store, '{"cycles": 3}') == {"a"}  # the string "3" is no integer
+    assert descriptions(store, '{"cycles": {"in": [3, 10]}}') == {"a", "b"}
+    assert descriptions(store, '{"cycles": {"after": 2}}') == {"a", "b"}
     assert descriptions(store, '{"temperature": {"between": "[40,71.5)"}}') == {"b"}
     assert descriptions(store, '{"urgent": false}') == {"b"}
     assert descriptions(store, '{"not": {"urgent": true}}') == {"b", "c", "d"}

@@ -41,8 +41,9 @@ class MemoryRepository:
     def __init__(self) -> None:
         self.events: dict[str, Event] = {}
 
-    async def insert(self, event: Event) -> None:
+    async def insert(self, event: Event, dedup_key: str | None = None) -> Event | None:
         self.events[event.id] = event
+        return None
 
     async def get(
         self, principal: Principal, event_id: str, *, whole_tenant: bool = False

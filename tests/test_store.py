@@ -139,25 +139,25 @@ def test_an_event_with_every_field_set_round_trips_with_exact_types(store: Store
         internal=True,
         source={
             "thingName": "pump",
-            "count": 3,
+            "cycles": 3,
             "ratio": 2.5,
             "whole": 1.0,
             "on": False,
             "nested": {"list": [1, 2.0, True, None, "x"], "deep": {"n": -7}},
         },
         payload=Payload("application/json", b'{"n":1,"f":1.0,"b":true,"a":[1,{"x":null}]}'),
-        custom_fields={"pressure": 4.5, "count": 7, "enabled": True, "note": "ok"},
+        custom_fields={"pressure": 4.5, "cycles": 7, "enabled": True, "note": "ok"},
     )
     insert(store, original)
     loaded = run(store.events.get(principal(), original.id))
     assert loaded == original
     assert loaded is not None
-    assert type(loaded.source["count"]) is int
+    assert type(loaded.source["cycles"]) is int
     assert type(loaded.source["whole"]) is float
     assert loaded.source["on"] is False
     assert loaded.source["nested"]["list"] == [1, 2.0, True, None, "x"]
     assert [type(v) for v in loaded.source["nested"]["list"]] == [int, float, bool, type(None), str]
-    assert type(loaded.custom_fields["count"]) is int
+    assert type(loaded.custom_fields["cycles"]) is int
     assert type(loaded.custom_fields["pressure"]) is float
     assert loaded.custom_fields["enabled"] is True
     assert loaded.payload is not None

@@ -303,6 +303,34 @@ FIELDS: tuple[EventField, ...] = (
         sparse=True,
     ),
     EventField("payload", "payload", Kind.PAYLOAD, None, settable=True, updatable=True),
+    # Alarms only (service/domain/alarms.py): set by the server, absent on other events.
+    EventField(
+        "count",
+        "count",
+        _I,
+        "occurrence_count",
+        sortable=True,
+        filterable=True,
+        find=("count",),
+    ),
+    EventField(
+        "first_occurrence_time",
+        "firstOccurrenceTime",
+        _M,
+        "first_occurrence",
+        sortable=True,
+        filterable=True,
+        find=("firstOccurrenceTime",),
+    ),
+    EventField(
+        "last_occurrence_time",
+        "lastOccurrenceTime",
+        _M,
+        "last_occurrence",
+        sortable=True,
+        filterable=True,
+        find=("lastOccurrenceTime",),
+    ),
 )
 
 BY_ATTRIBUTE = {f.attribute: f for f in FIELDS}
@@ -318,4 +346,14 @@ SORTABLE = {f.json: f.attribute for f in FIELDS if f.sortable}
 FILTERABLE = tuple(f for f in FIELDS if f.filterable)
 # Attribute -> column of every field a filter or sort may name.
 COLUMNS = {f.attribute: f.column for f in FIELDS if f.column is not None}
+# Lists sort an unset optional number or time (an alarm's count on other events) as this,
+# below every value, on both backends (which order NULLs differently); keyset tokens carry it.
+SORT_MISSING = -1
+SORT_EXPRESSIONS = {
+    f.attribute: f"COALESCE({f.column}, {SORT_MISSING})"
+    if f.optional and f.kind in (Kind.INTEGER, Kind.TIME)
+    else str(f.column)
+    for f in FIELDS
+    if f.sortable
+}
 ALWAYS_PRESENT = frozenset(f.attribute for f in FIELDS if not f.optional)

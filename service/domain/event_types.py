@@ -31,7 +31,7 @@ from service.domain.errors import (
     invalid,
     stale,
 )
-from service.domain.event_fields import JSON_NAMES
+from service.domain.event_fields import FIELDS
 from service.domain.events import STANDARD_EVENT, Event, new_event_id, now_us
 from service.domain.filters import StandardFields, compile_filter
 
@@ -57,16 +57,7 @@ _TYPE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 # Every name a stored event carries at the top level of its REST JSON: a custom field there
 # would be ambiguous.
-RESERVED_FIELD_NAMES = frozenset(JSON_NAMES.values()) | {
-    "id",
-    "etag",
-    "_links",
-    "tenantId",
-    "createTime",
-    "updateTime",
-    "acknowledgedAt",
-    "acknowledgedBy",
-}
+RESERVED_FIELD_NAMES = frozenset(f.json for f in FIELDS) | {"_links"}
 
 
 class Scope(StrEnum):
@@ -88,6 +79,8 @@ class EventType:
     etag: int = 1
     create_time: int = 0
     update_time: int = 0
+    # False: every ALARM of this type is a new alarm (service/domain/alarms.py).
+    deduplicate_alarms: bool = True
 
     def visible_to(self, principal: Principal) -> bool:
         return self.scope == Scope.GLOBAL or self.tenant_id == principal.tenant_id
@@ -484,6 +477,12 @@ class EventTypeManager:
         if not chain:
             return None
         return {d.name: d for t in reversed(chain) for d in t.fields}
+
+    async def deduplicates_alarms(self, principal: Principal, type_id: str) -> bool:
+        """Whether alarms of the type fold into an open alarm of their key
+        (service/domain/alarms.py); a type that is not visible defines nothing, so it does."""
+        chain = await self._repository.chain(principal, type_id)
+        return chain[0].deduplicate_alarms if chain else True
 
     async def field_type(self, principal: Principal, name: str) -> FieldType | None:
         """The type of a filterable custom field of the types the principal sees, for list

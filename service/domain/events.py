@@ -26,6 +26,7 @@ from service.domain.alarm_status import (
     Transition,
     alarm_status,
 )
+from service.domain.alarms import Created, dedup_key, is_alarm, occurrence_fields
 from service.domain.conditions import Condition
 from service.domain.conditions import FieldType as FilterFieldType
 from service.domain.custom_fields import (
@@ -144,6 +145,11 @@ class Event:
     app_id: str = ""
     internal: bool = False
     payload: Payload | None = None
+    # Alarms only (None on other events): how often the alarm occurred while open, and when
+    # it first and last did (service/domain/alarms.py).
+    count: int | None = None
+    first_occurrence_time: int | None = None
+    last_occurrence_time: int | None = None
     # Name -> str, int, float, bool or custom_fields.Instant, as the event's type defines.
     custom_fields: dict[str, Any] = field(default_factory=dict)
     # The event's position in the live feed (commit order); 0 until committed.
@@ -236,23 +242,32 @@ class Draft:
 
 @dataclass(frozen=True, slots=True)
 class IngestOutcome:
-    """What became of one draft: stored as `event`, a resend of `duplicate_of`, or `error`."""
+    """What became of one draft: stored as `event`, a resend of `duplicate_of`, or `error`;
+    `deduplicated` when `event` is the open alarm the draft was counted into."""
 
     event: Event | None = None
     duplicate_of: str | None = None
     error: DomainError | None = None
+    deduplicated: bool = False
 
 
 class EventRepository(Protocol):
     """What the domain needs from the store; every call is scoped by the principal."""
 
-    async def insert(self, event: Event) -> None: ...
+    async def insert(self, event: Event, dedup_key: str | None = None) -> Event | None:
+        """Stores the event, or with a `dedup_key` (an alarm's, service/domain/alarms.py)
+        counts it into the open alarm of that key and returns that alarm afterwards."""
+        ...
 
     async def insert_batch(
-        self, principal: Principal, events: Sequence[tuple[Event, str | None]]
-    ) -> list[str | None]:
-        """Stores the principal's events in one transaction; for each, None when stored or
-        the id of the event already stored under the same idempotency key."""
+        self,
+        principal: Principal,
+        events: Sequence[tuple[Event, str | None]],
+        dedup_keys: Sequence[str | None] | None = None,
+    ) -> list[str | Event | None]:
+        """Stores the principal's events in one transaction; for each, None when stored,
+        the id of the event already stored under the same idempotency key, or the open alarm
+        it was counted into (as `insert` does with its `dedup_keys`)."""
         ...
 
     async def get(
@@ -289,6 +304,10 @@ class CustomFieldLookup(Protocol):
 
     async def field_type(self, principal: Principal, name: str) -> Any:
         """The FieldType of a filterable custom field the principal sees, or None."""
+        ...
+
+    async def deduplicates_alarms(self, principal: Principal, type_id: str) -> bool:
+        """Whether alarms of the type fold into an open alarm (the type's setting)."""
         ...
 
 
@@ -449,9 +468,29 @@ class EventManager:
     async def create(
         self, principal: Principal, fields: Mapping[str, Any], *, entity_required: bool = False
     ) -> Event:
+        return (await self.record(principal, fields, entity_required=entity_required)).event
+
+    async def record(
+        self, principal: Principal, fields: Mapping[str, Any], *, entity_required: bool = False
+    ) -> Created:
+        """Creates an event; an ALARM while one of its key is open is counted into that alarm
+        instead (service/domain/alarms.py), which the answer then carries."""
         event = await self.prepare(principal, fields, entity_required=entity_required)
-        await self._repository.insert(event)
-        return event
+        folded = await self._repository.insert(event, await self._dedup_key(principal, event))
+        if folded is not None:
+            return Created(folded, deduplicated=True)
+        return Created(event)
+
+    async def _dedup_key(self, principal: Principal, event: Event) -> str | None:
+        if not is_alarm(event):
+            return None
+        if (
+            self._types is not None
+            and event.type_id != STANDARD_EVENT
+            and not await self._types.deduplicates_alarms(principal, event.type_id)
+        ):
+            return None
+        return dedup_key(event)
 
     async def create_many(
         self, principal: Principal, drafts: Sequence[Draft]
@@ -474,12 +513,15 @@ class EventManager:
             outcomes.append(IngestOutcome(event=event))
             accepted.append((event, draft.idempotency_key))
         if accepted:
-            stored = iter(await self._repository.insert_batch(principal, accepted))
+            dedup_keys = [await self._dedup_key(principal, event) for event, _ in accepted]
+            stored = iter(await self._repository.insert_batch(principal, accepted, dedup_keys))
             for index, outcome in enumerate(outcomes):
                 if outcome.event is not None:
-                    existing_id = next(stored)
-                    if existing_id is not None:
-                        outcomes[index] = IngestOutcome(duplicate_of=existing_id)
+                    existing = next(stored)
+                    if isinstance(existing, str):
+                        outcomes[index] = IngestOutcome(duplicate_of=existing)
+                    elif existing is not None:
+                        outcomes[index] = IngestOutcome(event=existing, deduplicated=True)
         return outcomes
 
     async def prepare(
@@ -528,13 +570,15 @@ class EventManager:
             custom_fields=custom,
             status=alarm_status(fields.get("classification") or "", False, False),
         )
-        return Event(
-            id=new_event_id(),
-            tenant_id=principal.tenant_id,
-            create_time=now,
-            update_time=now,
-            etag=1,
-            **values,
+        return occurrence_fields(
+            Event(
+                id=new_event_id(),
+                tenant_id=principal.tenant_id,
+                create_time=now,
+                update_time=now,
+                etag=1,
+                **values,
+            )
         )
 
     async def get(

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 from service.domain.access import Principal
 from service.domain.conditions import Compare, Condition, FieldRef, all_of, mentions
 from service.domain.errors import InvalidInput, invalid
-from service.domain.event_fields import FIELDS, Kind
+from service.domain.event_fields import FIELDS, SORT_MISSING, Kind
 from service.domain.events import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_SORT,
     JSON_NAMES,
     MAX_SEVERITY,
+    Event,
     EventPage,
     EventQuery,
     SortKey,
@@ -136,6 +137,12 @@ _INTEGER_SORT_KEYS = frozenset(
 )
 
 
+def _sort_value(event: Event, key: str) -> Any:
+    """The event's keyset value for a sort key, as the list's SQL orders it."""
+    value = getattr(event, key)
+    return SORT_MISSING if value is None and key in _INTEGER_SORT_KEYS else value
+
+
 def _fits(value: Any, key: str) -> bool:
     """Whether a token's keyset value has the type (and range) of its sort column."""
     if key in _INTEGER_SORT_KEYS:
@@ -242,7 +249,7 @@ async def list_events(
     if len(events) > request.size:
         events = events[: request.size]
         last = events[-1]
-        after = (*(getattr(last, key.field) for key in request.sort), last.id)
+        after = (*(_sort_value(last, key.field) for key in request.sort), last.id)
         next_token = _encode(_Cursor(fingerprint, after, now, number + 1, total, exact))
     return EventPage(
         events,

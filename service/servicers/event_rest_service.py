@@ -58,11 +58,14 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         self, request: pb.RestCreateEventRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         fields, _ = rest_json.parse_event(request.body.data)
-        event = await self._events.create(current_principal(), fields, entity_required=True)
+        created = await self._events.record(current_principal(), fields, entity_required=True)
+        event = created.event
         base = base_url(context)
         location = ("location", f"{base}/events/{event.id}")
         document = rest_json.event_document(event, base)
-        return await answer(context, document, etag=event.etag, status=201, headers=[location])
+        # A de-duplicated alarm created nothing: 200 with the open alarm it was counted into.
+        status = 200 if created.deduplicated else 201
+        return await answer(context, document, etag=event.etag, status=status, headers=[location])
 
     async def RestGetEvent(
         self, request: pb.RestGetEventRequest, context: grpc.aio.ServicerContext

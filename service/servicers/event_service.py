@@ -35,8 +35,10 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
     async def CreateEvent(
         self, request: pb.CreateEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateEventResponse:
-        event = await self._events.create(current_principal(), fields_from_proto(request.event))
-        return pb.CreateEventResponse(event=event_to_proto(event))
+        created = await self._events.record(current_principal(), fields_from_proto(request.event))
+        return pb.CreateEventResponse(
+            event=event_to_proto(created.event), deduplicated=created.deduplicated
+        )
 
     async def GetEvent(
         self, request: pb.GetEventRequest, context: grpc.aio.ServicerContext

@@ -178,7 +178,11 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
             done = outcome or next(stored)
             if done.event is not None:
                 results.append(
-                    pb.IngestResult(idempotency_key=item.idempotency_key, id=done.event.id)
+                    pb.IngestResult(
+                        idempotency_key=item.idempotency_key,
+                        id=done.event.id,
+                        deduplicated=done.deduplicated,
+                    )
                 )
             elif done.duplicate_of is not None:
                 results.append(

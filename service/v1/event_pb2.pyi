@@ -74,7 +74,7 @@ class FieldValue(_message.Message):
     def __init__(self, string_value: _Optional[str] = ..., integer_value: _Optional[int] = ..., double_value: _Optional[float] = ..., boolean_value: _Optional[bool] = ..., timestamp_value: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("id", "tenant_id", "type_id", "correlation_id", "entity_type", "entity_id", "domain", "timestamp", "create_time", "update_time", "etag", "severity", "code", "description", "source_text", "source_object", "classification", "category", "acknowledgement_required", "acknowledged", "acknowledged_at", "acknowledged_by", "app_id", "internal", "payload", "custom_fields", "status", "cleared_at", "cleared_by")
+    __slots__ = ("id", "tenant_id", "type_id", "correlation_id", "entity_type", "entity_id", "domain", "timestamp", "create_time", "update_time", "etag", "severity", "code", "description", "source_text", "source_object", "classification", "category", "acknowledgement_required", "acknowledged", "acknowledged_at", "acknowledged_by", "app_id", "internal", "payload", "custom_fields", "status", "cleared_at", "cleared_by", "count", "first_occurrence_time", "last_occurrence_time")
     class CustomFieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,9 @@ class Event(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CLEARED_AT_FIELD_NUMBER: _ClassVar[int]
     CLEARED_BY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_OCCURRENCE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_OCCURRENCE_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant_id: str
     type_id: str
@@ -140,7 +143,10 @@ class Event(_message.Message):
     status: AlarmStatus
     cleared_at: _timestamp_pb2.Timestamp
     cleared_by: str
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., type_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., domain: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., code: _Optional[str] = ..., description: _Optional[str] = ..., source_text: _Optional[str] = ..., source_object: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., classification: _Optional[_Union[Classification, str]] = ..., category: _Optional[str] = ..., acknowledgement_required: _Optional[bool] = ..., acknowledged: _Optional[bool] = ..., acknowledged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acknowledged_by: _Optional[str] = ..., app_id: _Optional[str] = ..., internal: _Optional[bool] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., custom_fields: _Optional[_Mapping[str, FieldValue]] = ..., status: _Optional[_Union[AlarmStatus, str]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_by: _Optional[str] = ...) -> None: ...
+    count: int
+    first_occurrence_time: _timestamp_pb2.Timestamp
+    last_occurrence_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., type_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., domain: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., code: _Optional[str] = ..., description: _Optional[str] = ..., source_text: _Optional[str] = ..., source_object: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., classification: _Optional[_Union[Classification, str]] = ..., category: _Optional[str] = ..., acknowledgement_required: _Optional[bool] = ..., acknowledged: _Optional[bool] = ..., acknowledged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acknowledged_by: _Optional[str] = ..., app_id: _Optional[str] = ..., internal: _Optional[bool] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., custom_fields: _Optional[_Mapping[str, FieldValue]] = ..., status: _Optional[_Union[AlarmStatus, str]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_by: _Optional[str] = ..., count: _Optional[int] = ..., first_occurrence_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_occurrence_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Transition(_message.Message):
     __slots__ = ("change", "from_status", "to_status", "by", "time", "event")

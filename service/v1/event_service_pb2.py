@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n eventmgmt/v1/event_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x18\x65ventmgmt/v1/event.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x12\x43reateEventRequest\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.EventB\x04\xe2\x41\x01\x02\"9\n\x13\x43reateEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.Event\";\n\x0fGetEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"6\n\x10GetEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.Event\"\xfb\x02\n\x11ListEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08order_by\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\nseverities\x18\x07 \x03(\x0e\x32\x16.eventmgmt.v1.Severity\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x11\n\tentity_id\x18\t \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\n \x01(\t\x12\x16\n\x0einclude_shared\x18\x0b \x01(\x08\x12\x0f\n\x07history\x18\x0c \x01(\x08\x12\x34\n\x0ftotal_size_mode\x18\r \x01(\x0e\x32\x1b.eventmgmt.v1.TotalSizeMode\"\xa4\x01\n\x12ListEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.eventmgmt.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12<\n\x13total_size_relation\x18\x04 \x01(\x0e\x32\x1f.eventmgmt.v1.TotalSizeRelation\"g\n\x12UpdateEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x13.eventmgmt.v1.EventB\x04\xe2\x41\x01\x02\x12\x15\n\rupdate_fields\x18\x03 \x03(\t\"9\n\x13UpdateEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.Event\"+\n\x17\x41\x63knowledgeEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\">\n\x18\x41\x63knowledgeEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.Event\"%\n\x11\x43learEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x12\x43learEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.Event*g\n\rTotalSizeMode\x12\x1f\n\x1bTOTAL_SIZE_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16TOTAL_SIZE_MODE_CAPPED\x10\x01\x12\x19\n\x15TOTAL_SIZE_MODE_EXACT\x10\x02*q\n\x11TotalSizeRelation\x12#\n\x1fTOTAL_SIZE_RELATION_UNSPECIFIED\x10\x00\x12\x1a\n\x16TOTAL_SIZE_RELATION_EQ\x10\x01\x12\x1b\n\x17TOTAL_SIZE_RELATION_GTE\x10\x02\x32\x86\x04\n\x0c\x45ventService\x12R\n\x0b\x43reateEvent\x12 .eventmgmt.v1.CreateEventRequest\x1a!.eventmgmt.v1.CreateEventResponse\x12I\n\x08GetEvent\x12\x1d.eventmgmt.v1.GetEventRequest\x1a\x1e.eventmgmt.v1.GetEventResponse\x12O\n\nListEvents\x12\x1f.eventmgmt.v1.ListEventsRequest\x1a .eventmgmt.v1.ListEventsResponse\x12R\n\x0bUpdateEvent\x12 .eventmgmt.v1.UpdateEventRequest\x1a!.eventmgmt.v1.UpdateEventResponse\x12\x61\n\x10\x41\x63knowledgeEvent\x12%.eventmgmt.v1.AcknowledgeEventRequest\x1a&.eventmgmt.v1.AcknowledgeEventResponse\x12O\n\nClearEvent\x12\x1f.eventmgmt.v1.ClearEventRequest\x1a .eventmgmt.v1.ClearEventResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n eventmgmt/v1/event_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x18\x65ventmgmt/v1/event.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x12\x43reateEventRequest\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.EventB\x04\xe2\x41\x01\x02\"O\n\x13\x43reateEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.Event\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\";\n\x0fGetEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0einclude_shared\x18\x02 \x01(\x08\"6\n\x10GetEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.Event\"\xfb\x02\n\x11ListEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08order_by\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\nseverities\x18\x07 \x03(\x0e\x32\x16.eventmgmt.v1.Severity\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x11\n\tentity_id\x18\t \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\n \x01(\t\x12\x16\n\x0einclude_shared\x18\x0b \x01(\x08\x12\x0f\n\x07history\x18\x0c \x01(\x08\x12\x34\n\x0ftotal_size_mode\x18\r \x01(\x0e\x32\x1b.eventmgmt.v1.TotalSizeMode\"\xa4\x01\n\x12ListEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.eventmgmt.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12<\n\x13total_size_relation\x18\x04 \x01(\x0e\x32\x1f.eventmgmt.v1.TotalSizeRelation\"g\n\x12UpdateEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x13.eventmgmt.v1.EventB\x04\xe2\x41\x01\x02\x12\x15\n\rupdate_fields\x18\x03 \x03(\t\"9\n\x13UpdateEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.Event\"+\n\x17\x41\x63knowledgeEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\">\n\x18\x41\x63knowledgeEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.Event\"%\n\x11\x43learEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x12\x43learEventResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.eventmgmt.v1.Event*g\n\rTotalSizeMode\x12\x1f\n\x1bTOTAL_SIZE_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16TOTAL_SIZE_MODE_CAPPED\x10\x01\x12\x19\n\x15TOTAL_SIZE_MODE_EXACT\x10\x02*q\n\x11TotalSizeRelation\x12#\n\x1fTOTAL_SIZE_RELATION_UNSPECIFIED\x10\x00\x12\x1a\n\x16TOTAL_SIZE_RELATION_EQ\x10\x01\x12\x1b\n\x17TOTAL_SIZE_RELATION_GTE\x10\x02\x32\x86\x04\n\x0c\x45ventService\x12R\n\x0b\x43reateEvent\x12 .eventmgmt.v1.CreateEventRequest\x1a!.eventmgmt.v1.CreateEventResponse\x12I\n\x08GetEvent\x12\x1d.eventmgmt.v1.GetEventRequest\x1a\x1e.eventmgmt.v1.GetEventResponse\x12O\n\nListEvents\x12\x1f.eventmgmt.v1.ListEventsRequest\x1a .eventmgmt.v1.ListEventsResponse\x12R\n\x0bUpdateEvent\x12 .eventmgmt.v1.UpdateEventRequest\x1a!.eventmgmt.v1.UpdateEventResponse\x12\x61\n\x10\x41\x63knowledgeEvent\x12%.eventmgmt.v1.AcknowledgeEventRequest\x1a&.eventmgmt.v1.AcknowledgeEventResponse\x12O\n\nClearEvent\x12\x1f.eventmgmt.v1.ClearEventRequest\x1a .eventmgmt.v1.ClearEventResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,34 +46,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACKNOWLEDGEEVENTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_CLEAREVENTREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_CLEAREVENTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
-  _globals['_TOTALSIZEMODE']._serialized_start=1301
-  _globals['_TOTALSIZEMODE']._serialized_end=1404
-  _globals['_TOTALSIZERELATION']._serialized_start=1406
-  _globals['_TOTALSIZERELATION']._serialized_end=1519
+  _globals['_TOTALSIZEMODE']._serialized_start=1323
+  _globals['_TOTALSIZEMODE']._serialized_end=1426
+  _globals['_TOTALSIZERELATION']._serialized_start=1428
+  _globals['_TOTALSIZERELATION']._serialized_end=1541
   _globals['_CREATEEVENTREQUEST']._serialized_start=142
   _globals['_CREATEEVENTREQUEST']._serialized_end=204
   _globals['_CREATEEVENTRESPONSE']._serialized_start=206
-  _globals['_CREATEEVENTRESPONSE']._serialized_end=263
-  _globals['_GETEVENTREQUEST']._serialized_start=265
-  _globals['_GETEVENTREQUEST']._serialized_end=324
-  _globals['_GETEVENTRESPONSE']._serialized_start=326
-  _globals['_GETEVENTRESPONSE']._serialized_end=380
-  _globals['_LISTEVENTSREQUEST']._serialized_start=383
-  _globals['_LISTEVENTSREQUEST']._serialized_end=762
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=765
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=929
-  _globals['_UPDATEEVENTREQUEST']._serialized_start=931
-  _globals['_UPDATEEVENTREQUEST']._serialized_end=1034
-  _globals['_UPDATEEVENTRESPONSE']._serialized_start=1036
-  _globals['_UPDATEEVENTRESPONSE']._serialized_end=1093
-  _globals['_ACKNOWLEDGEEVENTREQUEST']._serialized_start=1095
-  _globals['_ACKNOWLEDGEEVENTREQUEST']._serialized_end=1138
-  _globals['_ACKNOWLEDGEEVENTRESPONSE']._serialized_start=1140
-  _globals['_ACKNOWLEDGEEVENTRESPONSE']._serialized_end=1202
-  _globals['_CLEAREVENTREQUEST']._serialized_start=1204
-  _globals['_CLEAREVENTREQUEST']._serialized_end=1241
-  _globals['_CLEAREVENTRESPONSE']._serialized_start=1243
-  _globals['_CLEAREVENTRESPONSE']._serialized_end=1299
-  _globals['_EVENTSERVICE']._serialized_start=1522
-  _globals['_EVENTSERVICE']._serialized_end=2040
+  _globals['_CREATEEVENTRESPONSE']._serialized_end=285
+  _globals['_GETEVENTREQUEST']._serialized_start=287
+  _globals['_GETEVENTREQUEST']._serialized_end=346
+  _globals['_GETEVENTRESPONSE']._serialized_start=348
+  _globals['_GETEVENTRESPONSE']._serialized_end=402
+  _globals['_LISTEVENTSREQUEST']._serialized_start=405
+  _globals['_LISTEVENTSREQUEST']._serialized_end=784
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=787
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=951
+  _globals['_UPDATEEVENTREQUEST']._serialized_start=953
+  _globals['_UPDATEEVENTREQUEST']._serialized_end=1056
+  _globals['_UPDATEEVENTRESPONSE']._serialized_start=1058
+  _globals['_UPDATEEVENTRESPONSE']._serialized_end=1115
+  _globals['_ACKNOWLEDGEEVENTREQUEST']._serialized_start=1117
+  _globals['_ACKNOWLEDGEEVENTREQUEST']._serialized_end=1160
+  _globals['_ACKNOWLEDGEEVENTRESPONSE']._serialized_start=1162
+  _globals['_ACKNOWLEDGEEVENTRESPONSE']._serialized_end=1224
+  _globals['_CLEAREVENTREQUEST']._serialized_start=1226
+  _globals['_CLEAREVENTREQUEST']._serialized_end=1263
+  _globals['_CLEAREVENTRESPONSE']._serialized_start=1265
+  _globals['_CLEAREVENTRESPONSE']._serialized_end=1321
+  _globals['_EVENTSERVICE']._serialized_start=1544
+  _globals['_EVENTSERVICE']._serialized_end=2062
 # @@protoc_insertion_point(module_scope)

@@ -37,10 +37,12 @@ class CreateEventRequest(_message.Message):
     def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ...) -> None: ...
 
 class CreateEventResponse(_message.Message):
-    __slots__ = ("event",)
+    __slots__ = ("event", "deduplicated")
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
     event: _event_pb2.Event
-    def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ...) -> None: ...
+    deduplicated: bool
+    def __init__(self, event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
 
 class GetEventRequest(_message.Message):
     __slots__ = ("id", "include_shared")

@@ -84,16 +84,18 @@ class IngestEventsRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[IngestItem, _Mapping]]] = ...) -> None: ...
 
 class IngestResult(_message.Message):
-    __slots__ = ("idempotency_key", "id", "duplicate", "error")
+    __slots__ = ("idempotency_key", "id", "duplicate", "error", "deduplicated")
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     id: str
     duplicate: bool
     error: _status_pb2.Status
-    def __init__(self, idempotency_key: _Optional[str] = ..., id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    deduplicated: bool
+    def __init__(self, idempotency_key: _Optional[str] = ..., id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
 
 class IngestEventsResponse(_message.Message):
     __slots__ = ("results",)

@@ -1,0 +1,451 @@
+"""Alarm de-duplication: a repeated ALARM of an open alarm's tenant, domain, entity, type and
+code counts into it instead of storing a new event; on both backends, through the store's
+group-commit writer, through Envoy and gRPC, and raced from two replicas on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+
+from helpers import auth, rows, run
+from persistence.store import Store
+from service.domain.access import Principal, Role
+from service.domain.events import Event, EventManager, EventQuery
+from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
+from service.v1 import event_stream_service_pb2 as stream_pb
+from service.v1 import event_stream_service_pb2_grpc as stream_grpc
+
+if TYPE_CHECKING:
+    from helpers import Keys, Replicas, Service
+
+T0 = 1_700_000_000_000_000
+
+
+def principal(tenant: str = "acme", domain: str = "/") -> Principal:
+    return Principal(tenant_id=tenant, key_id="k1", name="tester", role=Role.ADMIN, domain=domain)
+
+
+def alarm(entity: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "classification": "ALARM",
+        "entity_type": "Device",
+        "entity_id": entity,
+        "code": "10042",
+        "description": "pump overheating",
+        "timestamp": T0,
+        **fields,
+    }
+
+
+@pytest.fixture
+def batch_sizes(store: Store) -> Iterator[list[int]]:
+    """Instrumentation, not a mock: records the size of every batch the real writer commits."""
+    sizes: list[int] = []
+    commit = store.writer._commit
+
+    def recording_commit(operations: list[Any]) -> list[Any]:
+        sizes.append(len(operations))
+        return commit(operations)
+
+    store.writer._commit = recording_commit  # type: ignore[method-assign]
+    yield sizes
+
+
+def stored(store: Store, event_id: str) -> Event:
+    found = run(store.events.get(principal(), event_id))
+    assert found is not None
+    return found
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+def test_a_repeated_alarm_counts_into_the_open_one(store: Store) -> None:
+    manager = EventManager(store.events)
+    first = run(manager.record(principal(), alarm("pump-1")))
+    again = run(manager.record(principal(), alarm("pump-1", timestamp=T0 + 5_000_000)))
+    earlier = run(manager.record(principal(), alarm("pump-1", timestamp=T0 - 5_000_000)))
+
+    assert not first.deduplicated
+    assert (first.event.count, first.event.etag) == (1, 1)
+    assert first.event.first_occurrence_time == first.event.last_occurrence_time == T0
+    assert again.deduplicated and again.event.id == first.event.id
+    assert (again.event.count, again.event.etag) == (2, 2)
+    assert again.event.last_occurrence_time == T0 + 5_000_000
+    # An occurrence reported with an earlier time never moves the last one back.
+    assert (earlier.event.count, earlier.event.last_occurrence_time) == (3, T0 + 5_000_000)
+    assert earlier.event.first_occurrence_time == T0
+    assert stored(store, first.event.id) == earlier.event
+    _, total = run(store.events.query(principal(), EventQuery()))
+    assert total == 1
+
+
+def test_only_the_same_domain_entity_type_and_code_fold(store: Store) -> None:
+    manager = EventManager(store.events)
+    base = run(manager.record(principal(), alarm("pump-1"))).event
+    others = [
+        alarm("pump-2"),
+        alarm("pump-1", code="10043"),
+        alarm("pump-1", entity_type="Asset"),
+        alarm("pump-1", domain="/root/sub1"),
+        alarm("pump-1", classification="WARNING"),
+    ]
+    created = [run(manager.record(principal(), fields)) for fields in others]
+    assert not any(c.deduplicated for c in created)
+    assert len({c.event.id for c in created} | {base.id}) == 6
+    assert stored(store, base.id).count == 1
+    warning = created[-1].event
+    assert (warning.count, warning.first_occurrence_time, warning.last_occurrence_time) == (
+        None,
+        None,
+        None,
+    )
+    other_tenant = run(manager.record(principal("globex"), alarm("pump-1")))
+    assert not other_tenant.deduplicated
+
+
+def test_identical_concurrent_creates_in_one_batch_end_as_one_alarm(
+    store: Store, batch_sizes: list[int]
+) -> None:
+    manager = EventManager(store.events)
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(
+            *(manager.record(principal(), alarm("pump-9", timestamp=T0 + i)) for i in range(200))
+        )
+
+    created = run(together())
+    assert max(batch_sizes) > 1, "the creates were meant to share batches"
+    ids = {c.event.id for c in created}
+    assert len(ids) == 1
+    assert sum(not c.deduplicated for c in created) == 1
+    # Each answer is the alarm right after its own occurrence: counts 1 to 200, once each.
+    assert sorted(c.event.count for c in created) == list(range(1, 201))
+    final = stored(store, ids.pop())
+    assert (final.count, final.last_occurrence_time, final.first_occurrence_time) == (
+        200,
+        T0 + 199,
+        T0,
+    )
+    assert final.etag == 200
+    assert rows(store, "SELECT COUNT(*) FROM open_alarms") == [(1,)]
+
+
+def test_a_failing_write_costs_no_fold_of_its_batch(store: Store, batch_sizes: list[int]) -> None:
+    manager = EventManager(store.events)
+    first = run(manager.record(principal(), alarm("pump-3"))).event
+    batch_sizes.clear()
+    hostile = dataclasses.replace(
+        run(manager.prepare(principal(), alarm("other"))), description="a \ud800 b"
+    )
+
+    async def together() -> list[Any]:
+        folds = [manager.record(principal(), alarm("pump-3")) for _ in range(10)]
+        folds.insert(5, store.events.insert(hostile))
+        return await asyncio.gather(*folds, return_exceptions=True)
+
+    results = run(together())
+    assert isinstance(results.pop(5), UnicodeEncodeError)
+    assert max(batch_sizes) > 1
+    assert all(r.deduplicated and r.event.id == first.id for r in results)
+    assert stored(store, first.id).count == 11
+
+
+def test_an_alarm_that_is_gone_leaves_its_key_to_the_next_one(store: Store) -> None:
+    manager = EventManager(store.events)
+    first = run(manager.record(principal(), alarm("pump-4"))).event
+    store.run_sync(
+        lambda db: db.execute_sql(f"DELETE FROM events WHERE id = {db.param}", (first.id,))
+    )
+    after = run(manager.record(principal(), alarm("pump-4")))
+    assert not after.deduplicated and after.event.id != first.id
+    again = run(manager.record(principal(), alarm("pump-4")))
+    assert again.deduplicated and again.event.id == after.event.id and again.event.count == 2
+
+
+def test_an_alarm_changed_to_another_code_no_longer_absorbs_its_old_key(store: Store) -> None:
+    manager = EventManager(store.events)
+    first = run(manager.record(principal(), alarm("pump-5"))).event
+    run(manager.update(principal(), first.id, {"code": "10099"}, None))
+    after = run(manager.record(principal(), alarm("pump-5")))
+    assert not after.deduplicated
+    assert stored(store, first.id).count == 1
+
+
+def test_streamed_batches_fold_and_keep_their_idempotency_keys(store: Store) -> None:
+    from service.domain.events import Draft
+
+    manager = EventManager(store.events)
+    drafts = [Draft(alarm("pump-6"), f"k{i}") for i in range(3)]
+    outcomes = run(manager.create_many(principal(), drafts))
+    assert [o.deduplicated for o in outcomes] == [False, True, True]
+    alarm_id = outcomes[0].event.id  # type: ignore[union-attr]
+    assert [o.event.count for o in outcomes] == [1, 2, 3]  # type: ignore[union-attr]
+    # A resend answers as the first time did (the alarm's id) and counts nothing again.
+    resent = run(manager.create_many(principal(), drafts))
+    assert [o.duplicate_of for o in resent] == [alarm_id] * 3
+    assert stored(store, alarm_id).count == 3
+
+
+def test_migration_35_counts_stored_alarms_and_opens_the_newest_of_each_key(
+    store: Store,
+) -> None:
+    manager = EventManager(store.events)
+    older = run(manager.prepare(principal(), alarm("pump-7")))
+    newer = run(manager.prepare(principal(), alarm("pump-7", timestamp=T0 + 1)))
+    note = run(manager.prepare(principal(), {**alarm("pump-7"), "classification": "WARNING"}))
+    for e in (older, newer, note):  # stored side by side, as before de-duplication existed
+        run(store.events.insert(e))
+
+    def undo_35(db: Any) -> None:
+        db.execute_sql("DROP TABLE open_alarms")
+        for column in ("occurrence_count", "first_occurrence", "last_occurrence"):
+            db.execute_sql(f"ALTER TABLE events DROP COLUMN {column}")
+        db.execute_sql("DELETE FROM schema_migrations WHERE version = 35")
+
+    store.run_sync(undo_35)
+    assert store.migrate() == [35]
+    assert (stored(store, older.id).count, stored(store, older.id).last_occurrence_time) == (1, T0)
+    assert stored(store, note.id).count is None
+    folded = run(manager.record(principal(), alarm("pump-7")))
+    assert folded.deduplicated and folded.event.id == newer.id and folded.event.count == 2
+
+
+# --- through Envoy and gRPC -------------------------------------------------------------------
+
+
+def rest_alarm(entity: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "classification": "ALARM",
+        "entityType": "Device",
+        "entityId": entity,
+        "code": "10042",
+        "description": "pump overheating",
+        **fields,
+    }
+
+
+@pytest.mark.integration
+def test_rest_answers_201_with_count_1_then_200_with_the_counted_alarm(
+    service: Service, keys: Keys
+) -> None:
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    first = service.request(
+        "POST", "/events", rest_alarm(entity, timestamp="2026-11-30T10:00:00Z"), key=keys.writer
+    )
+    assert first.status == 201, first.body
+    body = first.json()
+    assert (body["count"], body["etag"]) == (1, 1)
+    assert body["firstOccurrenceTime"] == body["lastOccurrenceTime"] == "2026-11-30T10:00:00.000Z"
+
+    again = service.request(
+        "POST", "/events", rest_alarm(entity, timestamp="2026-11-30T10:05:00Z"), key=keys.writer
+    )
+    assert again.status == 200, again.body
+    folded = again.json()
+    assert folded["id"] == body["id"]
+    assert (folded["count"], folded["etag"]) == (2, 2)
+    assert again.headers["etag"] in ('"2"', "2", 'W/"2"')
+    assert folded["firstOccurrenceTime"] == "2026-11-30T10:00:00.000Z"
+    assert folded["lastOccurrenceTime"] == "2026-11-30T10:05:00.000Z"
+    assert folded["timestamp"] == "2026-11-30T10:00:00.000Z"
+
+    read = service.request("GET", f"/events/{body['id']}", key=keys.read).json()
+    assert read == folded
+    # Other events carry no occurrence fields, and each create stores one.
+    note = service.request("POST", "/events", {"entityId": entity}, key=keys.writer)
+    assert note.status == 201
+    assert not {"count", "firstOccurrenceTime", "lastOccurrenceTime"} & set(note.json())
+
+
+@pytest.mark.integration
+def test_a_key_of_another_domain_opens_its_own_alarm(service: Service, keys: Keys) -> None:
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    root = service.request("POST", "/events", rest_alarm(entity), key=keys.writer).json()
+    sub1 = service.request("POST", "/events", rest_alarm(entity), key=keys.sub1_writer)
+    assert sub1.status == 201, sub1.body
+    assert sub1.json()["id"] != root["id"] and sub1.json()["domain"] == "/root/sub1"
+
+
+@pytest.mark.integration
+def test_grpc_create_says_deduplicated(channel: grpc.Channel, keys: Keys) -> None:
+    stub = event_service_pb2_grpc.EventServiceStub(channel)
+    draft = event_pb2.Event(
+        entity_type="Device",
+        entity_id=f"pump-{uuid.uuid4().hex[:8]}",
+        code="10042",
+        classification=event_pb2.CLASSIFICATION_ALARM,
+    )
+    request = event_service_pb2.CreateEventRequest(event=draft)
+    first = stub.CreateEvent(request, metadata=auth(keys.writer))
+    second = stub.CreateEvent(request, metadata=auth(keys.writer))
+    assert not first.deduplicated and first.event.count == 1
+    assert second.deduplicated and second.event.id == first.event.id
+    assert second.event.count == 2 and second.event.etag == 2
+    assert second.event.first_occurrence_time == first.event.first_occurrence_time
+
+
+@pytest.mark.integration
+def test_streamed_ingest_folds_and_says_so(channel: grpc.Channel, keys: Keys) -> None:
+    stub = stream_grpc.EventStreamServiceStub(channel)
+    draft = event_pb2.Event(
+        entity_id=f"pump-{uuid.uuid4().hex[:8]}",
+        code="10042",
+        classification=event_pb2.CLASSIFICATION_ALARM,
+    )
+    items = [stream_pb.IngestItem(idempotency_key=uuid.uuid4().hex, event=draft) for _ in range(3)]
+
+    def send(batch: list[stream_pb.IngestItem]) -> list[stream_pb.IngestResult]:
+        answers = stub.IngestEvents(
+            iter([stream_pb.IngestEventsRequest(items=batch)]), metadata=auth(keys.writer)
+        )
+        return [r for answer in answers for r in answer.results]
+
+    results = send(items)
+    assert [r.deduplicated for r in results] == [False, True, True]
+    assert len({r.id for r in results}) == 1
+    resent = send(items)
+    assert all(r.duplicate and r.id == results[0].id for r in resent)
+    read = event_service_pb2_grpc.EventServiceStub(channel).GetEvent(
+        event_service_pb2.GetEventRequest(id=results[0].id), metadata=auth(keys.read)
+    )
+    assert read.event.count == 3
+
+
+def race(channels: list[grpc.Channel], key: str, entity: str, n: int) -> list[Any]:
+    """n identical alarm creates at once, spread over the channels."""
+    stubs = [event_service_pb2_grpc.EventServiceStub(c) for c in channels]
+    request = event_service_pb2.CreateEventRequest(
+        event=event_pb2.Event(
+            entity_type="Device",
+            entity_id=entity,
+            code="10042",
+            classification=event_pb2.CLASSIFICATION_ALARM,
+        )
+    )
+    futures = [
+        stubs[i % len(stubs)].CreateEvent.future(request, metadata=auth(key)) for i in range(n)
+    ]
+    return [f.result(timeout=60) for f in futures]
+
+
+@pytest.mark.integration
+def test_concurrent_identical_creates_end_as_one_alarm(
+    service: Service, channel: grpc.Channel, keys: Keys
+) -> None:
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    answers = race([channel], keys.writer, entity, 100)
+    assert len({a.event.id for a in answers}) == 1
+    assert sum(not a.deduplicated for a in answers) == 1
+    assert sorted(a.event.count for a in answers) == list(range(1, 101))
+    # And through Envoy, concurrently with those of gRPC.
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: (
+                    service.request("POST", "/events", rest_alarm(entity), key=keys.writer).status
+                ),
+                range(40),
+            )
+        )
+    assert statuses == [200] * 40
+    listed = service.request(
+        "GET", f"/events?filter=%7B%22entityId%22%3A%22{entity}%22%7D", key=keys.read
+    ).json()
+    events = listed["_embedded"]["events"]
+    assert len(events) == 1 and events[0]["count"] == 140
+
+
+@pytest.mark.integration
+def test_identical_creates_on_two_replicas_end_as_one_alarm(
+    replicas: Any,
+) -> None:
+    running: Replicas = replicas()
+    key = running.create_key("acme", "ReadWrite")
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    answers = race(running.channels, key, entity, 200)
+    assert len({a.event.id for a in answers}) == 1
+    assert sum(not a.deduplicated for a in answers) == 1
+    assert sorted(a.event.count for a in answers) == list(range(1, 201))
+    for channel in running.channels:  # each replica reads the one alarm with every count
+        read = event_service_pb2_grpc.EventServiceStub(channel).GetEvent(
+            event_service_pb2.GetEventRequest(id=answers[0].event.id), metadata=auth(key)
+        )
+        assert read.event.count == 200
+
+
+@pytest.mark.integration
+def test_counts_and_occurrence_times_filter_sort_and_aggregate(
+    service: Service, keys: Keys
+) -> None:
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    counts = {"10001": 3, "10002": 1, "10003": 2}
+    for code, n in counts.items():
+        for i in range(n):
+            at = f"2026-11-30T10:0{i}:00Z"
+            fields = rest_alarm(entity, code=code, timestamp=at)
+            assert service.request("POST", "/events", fields, key=keys.writer).status in (200, 201)
+    note = {"entityId": entity, "code": "10004", "timestamp": "2026-11-30T11:00:00Z"}
+    assert service.request("POST", "/events", note, key=keys.writer).status == 201
+
+    def listed(query: str) -> list[tuple[str, int | None]]:
+        answer = service.request("GET", f"/events?{query}", key=keys.read)
+        assert answer.status == 200, answer.body
+        return [(e["code"], e.get("count")) for e in answer.json()["_embedded"]["events"]]
+
+    from urllib.parse import quote
+
+    def where(extra: str) -> str:
+        return quote(f'{{"entityId": "{entity}"{extra}}}')
+
+    repeated = where(', "count": {"after": 1}')
+    assert listed(f"filter={repeated}&sort=count,desc") == [
+        ("10001", 3),
+        ("10003", 2),
+    ]
+    # Sorting puts events without a count below every alarm, on every page of a cursor.
+    ascending = [("10004", None), ("10002", 1), ("10003", 2), ("10001", 3)]
+    assert listed(f"filter={where('')}&sort=count,asc") == ascending
+    seen: list[tuple[str, int | None]] = []
+    query = f"filter={where('')}&sort=count,asc&size=1"
+    page = service.request("GET", f"/events?{query}", key=keys.read).json()
+    while True:
+        seen += [(e["code"], e.get("count")) for e in page["_embedded"]["events"]]
+        following = page["_links"].get("next")
+        if not following:
+            break
+        page = service.request(
+            "GET", following["href"].split(service.rest_url, 1)[-1], key=keys.read
+        ).json()
+    assert seen == ascending
+    last = where(', "lastOccurrenceTime": {"after": "2026-11-30T10:01:30Z"}')
+    assert listed(f"filter={last}") == [("10001", 3)]
+
+    body = {
+        "query": {
+            "bool": {
+                "filter": [
+                    {"term": {"entityId": entity}},
+                    {"range": {"count": {"gte": 2}}},
+                ]
+            }
+        },
+        "sort": [{"lastOccurrenceTime": {"order": "desc"}}],
+        "aggs": {
+            "occurrences": {"sum": {"field": "count"}},
+            "latest": {"max": {"field": "lastOccurrenceTime"}},
+        },
+    }
+    found = service.request("POST", "/events/find", body, key=keys.read)
+    assert found.status == 200, found.body
+    answer = found.json()
+    assert [h["_source"]["code"] for h in answer["hits"]["hits"]] == ["10001", "10003"]
+    assert answer["aggregations"]["occurrences"]["value"] == 5
+    assert answer["aggregations"]["latest"]["value_as_string"].startswith("2026-11-30T10:02:00")

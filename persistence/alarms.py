@@ -8,7 +8,6 @@ so N concurrent identical creates leave one alarm with count N."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from persistence.rows import EVENT_COLUMNS
@@ -60,12 +59,3 @@ def count_occurrence(
     )
     rows = cursor.fetchall()
     return tuple(rows[0]) if rows else None
-
-
-def forget(cursor: Any, p: str, event_ids: Sequence[str]) -> None:
-    """Closes the de-duplication window of these alarms (cleared or deleted): the next
-    occurrence of their keys is a new alarm."""
-    if event_ids:
-        cursor.executemany(
-            f"DELETE FROM open_alarms WHERE event_id = {p}", [(i,) for i in event_ids]
-        )

@@ -19,7 +19,10 @@ from service.domain.custom_fields import STANDARD_EVENT, FieldDefinition, FieldT
 from service.domain.event_types import DeleteOutcome, EventType, Scope
 from service.domain.events import Event
 
-_COLUMNS = "id, tenant_id, name, parent_id, scope, fields, ttl_days, etag, create_time, update_time"
+_COLUMNS = (
+    "id, tenant_id, name, parent_id, scope, fields, ttl_days, etag, create_time, update_time, "
+    "deduplicate_alarms"
+)
 # Walking parent links stops here even if the table were ever corrupted into a loop.
 _MAX_WALK = 64
 
@@ -66,6 +69,7 @@ def _row(t: EventType) -> tuple[Any, ...]:
         t.etag,
         t.create_time,
         t.update_time,
+        t.deduplicate_alarms,
     )
 
 
@@ -81,6 +85,7 @@ def _from_row(r: Sequence[Any]) -> EventType:
         etag=r[7],
         create_time=r[8],
         update_time=r[9],
+        deduplicate_alarms=bool(r[10]),  # SQLite answers 0 and 1
     )
 
 

@@ -17,11 +17,19 @@ from persistence.queries import SqlBuilder
 from persistence.rows import SELECT_EVENT, event_from_row, event_row
 from persistence.store import Store
 from persistence.upkeep import DELETED_RETURNING, forget_deleted
+from persistence.writes import Folded
 from service.domain.access import Principal, Role
 from service.domain.alarm_status import Transition
 from service.domain.conditions import Condition
 from service.domain.events import Event, now_us
-from service.domain.jobs import Job, JobKind, JobResult, JobState, LeaseLost
+from service.domain.jobs import (
+    RESULT_DEDUPLICATED,
+    Job,
+    JobKind,
+    JobResult,
+    JobState,
+    LeaseLost,
+)
 
 _JOB_COLUMNS = (
     "id",
@@ -187,16 +195,27 @@ class JobRepository:
             raise LeaseLost(f"job {job.id} is no longer leased to {owner}")
 
     async def commit_chunk(
-        self, job: Job, owner: str, lease_us: int, events: list[Event], results: list[JobResult]
+        self,
+        job: Job,
+        owner: str,
+        lease_us: int,
+        events: list[tuple[Event, str | None]],
+        results: list[JobResult],
     ) -> None:
-        """Stores a chunk's events, its results and the new progress in one transaction."""
+        """Stores a chunk's events (each with its de-duplication key, service/domain/alarms.py),
+        its results and the new progress in one transaction. The result of an event counted
+        into an open alarm becomes RESULT_DEDUPLICATED with the alarm's id."""
         p = self._p
-        failed = job.failed + sum(1 for r in results if r.result_code != 201)
+        failed = job.failed + sum(1 for r in results if not r.ok)
+        by_event = {r.event_id: r for r in results if r.event_id is not None}
 
         def write(cursor: Any) -> None:
             self._renew(cursor, job, owner, lease_us, job.done + len(results), failed)
-            if events:
-                self._store.writes.insert_rows(cursor, [event_row(e) for e in events])
+            outcomes = self._store.writes.insert_events(cursor, events)
+            for (event, _), outcome in zip(events, outcomes, strict=True):
+                if isinstance(outcome, Folded):
+                    result = by_event[event.id]
+                    result.result_code, result.event_id = RESULT_DEDUPLICATED, outcome.alarm.id
             cursor.executemany(
                 f"INSERT INTO job_results VALUES ({p}, {p}, {p}, {p}, {p})",
                 [(job.id, r.item, r.result_code, r.event_id, r.error_message) for r in results],

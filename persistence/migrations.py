@@ -544,6 +544,13 @@ def _v35_alarm_occurrences(db: peewee.Database) -> None:
     )
 
 
+def _v36_type_alarm_dedup(db: peewee.Database) -> None:
+    # An event type may turn alarm de-duplication off for its alarms (service/domain/alarms.py).
+    db.execute_sql(
+        "ALTER TABLE event_types ADD COLUMN deduplicate_alarms BOOLEAN NOT NULL DEFAULT TRUE"
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
@@ -565,6 +572,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (33, "alarm transitions numbered in the live feed", _v33_event_transitions),
     (34, "job kinds up to 32 characters (bulk acknowledge and clear)", _v34_job_kinds),
     (35, "alarm occurrence counts and times; the open alarm of each key", _v35_alarm_occurrences),
+    (36, "event types may turn alarm de-duplication off", _v36_type_alarm_dedup),
 ]
 
 

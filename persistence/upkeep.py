@@ -1,6 +1,7 @@
 """What every insert and delete of events keeps right beside the rows, in the same
 transaction: the daily rollup counts (event_rollups), the idempotency keys
-(event_idempotency_keys) and the latest flag of correlated events (see queries.refresh_latest).
+(event_idempotency_keys), the latest flag of correlated events (see queries.refresh_latest)
+and the open alarms of de-duplication keys (open_alarms, persistence/alarms.py).
 
 event_rollups holds, per tenant, domain, type and UTC day of the timestamp, how many events
 are stored: find answers terms on the type and date histograms from it (persistence/rollups.py)
@@ -18,7 +19,8 @@ from persistence.queries import refresh_latest
 DAY_US = 86_400 * 1_000_000
 # What a DELETE FROM events returns for forget_deleted, in this order.
 DELETED_RETURNING = (
-    "RETURNING tenant_id, correlation_id, entity_id, type_id, domain, ts, idempotency_key"
+    "RETURNING tenant_id, correlation_id, entity_id, type_id, domain, ts, idempotency_key, "
+    "id, classification"
 )
 
 RollupKey = tuple[str, str, str, int]  # tenant id, domain, type id, first microsecond of the day
@@ -92,10 +94,21 @@ def forget_deleted(cursor: Any, gone: Sequence[Sequence[Any]], postgres: bool) -
     for g in gone:
         counts[(g[0], g[4], g[3], day_of(int(g[5])))] -= 1
     add_counts(cursor, counts, postgres)
+    close_alarms(cursor, [str(g[7]) for g in gone if g[8] == "ALARM"], postgres)
     keys = sorted({(g[0], g[6]) for g in gone if g[6] is not None})
     if keys:
         p = "%s" if postgres else "?"
         cursor.executemany(
             f"DELETE FROM event_idempotency_keys WHERE tenant_id = {p} AND idempotency_key = {p}",
             keys,
+        )
+
+
+def close_alarms(cursor: Any, event_ids: Sequence[str], postgres: bool) -> None:
+    """Closes the de-duplication window of these alarms (cleared or deleted; see
+    persistence/alarms.py): the next occurrence of their keys is a new alarm."""
+    if event_ids:
+        p = "%s" if postgres else "?"
+        cursor.executemany(
+            f"DELETE FROM open_alarms WHERE event_id = {p}", [(i,) for i in event_ids]
         )

@@ -21,6 +21,7 @@ from persistence.rows import (
     INSERT_COLUMNS,
     correlation_groups,
     event_from_row,
+    event_row,
     fold_row,
     keyed_rows,
     rollup_keys,
@@ -189,6 +190,33 @@ class EventWrites:
         self._insert_numbered(cursor, numbered)
         if self._recording is not None:
             self._recording.extend(event_from_row(row) for row in numbered)
+
+    def insert_events(
+        self, cursor: Any, events: Sequence[tuple[Event, str | None]]
+    ) -> list[int | Folded]:
+        """insert_rows for events that may be alarms to de-duplicate (each with its key, as
+        Insert takes it): each is stored with the next feed position, or counted into the open
+        alarm of its key (Folded), as single creates are."""
+        if not events:
+            return []
+        p = self._database.param
+        cursor.execute("UPDATE feed_state SET last_seq = last_seq WHERE id = 1")
+        cursor.execute("SELECT last_seq FROM feed_state WHERE id = 1")
+        rows: list[tuple[Any, ...]] = []
+        placing = _Placing(cursor, p, rows, int(cursor.fetchone()[0]) + 1)
+        outcomes = [placing.place(e, event_row(e), key, None) for e, key in events]
+        if rows:
+            self._insert_numbered(cursor, rows)
+            cursor.execute(
+                f"UPDATE feed_state SET last_seq = {p} WHERE id = 1", (placing.next_seq - 1,)
+            )
+            if self._postgres:
+                cursor.execute(
+                    "SELECT pg_notify(%s, %s)", (FEED_CHANNEL, str(placing.next_seq - 1))
+                )
+            if self._recording is not None:
+                self._recording.extend(event_from_row(row) for row in rows)
+        return outcomes
 
     def insert_row(
         self,

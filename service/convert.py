@@ -243,6 +243,7 @@ def event_type_to_proto(event_type: EventType) -> event_type_pb2.EventType:
         ],
         scope=event_type_pb2.Scope.Value(event_type.scope.value),  # type: ignore[arg-type]
         ttl=event_type.ttl_days,
+        deduplicate_alarms=event_type.deduplicate_alarms,
         etag=event_type.etag,
         tenant_id=event_type.tenant_id,
         create_time=_to_timestamp(event_type.create_time),
@@ -288,6 +289,9 @@ def spec_from_proto(message: event_type_pb2.EventType, fields_given: bool = Fals
         fields=tuple(fields) if fields or fields_given else None,
         scope=Scope(event_type_pb2.Scope.Name(message.scope)) if message.scope else None,
         ttl_days=message.ttl,
+        deduplicate_alarms=message.deduplicate_alarms
+        if message.HasField("deduplicate_alarms")
+        else None,
     )
 
 

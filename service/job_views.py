@@ -93,9 +93,9 @@ def _create_result(
     event = dict(item)
     result: dict[str, Any] = {"event": event, "resultCode": str(code)}
     if event_id is not None:
-        event.update(
-            id=event_id, etag=1, _links={"self": {"href": f"{base_url}/events/{event_id}"}}
-        )
+        event.update(id=event_id, _links={"self": {"href": f"{base_url}/events/{event_id}"}})
+        if code == 201:  # a de-duplicated alarm (200) is at whatever version it reached
+            event["etag"] = 1
     if error is not None:
         result["errorMessage"] = error
     return result

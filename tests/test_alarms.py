@@ -449,3 +449,95 @@ def test_counts_and_occurrence_times_filter_sort_and_aggregate(
     assert [h["_source"]["code"] for h in answer["hits"]["hits"]] == ["10001", "10003"]
     assert answer["aggregations"]["occurrences"]["value"] == 5
     assert answer["aggregations"]["latest"]["value_as_string"].startswith("2026-11-30T10:02:00")
+
+
+@pytest.mark.integration
+def test_an_event_type_can_turn_de_duplication_off(service: Service, keys: Keys) -> None:
+    created = service.request(
+        "POST",
+        "/eventTypes",
+        {"name": "raw alarms", "id": f"raw-{uuid.uuid4().hex[:8]}", "deduplicateAlarms": False},
+        key=keys.writer,
+    )
+    assert created.status == 201, created.body
+    kind = created.json()
+    assert kind["deduplicateAlarms"] is False
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    answers = [
+        service.request("POST", "/events", rest_alarm(entity, typeId=kind["id"]), key=keys.writer)
+        for _ in range(2)
+    ]
+    assert [a.status for a in answers] == [201, 201]
+    assert answers[0].json()["id"] != answers[1].json()["id"]
+    assert [a.json()["count"] for a in answers] == [1, 1]
+
+    # Merge patch turns it on again; a type that does not say keeps it on.
+    patched = service.request(
+        "PATCH",
+        f"/eventTypes/{kind['id']}",
+        {"deduplicateAlarms": True},
+        key=keys.writer,
+        headers={"Content-Type": "application/merge-patch+json", "If-Match": str(kind["etag"])},
+    )
+    assert patched.status == 200, patched.body
+    assert patched.json()["deduplicateAlarms"] is True
+    third = service.request(
+        "POST", "/events", rest_alarm(entity, typeId=kind["id"]), key=keys.writer
+    )
+    fourth = service.request(
+        "POST", "/events", rest_alarm(entity, typeId=kind["id"]), key=keys.writer
+    )
+    # Alarms stored while it was off hold no key: the next one opens it.
+    assert (third.status, fourth.status) == (201, 200)
+    assert fourth.json()["id"] == third.json()["id"] and fourth.json()["count"] == 2
+    plain = service.request("POST", "/eventTypes", {"name": "plain"}, key=keys.writer).json()
+    assert plain["deduplicateAlarms"] is True
+
+
+@pytest.mark.integration
+def test_create_jobs_fold_alarms_and_answer_200_for_them(service: Service, keys: Keys) -> None:
+    from test_jobs import submit, wait_for_job
+
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    events = [rest_alarm(entity), rest_alarm(entity), {"entityId": entity}, rest_alarm(entity)]
+    path, _ = submit(service, "createEventsJobs", {"events": events}, keys.writer)
+    status = wait_for_job(service, path, keys.read)
+    assert status["state"] == "FINISHED"
+    results = status["details"]["resultDescription"]
+    assert [r["resultCode"] for r in results] == ["201", "200", "201", "200"]
+    alarm_id = results[0]["event"]["id"]
+    assert results[1]["event"]["id"] == results[3]["event"]["id"] == alarm_id
+    read = service.request("GET", f"/events/{alarm_id}", key=keys.read).json()
+    assert read["count"] == 3
+    # A later single create counts into the job's alarm too.
+    again = service.request("POST", "/events", rest_alarm(entity), key=keys.writer)
+    assert again.status == 200 and again.json()["count"] == 4
+
+
+@pytest.mark.integration
+def test_deleting_an_alarm_closes_its_window(service: Service, keys: Keys) -> None:
+    from test_jobs import submit, wait_for_job
+
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    first = service.request("POST", "/events", rest_alarm(entity), key=keys.writer).json()
+    path, _ = submit(service, "deleteEventsJobs", {"filter": {"entityId": entity}}, keys.writer)
+    assert wait_for_job(service, path, keys.read)["state"] == "FINISHED"
+    after = service.request("POST", "/events", rest_alarm(entity), key=keys.writer)
+    assert after.status == 201 and after.json()["id"] != first["id"]
+    assert after.json()["count"] == 1
+
+
+def test_retention_forgets_the_keys_of_the_alarms_it_deletes(store: Store) -> None:
+    from persistence.event_types import RetentionRepository
+
+    manager = EventManager(store.events)
+    first = run(manager.record(principal(), alarm("pump-8"))).event
+    note = run(manager.record(principal(), {"entity_id": "pump-8"})).event
+    assert rows(store, "SELECT event_id FROM open_alarms") == [(first.id,)]
+    deleted = run(
+        RetentionRepository(store).delete_stored_before(first.type_id, note.create_time + 1, 10)
+    )
+    assert deleted == 2
+    assert rows(store, "SELECT COUNT(*) FROM open_alarms") == [(0,)]
+    after = run(manager.record(principal(), alarm("pump-8")))
+    assert not after.deduplicated and after.event.count == 1

@@ -121,6 +121,7 @@ TYPE_FILTER_FIELDS: StandardFields = {
     "scope": ("scope", "string"),
     "owner": ("tenant_id", "string"),
     "ttl": ("ttl_days", "integer"),
+    "deduplicateAlarms": ("deduplicate_alarms", "boolean"),
     "etag": ("etag", "integer"),
     "createTime": ("create_time", "timestamp"),
     "updateTime": ("update_time", "timestamp"),
@@ -174,6 +175,7 @@ class EventTypeSpec:
     fields: tuple[FieldDefinition, ...] | None = None
     scope: Scope | None = None
     ttl_days: int = 0
+    deduplicate_alarms: bool | None = None
 
 
 DeleteOutcome = Literal["deleted", "stale", "has_children", "has_events", "missing"]
@@ -347,6 +349,7 @@ class EventTypeManager:
             fields=spec.fields or (),
             scope=scope,
             ttl_days=spec.ttl_days or DEFAULT_TTL_DAYS,
+            deduplicate_alarms=spec.deduplicate_alarms is not False,
             etag=1,
             create_time=now,
             update_time=now,
@@ -408,6 +411,9 @@ class EventTypeManager:
             fields=stored.fields if spec.fields is None else spec.fields,
             scope=spec.scope or stored.scope,
             ttl_days=spec.ttl_days or stored.ttl_days,
+            deduplicate_alarms=stored.deduplicate_alarms
+            if spec.deduplicate_alarms is None
+            else spec.deduplicate_alarms,
         )
         fields = spec.fields or ()
         scope = spec.scope or stored.scope
@@ -444,6 +450,7 @@ class EventTypeManager:
             fields=fields,
             scope=scope,
             ttl_days=spec.ttl_days,
+            deduplicate_alarms=bool(spec.deduplicate_alarms),
             etag=stored.etag + 1,
             update_time=now_us(),
         )

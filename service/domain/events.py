@@ -476,12 +476,14 @@ class EventManager:
         """Creates an event; an ALARM while one of its key is open is counted into that alarm
         instead (service/domain/alarms.py), which the answer then carries."""
         event = await self.prepare(principal, fields, entity_required=entity_required)
-        folded = await self._repository.insert(event, await self._dedup_key(principal, event))
+        folded = await self._repository.insert(event, await self.dedup_key(principal, event))
         if folded is not None:
             return Created(folded, deduplicated=True)
         return Created(event)
 
-    async def _dedup_key(self, principal: Principal, event: Event) -> str | None:
+    async def dedup_key(self, principal: Principal, event: Event) -> str | None:
+        """The key an alarm de-duplicates under, or None: not an alarm, or its type turns
+        de-duplication off."""
         if not is_alarm(event):
             return None
         if (
@@ -513,7 +515,7 @@ class EventManager:
             outcomes.append(IngestOutcome(event=event))
             accepted.append((event, draft.idempotency_key))
         if accepted:
-            dedup_keys = [await self._dedup_key(principal, event) for event, _ in accepted]
+            dedup_keys = [await self.dedup_key(principal, event) for event, _ in accepted]
             stored = iter(await self._repository.insert_batch(principal, accepted, dedup_keys))
             for index, outcome in enumerate(outcomes):
                 if outcome.event is not None:

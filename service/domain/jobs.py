@@ -71,14 +71,24 @@ class JobState(StrEnum):
     FINISHED_WITH_ERROR = "FINISHED_WITH_ERROR"
 
 
+# The result of an ALARM that was counted into an open alarm (service/domain/alarms.py), as
+# a REST create answers it; its event id is the alarm's.
+RESULT_DEDUPLICATED = 200
+
+
 @dataclass(slots=True)
 class JobResult:
-    """The outcome of one submitted event: 201 with its id, or an error code and message."""
+    """The outcome of one submitted event: 201 with its id (200 with the id of the open alarm
+    it was counted into), or an error code and message."""
 
     item: int
     result_code: int
     event_id: str | None = None
     error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result_code in (201, RESULT_DEDUPLICATED)
 
 
 @dataclass(slots=True)
@@ -107,8 +117,16 @@ class JobRepository(Protocol):
     async def claim(self, owner: str, lease_us: int) -> Job | None: ...
 
     async def commit_chunk(
-        self, job: Job, owner: str, lease_us: int, events: list[Event], results: list[JobResult]
-    ) -> None: ...
+        self,
+        job: Job,
+        owner: str,
+        lease_us: int,
+        events: list[tuple[Event, str | None]],
+        results: list[JobResult],
+    ) -> None:
+        """Stores the events (each with its de-duplication key) and results; a result whose
+        event was counted into an open alarm becomes RESULT_DEDUPLICATED, the alarm's id."""
+        ...
 
     async def delete_batch(
         self, job: Job, owner: str, lease_us: int, condition: Condition | None, limit: int
@@ -324,7 +342,7 @@ class JobRunner:
                     log.info("job %s waits %s s for its rate limit", job.id, wait_us // 1_000_000)
                     return
                 end = start + granted
-            events: list[Event] = []
+            events: list[tuple[Event, str | None]] = []
             results: list[JobResult] = []
             for index in range(start, end):
                 try:
@@ -336,13 +354,13 @@ class JobRunner:
                 except DomainError as error:
                     results.append(JobResult(index, 403, error_message=error.message))
                 else:
-                    events.append(event)
+                    events.append((event, await self._events.dedup_key(job.owner, event)))
                     results.append(JobResult(index, 201, event_id=event.id))
             await self._repository.commit_chunk(
                 job, self._owner, self._settings.lease_us, events, results
             )
             job.done += len(results)
-            job.failed += sum(1 for r in results if r.result_code != 201)
+            job.failed += sum(1 for r in results if not r.ok)
         created = job.total - job.failed
         state = JobState.FINISHED_WITH_ERROR if job.failed else JobState.FINISHED
         await self._finish(

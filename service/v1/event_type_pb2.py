@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65ventmgmt/v1/event_type.proto\x12\x0c\x65ventmgmt.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x0f\x46ieldDefinition\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x17.eventmgmt.v1.FieldTypeB\x04\xe2\x41\x01\x02\x12\x0e\n\x06values\x18\x03 \x03(\t\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x12\n\nfilterable\x18\x05 \x01(\x08\x12\x11\n\tupdatable\x18\x06 \x01(\x08\"\xb3\x02\n\tEventType\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tparent_id\x18\x03 \x01(\t\x12-\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x1d.eventmgmt.v1.FieldDefinition\x12\"\n\x05scope\x18\x05 \x01(\x0e\x32\x13.eventmgmt.v1.Scope\x12\x0b\n\x03ttl\x18\x06 \x01(\x05\x12\x0c\n\x04\x65tag\x18\x07 \x01(\x05\x12\x17\n\ttenant_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*r\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06STRING\x10\x01\x12\x0b\n\x07INTEGER\x10\x02\x12\n\n\x06\x44OUBLE\x10\x03\x12\x0b\n\x07\x42OOLEAN\x10\x04\x12\r\n\tTIMESTAMP\x10\x05\x12\x08\n\x04\x45NUM\x10\x06*5\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\t\n\x05LOCAL\x10\x01\x12\n\n\x06GLOBAL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65ventmgmt/v1/event_type.proto\x12\x0c\x65ventmgmt.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x0f\x46ieldDefinition\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x17.eventmgmt.v1.FieldTypeB\x04\xe2\x41\x01\x02\x12\x0e\n\x06values\x18\x03 \x03(\t\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x12\n\nfilterable\x18\x05 \x01(\x08\x12\x11\n\tupdatable\x18\x06 \x01(\x08\"\xeb\x02\n\tEventType\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tparent_id\x18\x03 \x01(\t\x12-\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x1d.eventmgmt.v1.FieldDefinition\x12\"\n\x05scope\x18\x05 \x01(\x0e\x32\x13.eventmgmt.v1.Scope\x12\x0b\n\x03ttl\x18\x06 \x01(\x05\x12\x0c\n\x04\x65tag\x18\x07 \x01(\x05\x12\x17\n\ttenant_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1f\n\x12\x64\x65\x64uplicate_alarms\x18\x0b \x01(\x08H\x00\x88\x01\x01\x42\x15\n\x13_deduplicate_alarms*r\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06STRING\x10\x01\x12\x0b\n\x07INTEGER\x10\x02\x12\n\n\x06\x44OUBLE\x10\x03\x12\x0b\n\x07\x42OOLEAN\x10\x04\x12\r\n\tTIMESTAMP\x10\x05\x12\x08\n\x04\x45NUM\x10\x06*5\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\t\n\x05LOCAL\x10\x01\x12\n\n\x06GLOBAL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,12 +45,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTTYPE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_EVENTTYPE'].fields_by_name['update_time']._loaded_options = None
   _globals['_EVENTTYPE'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
-  _globals['_FIELDTYPE']._serialized_start=581
-  _globals['_FIELDTYPE']._serialized_end=695
-  _globals['_SCOPE']._serialized_start=697
-  _globals['_SCOPE']._serialized_end=750
+  _globals['_FIELDTYPE']._serialized_start=637
+  _globals['_FIELDTYPE']._serialized_end=751
+  _globals['_SCOPE']._serialized_start=753
+  _globals['_SCOPE']._serialized_end=806
   _globals['_FIELDDEFINITION']._serialized_start=114
   _globals['_FIELDDEFINITION']._serialized_end=269
   _globals['_EVENTTYPE']._serialized_start=272
-  _globals['_EVENTTYPE']._serialized_end=579
+  _globals['_EVENTTYPE']._serialized_end=635
 # @@protoc_insertion_point(module_scope)

@@ -54,7 +54,7 @@ class FieldDefinition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ..., values: _Optional[_Iterable[str]] = ..., required: _Optional[bool] = ..., filterable: _Optional[bool] = ..., updatable: _Optional[bool] = ...) -> None: ...
 
 class EventType(_message.Message):
-    __slots__ = ("id", "name", "parent_id", "fields", "scope", "ttl", "etag", "tenant_id", "create_time", "update_time")
+    __slots__ = ("id", "name", "parent_id", "fields", "scope", "ttl", "etag", "tenant_id", "create_time", "update_time", "deduplicate_alarms")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class EventType(_message.Message):
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATE_ALARMS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     parent_id: str
@@ -75,4 +76,5 @@ class EventType(_message.Message):
     tenant_id: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., parent_id: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldDefinition, _Mapping]]] = ..., scope: _Optional[_Union[Scope, str]] = ..., ttl: _Optional[int] = ..., etag: _Optional[int] = ..., tenant_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    deduplicate_alarms: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., parent_id: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldDefinition, _Mapping]]] = ..., scope: _Optional[_Union[Scope, str]] = ..., ttl: _Optional[int] = ..., etag: _Optional[int] = ..., tenant_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deduplicate_alarms: _Optional[bool] = ...) -> None: ...

@@ -44,6 +44,7 @@ SCRIPTS: tuple[tuple[str, ...], ...] = (
     ("bench_find.py",),
     ("bench_live.py",),
     ("bench_list.py",),
+    ("bench_alarms.py",),
     ("bench_memory.py",),
 )
 

@@ -28,6 +28,17 @@ def claim(cursor: Any, p: str, tenant_id: str, key: str, event_id: str, ts: int)
     return str(found), int(found_ts)
 
 
+def open_alarm(cursor: Any, p: str, tenant_id: str, key: str) -> tuple[str, int] | None:
+    """The id and timestamp of the open alarm of `key`, or None (for counting only, never
+    to decide whether to store: that is what claim is for)."""
+    cursor.execute(
+        f"SELECT event_id, ts FROM open_alarms WHERE tenant_id = {p} AND alarm_key = {p}",
+        (tenant_id, key),
+    )
+    row = cursor.fetchone()
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
 def take_over(cursor: Any, p: str, tenant_id: str, key: str, event_id: str, ts: int) -> None:
     """Names `event_id` the open alarm of `key` in place of one that is gone (deleted, or
     changed by an update so that it no longer has this key)."""

@@ -30,8 +30,12 @@ class EventRepository:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def insert(self, event: Event, dedup_key: str | None = None) -> Event | None:
-        result = await self._store.writer.submit(Insert(event, event_row(event), dedup_key))
+    async def insert(
+        self, event: Event, dedup_key: str | None = None, *, fold_only: bool = False
+    ) -> Event | None:
+        result = await self._store.writer.submit(
+            Insert(event, event_row(event), dedup_key, fold_only)
+        )
         return result.alarm if isinstance(result, Folded) else None
 
     async def insert_batch(
@@ -39,6 +43,7 @@ class EventRepository:
         principal: Principal,
         events: Sequence[tuple[Event, str | None]],
         dedup_keys: Sequence[str | None] | None = None,
+        fold_only: Sequence[bool] | None = None,
     ) -> list[str | Event | None]:
         batch = InsertBatch(
             principal.tenant_id,
@@ -46,10 +51,11 @@ class EventRepository:
             [event_row(event) for event, _ in events],
             [key for _, key in events],
             list(dedup_keys) if dedup_keys is not None else None,
+            list(fold_only) if fold_only is not None else None,
         )
         if any(event.tenant_id != principal.tenant_id for event in batch.events):
             raise ValueError("a batch holds the events of the calling tenant only")
-        outcome: list[int | str | Folded] = await self._store.writer.submit(batch)
+        outcome: list[int | str | Folded | None] = await self._store.writer.submit(batch)
         return [
             o.alarm if isinstance(o, Folded) else None if isinstance(o, int) else o for o in outcome
         ]

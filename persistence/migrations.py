@@ -551,6 +551,28 @@ def _v36_type_alarm_dedup(db: peewee.Database) -> None:
     )
 
 
+def _v37_alarm_storms(db: peewee.Database) -> None:
+    # The storms on now (service/domain/storms.py): one row per scope (a tenant, or an entity
+    # and type of one) while its create rate is exceeded, with what the storm counted and
+    # refused; deleted, with an end event, once a whole window stays within the rate.
+    db.execute_sql(
+        """CREATE TABLE alarm_storms (
+            scope VARCHAR(255) PRIMARY KEY,
+            per VARCHAR(8) NOT NULL,
+            tenant_id VARCHAR(64) NOT NULL,
+            domain VARCHAR(1024) NOT NULL,
+            entity_type VARCHAR(64) NOT NULL,
+            entity_id VARCHAR(128) NOT NULL,
+            type_id VARCHAR(128) NOT NULL,
+            limit_count BIGINT NOT NULL,
+            window_s INTEGER NOT NULL,
+            started_at BIGINT NOT NULL,
+            last_window BIGINT NOT NULL,
+            folded BIGINT NOT NULL,
+            refused BIGINT NOT NULL)"""
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
@@ -573,6 +595,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (34, "job kinds up to 32 characters (bulk acknowledge and clear)", _v34_job_kinds),
     (35, "alarm occurrence counts and times; the open alarm of each key", _v35_alarm_occurrences),
     (36, "event types may turn alarm de-duplication off", _v36_type_alarm_dedup),
+    (37, "alarm storms on now, shared by every replica", _v37_alarm_storms),
 ]
 
 

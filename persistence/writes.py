@@ -43,6 +43,9 @@ class Insert:
     event: Event
     row: tuple[Any, ...]
     dedup_key: str | None = None
+    # Only count it into the open alarm of its key (an alarm storm): stored never; its
+    # result is None when no alarm of the key is open.
+    fold_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,8 @@ class InsertBatch:
     rows: list[tuple[Any, ...]]
     keys: list[str | None]
     dedup_keys: list[str | None] | None = None
+    # Per event, as Insert.fold_only; its result is then None when not counted.
+    fold_only: list[bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +111,24 @@ class EventWrites:
             placing = _Placing(cursor, p, rows, first_seq)
             for index, op in enumerate(operations):
                 if isinstance(op, Insert):
-                    results[index] = placing.place(op.event, op.row, op.dedup_key, None)
+                    results[index] = placing.place(
+                        op.event, op.row, op.dedup_key, None, fold_only=op.fold_only
+                    )
                 elif isinstance(op, InsertBatch):
                     existing = self._stored_keys(cursor, op.tenant_id, op.keys)
                     dedup_keys = op.dedup_keys or [None] * len(op.rows)
-                    outcome: list[int | str | Folded] = []
-                    for row, key, event, dedup_key in zip(
-                        op.rows, op.keys, op.events, dedup_keys, strict=True
+                    fold_only = op.fold_only or [False] * len(op.rows)
+                    outcome: list[int | str | Folded | None] = []
+                    for row, key, event, dedup_key, only in zip(
+                        op.rows, op.keys, op.events, dedup_keys, fold_only, strict=True
                     ):
                         if key is not None and key in existing:
                             outcome.append(existing[key])
                             continue
-                        placed = placing.place(event, row, dedup_key, key)
+                        placed = placing.place(event, row, dedup_key, key, fold_only=only)
+                        if placed is None:
+                            outcome.append(None)
+                            continue
                         if key is not None:
                             existing[key] = (
                                 placed.alarm.id if isinstance(placed, Folded) else event.id
@@ -204,7 +215,11 @@ class EventWrites:
         cursor.execute("SELECT last_seq FROM feed_state WHERE id = 1")
         rows: list[tuple[Any, ...]] = []
         placing = _Placing(cursor, p, rows, int(cursor.fetchone()[0]) + 1)
-        outcomes = [placing.place(e, event_row(e), key, None) for e, key in events]
+        outcomes: list[int | Folded] = []
+        for e, key in events:
+            placed = placing.place(e, event_row(e), key, None)
+            assert placed is not None  # only fold_only writes place nothing
+            outcomes.append(placed)
         if rows:
             self._insert_numbered(cursor, rows)
             cursor.execute(
@@ -329,28 +344,46 @@ class _Placing:
         self.folded_keys: list[tuple[str, str, str, int]] = []
 
     def place(
-        self, event: Event, row: tuple[Any, ...], dedup_key: str | None, key: str | None
-    ) -> int | Folded:
+        self,
+        event: Event,
+        row: tuple[Any, ...],
+        dedup_key: str | None,
+        key: str | None,
+        *,
+        fold_only: bool = False,
+    ) -> int | Folded | None:
         if dedup_key is not None:
-            folded = self._fold(event, dedup_key)
+            folded = self._fold(event, dedup_key, fold_only)
             if folded is not None:
                 if key is not None:
                     self.folded_keys.append((event.tenant_id, key, folded.id, folded.timestamp))
                 return Folded(folded)
+            if fold_only:
+                return None
             self._created[(event.tenant_id, dedup_key)] = len(self.rows)
+        elif fold_only:
+            return None
         seq = self.next_seq
         self.rows.append((*row, seq, key))
         self.next_seq += 1
         return seq
 
-    def _fold(self, event: Event, dedup_key: str) -> Event | None:
+    def _fold(self, event: Event, dedup_key: str, fold_only: bool) -> Event | None:
         """Counts the occurrence into the open alarm of its key and returns that alarm, or
-        claims the key for `event` and returns None."""
+        (unless `fold_only`) claims the key for `event` and returns None."""
         now = now_us()
         index = self._created.get((event.tenant_id, dedup_key))
         if index is not None:
             self.rows[index] = fold_row(self.rows[index], event.timestamp, now)
             return event_from_row(self.rows[index])
+        if fold_only:
+            found = alarms.open_alarm(self._cursor, self._p, event.tenant_id, dedup_key)
+            if found is None:
+                return None
+            stored = alarms.count_occurrence(
+                self._cursor, self._p, *found, event.code, event.timestamp, now
+            )
+            return None if stored is None else event_from_row(stored)
         alarm_id, alarm_ts = alarms.claim(
             self._cursor, self._p, event.tenant_id, dedup_key, event.id, event.timestamp
         )

@@ -31,6 +31,7 @@ from service.domain.access import (
 from service.domain.errors import DomainError
 from service.domain.rate_limits import PRODUCTION_RULES, RULES_SYNTAX, parse_rate_limits
 from service.domain.registry import RegistryManager
+from service.domain.storms import PRODUCTION_STORMS, STORMS_SYNTAX, parse_storm_rules
 from service.domain.users import User, UserAdmin
 from service.settings import ServerSettings
 from service.workers import default_workers
@@ -43,6 +44,14 @@ def _env(name: str, default: str) -> str:
 def _rate_limits(text: str) -> str:
     try:
         parse_rate_limits(text)
+    except DomainError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+    return text
+
+
+def _alarm_storms(text: str) -> str:
+    try:
+        parse_storm_rules(text)
     except DomainError as error:
         raise argparse.ArgumentTypeError(error.message) from None
     return text
@@ -156,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("EVENTMGMT_RATE_LIMITS"),
         help=f"{RULES_SYNTAX}; default: none in development, {PRODUCTION_RULES} with "
         "--production (env EVENTMGMT_RATE_LIMITS; README: Rate limits)",
+    )
+    run.add_argument(
+        "--alarm-storms",
+        type=_alarm_storms,
+        default=os.environ.get("EVENTMGMT_ALARM_STORMS"),
+        help=f"storm control, {STORMS_SYNTAX}; default: none in development, "
+        f"{PRODUCTION_STORMS} with --production (env EVENTMGMT_ALARM_STORMS; README: Alarms)",
     )
 
     commands.add_parser("migrate", help="apply schema migrations and exit")
@@ -444,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers if args.workers > 0 else default_workers(),
             mqtt_format="" if args.mqtt_format == "json" else args.mqtt_format,
             rate_limits=args.rate_limits,
+            alarm_storms=args.alarm_storms,
             token_keys=args.token_keys,
             token_ttl_seconds=args.token_ttl,
             login_lock_after=args.login_lock_after,

@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 from service.domain import errors
 from service.domain.access import Privilege
 from service.domain.rate_limits import RATE_LIMITED
+from service.domain.storms import ALARM_STORM
 from service.request_context import current_request_id
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ DEVICE_VALIDATION_ERROR = 6
 def to_device_error(error: BaseException) -> tuple[int, int, str]:
     """The device path's failure answer for an error: (HTTP status, error code, message)."""
     if isinstance(error, errors.DomainError):
-        if error.reason == RATE_LIMITED:
+        if error.reason in (RATE_LIMITED, ALARM_STORM):
             # Seed 000 names no code for it; the status and Retry-After say what to do.
             return 429, UNKNOWN_SERVER_ERROR, error.message
         status = next((s for kind, s in _DEVICE_STATUS if isinstance(error, kind)), 500)

@@ -23,6 +23,7 @@ from persistence.jobs import JobRepository
 from persistence.rate_counters import SharedRateCounters
 from persistence.sharing import ShareRepository
 from persistence.store import Store
+from persistence.storms import StormRepository
 from service import metrics
 from service.auth import CredentialResolver, PrincipalGuard
 from service.call_limits import CallLimiter
@@ -37,6 +38,7 @@ from service.domain.rate_limits import RateLimits, WindowCounter, parse_rate_lim
 from service.domain.registry import RegistryManager
 from service.domain.retention import RetentionSweeper
 from service.domain.sharing import SharingManager
+from service.domain.storms import StormControl, parse_storm_rules
 from service.domain.tokens import TokenCodec
 from service.domain.users import LoginThrottle, SessionManager, UserAdmin
 from service.job_views import parse_job_item
@@ -91,10 +93,10 @@ class Services:
         else:
             configured = Path(settings.token_keys) if settings.token_keys else None
             keys = load_signing_keys(configured, settings.data_dir)
-        limits = RateLimits(
-            parse_rate_limits(settings.rate_rules),
-            WindowCounter(SharedRateCounters(store).reserve),
-        )
+        counter = WindowCounter(SharedRateCounters(store).reserve)
+        limits = RateLimits(parse_rate_limits(settings.rate_rules), counter)
+        storm_rules = parse_storm_rules(settings.storm_rules)
+        storms = StormControl(storm_rules, counter, StormRepository(store)) if storm_rules else None
         sessions = SessionManager(
             store.users,
             TokenCodec(keys, settings.token_ttl_seconds),
@@ -107,7 +109,7 @@ class Services:
         )
         types = EventTypeManager(EventTypeRepository(store))
         # Events created by jobs pass the same custom-type checks as single creates.
-        events = EventManager(store.events, types)
+        events = EventManager(store.events, types, storms)
         job_store = JobRepository(store)
         runner = JobRunner(job_store, events, parse_job_item, limits=limits)
         sharing = SharingManager(ShareRepository(store))
@@ -124,7 +126,7 @@ class Services:
             sharing,
             types,
             RegistryManager(store.registry),
-            DeviceEventReporter(store.registry, store.device_events),
+            DeviceEventReporter(store.registry, store.device_events, storms),
             feed,
             EventFinder(store.events),
             limits,
@@ -305,6 +307,9 @@ async def _serving(
     services = Services.over(store, settings)
     if services.limits.rules:
         log.info("rate limits: %s", ",".join(str(r) for r in services.limits.rules))
+    storms = services.events.storms
+    if storms is not None:
+        log.info("alarm storm control: %s", ",".join(str(r) for r in storms.rules))
     await drain_pending_reports(services.reporter)
     server, port = create_server(
         store, settings.grpc_address, services, reuse_port=reuse_port, also_listen=also_listen
@@ -316,6 +321,8 @@ async def _serving(
         loop.create_task(services.job_runner.run_forever()),
         loop.create_task(process_pending_reports(services.reporter, settings.pending_interval)),
     ]
+    if storms is not None:
+        tasks.append(loop.create_task(storms.run()))
     # Indexes of filterable custom fields that a crash left missing or stale.
     store.custom_indexes.schedule()
     retention = None

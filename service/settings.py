@@ -34,6 +34,18 @@ class ServerSettings:
     # PRODUCTION_RULES with `production`, none in development.
     rate_limits: str | None = None
 
+    # Storm control (service.domain.storms.STORMS_SYNTAX; README "Alarms"); None:
+    # PRODUCTION_STORMS with `production`, none in development.
+    alarm_storms: str | None = None
+
+    @property
+    def storm_rules(self) -> str:
+        from service.domain.storms import PRODUCTION_STORMS
+
+        if self.alarm_storms is None:
+            return PRODUCTION_STORMS if self.production else ""
+        return self.alarm_storms
+
     @property
     def rate_rules(self) -> str:
         from service.domain.rate_limits import PRODUCTION_RULES

@@ -541,3 +541,250 @@ def test_retention_forgets_the_keys_of_the_alarms_it_deletes(store: Store) -> No
     assert rows(store, "SELECT COUNT(*) FROM open_alarms") == [(0,)]
     after = run(manager.record(principal(), alarm("pump-8")))
     assert not after.deduplicated and after.event.count == 1
+
+
+# --- storm control ----------------------------------------------------------------------------
+
+
+class Clock:
+    """The time a storm control reads: set by the test, so windows end when it says."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def storm_control(store: Store, clock: Clock, rules: str) -> Any:
+    from persistence.rate_counters import SharedRateCounters
+    from persistence.storms import StormRepository
+    from service.domain.rate_limits import WindowCounter
+    from service.domain.storms import StormControl, parse_storm_rules
+
+    counter = WindowCounter(SharedRateCounters(store).reserve, clock)
+    return StormControl(parse_storm_rules(rules), counter, StormRepository(store), clock)
+
+
+def storm_events(store: Store) -> list[Event]:
+    page, _ = run(
+        store.events.query(principal(), EventQuery(limit=100, condition=_code_in("1110", "1111")))
+    )
+    return sorted(page, key=lambda e: e.seq)
+
+
+def _code_in(*codes: str) -> Any:
+    from service.domain.conditions import Compare, FieldRef
+
+    return Compare(FieldRef("code", "string"), "in", codes)
+
+
+def test_beyond_the_storm_rate_alarms_are_counted_and_the_rest_refused(store: Store) -> None:
+    from service.domain.errors import ResourceExhausted
+
+    clock = Clock()
+    storms = storm_control(store, clock, "entity=3/1m")
+    manager = EventManager(store.events, storms=storms)
+    writer = principal()
+    first = run(manager.record(writer, alarm("pump-s")))
+    run(manager.record(writer, alarm("pump-s")))
+    run(manager.record(writer, {"entity_type": "Device", "entity_id": "pump-s"}))
+    assert storm_events(store) == []
+
+    beyond = run(manager.record(writer, alarm("pump-s")))
+    assert beyond.deduplicated and beyond.event.id == first.event.id and beyond.event.count == 3
+    for refused in (
+        {"entity_type": "Device", "entity_id": "pump-s"},  # not an alarm
+        alarm("pump-s", code="10077"),  # an alarm with no open alarm of its key
+    ):
+        with pytest.raises(ResourceExhausted) as raised:
+            run(manager.record(writer, refused))
+        assert raised.value.reason == "ALARM_STORM"
+        assert raised.value.retry_after is not None and 0 < raised.value.retry_after <= 60
+    # Another entity is not in the storm.
+    assert not run(manager.record(writer, alarm("pump-t"))).deduplicated
+    started = storm_events(store)
+    assert [e.code for e in started] == ["1110"]
+    assert started[0].internal and started[0].entity_id == "pump-s"
+    assert started[0].source["limit"] == "entity=3/1m"
+
+    run(storms.sweep())  # still inside the window over the rate: the storm goes on
+    assert [e.code for e in storm_events(store)] == ["1110"]
+    clock.now += 60  # a window within the rate (nothing happened in it) ...
+    run(storms.sweep())
+    assert [e.code for e in storm_events(store)] == ["1110"]
+    clock.now += 60  # ... has passed: the storm ended
+    run(storms.sweep())
+    ended = storm_events(store)[-1]
+    assert ended.code == "1111"
+    assert (ended.source["folded"], ended.source["refused"]) == (1, 2)
+    assert rows(store, "SELECT COUNT(*) FROM alarm_storms") == [(0,)]
+    after = run(manager.record(writer, {"entity_type": "Device", "entity_id": "pump-s"}))
+    assert not after.deduplicated
+
+
+def test_a_storm_starts_once_for_every_process_that_sees_it(store: Store) -> None:
+    from service.domain.errors import ResourceExhausted
+
+    clock = Clock()
+    processes = [storm_control(store, clock, "tenant=2/1m") for _ in range(2)]
+    managers = [EventManager(store.events, storms=s) for s in processes]
+    notes = [{"entity_id": f"e{i}"} for i in range(8)]
+    refused = 0
+    for index, fields in enumerate(notes):
+        try:
+            run(managers[index % 2].record(principal(), fields))
+        except ResourceExhausted:
+            refused += 1
+    stored = run(store.events.query(principal(), EventQuery(limit=100)))[1]
+    # Nothing dropped: every create was either stored or refused.
+    assert stored - len(storm_events(store)) + refused == len(notes)
+    assert [e.code for e in storm_events(store)] == ["1110"]
+    assert storm_events(store)[0].entity_type == "Tenant"
+    for storms in processes:
+        run(storms.sweep())
+    clock.now += 120
+    run(processes[0].sweep())
+    run(processes[1].sweep())
+    ended = [e for e in storm_events(store) if e.code == "1111"]
+    assert len(ended) == 1 and ended[0].source["refused"] == refused
+
+
+def test_streamed_ingest_in_a_storm_counts_alarms_and_refuses_the_rest(store: Store) -> None:
+    from service.domain.events import Draft
+
+    clock = Clock()
+    manager = EventManager(store.events, storms=storm_control(store, clock, "entity=2/1m"))
+    drafts = [
+        Draft(alarm("pump-u")),
+        Draft(alarm("pump-u")),
+        Draft(alarm("pump-u")),
+        Draft({"entity_type": "Device", "entity_id": "pump-u"}),
+        Draft(alarm("pump-u", code="10099")),
+    ]
+    outcomes = run(manager.create_many(principal(), drafts))
+    assert [o.deduplicated for o in outcomes[:3]] == [False, True, True]
+    assert outcomes[2].event is not None and outcomes[2].event.count == 3
+    assert [o.error.reason if o.error else None for o in outcomes[3:]] == [
+        "ALARM_STORM",
+        "ALARM_STORM",
+    ]
+
+
+def test_storm_rules_parse_or_are_refused_naming_the_setting() -> None:
+    from service.domain.errors import InvalidInput
+    from service.domain.storms import StormPer, parse_storm_rules
+
+    rules = parse_storm_rules("tenant=1000/1m, entity=60/10s")
+    assert [(r.per, r.limit, r.window_s) for r in rules] == [
+        (StormPer.ENTITY, 60, 10),
+        (StormPer.TENANT, 1000, 60),
+    ]
+    assert [str(r) for r in rules] == ["entity=60/10s", "tenant=1000/1m"]
+    assert parse_storm_rules("none") == ()
+    for bad in ("entity=0/1m", "device=5/1m", "entity=5/2d", "entity=5"):
+        with pytest.raises(InvalidInput) as raised:
+            parse_storm_rules(bad)
+        assert raised.value.violations[0].field == "alarm-storms"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stormy(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_databases: Any,
+) -> Iterator[Service]:
+    """A server with storm control of 4 creates per entity and type an hour."""
+    from helpers import Service
+
+    data_dir = tmp_path_factory.mktemp(f"stormy-{request.param}")
+    url = (
+        f"sqlite:///{data_dir / 'events.db'}"
+        if request.param == "sqlite"
+        else str(postgres_databases())
+    )
+    running = Service(url, data_dir, env={"EVENTMGMT_ALARM_STORMS": "entity=4/1h"})
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.mark.integration
+def test_a_storm_counts_alarms_and_refuses_other_creates_on_every_path(stormy: Service) -> None:
+    from google.rpc import code_pb2, error_details_pb2
+    from grpc_status import rpc_status
+
+    from helpers import error_reason
+
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    key = stormy.create_key(tenant, "Admin")
+    entity = "dev-1"
+    note = {"entityType": "Device", "entityId": entity, "description": "reading"}
+    assert stormy.request("POST", "/events", rest_alarm(entity), key=key).status == 201
+    assert stormy.request("POST", "/events", rest_alarm(entity), key=key).status == 200
+    for _ in range(2):
+        assert stormy.request("POST", "/events", note, key=key).status == 201
+    # Beyond 4 an hour: the alarm is counted, anything else refused with when to retry.
+    counted = stormy.request("POST", "/events", rest_alarm(entity), key=key)
+    assert counted.status == 200 and counted.json()["count"] == 3
+    refused = stormy.request("POST", "/events", note, key=key)
+    assert refused.status == 429, refused.body
+    assert 1 <= int(refused.headers["retry-after"]) <= 3600
+    assert error_reason(refused) == "ALARM_STORM"
+    new_code = stormy.request("POST", "/events", rest_alarm(entity, code="10077"), key=key)
+    assert new_code.status == 429
+
+    with grpc.insecure_channel(stormy.grpc_target) as channel:
+        stub = event_service_pb2_grpc.EventServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.CreateEvent(
+                event_service_pb2.CreateEventRequest(
+                    event=event_pb2.Event(entity_type="Device", entity_id=entity)
+                ),
+                metadata=auth(key),
+            )
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = rpc_status.from_call(raised.value)  # type: ignore[arg-type]
+        assert status is not None and status.code == code_pb2.RESOURCE_EXHAUSTED
+        delays = []
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                delays.append(info.retry_delay.ToMilliseconds())
+        assert delays and 0 < delays[0] <= 3_600_000
+
+        listed = stub.ListEvents(
+            event_service_pb2.ListEventsRequest(
+                code="1110", total_size_mode=event_service_pb2.TOTAL_SIZE_MODE_EXACT
+            ),
+            metadata=auth(key),
+        )
+        assert listed.total_size == 1
+        started = listed.events[0]
+        assert started.internal and started.entity_id == entity
+        assert "alarm storm started" in started.description
+
+    # The device path (seed 000) answers its own 429 with Retry-After.
+    stormy.cli("admin", "create-device", entity, "--tenant", tenant)
+    stormy.cli("admin", "create-app", "APP-1", "--tenant", tenant)
+    device_path = f"/rest/v1/api/tenants/{tenant}/devices/{entity}/events"
+    answers = [
+        stormy.request(
+            "POST",
+            device_path,
+            {
+                "typeId": "0045",
+                "description": "reading",
+                "appId": "APP-1",
+                "severity": 3,
+                "data": {"n": 1},
+                "timestamp": 1532844569743 + n,
+            },
+            key=key,
+        )
+        for n in range(5)
+    ]
+    assert [a.status for a in answers[:4]] == [201] * 4, answers[0].body
+    assert answers[-1].status == 429, answers[-1].body
+    assert "retry-after" in answers[-1].headers
+    assert answers[-1].json()["error"] == -1

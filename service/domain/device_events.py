@@ -28,6 +28,7 @@ from service.domain.events import (
     now_us,
 )
 from service.domain.registry import MAX_APP_ID, Device, RegistryRepository, check_registry_id
+from service.domain.storms import StormControl
 
 MAX_TYPE_ID = 24
 MAX_DESCRIPTION = 255
@@ -135,9 +136,16 @@ def _outside(message: str, reason: str) -> PermissionDenied:
 class DeviceEventReporter:
     """Checks access, the report and the app's licence, then stores or queues the event."""
 
-    def __init__(self, registry: RegistryRepository, events: DeviceEventRepository) -> None:
+    def __init__(
+        self,
+        registry: RegistryRepository,
+        events: DeviceEventRepository,
+        storms: StormControl | None = None,
+    ) -> None:
         self._registry = registry
         self._events = events
+        # Device reports are never alarms: beyond a storm rate they are refused.
+        self._storms = storms
 
     async def check_access(self, principal: Principal, tenant_id: str, device_id: str) -> Device:
         """The device the principal may report for: 404 before 403, tenant before device."""
@@ -203,6 +211,11 @@ class DeviceEventReporter:
                 json.dumps(report.data, ensure_ascii=False, separators=(",", ":")).encode(),
             ),
         )
+        storm = await self._storms.check(event) if self._storms is not None else None
+        if storm is not None:
+            assert self._storms is not None
+            self._storms.refused(storm)
+            raise storm.refusal()
         fingerprint = report.fingerprint()
         if not respond_async:
             await self._events.insert_unique(event, fingerprint)

@@ -53,6 +53,7 @@ from service.domain.filters import CustomFieldType, custom_field_names
 
 if TYPE_CHECKING:
     from service.domain.listing import ListRequest
+    from service.domain.storms import Storm, StormControl
 
 CLASSIFICATIONS = ("INTERNAL", "ALARM", "WARNING", "NOTIFICATION")
 # 0 to 100: v3 REST clients send values such as 20, 30 and 40; 1 to 5 are the named
@@ -254,9 +255,12 @@ class IngestOutcome:
 class EventRepository(Protocol):
     """What the domain needs from the store; every call is scoped by the principal."""
 
-    async def insert(self, event: Event, dedup_key: str | None = None) -> Event | None:
+    async def insert(
+        self, event: Event, dedup_key: str | None = None, *, fold_only: bool = False
+    ) -> Event | None:
         """Stores the event, or with a `dedup_key` (an alarm's, service/domain/alarms.py)
-        counts it into the open alarm of that key and returns that alarm afterwards."""
+        counts it into the open alarm of that key and returns that alarm afterwards. With
+        `fold_only` it never stores: None then means no alarm of the key is open."""
         ...
 
     async def insert_batch(
@@ -264,10 +268,11 @@ class EventRepository(Protocol):
         principal: Principal,
         events: Sequence[tuple[Event, str | None]],
         dedup_keys: Sequence[str | None] | None = None,
+        fold_only: Sequence[bool] | None = None,
     ) -> list[str | Event | None]:
-        """Stores the principal's events in one transaction; for each, None when stored,
-        the id of the event already stored under the same idempotency key, or the open alarm
-        it was counted into (as `insert` does with its `dedup_keys`)."""
+        """Stores the principal's events in one transaction; for each, None when stored
+        (with `fold_only`: when not counted), the id of the event already stored under the
+        same idempotency key, or the open alarm it was counted into (as `insert` does)."""
         ...
 
     async def get(
@@ -451,10 +456,17 @@ def cleared(stored: Event, by: str, now: int) -> tuple[Event, Transition]:
 class EventManager:
     """The event operations, each authorised against the calling principal."""
 
-    def __init__(self, repository: EventRepository, types: CustomFieldLookup | None = None) -> None:
+    def __init__(
+        self,
+        repository: EventRepository,
+        types: CustomFieldLookup | None = None,
+        storms: StormControl | None = None,
+    ) -> None:
         self._repository = repository
         # Without a type catalogue only StandardEvent exists.
         self._types = types
+        # Without storm control no create is ever beyond a storm rate.
+        self.storms = storms
 
     async def _fields_of(
         self, principal: Principal, type_id: str
@@ -476,10 +488,25 @@ class EventManager:
         """Creates an event; an ALARM while one of its key is open is counted into that alarm
         instead (service/domain/alarms.py), which the answer then carries."""
         event = await self.prepare(principal, fields, entity_required=entity_required)
+        storm = await self.storms.check(event) if self.storms is not None else None
+        if storm is not None:
+            return await self._in_storm(event, storm)
         folded = await self._repository.insert(event, await self.dedup_key(principal, event))
         if folded is not None:
             return Created(folded, deduplicated=True)
         return Created(event)
+
+    async def _in_storm(self, event: Event, storm: Storm) -> Created:
+        """Beyond a storm rate an alarm is only counted into its open alarm (whatever its
+        type says about de-duplication), and anything else is refused."""
+        assert self.storms is not None
+        if is_alarm(event):
+            folded = await self._repository.insert(event, dedup_key(event), fold_only=True)
+            if folded is not None:
+                self.storms.counted(storm)
+                return Created(folded, deduplicated=True)
+        self.storms.refused(storm)
+        raise storm.refusal()
 
     async def dedup_key(self, principal: Principal, event: Event) -> str | None:
         """The key an alarm de-duplicates under, or None: not an alarm, or its type turns
@@ -504,26 +531,46 @@ class EventManager:
         (docs/rest-v3.md#create-event)."""
         outcomes: list[IngestOutcome] = []
         accepted: list[tuple[Event, str | None]] = []
+        dedup_keys: list[str | None] = []
+        storms: list[Storm | None] = []
         for draft in drafts:
             try:
                 if draft.idempotency_key is not None:
                     check_idempotency_key(draft.idempotency_key)
                 event = await self.prepare(principal, draft.fields, entity_required=True)
+                storm = await self.storms.check(event) if self.storms is not None else None
+                if storm is not None and not is_alarm(event):
+                    assert self.storms is not None
+                    self.storms.refused(storm)
+                    raise storm.refusal()
             except DomainError as error:
                 outcomes.append(IngestOutcome(error=error))
                 continue
             outcomes.append(IngestOutcome(event=event))
             accepted.append((event, draft.idempotency_key))
+            storms.append(storm)
+            # In a storm an alarm is only counted, whatever its type says (see _in_storm).
+            dedup_keys.append(
+                dedup_key(event) if storm is not None else await self.dedup_key(principal, event)
+            )
         if accepted:
-            dedup_keys = [await self.dedup_key(principal, event) for event, _ in accepted]
-            stored = iter(await self._repository.insert_batch(principal, accepted, dedup_keys))
+            fold_only = [storm is not None for storm in storms]
+            stored = iter(
+                await self._repository.insert_batch(principal, accepted, dedup_keys, fold_only)
+            )
+            waves = iter(storms)
             for index, outcome in enumerate(outcomes):
                 if outcome.event is not None:
-                    existing = next(stored)
+                    existing, storm = next(stored), next(waves)
                     if isinstance(existing, str):
                         outcomes[index] = IngestOutcome(duplicate_of=existing)
                     elif existing is not None:
                         outcomes[index] = IngestOutcome(event=existing, deduplicated=True)
+                        if storm is not None and self.storms is not None:
+                            self.storms.counted(storm)
+                    elif storm is not None and self.storms is not None:
+                        self.storms.refused(storm)
+                        outcomes[index] = IngestOutcome(error=storm.refusal())
         return outcomes
 
     async def prepare(

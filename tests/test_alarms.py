@@ -764,7 +764,7 @@ def test_a_storm_counts_alarms_and_refuses_other_creates_on_every_path(stormy: S
         assert started.internal and started.entity_id == entity
         assert "alarm storm started" in started.description
 
-    # The device path (seed 000) answers its own 429 with Retry-After.
+    # The device path (docs/device-api.md) answers its own 429 with Retry-After.
     stormy.cli("admin", "create-device", entity, "--tenant", tenant)
     stormy.cli("admin", "create-app", "APP-1", "--tenant", tenant)
     device_path = f"/rest/v1/api/tenants/{tenant}/devices/{entity}/events"

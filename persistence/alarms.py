@@ -59,13 +59,15 @@ def count_occurrence(
     now: int,
 ) -> tuple[Any, ...] | None:
     """Counts one more occurrence into the stored alarm; its row afterwards (EVENT_COLUMNS
-    and seq), or None when the alarm is no longer there as an alarm of this code."""
+    and seq), or None when the alarm is no longer there as an open alarm of this code (its
+    clearing forgot the key in its own transaction; this is the belt to those braces)."""
     cursor.execute(
         "UPDATE events SET occurrence_count = COALESCE(occurrence_count, 1) + 1, "
         f"last_occurrence = CASE WHEN COALESCE(last_occurrence, ts) < {p} THEN {p} "
         "ELSE COALESCE(last_occurrence, ts) END, "
         f"etag = etag + 1, update_time = {p} "
-        f"WHERE id = {p} AND ts = {p} AND classification = 'ALARM' AND code = {p} {_RETURNING}",
+        f"WHERE id = {p} AND ts = {p} AND classification = 'ALARM' AND code = {p} "
+        f"AND status <> 'CLEARED' {_RETURNING}",
         (occurrence_ts, occurrence_ts, now, alarm_id, alarm_ts, code),
     )
     rows = cursor.fetchall()

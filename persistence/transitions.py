@@ -12,6 +12,7 @@ import peewee
 
 from persistence.queries import SqlBuilder
 from persistence.rows import SELECT_EVENT, event_from_row
+from persistence.upkeep import close_alarms
 from service.domain.access import Principal
 from service.domain.alarm_status import Transition, as_left_by
 from service.domain.events import Event
@@ -60,7 +61,9 @@ def insert_transitions(
 
 def alarms_cleared(cursor: Any, events: Sequence[Event], postgres: bool) -> None:
     """Called in the transaction of every clearing, single or by a bulk job, with the alarms
-    it cleared: the one place where whatever ends with an alarm's clearing belongs."""
+    it cleared: the one place where whatever ends with an alarm's clearing belongs. A cleared
+    alarm's de-duplication window closes: the next occurrence of its key is a new alarm."""
+    close_alarms(cursor, [event.id for event in events], postgres)
 
 
 def _transition_from_row(row: Sequence[Any]) -> tuple[Transition, int]:

@@ -788,3 +788,50 @@ def test_a_storm_counts_alarms_and_refuses_other_creates_on_every_path(stormy: S
     assert answers[-1].status == 429, answers[-1].body
     assert "retry-after" in answers[-1].headers
     assert answers[-1].json()["error"] == -1
+
+
+# --- clearing closes the window ---------------------------------------------------------------
+
+
+def test_clearing_closes_the_window_and_acknowledging_does_not(store: Store) -> None:
+    manager = EventManager(store.events)
+    first = run(manager.record(principal(), alarm("pump-c"))).event
+    run(manager.acknowledge(principal(), first.id))
+    acknowledged = run(manager.record(principal(), alarm("pump-c")))
+    assert acknowledged.deduplicated and acknowledged.event.count == 2
+    assert acknowledged.event.status == "ACKNOWLEDGED"
+    run(manager.clear(principal(), first.id))
+    assert rows(store, "SELECT COUNT(*) FROM open_alarms") == [(0,)]
+    after = run(manager.record(principal(), alarm("pump-c")))
+    assert not after.deduplicated and after.event.id != first.id
+    assert (after.event.count, after.event.status) == (1, "ACTIVE")
+    assert stored(store, first.id).count == 2
+    again = run(manager.record(principal(), alarm("pump-c")))
+    assert again.deduplicated and again.event.id == after.event.id
+
+
+@pytest.mark.integration
+def test_after_a_clear_the_next_occurrence_is_a_new_alarm(service: Service, keys: Keys) -> None:
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    first = service.request("POST", "/events", rest_alarm(entity), key=keys.writer).json()
+    assert service.request("POST", "/events", rest_alarm(entity), key=keys.writer).status == 200
+    cleared = service.request("POST", f"/events/{first['id']}/clear", key=keys.writer)
+    assert cleared.status == 200, cleared.body
+    assert cleared.json()["status"] == "CLEARED" and cleared.json()["count"] == 2
+    after = service.request("POST", "/events", rest_alarm(entity), key=keys.writer)
+    assert after.status == 201, after.body
+    assert after.json()["id"] != first["id"] and after.json()["count"] == 1
+    with grpc.insecure_channel(service.grpc_target) as channel:
+        stub = event_service_pb2_grpc.EventServiceStub(channel)
+        answer = stub.CreateEvent(
+            event_service_pb2.CreateEventRequest(
+                event=event_pb2.Event(
+                    entity_type="Device",
+                    entity_id=entity,
+                    code="10042",
+                    classification=event_pb2.CLASSIFICATION_ALARM,
+                )
+            ),
+            metadata=auth(keys.writer),
+        )
+        assert answer.deduplicated and answer.event.id == after.json()["id"]

@@ -173,9 +173,17 @@ def parse_event_document(
 # Fields of an event's JSON that the server owns. A client that sends back the document it
 # read (GET, modify, PUT) has them accepted and ignored when unchanged (AIP-203); `_links` and
 # `updateTime` are never compared (they depend on the base path and change with every
-# version, which the etag already guards), the others must be as read.
+# version, which the etag already guards; an alarm's occurrence fields move with every counted
+# occurrence, which changes the etag too), the others must be as read.
 COMPARED_SERVER_OWNED = ("createTime", "acknowledgedAt", "acknowledgedBy", "clearedAt", "clearedBy")
-SERVER_OWNED = ("_links", "updateTime", *COMPARED_SERVER_OWNED)
+SERVER_OWNED = (
+    "_links",
+    "updateTime",
+    "count",
+    "firstOccurrenceTime",
+    "lastOccurrenceTime",
+    *COMPARED_SERVER_OWNED,
+)
 
 
 def check_server_owned(sent: dict[str, Any], stored: dict[str, Any]) -> None:

@@ -835,3 +835,22 @@ def test_after_a_clear_the_next_occurrence_is_a_new_alarm(service: Service, keys
             metadata=auth(keys.writer),
         )
         assert answer.deduplicated and answer.event.id == after.json()["id"]
+
+
+@pytest.mark.integration
+def test_an_alarm_read_and_sent_back_updates(service: Service, keys: Keys) -> None:
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    service.request("POST", "/events", rest_alarm(entity), key=keys.writer)
+    read = service.request("POST", "/events", rest_alarm(entity), key=keys.writer).json()
+    changed = {**read, "description": "pump overheating, fan off"}
+    answer = service.request(
+        "PUT",
+        f"/events/{read['id']}",
+        changed,
+        key=keys.writer,
+        headers={"If-Match": str(read["etag"])},
+    )
+    assert answer.status == 200, answer.body
+    body = answer.json()
+    assert body["description"] == "pump overheating, fan off"
+    assert (body["count"], body["etag"]) == (2, read["etag"] + 1)

@@ -25,6 +25,9 @@ def fresh_root() -> str:
 
 
 def raise_alarm(channel: grpc.Channel, key: str, domain: str, **fields: Any) -> event_pb2.Event:
+    # Each alarm its own code: a repeated alarm of one key counts into the open one
+    # (README: Alarms, de-duplication).
+    fields.setdefault("code", str(10_000 + uuid.uuid4().int % 10**9))
     return create(
         channel,
         key,

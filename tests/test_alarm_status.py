@@ -30,6 +30,9 @@ def create(service: Service, key: str, **fields: Any) -> dict[str, Any]:
 
 
 def alarm(service: Service, key: str, **fields: Any) -> dict[str, Any]:
+    # Each alarm its own code: a repeated alarm of one key counts into the open one
+    # (README: Alarms, de-duplication).
+    fields.setdefault("code", str(10_000 + uuid.uuid4().int % 10**9))
     return create(service, key, classification="ALARM", **fields)
 
 

@@ -276,7 +276,7 @@ SCHEMAS: dict[str, Any] = {
                         "items": _object(
                             {
                                 "event": {"type": "object"},
-                                "resultCode": {**_STRING, "enum": ["201", "400", "403"]},
+                                "resultCode": {**_STRING, "enum": ["200", "201", "400", "403"]},
                                 "errorMessage": _STRING,
                             },
                             ("event", "resultCode"),
@@ -595,7 +595,15 @@ REST: dict[str, Rest] = {
     ),
     f"{_EVENT}.RestCreateEvent": Rest(
         request=_ref("EventInput"),
-        responses={"201": _json("The stored event.", _ref("Event"), headers=_LOCATION)},
+        responses={
+            "201": _json("The stored event.", _ref("Event"), headers=_LOCATION),
+            "200": _json(
+                "An ALARM counted into the open alarm of its key (README: Alarms): that "
+                "alarm, with its new count; nothing new was stored.",
+                _ref("Event"),
+                headers=_LOCATION,
+            ),
+        },
     ),
     f"{_EVENT}.RestGetEvent": Rest(
         responses={"200": _json("The event.", _ref("Event"))}, parameters=_UUID

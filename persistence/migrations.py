@@ -492,6 +492,8 @@ def _v34_job_kinds(db: peewee.Database) -> None:
     # is a catalogue change on PostgreSQL; SQLite does not enforce lengths.
     if is_postgres(db):
         db.execute_sql("ALTER TABLE jobs ALTER COLUMN kind TYPE VARCHAR(32)")
+
+
 def _v35_alarm_occurrences(db: peewee.Database) -> None:
     from service.domain.alarms import dedup_key
     from service.domain.events import Event

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -73,10 +74,39 @@ DEVICE_REPORT = {
 }
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_ports()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port nothing listens on, outside the kernel's ephemeral range, never handed out twice
+    in this process. A port the kernel picks for `bind(0)` is ephemeral: until the server binds
+    it, any outgoing connection of the machine (a client, psycopg2, Envoy's upstream) may take
+    it as its local port, and the server then fails to start with "address already in use"."""
+    low = 10_000
+    if _EPHEMERAL.start - low < 1_000:  # no room below the range: take the kernel's pick
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+    while True:
+        port = random.randrange(low, _EPHEMERAL.start)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def postgres_server_url() -> str:

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
-from helpers import STANDARD_EVENT_ID, Keys, Replicas, Service, auth
+from helpers import STANDARD_EVENT_ID, Keys, Replicas, Service, auth, free_port
 from service.v1 import (
     event_pb2,
     event_service_pb2,
@@ -579,11 +579,7 @@ def test_committed_events_are_published_to_mqtt_by_domain_topic(mqtt_service: Se
 
 
 def test_server_with_an_unreachable_broker_keeps_serving(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        dead_port = unused.getsockname()[1]
+    dead_port = free_port()
     running = Service(
         f"sqlite:///{tmp_path / 'events.db'}",
         tmp_path,

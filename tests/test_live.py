@@ -18,6 +18,7 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from helpers import STANDARD_EVENT_ID, Keys, Replicas, Service, auth, free_port
+from service.servicers.event_stream_service import INGEST_BATCHES_IN_FLIGHT
 from service.v1 import (
     event_pb2,
     event_service_pb2,
@@ -401,6 +402,54 @@ def test_ingested_events_reach_subscribers(channel: grpc.Channel, keys: Keys) ->
     answer = list(stub.IngestEvents(iter([ingest_request(*batch)]), metadata=auth(key)))
     assert [m.event.id for m in subscription.events(100)] == [r.id for r in answer[0].results]
     subscription.cancel()
+
+
+def test_more_concurrent_ingest_streams_than_batches_in_flight_all_store_every_event(
+    channel: grpc.Channel, keys: Keys
+) -> None:
+    """Streams beyond the process-wide bound on batches in flight wait their turn: every
+    stream gets an answer for every batch, in order, and every event is stored once."""
+    root, key = fresh_root(), keys.writer
+    streams, batches, size = INGEST_BATCHES_IN_FLIGHT + 16, 3, 20
+    stub = event_stream_service_pb2_grpc.EventStreamServiceStub(channel)
+    sent = {
+        s: [
+            ingest_request(
+                *(
+                    (
+                        f"{root}:{s}:{b}:{n}",
+                        event_pb2.Event(entity_id=f"gw-{s}", description=f"{b}:{n}", domain=root),
+                    )
+                    for n in range(size)
+                )
+            )
+            for b in range(batches)
+        ]
+        for s in range(streams)
+    }
+    # Every call is open, and sending, before any answer is read.
+    calls = {
+        s: stub.IngestEvents(iter(requests), metadata=auth(key), timeout=WAIT * 4)
+        for s, requests in sent.items()
+    }
+    ids = set()
+    for s, call in calls.items():
+        answers = list(call)
+        assert [[r.idempotency_key for r in a.results] for a in answers] == [
+            [i.idempotency_key for i in request.items] for request in sent[s]
+        ]
+        assert all(
+            r.id and not r.duplicate and not r.HasField("error") for a in answers for r in a.results
+        )
+        ids.update(r.id for a in answers for r in a.results)
+    assert len(ids) == streams * batches * size
+
+    events = event_service_pb2_grpc.EventServiceStub(channel)
+    listed = events.ListEvents(
+        event_service_pb2.ListEventsRequest(page_size=1, filter=json.dumps({"domain": root})),
+        metadata=auth(key),
+    )
+    assert listed.total_size == streams * batches * size
 
 
 def test_events_of_a_bulk_create_job_reach_subscribers(

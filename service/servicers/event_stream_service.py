@@ -39,6 +39,10 @@ from service.v1 import event_stream_service_pb2_grpc
 
 MAX_INGEST_BATCH = 1000
 INGEST_WINDOW = 8
+# Batches read and not yet committed, over every IngestEvents stream of the process: memory
+# stays bounded however many streams are open. A stream beyond it waits before reading its
+# next batch (HTTP/2 flow control then holds the client's data back); nothing is dropped.
+INGEST_BATCHES_IN_FLIGHT = 32
 # Every subscriber that gets an event gets the same message: convert it once.
 _MESSAGE_CACHE_SIZE = 4096
 
@@ -50,6 +54,7 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
         self._events = events
         self._feed = feed
         self._limits = limits
+        self._ingest_budget = asyncio.Semaphore(INGEST_BATCHES_IN_FLIGHT)
         # By feed position and format (CloudEvent or not).
         self._messages: OrderedDict[tuple[int, bool], pb.SubscribeEventsResponse] = OrderedDict()
 
@@ -119,9 +124,22 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
         )
 
         async def read_requests() -> None:
+            requests = aiter(request_iterator)
             try:
-                async for request in request_iterator:
-                    await answers.put(asyncio.create_task(self._ingest(principal, request)))
+                while True:
+                    # A batch's share of the process-wide budget is taken before it is read
+                    # and given back once it committed (its answer is small).
+                    await self._ingest_budget.acquire()
+                    try:
+                        request = await anext(requests)
+                    except BaseException:
+                        self._ingest_budget.release()
+                        raise
+                    task = asyncio.create_task(self._ingest(principal, request))
+                    task.add_done_callback(lambda _: self._ingest_budget.release())
+                    await answers.put(task)
+            except StopAsyncIteration:
+                pass
             finally:
                 await answers.put(None)
 

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -78,6 +78,10 @@ class GatewaySettings:
     retry_after_seconds: int = 1
     # The gRPC services whose google.api.http bindings Envoy transcodes (service.catalog).
     services: tuple[str, ...] = TRANSCODED
+    # Sent to the service as `x-eventmgmt-gateway` with every call, vouching for the
+    # X-Forwarded-For the gateway sets; "" sends none. It lands in the rendered config, which
+    # only the owner may read.
+    token: str = field(default="", repr=False)
 
 
 def _package_text(name: str) -> str:
@@ -235,6 +239,17 @@ def method_routes(descriptor_path: Path, services: Iterable[str], console: Path)
     return "\n".join(lines)
 
 
+def _token_header(token: str) -> str:
+    """The virtual host's header that vouches for the gateway (GatewaySettings.token). The
+    request guard removes every `x-eventmgmt-` header a client sends; the router adds this
+    one after it."""
+    if not token:
+        return ""
+    header = {"key": "x-eventmgmt-gateway", "value": token}
+    entry = {"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    return f"request_headers_to_add: [{json.dumps(entry)}]"
+
+
 def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
     """Returns the Envoy YAML for `settings`, transcoding with the given descriptor set."""
     guard = lua_path_templates(path_templates(descriptor_path, settings.services))
@@ -269,6 +284,7 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "max_streams": settings.max_streams,
         "retry_after_seconds": settings.retry_after_seconds,
         "console_routes": console_routes(Path(_package_path("console"))),
+        "gateway_token_header": _token_header(settings.token),
         "method_routes": method_routes(
             descriptor_path, settings.services, Path(_package_path("console"))
         ),
@@ -324,6 +340,9 @@ class Envoy:
         work_dir = self.settings.work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
         build_descriptor_set(self.descriptor_path)
+        # Only the owner reads it: it holds the gateway token.
+        self.config_path.touch(mode=0o600)
+        self.config_path.chmod(0o600)
         self.config_path.write_text(render_config(self.settings, self.descriptor_path))
         failures = []
         for attempt in (1, 2):

@@ -162,7 +162,9 @@ end
 
 -- Envoy's own control headers (retries, timeouts, tracing) are for Envoys, not clients; the
 -- refusal headers are this guard's note to the local reply mappers.
-local UNTRUSTED_HEADERS = {"^x%-envoy%-", "^x%-eventmgmt%-refused%-"}
+-- x-eventmgmt-*: the guard's own (refused field and rule) and the gateway token, which the
+-- router adds after this filter (launcher._token_header).
+local UNTRUSTED_HEADERS = {"^x%-envoy%-", "^x%-eventmgmt%-"}
 local GRPC_HEADERS = {"^grpc%-", "%-bin$"}
 
 -- HTTP allows header names such as "a+b" or "a~b" that gRPC metadata does not: the server's

@@ -133,7 +133,7 @@ SERVICES: tuple[Offered, ...] = (
     Offered(event_type_rest_service_pb2, lambda s: EventTypeRestServicer(s.types)),
     Offered(event_search_service_pb2, lambda s: EventSearchServicer(s.finder)),
     Offered(event_search_rest_service_pb2, lambda s: EventSearchRestServicer(s.finder)),
-    Offered(auth_service_pb2, lambda s: AuthServicer(s.sessions)),
+    Offered(auth_service_pb2, lambda s: AuthServicer(s.sessions, s.gateway_token)),
     Offered(user_service_pb2, lambda s: UserServicer(s.users)),
 )
 

@@ -33,7 +33,7 @@ from service.domain.rate_limits import PRODUCTION_RULES, RULES_SYNTAX, parse_rat
 from service.domain.registry import RegistryManager
 from service.domain.storms import PRODUCTION_STORMS, STORMS_SYNTAX, parse_storm_rules
 from service.domain.users import User, UserAdmin
-from service.settings import ServerSettings
+from service.settings import GATEWAY_TOKEN_RULE, ServerSettings
 from service.workers import default_workers
 
 
@@ -55,6 +55,16 @@ def _alarm_storms(text: str) -> str:
     except DomainError as error:
         raise argparse.ArgumentTypeError(error.message) from None
     return text
+
+
+def _gateway_token() -> str:
+    token = _env("GATEWAY_TOKEN", "")
+    if token and not GATEWAY_TOKEN_RULE.fullmatch(token):
+        raise SystemExit(
+            "EVENTMGMT_GATEWAY_TOKEN: use 16 to 256 letters, digits, '-', '_' or '.' "
+            "(a header value a proxy sends as it is)"
+        )
+    return token
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -469,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             login_address_lock_after=int(
                 _env("LOGIN_ADDRESS_LOCK_AFTER", str(defaults.login_address_lock_after))
             ),
+            gateway_token=_gateway_token(),
         )
         # Worker processes (service.workers) log as this one does.
         os.environ.update(EVENTMGMT_LOG_LEVEL=args.log_level, EVENTMGMT_LOG_FORMAT=args.log_format)

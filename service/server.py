@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -83,6 +84,8 @@ class Services:
     limits: RateLimits
     users: UserAdmin
     sessions: SessionManager
+    # What vouches for a gateway's X-Forwarded-For (ServerSettings.gateway_token).
+    gateway_token: str = ""
 
     @classmethod
     def over(cls, store: Store, settings: ServerSettings | None = None) -> Services:
@@ -132,6 +135,7 @@ class Services:
             limits,
             UserAdmin(store.users),
             sessions,
+            settings.gateway_token,
         )
 
 
@@ -219,6 +223,8 @@ async def serve(settings: ServerSettings) -> None:
     above 1 as that many worker processes on the one port (service.workers)."""
     from service.bootstrap import ensure_dev_key, ensure_dev_login
 
+    if not settings.gateway_token:  # one for this run, shared by its gateway and workers
+        settings = replace(settings, gateway_token=secrets.token_urlsafe(32))
     store = Store(settings.database_url)
     store.migrate()
     # Made (or found wrong) before any worker starts.
@@ -382,6 +388,7 @@ def _gateway(
             grpc_port=port,
             grpc_ports=worker_ports,
             work_dir=settings.data_dir / "gateway",
+            token=settings.gateway_token,
         )
     )
     # Started from the main thread: the gateway is tied to this thread's life

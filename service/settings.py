@@ -4,8 +4,12 @@ multiprocess directory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+
+# A gateway token as a header value needs no quoting or escaping anywhere (Envoy's `%`).
+GATEWAY_TOKEN_RULE = re.compile(r"[A-Za-z0-9._-]{16,256}")
 
 
 @dataclass
@@ -63,3 +67,8 @@ class ServerSettings:
     login_lock_after: int = 10
     login_address_lock_after: int = 50
     login_lock_seconds: float = 300.0
+    # What the gateway sends as `x-eventmgmt-gateway` to vouch for the X-Forwarded-For it sets
+    # (service.servicers.auth_service.client_address); "" makes a new one at every start. Set it
+    # (env EVENTMGMT_GATEWAY_TOKEN, never a flag: a command line is visible to every user) for a
+    # proxy of your own in front of `serve --no-gateway`.
+    gateway_token: str = field(default="", repr=False)

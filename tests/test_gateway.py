@@ -7,6 +7,7 @@ import http.client
 import json
 import re
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -43,6 +44,7 @@ from service.v1 import event_rest_service_pb2_grpc as rest_grpc
 pytestmark = pytest.mark.integration
 
 MAX_REQUEST_BYTES = 64 * 1024
+GATEWAY_TOKEN = "gateway-token-of-these-tests"
 # The canned upstream's largest answer is 4 MiB: over this limit.
 MAX_RESPONSE_BYTES = 1024 * 1024
 
@@ -180,6 +182,7 @@ def _settings(work_dir: Path, grpc_port: int) -> GatewaySettings:
         work_dir=work_dir,
         max_request_bytes=MAX_REQUEST_BYTES,
         max_response_bytes=MAX_RESPONSE_BYTES,
+        token=GATEWAY_TOKEN,
     )
 
 
@@ -660,6 +663,7 @@ def test_grpc_and_envoy_control_headers_of_rest_clients_never_reach_the_service(
             "x-envoy-upstream-rq-timeout-ms": "1",
             "x-envoy-retry-on": "5xx",
             "x-eventmgmt-refused-field": "id",
+            "x-eventmgmt-gateway": "forged",
             "x-custom": "kept",
         },
     )
@@ -667,8 +671,16 @@ def test_grpc_and_envoy_control_headers_of_rest_clients_never_reach_the_service(
     assert answer.status == 200, answer.body
     metadata = gateway.upstream.last_call().metadata
     assert metadata["x-custom"] == "kept"
+    # The one x-eventmgmt header is the gateway's own token, never the client's.
+    assert metadata.pop("x-eventmgmt-gateway") == GATEWAY_TOKEN
     sent = [n for n in metadata if n.startswith(("grpc-", "x-envoy-u", "x-envoy-r", "x-eventmgmt"))]
     assert sent == [] and "trace-bin" not in metadata
+
+
+def test_the_rendered_config_holding_the_token_is_the_owners_alone(gateway):
+    config = gateway.envoy.config_path
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert GATEWAY_TOKEN in config.read_text()
 
 
 def test_forwarded_headers_are_the_gateways_never_the_clients(gateway):

@@ -7,7 +7,9 @@ leaves in the tenant's log."""
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +21,15 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from helpers import BACKENDS, Service, Subscription, error_reason, grpc_details, rest_stream_ends
+from helpers import (
+    BACKENDS,
+    EVENTMGMT,
+    Service,
+    Subscription,
+    error_reason,
+    grpc_details,
+    rest_stream_ends,
+)
 from persistence.database import open_database
 from service.v1 import (
     auth_service_pb2,
@@ -504,15 +514,21 @@ def test_unknown_users_are_throttled_like_known_ones(served: Service) -> None:
     assert answer.status == 429 and error_reason(answer) == "LOGIN_LOCKED"
 
 
-def grpc_login(channel: grpc.Channel, username: str, password: str, address: str) -> str:
-    """The status code name of a gRPC login from `address` (the X-Forwarded-For that a
-    client on this machine, as the gateway is, may send)."""
+# What a proxy of one's own sends to vouch for its X-Forwarded-For (README: Users and login).
+GATEWAY_TOKEN = "a-proxy-of-our-own-token"
+
+
+def grpc_login(
+    channel: grpc.Channel, username: str, password: str, address: str, token: str = GATEWAY_TOKEN
+) -> str:
+    """The status code name of a gRPC login from `address`, as a proxy vouching with `token`
+    forwards it."""
     stub = auth_service_pb2_grpc.AuthServiceStub(channel)
     credentials = auth_service_pb2.LoginCredentials(username=username, password=password)
     try:
         stub.Login(
             auth_service_pb2.LoginRequest(credentials=credentials),
-            metadata=(("x-forwarded-for", address),),
+            metadata=(("x-forwarded-for", address), ("x-eventmgmt-gateway", token)),
         )
     except grpc.RpcError as error:
         return str(error.code().name)
@@ -524,7 +540,11 @@ def test_one_address_guessing_many_usernames_is_locked(database_url: str, tmp_pa
         database_url,
         tmp_path,
         gateway=False,
-        env={"EVENTMGMT_LOGIN_ADDRESS_LOCK_AFTER": "5", "EVENTMGMT_LOGIN_LOCK_SECONDS": "3"},
+        env={
+            "EVENTMGMT_LOGIN_ADDRESS_LOCK_AFTER": "5",
+            "EVENTMGMT_LOGIN_LOCK_SECONDS": "3",
+            "EVENTMGMT_GATEWAY_TOKEN": GATEWAY_TOKEN,
+        },
     )
     running.start()
     try:
@@ -543,6 +563,53 @@ def test_one_address_guessing_many_usernames_is_locked(database_url: str, tmp_pa
             assert grpc_login(channel, username, PASSWORD, "198.51.100.7") == "OK"
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize("token", ["", "a-guessed-token-of-16", GATEWAY_TOKEN[:-1]])
+def test_a_forwarded_address_without_the_gateways_token_is_not_believed(
+    database_url: str, tmp_path: Path, token: str
+) -> None:
+    # A program on the server's machine reaches the gRPC port directly: were its own
+    # X-Forwarded-For believed, each guess could claim a new address and never be locked.
+    running = Service(
+        database_url,
+        tmp_path,
+        gateway=False,
+        env={
+            "EVENTMGMT_LOGIN_ADDRESS_LOCK_AFTER": "5",
+            "EVENTMGMT_LOGIN_LOCK_SECONDS": "60",
+            "EVENTMGMT_GATEWAY_TOKEN": GATEWAY_TOKEN,
+        },
+    )
+    running.start()
+    try:
+        username, _ = create_user(running, fresh("t"))
+        with grpc.insecure_channel(running.grpc_target) as channel:
+            codes = [
+                grpc_login(channel, fresh("guess"), "wrong password", f"198.51.100.{n}", token)
+                for n in range(6)
+            ]
+            # All six counted against the peer's own address (127.0.0.1), which is now locked,
+            # whatever address the caller claims.
+            assert codes == ["UNAUTHENTICATED"] * 5 + ["RESOURCE_EXHAUSTED"], codes
+            assert grpc_login(channel, username, PASSWORD, "198.51.100.99", token) == (
+                "RESOURCE_EXHAUSTED"
+            )
+    finally:
+        running.stop()
+
+
+def test_a_malformed_gateway_token_stops_the_server_at_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*EVENTMGMT, "--database", f"sqlite:///{tmp_path / 'e.db'}", "serve", "--no-gateway"],
+        env={**os.environ, "EVENTMGMT_GATEWAY_TOKEN": "short"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "EVENTMGMT_GATEWAY_TOKEN" in done.stderr and "16 to 256" in done.stderr
 
 
 def test_the_dev_login_file_signs_in(served: Service) -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import ipaddress
+import hmac
 
 import grpc
 from google.protobuf import empty_pb2
@@ -25,26 +25,26 @@ def _timestamp(micros: int) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=rest * 1000)
 
 
-def client_address(context: grpc.aio.ServicerContext) -> str:
-    """The calling client's IP address: the peer's, or, when the peer is the gateway on
-    this machine, the X-Forwarded-For that the gateway sets (never the client's own)."""
+def client_address(context: grpc.aio.ServicerContext, gateway_token: str) -> str:
+    """The calling client's IP address: the peer's, or, when the call carries the gateway's
+    token (`x-eventmgmt-gateway`), the X-Forwarded-For that the gateway set. Being on this
+    machine vouches for nothing: any local program can reach the gRPC port and send its own
+    X-Forwarded-For, and would then choose which address the login throttle counts."""
     peer = context.peer() or ""
     kind, _, rest = peer.partition(":")
     host = rest.rpartition(":")[0].strip("[]") if kind in ("ipv4", "ipv6") else peer
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
-        for key, value in context.invocation_metadata() or ():
-            if key == "x-forwarded-for":
-                return str(value).rsplit(",", 1)[-1].strip()[:_MAX_ADDRESS] or host
+    metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
+    vouched = metadata.get("x-eventmgmt-gateway", "")
+    if gateway_token and hmac.compare_digest(vouched.encode(), gateway_token.encode()):
+        forwarded = metadata.get("x-forwarded-for", "").rsplit(",", 1)[-1].strip()
+        return forwarded[:_MAX_ADDRESS] or host[:_MAX_ADDRESS]
     return host[:_MAX_ADDRESS]
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, sessions: SessionManager) -> None:
+    def __init__(self, sessions: SessionManager, gateway_token: str) -> None:
         self._sessions = sessions
+        self._gateway_token = gateway_token
 
     async def Login(
         self, request: pb.LoginRequest, context: grpc.aio.ServicerContext
@@ -53,7 +53,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         if request.HasField("body"):
             credentials, _ = proto_json.parse(request.body.data, pb.LoginCredentials())
         session = await self._sessions.login(
-            credentials.username, credentials.password, client_address(context)
+            credentials.username, credentials.password, client_address(context, self._gateway_token)
         )
         user = session.user
         return pb.LoginResponse(

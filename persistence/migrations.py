@@ -575,6 +575,24 @@ def _v37_alarm_storms(db: peewee.Database) -> None:
     )
 
 
+def _v38_correlated_only_index(db: peewee.Database) -> None:
+    # SQLite: the correlation index holds correlated events only. Every other event has
+    # correlation_id '' and is its own newest, so the writer never looks it up there, and
+    # entries keyed by entity first are written all over the index: with them a commit of
+    # 1,000 events dirtied a page per entity and ingest into SQLite ran at half the rate. The
+    # queries that use the index say `correlation_id <> ''` (persistence/queries.py), as
+    # SQLite uses a partial index only for queries whose terms include its condition.
+    # PostgreSQL keeps its index whole.
+    if is_postgres(db):
+        return
+    db.execute_sql("DROP INDEX events_correlation")
+    db.execute_sql(
+        "CREATE INDEX events_correlation ON events "
+        "(tenant_id, correlation_id, entity_id, type_id, latest, ts, id) "
+        "WHERE correlation_id <> ''"
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
@@ -598,6 +616,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (35, "alarm occurrence counts and times; the open alarm of each key", _v35_alarm_occurrences),
     (36, "event types may turn alarm de-duplication off", _v36_type_alarm_dedup),
     (37, "alarm storms on now, shared by every replica", _v37_alarm_storms),
+    (38, "SQLite: the correlation index holds correlated events only", _v38_correlated_only_index),
 ]
 
 

@@ -372,7 +372,12 @@ def _glob(pattern: Pattern) -> str:
 
 Group = tuple[str, str, str, str]  # tenant id, correlation id, entity id, type id
 
-_GROUP = "tenant_id = {p} AND correlation_id = {p} AND entity_id = {p} AND type_id = {p}"
+# `correlation_id <> ''` is the condition of SQLite's index of correlated events (migration
+# 38), which SQLite uses only for a query that states it.
+_GROUP = (
+    "tenant_id = {p} AND correlation_id = {p} AND correlation_id <> '' "
+    "AND entity_id = {p} AND type_id = {p}"
+)
 
 
 def refresh_latest(cursor: Any, groups: Iterable[Group], postgres: bool) -> None:

@@ -250,6 +250,28 @@ def test_history_collapses_correlated_events_to_the_newest(store: Store) -> None
     }
 
 
+def test_correlations_stored_before_migration_38_still_collapse_after_it(store: Store) -> None:
+    old, new = NOW - 2 * DAY, NOW - DAY
+    insert(store, event(description="v1", correlation_id="c9", entity_id="e", timestamp=old))
+    insert(store, event(description="alone", timestamp=old))
+
+    def undo_38(db: Any) -> None:
+        if not store.postgres:  # the index as migration 3 made it, over every event
+            db.execute_sql("DROP INDEX events_correlation")
+            db.execute_sql(
+                "CREATE INDEX events_correlation ON events "
+                "(tenant_id, correlation_id, entity_id, type_id, latest, ts, id)"
+            )
+        db.execute_sql("DELETE FROM schema_migrations WHERE version = 38")
+
+    store.run_sync(undo_38)
+    assert store.migrate() == [38]
+    insert(store, event(description="v2", correlation_id="c9", entity_id="e", timestamp=new))
+    insert(store, event(description="v0", correlation_id="c9", entity_id="e", timestamp=old - 1))
+    assert descriptions(store) == {"v2", "alone"}
+    assert descriptions(store, history=True) == {"v0", "v1", "v2", "alone"}
+
+
 def test_cursor_pages_match_the_sorted_list_and_are_bound_to_the_query(store: Store) -> None:
     events = [
         event(description=f"e{i}", severity=i % 3, timestamp=NOW - DAY + (i // 2) * 1000)

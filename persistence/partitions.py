@@ -147,8 +147,9 @@ def expired_candidates(cursor: Any, now_us: int, cutoffs: Mapping[str, int]) -> 
 
 def drop_partition(cursor: Any, name: str, cutoffs: Mapping[str, int]) -> int | None:
     """Drops one wholly expired partition in the caller's transaction, with what refers to its
-    events: their rollup counts and idempotency keys, and the latest flag of the correlations
-    whose newest event it held. None when it no longer qualifies (checked under the lock)."""
+    events: their rollup counts and idempotency keys, the latest flag of the correlations
+    whose newest event it held, and its alarms' open windows and transitions. None when it no
+    longer qualifies (checked under the lock)."""
     # Taken first, before any row lock: writers wait for the drop, and none can deadlock it.
     cursor.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
     bounds = partitions(cursor).get(name)
@@ -169,6 +170,12 @@ def drop_partition(cursor: Any, name: str, cutoffs: Mapping[str, int]) -> int | 
     # A partition holds whole days, so its rollup rows are exactly those of its days.
     cursor.execute("DELETE FROM event_rollups WHERE day_us >= %s AND day_us < %s", (low, high))
     cursor.execute("DELETE FROM event_idempotency_keys WHERE ts >= %s AND ts < %s", (low, high))
+    # Its alarms' open de-duplication windows and transitions (upkeep.forget_deleted).
+    for table, ts in (("open_alarms", "ts"), ("event_transitions", "event_ts")):
+        cursor.execute(
+            f"DELETE FROM {table} t USING {name} e WHERE e.classification = 'ALARM' "
+            f"AND t.tenant_id = e.tenant_id AND t.event_id = e.id AND t.{ts} = e.ts"
+        )
     cursor.execute(f"DROP TABLE {name}")
     refresh_latest(cursor, groups, True)
     return count

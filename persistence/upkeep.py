@@ -1,7 +1,8 @@
 """What every insert and delete of events keeps right beside the rows, in the same
 transaction: the daily rollup counts (event_rollups), the idempotency keys
-(event_idempotency_keys), the latest flag of correlated events (see queries.refresh_latest)
-and the open alarms of de-duplication keys (open_alarms, persistence/alarms.py).
+(event_idempotency_keys), the latest flag of correlated events (see queries.refresh_latest),
+the open alarms of de-duplication keys (open_alarms, persistence/alarms.py) and the alarms'
+transitions (event_transitions, persistence/transitions.py).
 
 event_rollups holds, per tenant, domain, type and UTC day of the timestamp, how many events
 are stored: find answers terms on the type and date histograms from it (persistence/rollups.py)
@@ -87,14 +88,23 @@ def remember_keys(cursor: Any, keyed: Sequence[tuple[str, str, str, int]], postg
 
 def forget_deleted(cursor: Any, gone: Sequence[Sequence[Any]], postgres: bool) -> None:
     """Keeps the side tables right after a DELETE ... DELETED_RETURNING: the correlations that
-    lost an event get their newest remaining one flagged, the rollups lose the events, and
-    their idempotency keys are free again."""
+    lost an event get their newest remaining one flagged, the rollups lose the events, their
+    idempotency keys are free again, and deleted alarms leave neither an open de-duplication
+    window nor transitions behind."""
     refresh_latest(cursor, ((g[0], g[1], g[2], g[3]) for g in gone if g[1]), postgres)
     counts: Counter[RollupKey] = Counter()
     for g in gone:
         counts[(g[0], g[4], g[3], day_of(int(g[5])))] -= 1
     add_counts(cursor, counts, postgres)
-    close_alarms(cursor, [str(g[7]) for g in gone if g[8] == "ALARM"], postgres)
+    alarms = [g for g in gone if g[8] == "ALARM"]
+    close_alarms(cursor, [str(g[7]) for g in alarms], postgres)
+    if alarms:
+        p = "%s" if postgres else "?"
+        cursor.executemany(
+            "DELETE FROM event_transitions "
+            f"WHERE event_id = {p} AND event_ts = {p} AND tenant_id = {p}",
+            [(str(g[7]), int(g[5]), g[0]) for g in alarms],
+        )
     keys = sorted({(g[0], g[6]) for g in gone if g[6] is not None})
     if keys:
         p = "%s" if postgres else "?"

@@ -15,9 +15,12 @@ import grpc
 import pytest
 
 from helpers import auth, rows, run
+from persistence.event_types import RetentionRepository
 from persistence.store import Store
 from service.domain.access import Principal, Role
-from service.domain.events import Event, EventManager, EventQuery
+from service.domain.event_types import DEFAULT_TTL_DAYS
+from service.domain.events import Event, EventManager, EventQuery, now_us
+from service.domain.retention import DAY_US, RetentionSweeper
 from service.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from service.v1 import event_stream_service_pb2 as stream_pb
 from service.v1 import event_stream_service_pb2_grpc as stream_grpc
@@ -808,6 +811,25 @@ def test_clearing_closes_the_window_and_acknowledging_does_not(store: Store) -> 
     assert stored(store, first.id).count == 2
     again = run(manager.record(principal(), alarm("pump-c")))
     assert again.deduplicated and again.event.id == after.event.id
+
+
+def test_alarms_deleted_by_retention_leave_neither_windows_nor_transitions(store: Store) -> None:
+    manager = EventManager(store.events)
+    first = run(manager.record(principal(), alarm("pump-r"))).event
+    second = run(manager.record(principal(), alarm("pump-k"))).event
+    for event in (first, second):
+        run(manager.acknowledge(principal(), event.id))
+    assert len(rows(store, "SELECT event_id FROM event_transitions")) == 2
+    assert len(rows(store, "SELECT event_id FROM open_alarms")) == 2
+    later = now_us() + (DEFAULT_TTL_DAYS + 1) * DAY_US  # both were stored longer ago than that
+
+    assert run(RetentionSweeper(RetentionRepository(store)).sweep(later)) == 2
+
+    assert rows(store, "SELECT event_id FROM open_alarms") == []
+    assert rows(store, "SELECT event_id FROM event_transitions") == []
+    # The keys are free: the next occurrence is a new alarm.
+    again = run(manager.record(principal(), alarm("pump-r")))
+    assert not again.deduplicated and again.event.id != first.id
 
 
 @pytest.mark.integration

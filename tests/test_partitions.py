@@ -24,7 +24,7 @@ from persistence.partitions import (
 from persistence.rows import EVENT_COLUMNS, event_row
 from persistence.store import Store
 from service.domain.access import Principal, Role
-from service.domain.events import Event, EventQuery, now_us
+from service.domain.events import Event, EventManager, EventQuery, now_us
 from service.domain.filters import Compare, FieldRef, all_of
 from service.domain.retention import DAY_US, RetentionSweeper
 
@@ -139,6 +139,14 @@ def test_retention_drops_a_wholly_expired_month_and_keeps_what_refers_to_it_righ
         await pg.events.insert(recent)
 
     asyncio.run(fill())
+    # An open alarm of that month, acknowledged: a de-duplication window and a transition.
+    alarm = event(age + 0.3, classification="ALARM", code="hot")
+    asyncio.run(pg.events.insert(alarm, dedup_key="hot-pump-key"))
+    asyncio.run(EventManager(pg.events).acknowledge(ACME, alarm.id))
+    alarm_rows = (
+        "SELECT (SELECT COUNT(*) FROM open_alarms), (SELECT COUNT(*) FROM event_transitions)"
+    )
+    assert rows(pg, alarm_rows) == [(1, 1)]
     old = partition_name(*old_month)
     older = partition_name(*month_of(older_of_c1.timestamp))
     assert {old, older} <= month_partitions(pg)
@@ -146,7 +154,7 @@ def test_retention_drops_a_wholly_expired_month_and_keeps_what_refers_to_it_righ
 
     deleted = asyncio.run(RetentionSweeper(RetentionRepository(pg)).sweep())
 
-    assert deleted == 3
+    assert deleted == 4
     assert old not in month_partitions(pg)
     assert older in month_partitions(pg)  # it holds an event stored yesterday
     remaining = {r[0] for r in rows(pg, "SELECT id FROM events")}
@@ -155,6 +163,7 @@ def test_retention_drops_a_wholly_expired_month_and_keeps_what_refers_to_it_righ
     assert rows(pg, "SELECT latest FROM events WHERE id = %s", (older_of_c1.id,)) == [(True,)]
     assert rows(pg, "SELECT COUNT(*) FROM event_idempotency_keys") == [(0,)]
     assert rows(pg, "SELECT SUM(event_count) FROM event_rollups") == [(2,)]
+    assert rows(pg, alarm_rows) == [(0, 0)]  # the alarm's open window and transition went too
     # The month can hold events again (they land in the default partition).
     asyncio.run(pg.events.insert(event(age)))
     assert rows(pg, "SELECT COUNT(*) FROM events_default") == [(1,)]

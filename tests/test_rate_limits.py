@@ -35,11 +35,13 @@ from helpers import (
 from persistence.database import open_database
 from persistence.rate_counters import SharedRateCounters
 from persistence.store import Store
-from service.domain.errors import InvalidInput
+from service.domain.access import Principal, Role
+from service.domain.errors import InvalidInput, ResourceExhausted
 from service.domain.rate_limits import (
     PRODUCTION_RULES,
     Operation,
     Per,
+    RateLimits,
     RateRule,
     WindowCounter,
     parse_rate_limits,
@@ -141,6 +143,37 @@ def test_the_shared_counter_grants_the_limit_per_window(store: Store) -> None:
     run(scenario())
     used = dict(rows(store, "SELECT scope, SUM(used) FROM rate_counters GROUP BY scope"))
     assert set(used) == {"tenant:a:create", "tenant:b:create"}
+
+
+def test_a_call_that_one_limit_refuses_spends_nothing_of_the_others(store: Store) -> None:
+    clock = Clock(time.time() // 60 * 60 + 0.5)  # half a second into a minute
+    limits = RateLimits(
+        parse_rate_limits("key.create=5/1m,tenant.create=3/1s"),
+        WindowCounter(SharedRateCounters(store).reserve, clock),
+    )
+    caller = Principal("acme", "k1", "writer", Role.READ_WRITE)
+
+    async def allowed() -> bool:
+        try:
+            await limits.check(caller, Operation.CREATE)
+        except ResourceExhausted:
+            return False
+        return True
+
+    async def scenario() -> None:
+        # The tenant's second refuses the 4th and 5th call; the key is charged only for 3.
+        assert [await allowed() for _ in range(5)] == [True] * 3 + [False] * 2
+        clock.now += 1  # the tenant's next second, the key's same minute
+        assert [await allowed() for _ in range(3)] == [True, True, False]  # the key's 5
+        clock.now += 60
+        # Partly granted: the key gave 4, the tenant 3; the key's 4th unit is not spent.
+        granted, refusal = await limits.grant(caller, Operation.CREATE, 4)
+        assert granted == 3 and refusal is not None and "tenant" in refusal.message
+        clock.now += 1
+        granted, refusal = await limits.grant(caller, Operation.CREATE, 5)
+        assert granted == 2 and refusal is not None and "API key" in refusal.message
+
+    run(scenario())
 
 
 def test_stores_of_one_database_never_grant_more_than_the_limit_together(

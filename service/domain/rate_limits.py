@@ -50,6 +50,7 @@ class Verdict:
     wanted: int
     granted: int
     retry_after: float
+    window_start: int = 0  # epoch microseconds: the window the units were taken from
 
     @property
     def allowed(self) -> bool:
@@ -85,7 +86,7 @@ class WindowCounter:
         start = now_us - now_us % window_us
         retry_after = max(0.001, (start + window_us - now_us) / 1_000_000)
         if cost <= 0:
-            return Verdict(cost, cost, 0.0)
+            return Verdict(cost, cost, 0.0, start)
         key = (scope, window_s)
         window = self._windows.get(key)
         if window is None or window.start != start:
@@ -103,10 +104,17 @@ class WindowCounter:
                         window.exhausted = True
         if window.left >= cost:
             window.left -= cost
-            return Verdict(cost, cost, 0.0)
+            return Verdict(cost, cost, 0.0, start)
         granted = window.left if partial else 0
         window.left -= granted
-        return Verdict(cost, granted, retry_after)
+        return Verdict(cost, granted, retry_after, start)
+
+    def give_back(self, scope: str, window_s: int, units: int, window_start: int) -> None:
+        """Returns units that `take` granted but the caller did not use (another limit
+        refused the call) to this process's share of that window, if it is still on."""
+        window = self._windows.get((scope, window_s))
+        if units > 0 and window is not None and window.start == window_start:
+            window.left += units
 
     def _forget_ended(self, now_us: int) -> None:
         for key, window in list(self._windows.items()):
@@ -188,7 +196,8 @@ class RateLimits:
     """Applies the rules to a principal's calls; without rules everything is allowed."""
 
     def __init__(self, rules: Iterable[RateRule], counter: WindowCounter | None) -> None:
-        # The key's rules first: the narrower scope refuses before the tenant's is spent.
+        # The key's rules first: the narrower scope refuses before the tenant's is spent; what
+        # a later rule refuses goes back to the earlier ones (`give_back`).
         self._rules = sorted(rules, key=lambda r: r.per != Per.KEY)
         self._counter = counter
         self._by_operation = {
@@ -208,15 +217,19 @@ class RateLimits:
         if not rules or want <= 0 or self._counter is None:
             return want, None
         granted, refusal = want, None
+        taken: list[tuple[str, RateRule, Verdict]] = []
         for rule in rules:
-            step = await self._counter.take(
-                _scope(principal, rule), rule.limit, rule.window_s, granted, partial=True
-            )
+            scope = _scope(principal, rule)
+            step = await self._counter.take(scope, rule.limit, rule.window_s, granted, partial=True)
             if not step.allowed:
                 refusal = rate_limited(rule, step.retry_after)
+            taken.append((scope, rule, step))
             granted = step.granted
             if granted == 0:
                 break
+        # What an earlier rule granted beyond what a later one allowed is not spent.
+        for scope, rule, step in taken:
+            self._counter.give_back(scope, rule.window_s, step.granted - granted, step.window_start)
         return granted, refusal
 
     async def check(self, principal: Principal, operation: Operation, cost: int = 1) -> None:
@@ -225,12 +238,18 @@ class RateLimits:
         rules = self._by_operation[operation]
         if not rules or self._counter is None:
             return
+        taken: list[tuple[str, RateRule, Verdict]] = []
         for rule in rules:
-            verdict = await self._counter.take(
-                _scope(principal, rule), rule.limit, rule.window_s, cost
-            )
+            scope = _scope(principal, rule)
+            verdict = await self._counter.take(scope, rule.limit, rule.window_s, cost)
             if not verdict.allowed:
+                # A refused call spends nothing: not even of the limits it was within.
+                for earlier, earlier_rule, step in taken:
+                    self._counter.give_back(
+                        earlier, earlier_rule.window_s, step.granted, step.window_start
+                    )
                 raise rate_limited(rule, verdict.retry_after)
+            taken.append((scope, rule, verdict))
 
 
 def rate_limited(rule: RateRule, retry_after: float) -> ResourceExhausted:

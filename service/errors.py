@@ -13,6 +13,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from service import metrics
 from service.domain import errors
 from service.domain.access import Privilege
 from service.domain.rate_limits import RATE_LIMITED
@@ -85,6 +86,12 @@ def _printable(text: str) -> str:
     return text
 
 
+def _count_refusal(error: BaseException) -> None:
+    """Every answer that refuses for a limit (RESOURCE_EXHAUSTED) goes through here once."""
+    if isinstance(error, errors.ResourceExhausted):
+        metrics.count_refusal(error.reason, error.metadata.get("limit", ""))
+
+
 def to_status_proto(error: BaseException) -> status_pb2.Status:
     """The google.rpc.Status of a failure, for answers that carry one per item."""
     if isinstance(error, errors.DomainError):
@@ -94,6 +101,7 @@ def to_status_proto(error: BaseException) -> status_pb2.Status:
         code, reason = code_pb2.INTERNAL, "INTERNAL"
         message = _internal_message()
     metadata = error.metadata if isinstance(error, errors.DomainError) else {}
+    _count_refusal(error)
     details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))]
     if isinstance(error, errors.ResourceExhausted) and error.retry_after is not None:
         delay = duration_pb2.Duration()
@@ -146,6 +154,7 @@ DEVICE_VALIDATION_ERROR = 6
 
 def to_device_error(error: BaseException) -> tuple[int, int, str]:
     """The device path's failure answer for an error: (HTTP status, error code, message)."""
+    _count_refusal(error)
     if isinstance(error, errors.DomainError):
         if error.reason in (RATE_LIMITED, ALARM_STORM):
             # Seed 000 names no code for it; the status and Retry-After say what to do.

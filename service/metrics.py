@@ -84,10 +84,20 @@ MQTT_QUEUE = Gauge(
     "Committed events waiting to be published to the MQTT broker.",
     multiprocess_mode="livesum",
 )
+REFUSED = Counter(
+    "eventmgmt_refused",
+    "Calls and items (of batches and streams) refused as RESOURCE_EXHAUSTED, by reason and, "
+    "for a rate limit or alarm storm control, the rule as configured (`limit`).",
+    ["reason", "limit"],
+)
 MQTT_PUBLISHED = Counter("eventmgmt_mqtt_published_events", "Events published to MQTT.")
 MQTT_DROPPED = Counter(
     "eventmgmt_mqtt_dropped_events", "Events dropped because the MQTT queue was full."
 )
+
+
+def count_refusal(reason: str, limit: str) -> None:
+    REFUSED.labels(reason, limit).inc()
 
 
 def observe_commit(batch_size: int, seconds: float) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -524,3 +525,30 @@ def grpc_details(error: grpc.RpcError) -> tuple[str, dict[str, str]]:
 
 def grpc_violations(error: grpc.RpcError) -> dict[str, str]:
     return grpc_details(error)[1]
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
+
+
+def scrape(service: Service) -> dict[str, float]:
+    """The metrics page as {'name{labels}': value}, labels as printed."""
+    url = f"http://127.0.0.1:{service.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        assert answer.status == 200
+        assert answer.headers["content-type"].startswith("text/plain")
+        text = answer.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return samples
+
+
+def metric_value(samples: dict[str, float], name: str, **labels: str) -> float:
+    """The sample of `name` whose labels include `labels` (0 when absent)."""
+    for key, number in samples.items():
+        metric, _, rest = key.partition("{")
+        if metric == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            return number
+    return 0.0

@@ -18,38 +18,13 @@ from typing import Any
 import grpc
 import pytest
 
-from helpers import EVENTMGMT, Keys, Service, auth
+from helpers import EVENTMGMT, Keys, Service, auth, metric_value, scrape
 from service.v1 import event_service_pb2, event_service_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
 CREATE = "/eventmgmt.v1.EventRestService/RestCreateEvent"
 GET = "/eventmgmt.v1.EventRestService/RestGetEvent"
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
-
-
-def scrape(service: Service) -> dict[str, float]:
-    """The metrics page as {'name{labels}': value}, labels as printed."""
-    url = f"http://127.0.0.1:{service.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        assert answer.status == 200
-        assert answer.headers["content-type"].startswith("text/plain")
-        text = answer.read().decode()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match:
-            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
-    return samples
-
-
-def value(samples: dict[str, float], name: str, **labels: str) -> float:
-    """The sample of `name` whose labels include `labels` (0 when absent)."""
-    for key, number in samples.items():
-        metric, _, rest = key.partition("{")
-        if metric == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            return number
-    return 0.0
 
 
 def log_lines(service: Service) -> list[dict[str, Any]]:
@@ -81,7 +56,7 @@ def test_a_scrape_counts_the_calls_just_made(service: Service, keys: Keys) -> No
     after = scrape(service)
 
     def delta(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
 
     assert delta("eventmgmt_rpc_requests_total", rpc=CREATE, code="OK") == 3
     assert delta("eventmgmt_rpc_requests_total", rpc=GET, code="INVALID_ARGUMENT") == 1
@@ -109,12 +84,12 @@ def test_the_scrape_shows_live_subscribers_and_jobs(service: Service, keys: Keys
         )
         assert job.status == 201
         deadline = time.monotonic() + 10
-        while value(scrape(service), "eventmgmt_live_subscribers") < 1:
+        while metric_value(scrape(service), "eventmgmt_live_subscribers") < 1:
             assert time.monotonic() < deadline, "the open subscription was never counted"
             time.sleep(0.2)
         assert "eventmgmt_live_subscriber_lag_events" in scrape(service)
     deadline = time.monotonic() + 10
-    while value(scrape(service), "eventmgmt_live_subscribers") != 0:
+    while metric_value(scrape(service), "eventmgmt_live_subscribers") != 0:
         assert time.monotonic() < deadline, "the closed subscription is still counted"
         time.sleep(0.2)
 
@@ -139,7 +114,7 @@ def test_one_scrape_adds_up_every_server_process(service: Service) -> None:
     )
     assert done.returncode == 0, done.stderr
     samples = scrape(service)
-    assert value(samples, "eventmgmt_rpc_requests_total", rpc=worker_rpc, code="OK") == 2
+    assert metric_value(samples, "eventmgmt_rpc_requests_total", rpc=worker_rpc, code="OK") == 2
 
 
 def test_one_scrape_counts_the_calls_of_every_worker(tmp_path: Path) -> None:
@@ -158,7 +133,7 @@ def test_one_scrape_counts_the_calls_of_every_worker(tmp_path: Path) -> None:
         samples = scrape(workers)
     finally:
         workers.stop()
-    assert value(samples, "eventmgmt_rpc_requests_total", rpc=CREATE, code="OK") == 20
+    assert metric_value(samples, "eventmgmt_rpc_requests_total", rpc=CREATE, code="OK") == 20
     # Each process that served writes its own files: the parent's and both workers'.
     assert len(list((tmp_path / "metrics").glob("counter_*.db"))) >= 3
 

@@ -29,8 +29,10 @@ from helpers import (
     auth,
     error_reason,
     grpc_details,
+    metric_value,
     rows,
     run,
+    scrape,
 )
 from persistence.database import open_database
 from persistence.rate_counters import SharedRateCounters
@@ -213,6 +215,18 @@ def test_stores_of_one_database_never_grant_more_than_the_limit_together(
 
 # Daily windows (aligned to UTC midnight), so that no test runs across a window's end.
 LIMITED = ("--rate-limits", "tenant.create=12/1d,key.read=5/1d")
+
+
+def refused_by_the_tenant_limit(service: Service) -> float:
+    """What the metrics page counts as refused by LIMITED's tenant rule."""
+    return metric_value(
+        scrape(service),
+        "eventmgmt_refused_total",
+        reason="RATE_LIMIT_EXCEEDED",
+        limit="tenant.create=12/1d",
+    )
+
+
 CREATES = 12
 _timestamps = itertools.count(1_700_000_000_000)
 
@@ -299,6 +313,7 @@ def test_creates_beyond_a_tenants_limit_are_refused_with_when_to_retry_and_store
     limited.cli("admin", "create-app", "APP-1", "--tenant", tenant)
     device_path = f"/rest/v1/api/tenants/{tenant}/devices/dev-1/events"
     body = {"description": "limited", "entityId": "e-1"}
+    refused_before = refused_by_the_tenant_limit(limited)
     with grpc.insecure_channel(limited.grpc_target) as channel:
         events = event_service_pb2_grpc.EventServiceStub(channel)
         devices = device_event_service_pb2_grpc.DeviceEventServiceStub(channel)
@@ -342,6 +357,9 @@ def test_creates_beyond_a_tenants_limit_are_refused_with_when_to_retry_and_store
         assert set(device.json()) == {"error", "message"}
         assert int(device.headers["retry-after"]) >= 1
     assert stored_events(limited, tenant) == CREATES
+    # Operators see each refusal (two streamed items, REST, gRPC, the device path) by rule.
+    refused = refused_by_the_tenant_limit(limited) - refused_before
+    assert refused == 5
 
 
 @pytest.mark.integration

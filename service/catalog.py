@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import message_factory
@@ -83,7 +83,7 @@ def method_handler(method: MethodDescriptor, servicer: object) -> grpc.RpcMethod
     response messages and the streaming kind that the descriptor declares."""
     behavior = getattr(servicer, method.name)
     parse = message_factory.GetMessageClass(method.input_type).FromString
-    serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
+    serialize = _serializer(message_factory.GetMessageClass(method.output_type).SerializeToString)
     make = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
@@ -91,6 +91,12 @@ def method_handler(method: MethodDescriptor, servicer: object) -> grpc.RpcMethod
         (True, True): grpc.stream_stream_rpc_method_handler,
     }[(method.client_streaming, method.server_streaming)]
     return make(behavior, request_deserializer=parse, response_serializer=serialize)
+
+
+def _serializer(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A response message's wire bytes; a servicer may answer with bytes it serialized once
+    for many calls (a live event, sent to every subscriber it matches)."""
+    return lambda message: message if message.__class__ is bytes else serialize(message)
 
 
 class MethodTable(grpc.GenericRpcHandler):

@@ -259,15 +259,29 @@ def _subtrees_covering(path: str) -> Iterator[str]:
 
 
 class _Waiter:
-    """A caught-up subscriber waiting for a commit it may match."""
+    """A caught-up subscriber waiting for a commit it may match, or for its heartbeat."""
 
     __slots__ = ("skip_to", "woken")
 
-    def __init__(self) -> None:
-        self.woken = asyncio.Event()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A bare future and a timer (see `wait`): a subscriber waits once per event it gets,
+        # and an asyncio.Event under asyncio.timeout cost several objects more each time.
+        self.woken: asyncio.Future[None] = loop.create_future()
         # Set when memory is trimmed while it waits: nothing up to here was of its tenant and
         # subtree (it would have been woken), so it resumes from here.
         self.skip_to = 0
+
+    def wake(self) -> None:
+        if not self.woken.done():
+            self.woken.set_result(None)
+
+    async def wait(self, seconds: float) -> None:
+        """Until woken, or `seconds` passed."""
+        timer = self.woken.get_loop().call_later(seconds, self.wake)
+        try:
+            await self.woken
+        finally:
+            timer.cancel()
 
 
 class LiveFeed:
@@ -329,7 +343,7 @@ class LiveFeed:
         waiting, self._waiting = self._waiting, {}
         for waiters in waiting.values():
             for waiter in waiters:
-                waiter.woken.set()
+                waiter.wake()
 
     async def _tick(self) -> None:
         while True:
@@ -386,7 +400,7 @@ class LiveFeed:
                     waiters = self._waiting.pop((item.tenant_id, subtree), None)
                     if waiters is not None:
                         for waiter in waiters:
-                            waiter.woken.set()
+                            waiter.wake()
                 if not self._waiting:
                     break
         excess = len(self._seqs) - self._buffer_size
@@ -419,6 +433,7 @@ class LiveFeed:
         tenant = principal.tenant_id
         key = (tenant, event_filter.domain)
         me = object()
+        loop = asyncio.get_running_loop()
         self._positions[me] = cursor
         try:
             yield Heartbeat(cursor)
@@ -454,15 +469,12 @@ class LiveFeed:
                     last_sent = time.monotonic()
                     continue
                 # Caught up: registered before anything can append (no await in between).
-                waiter = _Waiter()
+                waiter = _Waiter(loop)
                 waiters = self._waiting.setdefault(key, set())
                 waiters.add(waiter)
                 self._positions[me] = None
                 try:
-                    async with asyncio.timeout(heartbeat_seconds - idle):
-                        await waiter.woken.wait()
-                except TimeoutError:
-                    pass
+                    await waiter.wait(heartbeat_seconds - idle)
                 finally:
                     waiters.discard(waiter)
                     if not waiters and self._waiting.get(key) is waiters:

@@ -43,7 +43,8 @@ INGEST_WINDOW = 8
 # stays bounded however many streams are open. A stream beyond it waits before reading its
 # next batch (HTTP/2 flow control then holds the client's data back); nothing is dropped.
 INGEST_BATCHES_IN_FLIGHT = 32
-# Every subscriber that gets an event gets the same message: convert it once.
+# Every subscriber that gets an event gets the same message: convert and serialize it once
+# (the method table sends bytes as they are).
 _MESSAGE_CACHE_SIZE = 4096
 
 
@@ -56,28 +57,28 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
         self._limits = limits
         self._ingest_budget = asyncio.Semaphore(INGEST_BATCHES_IN_FLIGHT)
         # By feed position and format (CloudEvent or not).
-        self._messages: OrderedDict[tuple[int, bool], pb.SubscribeEventsResponse] = OrderedDict()
+        self._messages: OrderedDict[tuple[int, bool], bytes] = OrderedDict()
 
-    def _event_message(self, event: Event, as_cloud_event: bool) -> pb.SubscribeEventsResponse:
+    def _event_message(self, event: Event, as_cloud_event: bool) -> bytes:
         key = (event.seq, as_cloud_event)
         message = self._messages.get(key)
         if message is None:
             cursor = format_cursor(event.seq)
             proto = event_to_proto(event)
             if as_cloud_event:
-                message = pb.SubscribeEventsResponse(
+                response = pb.SubscribeEventsResponse(
                     cursor=cursor, cloud_event=cloudevents.to_proto(event, proto)
                 )
             else:
-                message = pb.SubscribeEventsResponse(cursor=cursor, event=proto)
-            self._messages[key] = message
+                response = pb.SubscribeEventsResponse(cursor=cursor, event=proto)
+            message = self._messages[key] = response.SerializeToString()
             if len(self._messages) > _MESSAGE_CACHE_SIZE:
                 self._messages.popitem(last=False)
         return message
 
     async def SubscribeEvents(
         self, request: pb.SubscribeEventsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.SubscribeEventsResponse]:
+    ) -> AsyncIterator[pb.SubscribeEventsResponse | bytes]:
         principal = current_principal()
         event_filter = subscription_filter(
             principal,

@@ -89,8 +89,8 @@ def remember_keys(cursor: Any, keyed: Sequence[tuple[str, str, str, int]], postg
 def forget_deleted(cursor: Any, gone: Sequence[Sequence[Any]], postgres: bool) -> None:
     """Keeps the side tables right after a DELETE ... DELETED_RETURNING: the correlations that
     lost an event get their newest remaining one flagged, the rollups lose the events, their
-    idempotency keys are free again, and deleted alarms leave neither an open de-duplication
-    window nor transitions behind."""
+    idempotency keys are free again (an alarm's: those of every create counted into it too),
+    and deleted alarms leave neither an open de-duplication window nor transitions behind."""
     refresh_latest(cursor, ((g[0], g[1], g[2], g[3]) for g in gone if g[1]), postgres)
     counts: Counter[RollupKey] = Counter()
     for g in gone:
@@ -100,10 +100,14 @@ def forget_deleted(cursor: Any, gone: Sequence[Sequence[Any]], postgres: bool) -
     close_alarms(cursor, [str(g[7]) for g in alarms], postgres)
     if alarms:
         p = "%s" if postgres else "?"
+        where = f"WHERE event_id = {p} AND {{ts}} = {p} AND tenant_id = {p}"
+        alarm_rows = [(str(g[7]), int(g[5]), g[0]) for g in alarms]
         cursor.executemany(
-            "DELETE FROM event_transitions "
-            f"WHERE event_id = {p} AND event_ts = {p} AND tenant_id = {p}",
-            [(str(g[7]), int(g[5]), g[0]) for g in alarms],
+            f"DELETE FROM event_transitions {where.format(ts='event_ts')}", alarm_rows
+        )
+        # The keys of the creates counted into it (remembered with the alarm's id and time).
+        cursor.executemany(
+            f"DELETE FROM event_idempotency_keys {where.format(ts='ts')}", alarm_rows
         )
     keys = sorted({(g[0], g[6]) for g in gone if g[6] is not None})
     if keys:

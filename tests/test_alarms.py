@@ -197,6 +197,26 @@ def test_streamed_batches_fold_and_keep_their_idempotency_keys(store: Store) -> 
     assert stored(store, alarm_id).count == 3
 
 
+def test_a_deleted_alarm_frees_the_idempotency_keys_of_the_creates_it_counted(
+    store: Store,
+) -> None:
+    from service.domain.events import Draft
+
+    manager = EventManager(store.events)
+    drafts = [Draft(alarm("pump-8"), f"k8-{i}") for i in range(3)]
+    alarm_id = run(manager.create_many(principal(), drafts))[0].event.id  # type: ignore[union-attr]
+    later = now_us() + (DEFAULT_TTL_DAYS + 1) * DAY_US
+
+    assert run(RetentionSweeper(RetentionRepository(store)).sweep(later)) == 1
+
+    assert rows(store, "SELECT COUNT(*) FROM event_idempotency_keys") == [(0,)]
+    # A resend is stored anew: none of its keys names the deleted alarm any more.
+    again = run(manager.create_many(principal(), drafts))
+    assert [o.duplicate_of for o in again] == [None] * 3
+    assert again[0].event.id != alarm_id  # type: ignore[union-attr]
+    assert [o.event.count for o in again] == [1, 2, 3]  # type: ignore[union-attr]
+
+
 def test_migration_35_counts_stored_alarms_and_opens_the_newest_of_each_key(
     store: Store,
 ) -> None:

@@ -284,3 +284,57 @@ def test_console_signs_in_a_user_and_out_again(
     # Signing out ended the session on the server.
     answer = service.request("GET", "/events", headers={"Authorization": f"Bearer {token}"})
     assert answer.status == 401, answer.body
+
+
+def test_console_shows_alarms_their_count_and_acknowledges_and_clears_them(
+    console_service: Service, page: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    service = console_service
+    key = service.create_key("acme", "ReadWrite")
+    shots = Screenshots(page, tmp_path / "screenshots")
+    page.goto(f"{service.rest_url}/console")
+    page.fill("#api-key", key)
+    page.click("#sign-in-button")
+    expect(page.locator("#live-status")).to_have_text("live")
+
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    alarm = {"classification": "ALARM", "entityId": entity, "code": "hot", "severity": 1}
+    first = post_event(service, key, description="pump hot", **alarm)
+    repeated = service.request("POST", "/events", {"description": "pump hot", **alarm}, key)
+    assert repeated.status == 200 and repeated.json()["count"] == 2, repeated.body
+    other = post_event(service, key, description="pump loud", **{**alarm, "code": "loud"})
+    live_row = page.locator(f"#live-table tbody tr[data-id='{first['id']}']")
+    expect(live_row.locator(".live-status")).to_have_text("ACTIVE")
+
+    # The list shows each alarm's status and count, and what can be done next.
+    page.click("#tabs button[data-view='list']")
+    page.fill("#list-filter", f'{{"entityId": "{entity}"}}')
+    page.click("#list-search")
+    row = page.locator(f"#list-table tbody tr[data-id='{first['id']}']")
+    expect(row.locator(".alarm-cell")).to_contain_text("ACTIVE")
+    expect(row.locator(".count")).to_have_text("×2")
+    row.locator("button.ack").click()
+    expect(row.locator(".alarm")).to_have_text("ACKNOWLEDGED")
+    expect(row.locator("button.ack")).to_have_count(0)
+    row.locator("button.clear").click()
+    expect(row.locator(".alarm")).to_have_text("CLEARED")
+    expect(row.locator("button")).to_have_count(0)
+    stored = service.request("GET", f"/events/{first['id']}", key=key).json()
+    assert (stored["status"], stored["clearedBy"], stored["count"]) == ("CLEARED", "test-key", 2)
+    shots.take("console-alarms")
+
+    # The live tail heard both transitions.
+    page.click("#tabs button[data-view='live']")
+    expect(live_row.locator(".live-status")).to_have_text("CLEARED")
+
+    # Cleared from its detail page; a cleared alarm offers no Clear.
+    page.click("#tabs button[data-view='list']")
+    page.click("#list-search")
+    page.locator(f"#list-table tbody tr[data-id='{other['id']}'] td").nth(5).click()
+    expect(page.locator("#detail-clear")).to_be_visible()
+    page.click("#detail-clear")
+    expect(page.locator("#detail-fields tr[data-field='status'] td")).to_have_text("CLEARED")
+    expect(page.locator("#detail-clear")).to_be_hidden()
+    assert service.request("GET", f"/events/{other['id']}", key=key).json()["status"] == "CLEARED"

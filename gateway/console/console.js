@@ -121,8 +121,54 @@ function eventRow(tbody, event, atTop) {
   return row;
 }
 
-function ackCell(row, event) {
+// The list's last column: an alarm's status (with its count of occurrences) and what can be
+// done with it next; for other events, whether they are acknowledged.
+function statusCell(row, event) {
   const td = row.insertCell();
+  if (event.classification === "ALARM") {
+    alarmCell(td, event);
+  } else {
+    ackCell(td, event);
+  }
+}
+
+function alarmCell(td, event) {
+  td.className = "alarm-cell";
+  td.replaceChildren();
+  const badge = document.createElement("span");
+  badge.className = `alarm alarm-${(event.status || "").toLowerCase()}`;
+  badge.textContent = event.status || "";
+  td.appendChild(badge);
+  if (event.count > 1) {
+    const count = document.createElement("span");
+    count.className = "count";
+    count.title = `first ${shortTime(event.firstOccurrenceTime)}, last ${shortTime(event.lastOccurrenceTime)}`;
+    count.textContent = `×${event.count}`;
+    td.appendChild(count);
+  }
+  const act = (label, className, call) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = className;
+    button.textContent = label;
+    button.addEventListener("click", async (click) => {
+      click.stopPropagation(); // not a click on the row
+      button.disabled = true;
+      try {
+        await call(event.id);
+        alarmCell(td, await api(`/events/${encodeURIComponent(event.id)}`));
+      } catch (error) {
+        button.disabled = false;
+        showError(error);
+      }
+    });
+    td.appendChild(button);
+  };
+  if (event.status === "ACTIVE") act("Acknowledge", "ack", acknowledge);
+  if (event.status !== "CLEARED") act("Clear", "clear", clear);
+}
+
+function ackCell(td, event) {
   td.className = "ack-cell";
   if (event.acknowledged) {
     td.textContent = `✓ ${event.acknowledgedBy || ""}`;
@@ -150,6 +196,10 @@ function ackCell(row, event) {
 
 function acknowledge(id) {
   return api(`/events/${encodeURIComponent(id)}/acknowledge`, { method: "POST" });
+}
+
+function clear(id) {
+  return api(`/events/${encodeURIComponent(id)}/clear`, { method: "POST" });
 }
 
 // --- views --------------------------------------------------------------------------------
@@ -225,9 +275,10 @@ async function signOut() {
 // after a drop the feed reconnects with `Last-Event-ID`, and the server sends exactly what
 // was committed in between.
 class LiveFeed {
-  constructor(query, onEvent, onState) {
+  constructor(query, onEvent, onState, onTransition) {
     this.query = query;
     this.onEvent = onEvent;
+    this.onTransition = onTransition;
     this.onState = onState;
     this.lastId = null;
     this.stopped = false;
@@ -319,6 +370,7 @@ class LiveFeed {
     }
     if (message.id) this.lastId = message.id;
     if (message.event === "event") this.onEvent(JSON.parse(message.data));
+    if (message.event === "transition") this.onTransition(JSON.parse(message.data));
   }
 }
 
@@ -345,12 +397,24 @@ function startLive(event) {
   state.live = new LiveFeed(
     liveQuery(),
     (received) => {
-      eventRow(tbody, received, true).classList.add("fresh");
+      const row = eventRow(tbody, received, true);
+      cell(row, received.status, "live-status");
+      row.classList.add("fresh");
       while (tbody.rows.length > LIVE_ROWS) tbody.deleteRow(-1);
     },
     (name) => {
       status.dataset.state = name;
       status.textContent = name;
+    },
+    // An alarm acknowledged or cleared: its row (if still shown) says so.
+    (transition) => {
+      for (const row of tbody.rows) {
+        if (row.dataset.id !== transition.event.id) continue;
+        row.querySelector(".live-status").textContent = transition.toStatus;
+        row.classList.remove("fresh");
+        void row.offsetWidth; // restarts the highlight
+        row.classList.add("fresh");
+      }
     },
   ).start();
 }
@@ -382,7 +446,7 @@ async function loadPage(path) {
     const tbody = $("#list-table tbody");
     tbody.replaceChildren();
     for (const event of page._embedded.events) {
-      ackCell(eventRow(tbody, event, false), event);
+      statusCell(eventRow(tbody, event, false), event);
     }
     const info = page.page;
     $("#list-page").textContent = info.totalElements
@@ -424,11 +488,12 @@ function renderDetail(event) {
   }
   $("#detail-json").textContent = JSON.stringify(event, null, 2);
   $("#detail-ack").hidden = Boolean(event.acknowledged);
+  $("#detail-clear").hidden = event.classification !== "ALARM" || event.status === "CLEARED";
 }
 
-async function acknowledgeDetail() {
+async function changeDetail(call) {
   try {
-    await acknowledge(state.detailId);
+    await call(state.detailId);
     renderDetail(await api(`/events/${encodeURIComponent(state.detailId)}`));
   } catch (error) {
     showError(error);
@@ -449,7 +514,8 @@ document.addEventListener("DOMContentLoaded", () => {
     show(state.back);
     if (state.back === "list" && state.list.path) loadPage(state.list.path);
   });
-  $("#detail-ack").addEventListener("click", acknowledgeDetail);
+  $("#detail-ack").addEventListener("click", () => changeDetail(acknowledge));
+  $("#detail-clear").addEventListener("click", () => changeDetail(clear));
   for (const tab of document.querySelectorAll("#tabs button")) {
     tab.addEventListener("click", () => show(tab.dataset.view));
   }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,16 @@ SQLITE_PRAGMAS = {
     "busy_timeout": 10_000,
     "foreign_keys": 1,
 }
+
+# The sqlite3 module binds int, float and str directly; every other value (None, bytes, bool:
+# most columns of an event row) first looks for an adapter, and when none is registered the
+# look-up raises and clears an AttributeError per value: half of what binding an event row
+# cost. Registered adapters that give back what SQLite binds as it would have (NULL, the
+# blob, 0 or 1) skip that. An empty dict's `get` answers None for None without a Python frame.
+_NOTHING: dict[None, None] = {}
+sqlite3.register_adapter(type(None), _NOTHING.get)
+sqlite3.register_adapter(bytes, bytes)
+sqlite3.register_adapter(bool, int)
 
 
 def open_database(url: str) -> peewee.Database:

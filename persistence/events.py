@@ -116,7 +116,7 @@ class EventRepository:
         whole_tenant: bool = False,
         include_shared: bool = False,
     ) -> Event | None:
-        return await self._store.read(
+        return await self._store.read_point(
             functools.partial(self._get, principal, event_id, whole_tenant, include_shared)
         )
 

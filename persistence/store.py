@@ -107,6 +107,15 @@ class Store:
         with the other reads of this turn of the loop (persistence.reader)."""
         return await self._readers.read(work)
 
+    async def read_point(self, work: Callable[[peewee.Database], T]) -> T:
+        """A read of one row by its key: on SQLite on the calling thread (the event loop), like
+        the credential check (persistence.auth). The hop to a reader thread and back costs
+        more than such a read of the WAL (a tenth of what a GET by id cost); on PostgreSQL a
+        read is a network round trip, which goes to a reader thread as `read` does."""
+        if self.postgres:
+            return await self._readers.read(work)
+        return self._run(work)
+
     def _run(self, work: Callable[[peewee.Database], T]) -> T:
         self.database.connect(reuse_if_open=True)
         return work(self.database)

@@ -26,6 +26,29 @@ local function json_string(text)
   return '"' .. escaped .. '"'
 end
 
+-- The headers of a REST answer that the service put in its content type: parameters
+-- `; x-eventmgmt-<header>=<percent-encoded value>` after the real one (service/rest_headers.py).
+local HEADER_PARAMETER = "; x-eventmgmt-"
+
+local function percent_decoded(text)
+  return (text:gsub("%%(%x%x)", function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
+local function move_content_type_headers(headers, content_type)
+  local first = content_type:find(HEADER_PARAMETER, 1, true)
+  if first == nil then
+    return content_type
+  end
+  for name, value in content_type:sub(first):gmatch("; x%-eventmgmt%-([%w%-]+)=([^;]*)") do
+    headers:replace(name, percent_decoded(value))
+  end
+  content_type = content_type:sub(1, first - 1)
+  headers:replace("content-type", content_type)
+  return content_type
+end
+
 function envoy_on_response(response_handle)
   local headers = response_handle:headers()
   local content_type = headers:get("content-type") or ""
@@ -33,10 +56,11 @@ function envoy_on_response(response_handle)
   if content_type:find("^application/grpc") then
     return
   end
+  content_type = move_content_type_headers(headers, content_type)
 
-  -- The service chooses the REST status (201, ...) through initial metadata. Only a successful
-  -- gRPC call may use it: when the call failed after sending metadata, the error status that
-  -- convert_grpc_status chose wins.
+  -- The service chooses the REST status (201, ...) through `x-http-code`, in its content type or
+  -- its initial metadata. Only a successful gRPC call may use it: when the call failed after
+  -- sending metadata, the error status that convert_grpc_status chose wins.
   local http_code = headers:get("x-http-code")
   if http_code ~= nil then
     if headers:get(":status") == "200" then

@@ -11,13 +11,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from google.api.httpbody_pb2 import HttpBody
 
 from service import metrics
 from service.auth import current_caller
 from service.request_context import REQUEST_ID, begin_request, current_request_id
+from service.rest_headers import HTTP_CODE, http_status_of
 
 log = logging.getLogger("eventmgmt.requests")
-HTTP_CODE = "x-http-code"
 _OK = grpc.StatusCode.OK.name
 
 
@@ -33,9 +34,10 @@ def _code_name(code: Any) -> str:
 
 class _CallContext:
     """The servicer context of one call, which adds the request id to the initial metadata
-    the servicer sends (as REST answers do), to the initial metadata of a failure or a
+    the servicer sends (as some REST answers do), to the initial metadata of a failure or a
     stream, and otherwise to the trailing metadata of a unary answer; and remembers the
-    status and HTTP status the call ends with. Everything else is the real context."""
+    status and HTTP status the call ends with (from its metadata, or from the content type
+    of a REST answer, service.rest_headers). Everything else is the real context."""
 
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
         self._context = context
@@ -151,6 +153,8 @@ def _observe(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
             code = _OK
             try:
                 response = await behavior(request, call)
+                if not call.http_status and type(response) is HttpBody:
+                    call.http_status = http_status_of(response.content_type)
                 call.answered()
                 code = call.code
                 return response

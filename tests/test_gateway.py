@@ -38,6 +38,7 @@ from gateway.routes import http_bindings
 from helpers import free_port
 from service.catalog import TRANSCODED
 from service.protogen import build_descriptor_set
+from service.rest_headers import content_type_with
 from service.v1 import event_rest_service_pb2 as rest_pb2
 from service.v1 import event_rest_service_pb2_grpc as rest_grpc
 
@@ -115,7 +116,11 @@ class CannedUpstream(rest_grpc.EventRestServiceServicer):
 
     def RestUpdateEvent(self, request, context):
         self._record("RestUpdateEvent", request, context)
-        return httpbody_pb2.HttpBody(content_type="application/json", data=request.body.data)
+        # The answer's headers in its content type, as the service sends them.
+        headers = [("etag", '"4"'), ("warning", '299 - "not updatable; kept: createTime"')]
+        return httpbody_pb2.HttpBody(
+            content_type=content_type_with("application/json", headers), data=request.body.data
+        )
 
     def RestAcknowledgeEvent(self, request, context):
         self._record("RestAcknowledgeEvent", request, context)
@@ -401,6 +406,9 @@ def test_put_passes_path_id_and_raw_body(gateway):
 
     assert answer.status == 200
     assert answer.body == b'{"acknowledged": true}'
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["etag"] == '"4"'
+    assert answer.headers["warning"] == '299 - "not updatable; kept: createTime"'
     call = gateway.upstream.last_call()
     assert (call.method, call.request.id) == ("RestUpdateEvent", "e7")
     assert call.metadata["if-match"] == '"3"'

@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from service import rest_json
 from service.domain.errors import PreconditionFailed, invalid
 from service.errors import abort, to_status_proto
+from service.rest_headers import HTTP_CODE, content_type_with
 
 JSON = "application/json"
 HAL_JSON = "application/hal+json"
@@ -96,20 +97,18 @@ async def answer(
     headers: Iterable[tuple[str, str]] = (),
     content_type: str = JSON,
 ) -> httpbody_pb2.HttpBody:
-    """A REST answer: the JSON document, with its status and headers sent as metadata and
-    the resource's `etag` as the ETag header. A `read` whose `If-None-Match` names the
-    current version answers 304 with no body."""
+    """A REST answer: the JSON document, with its status and headers (the resource's `etag`
+    as the ETag header) in its content type for the gateway (service.rest_headers). A `read`
+    whose `If-None-Match` names the current version answers 304 with no body."""
     sent = list(headers)
     if etag is not None:
         sent.append(etag_header(etag))
         if read and _none_match(context, etag):
-            await context.send_initial_metadata([("x-http-code", "304"), *sent])
+            await context.send_initial_metadata([(HTTP_CODE, "304"), *sent])
             return httpbody_pb2.HttpBody()
     if status is not None:
-        sent.append(("x-http-code", str(status)))
-    if sent:
-        await context.send_initial_metadata(sent)
-    return rest_json.json_body(document, content_type)
+        sent.append((HTTP_CODE, str(status)))
+    return rest_json.json_body(document, content_type_with(content_type, sent))
 
 
 async def answer_rest_error(
@@ -120,6 +119,6 @@ async def answer_rest_error(
     failure is the usual gRPC status."""
     if not isinstance(error, PreconditionFailed):
         await abort(context, error)
-    await context.send_initial_metadata([("x-http-code", "412")])
+    await context.send_initial_metadata([(HTTP_CODE, "412")])
     status = json_format.MessageToDict(to_status_proto(error))
     return rest_json.json_body(status)

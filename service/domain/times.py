@@ -5,6 +5,7 @@ path, find clause)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from time import gmtime
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NO_ZONE = "must include a time zone, such as Z or +02:00"
@@ -38,7 +39,10 @@ def parse_iso(text: str, *, assume_utc: bool = False) -> int:
 def format_micros(micros: int) -> str:
     """ISO-8601 in UTC with a `Z`: milliseconds, or microseconds where the time has them."""
     seconds, fraction = divmod(micros, 1_000_000)
-    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    # gmtime and a format: a third of what a datetime and its strftime cost, three times per
+    # REST event; the year always has its four digits, as fromisoformat reads it back.
+    year, month, day, hour, minute, second = gmtime(seconds)[:6]
+    moment = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
     if fraction % 1000 == 0:
         return f"{moment}.{fraction // 1000:03d}Z"
     return f"{moment}.{fraction:06d}Z"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from persistence.queries import Group, refresh_latest
@@ -126,31 +126,34 @@ def event_row(e: Event) -> tuple[Any, ...]:
     return tuple(encode(e) for encode in _ENCODE)
 
 
-def _decoder(field: EventField) -> Callable[[dict[str, Any]], Any]:
-    column = field.column or ""
-    if field.kind is Kind.SOURCE:
-        return lambda v: None if v[column] is None else json.loads(v[column])
+def _decoder(field: EventField) -> Callable[[Sequence[Any]], Any]:
     if field.kind is Kind.PAYLOAD:
-        return lambda v: (
-            None
-            if v["payload_type"] is None
-            else Payload(v["payload_type"], bytes(v["payload_data"] or b""))
-        )
-    if field.kind is Kind.BOOLEAN:
-        return lambda v: bool(v[column])  # SQLite answers 0 and 1
-    return lambda v: v[column]
+        kind, data = _INDEX["payload_type"], _INDEX["payload_data"]
+        return lambda r: None if r[kind] is None else Payload(r[kind], bytes(r[data] or b""))
+    index = _INDEX[field.column or ""]
+    if field.kind is Kind.SOURCE:
+        return lambda r: None if r[index] is None else json.loads(r[index])
+    return lambda r: bool(r[index])  # BOOLEAN: SQLite answers 0 and 1
 
 
-_DECODE = tuple((f.attribute, _decoder(f)) for f in FIELDS)
+# Columns read as they are, all at once by position; the others each through their decoder.
+_PLAIN = tuple(f for f in FIELDS if f.column and f.kind not in (Kind.SOURCE, Kind.BOOLEAN))
+_PLAIN_ATTRIBUTES = tuple(f.attribute for f in _PLAIN)
+_plain_values = itemgetter(*(_INDEX[f.column] for f in _PLAIN if f.column))
+_DECODE = tuple((f.attribute, _decoder(f)) for f in FIELDS if f not in _PLAIN)
+_CUSTOM, _SEQ = _INDEX["custom"], _INDEX["seq"]
 
 
 def event_from_row(row: Sequence[Any]) -> Event:
-    """An event from a row of SELECT_EVENT (or of INSERT_COLUMNS), read by column name."""
-    values = dict(zip(INSERT_COLUMNS, row, strict=False))
-    custom = values["custom"]
+    """An event from a row of SELECT_EVENT (or of INSERT_COLUMNS, or of EVENT_COLUMNS alone),
+    read by position: the columns come in that order in each."""
+    attributes = dict(zip(_PLAIN_ATTRIBUTES, _plain_values(row), strict=True))
+    for attribute, decode in _DECODE:
+        attributes[attribute] = decode(row)
+    custom = row[_CUSTOM]
     return Event(
-        **{attribute: decode(values) for attribute, decode in _DECODE},
+        **attributes,
         custom_fields=json.loads(custom, object_hook=_decode_custom) if custom else {},
         # NULL for events stored before the feed existed (migration 7), absent in a new row.
-        seq=values.get("seq") or 0,
+        seq=(row[_SEQ] if len(row) > _SEQ else None) or 0,
     )

@@ -35,8 +35,12 @@ def loads(raw: bytes, what: str = "body", limit: int = MAX_BODY_BYTES) -> Any:
     return loads_json(raw, what, limit)
 
 
+# Made once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(document).encode()
 
 
 def json_body(document: Any, content_type: str = "application/json") -> httpbody_pb2.HttpBody:

@@ -53,6 +53,10 @@ def _unstorable_path(value: Any, path: str) -> str | None:
     return None
 
 
+# Made once: json.loads with hooks builds a new decoder on every call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+
+
 def loads_json(raw: bytes | str, what: str = "body", limit: int = MAX_JSON_BYTES) -> Any:
     """Parses client JSON strictly: UTF-8, no duplicate keys, no NaN or Infinity, and no
     string that no backend can store (a lone surrogate such as `\\ud800`, or NUL). Errors
@@ -63,7 +67,7 @@ def loads_json(raw: bytes | str, what: str = "body", limit: int = MAX_JSON_BYTES
     try:
         # Decoded here rather than by json.loads, which guesses UTF-16 and UTF-32 too.
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+        document = _DECODER.decode(text)
     except (ValueError, UnicodeDecodeError) as error:
         raise invalid(what, f"must be valid JSON: {error}", reason="MALFORMED_JSON") from None
     except RecursionError:  # a few hundred kilobytes of '[' exhaust the parser's stack

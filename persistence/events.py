@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
+from persistence import prepared
 from persistence.find_run import run_find
 from persistence.queries import SqlBuilder
 from persistence.rows import SELECT_EVENT, event_from_row, event_row
@@ -141,8 +142,10 @@ class EventRepository:
     def _query(
         self, principal: Principal, query: EventQuery, db: peewee.Database
     ) -> tuple[list[Event], int]:
-        where, sql, args = list_sql(principal, query, self._store.postgres, db.param)
-        rows = db.execute_sql(sql, args).fetchall()
+        postgres = self._store.postgres
+        run = functools.partial(prepared.execute, db) if postgres else db.execute_sql
+        where, sql, args = list_sql(principal, query, postgres, db.param)
+        rows = run(sql, args).fetchall()
         if not query.counted:
             return [event_from_row(r) for r in rows], 0
         count_where, count_args = where
@@ -153,7 +156,7 @@ class EventRepository:
                 f"SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE {count_where} "
                 f"LIMIT {int(query.count_cap) + 1}) AS capped"
             )
-        total = db.execute_sql(counted, count_args)
+        total = run(counted, count_args)
         return [event_from_row(r) for r in rows], total.fetchone()[0]
 
     async def find(self, principal: Principal, request: FindRequest) -> FindResult:
@@ -190,6 +193,8 @@ def list_sql(
         clauses.append(builder.after(query.sort, query.after))
     sql = (
         f"{SELECT_EVENT} WHERE {' AND '.join(clauses)} ORDER BY {builder.order_by(query.sort)} "
-        f"LIMIT {builder.bind(query.limit)} OFFSET {builder.bind(query.offset)}"
+        # The server's own numbers, written in, so that a prepared statement's generic plan
+        # knows how many rows it is for (persistence/prepared.py).
+        f"LIMIT {int(query.limit)} OFFSET {int(query.offset)}"
     )
     return (count_where, count_args), sql, builder.args

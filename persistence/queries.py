@@ -71,7 +71,8 @@ def subtree_sql(column: str, root: str, bind: Callable[[Any], str]) -> str:
     if root == ROOT_DOMAIN:
         return ""
     below = root + "/"
-    return f"({column} = {bind(root)} OR substr({column}, 1, {bind(len(below))}) = {bind(below)})"
+    # The length is the server's own number, written in (persistence/prepared.py).
+    return f"({column} = {bind(root)} OR substr({column}, 1, {len(below)}) = {bind(below)})"
 
 
 # A share reaches the entity's events inside the sharer's subtree (s.domain), by the same

@@ -361,3 +361,36 @@ def test_a_token_whose_carried_count_was_tampered_with_is_refused(store: Store) 
         store, size=1, page_token=base64.urlsafe_b64encode(json.dumps(older).encode()).decode()
     )
     assert (page.total, page.total_exact, len(page.events)) == (3, True, 1)
+
+
+def test_a_list_repeated_with_other_values_answers_each_call_its_own(store: Store) -> None:
+    """The same list with other values, many times over: on PostgreSQL its statement is
+    prepared once per connection and, after five runs, may keep one generic plan
+    (persistence/prepared.py); each answer is still that call's own."""
+    insert(
+        store,
+        *(
+            event(
+                description=f"e{n}",
+                entity_id=f"entity-{n % 4}",
+                severity=n % 3,
+                timestamp=NOW - (n + 1) * DAY // 4,
+                etag=1 + n % 2,
+            )
+            for n in range(24)
+        ),
+    )
+    for round_ in range(12):
+        entity = f"entity-{round_ % 4}"
+        since = NOW - (1 + round_ % 5) * DAY
+        expected = {
+            f"e{n}" for n in range(24) if n % 4 == round_ % 4 and NOW - (n + 1) * DAY // 4 >= since
+        }
+        got = descriptions(store, entity_id=entity, start_time=since)
+        assert got == expected
+        page = listing(store, size=1 + round_ % 3, filter=f'{{"severity": {round_ % 3}}}')
+        assert page.total == 8
+        assert len(page.events) == 1 + round_ % 3
+    # The largest integer a filter takes compares as a number, not an error.
+    assert descriptions(store, f'{{"etag": {2**63 - 1}}}') == set()
+    assert len(descriptions(store, f'{{"etag": {{"before": {2**63 - 1}}}}}')) == 24

@@ -122,7 +122,23 @@ _ENCODE = (
 )
 
 
+def _attribute_of(column: str) -> str:
+    for f in FIELDS:
+        if f.column == column:
+            return f.attribute
+    return next(f.attribute for f in FIELDS if f.kind is Kind.PAYLOAD)
+
+
+# Every column but `custom` as the event's attribute (the source as it is, the payload twice):
+# one C call reads them all, which is each column's encoding when the event has no source and
+# no payload (most do not: the hot path of ingest).
+_READ_ALL = attrgetter(*(_attribute_of(c) for c in EVENT_COLUMNS[:-1]))
+_ENCODE_CUSTOM = _ENCODE[-1]
+
+
 def event_row(e: Event) -> tuple[Any, ...]:
+    if e.source is None and e.payload is None:
+        return (*_READ_ALL(e), _ENCODE_CUSTOM(e))
     return tuple(encode(e) for encode in _ENCODE)
 
 

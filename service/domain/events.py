@@ -331,12 +331,15 @@ def _depth(value: Any) -> int:
     return 0
 
 
+# The text fields with a length limit, in FIELDS order (violations are named in it).
+_LIMITED = tuple((f, f.limit) for f in FIELDS if f.limit is not None)
+
+
 def _check_fields(fields: Mapping[str, Any], creating: bool = True) -> list[FieldViolation]:
     violations = []
-    for standard in FIELDS:
-        limit = standard.limit
-        value = fields.get(standard.attribute) if limit is not None else None
-        if value is None or limit is None:
+    for standard, limit in _LIMITED:
+        value = fields.get(standard.attribute)
+        if value is None:
             continue
         if not standard.machine_name:
             if len(value) > limit:

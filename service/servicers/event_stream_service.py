@@ -192,28 +192,19 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
                     outcomes[index] = IngestOutcome(error=refusal)
                 drafts = drafts[:granted]
         stored = iter(await self._events.create_many(principal, drafts))
-        results = []
+        response = pb.IngestEventsResponse()
+        add = response.results.add  # built in place: no result message copied
         for item, outcome in zip(items, outcomes, strict=True):
             done = outcome or next(stored)
             if done.event is not None:
-                results.append(
-                    pb.IngestResult(
-                        idempotency_key=item.idempotency_key,
-                        id=done.event.id,
-                        deduplicated=done.deduplicated,
-                    )
+                add(
+                    idempotency_key=item.idempotency_key,
+                    id=done.event.id,
+                    deduplicated=done.deduplicated,
                 )
             elif done.duplicate_of is not None:
-                results.append(
-                    pb.IngestResult(
-                        idempotency_key=item.idempotency_key, id=done.duplicate_of, duplicate=True
-                    )
-                )
+                add(idempotency_key=item.idempotency_key, id=done.duplicate_of, duplicate=True)
             else:
                 assert done.error is not None
-                results.append(
-                    pb.IngestResult(
-                        idempotency_key=item.idempotency_key, error=to_status_proto(done.error)
-                    )
-                )
-        return pb.IngestEventsResponse(results=results)
+                add(idempotency_key=item.idempotency_key, error=to_status_proto(done.error))
+        return response

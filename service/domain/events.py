@@ -316,7 +316,13 @@ class CustomFieldLookup(Protocol):
         ...
 
 
+# An id already in the canonical form, as the service writes them: nothing to convert.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def check_event_id(event_id: str) -> str:
+    if _CANONICAL_UUID.fullmatch(event_id):
+        return event_id
     try:
         return str(uuid.UUID(event_id))
     except ValueError:

@@ -39,13 +39,21 @@ def metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
     return None
 
 
+_BASE_URL_HEADERS = frozenset(("x-forwarded-host", "x-forwarded-proto", "x-envoy-original-path"))
+
+
 def base_url(context: grpc.aio.ServicerContext) -> str:
     """The client-facing origin and base path, from the headers the gateway adds: links and
     Location use `/api/eventmanagement/v3` when the request came in under it."""
-    host = metadata(context, "x-forwarded-host") or "localhost"
-    scheme = metadata(context, "x-forwarded-proto") or "http"
+    # One pass over the metadata for the three headers (the first of each name counts).
+    found: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        if key in _BASE_URL_HEADERS and key not in found:
+            found[key] = str(value)
+    host = found.get("x-forwarded-host") or "localhost"
+    scheme = found.get("x-forwarded-proto") or "http"
     # Set by the transcoder to the client's path, overwriting any header the client sent.
-    path = (metadata(context, "x-envoy-original-path") or "").partition("?")[0]
+    path = found.get("x-envoy-original-path", "").partition("?")[0]
     prefix = API_BASE_PATH if (path + "/").startswith(API_BASE_PATH + "/") else ""
     return f"{scheme}://{host}{prefix}"
 

@@ -7,6 +7,7 @@ message: a second write to the gateway per call. Here they travel inside the mes
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import quote
 
@@ -15,11 +16,17 @@ PARAMETER = "; x-eventmgmt-"
 HTTP_CODE = "x-http-code"
 
 
+# Values of only these characters (URLs, quoted etags) go as they are; others percent-encoded.
+_AS_IS = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,=\"-]*")
+
+
+def _encoded(value: str) -> str:
+    return value if _AS_IS.fullmatch(value) else quote(value, safe="")
+
+
 def content_type_with(content_type: str, headers: Iterable[tuple[str, str]]) -> str:
     """`content_type` carrying `headers` (lowercase names) to the gateway."""
-    return content_type + "".join(
-        f"{PARAMETER}{name}={quote(value, safe='')}" for name, value in headers
-    )
+    return content_type + "".join(f"{PARAMETER}{name}={_encoded(value)}" for name, value in headers)
 
 
 def http_status_of(content_type: str) -> str:

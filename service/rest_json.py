@@ -14,7 +14,7 @@ from service.domain import times
 from service.domain.alarm_status import Transition
 from service.domain.custom_fields import Instant
 from service.domain.errors import FieldViolation, InvalidInput, invalid
-from service.domain.event_fields import FIELDS, JSON_NAMES, EventField, Kind
+from service.domain.event_fields import FIELDS, JSON_NAMES, Kind
 from service.domain.events import Event, EventPage, Payload
 from service.domain.find_answer import source_document
 from service.domain.parsing import MAX_JSON_BYTES, loads_json
@@ -214,23 +214,15 @@ def _payload_json(payload: Payload) -> dict[str, Any]:
     return {"contentType": payload.content_type, "data": data}
 
 
-def _document_value(field: EventField, value: Any) -> Any:
-    if field.kind is Kind.TIME:
-        return times.format_micros(value)
-    if field.kind is Kind.PAYLOAD:
-        return _payload_json(value)
-    return value
-
-
 def event_document(event: Event, base_url: str) -> dict[str, Any]:
     """The REST event (docs/rest-v3.md#read-event): every field an event has, the optional ones
     only when set, and custom fields at the top level."""
     doc: dict[str, Any] = {}
-    for field in _SHOWN:
-        value = getattr(event, field.attribute)
-        if (field.optional or field.sparse) and (value is None or value is False or value == ""):
+    for attribute, name, sparse, convert in _SHOWN_PLAN:
+        value = getattr(event, attribute)
+        if sparse and (value is None or value is False or value == ""):
             continue
-        doc[field.json] = _document_value(field, value)
+        doc[name] = value if convert is None else convert(value)
     doc["_links"] = {"self": {"href": f"{base_url}/events/{event.id}"}}
     for name, value in event.custom_fields.items():
         doc[name] = times.format_micros(value.micros) if isinstance(value, Instant) else value
@@ -238,6 +230,15 @@ def event_document(event: Event, base_url: str) -> dict[str, Any]:
 
 
 _SHOWN = tuple(f for f in FIELDS if f.shown)
+# Per shown field: attribute, JSON name, left out when empty, the conversion of its value (None:
+# as it is), so that the per-event loop decides nothing that the field table already says.
+_CONVERSIONS: dict[Kind, Callable[[Any], Any]] = {
+    Kind.TIME: times.format_micros,
+    Kind.PAYLOAD: _payload_json,
+}
+_SHOWN_PLAN = tuple(
+    (f.attribute, f.json, f.optional or f.sparse, _CONVERSIONS.get(f.kind)) for f in _SHOWN
+)
 # The acknowledge answer (docs/find-api.md#acknowledge) is the search document's acknowledgement
 # part.
 _ACKNOWLEDGE_KEYS = (

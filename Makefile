@@ -62,12 +62,12 @@ lint: $(STAMP) $(THIRD_PARTY) checkgenerate ## ruff, mypy, pyright, buf lint, bu
 # The unary rates are driven by C load generators (h2load for gRPC, wrk for REST through
 # Envoy), so that the client does not share the server's interpreter and cores.
 .PHONY: bench-tools
-bench-tools: ## Install h2load and wrk (Debian nghttp2-client, wrk) when missing.
-	@command -v h2load >/dev/null && command -v wrk >/dev/null || { \
+bench-tools: ## Install h2load, wrk and valgrind (Debian nghttp2-client, wrk, valgrind) when missing.
+	@command -v h2load >/dev/null && command -v wrk >/dev/null && command -v valgrind >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -q nghttp2-client wrk || \
-	      { apt-get update -q && apt-get install -y -q nghttp2-client wrk; }; \
-	  else echo "make bench needs h2load and wrk: sudo apt-get install nghttp2-client wrk" >&2; \
+	    apt-get install -y -q nghttp2-client wrk valgrind || \
+	      { apt-get update -q && apt-get install -y -q nghttp2-client wrk valgrind; }; \
+	  else echo "make bench needs h2load, wrk and valgrind: sudo apt-get install nghttp2-client wrk valgrind" >&2; \
 	    exit 1; fi; }
 
 # The scripts and their order are listed once, in tests/benchmarks/figures.py, which runs them

@@ -40,6 +40,7 @@ ITEMS = {
 # The scripts `make bench` runs, in order, each with its arguments.
 SCRIPTS: tuple[tuple[str, ...], ...] = (
     ("bench.py",),
+    ("bench_calls.py",),
     ("bench_jobs.py",),
     ("bench_find.py",),
     ("bench_live.py",),

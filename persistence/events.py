@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import peewee
@@ -142,9 +142,26 @@ class EventRepository:
     def _query(
         self, principal: Principal, query: EventQuery, db: peewee.Database
     ) -> tuple[list[Event], int]:
+        indexes = self._store.custom_indexes
+        columns = indexes.columns(db)
+        try:
+            return self._list(principal, query, db, columns)
+        except peewee.ProgrammingError:
+            # A column dropped since it was read (another process's upkeep): read them again.
+            if columns == indexes.refresh_columns(db):
+                raise
+            return self._list(principal, query, db, indexes.columns(db))
+
+    def _list(
+        self,
+        principal: Principal,
+        query: EventQuery,
+        db: peewee.Database,
+        columns: Mapping[str, str],
+    ) -> tuple[list[Event], int]:
         postgres = self._store.postgres
         run = functools.partial(prepared.execute, db) if postgres else db.execute_sql
-        where, sql, args = list_sql(principal, query, postgres, db.param)
+        where, sql, args = list_sql(principal, query, postgres, db.param, columns)
         rows = run(sql, args).fetchall()
         if not query.counted:
             return [event_from_row(r) for r in rows], 0
@@ -178,10 +195,15 @@ def _merged(events: list[Event], transitions: list[Transition]) -> list[FeedItem
 
 
 def list_sql(
-    principal: Principal, query: EventQuery, postgres: bool, param: str
+    principal: Principal,
+    query: EventQuery,
+    postgres: bool,
+    param: str,
+    columns: Mapping[str, str] | None = None,
 ) -> tuple[tuple[str, list[Any]], str, list[Any]]:
-    """The WHERE clause (and its arguments) that counts a list, and the page's own SELECT."""
-    builder = SqlBuilder(postgres, param)
+    """The WHERE clause (and its arguments) that counts a list, and the page's own SELECT;
+    `columns`: the ready columns of filterable custom fields (SqlBuilder)."""
+    builder = SqlBuilder(postgres, param, columns)
     clauses = [builder.scope(principal, include_shared=query.include_shared)]
     if not query.history:
         clauses.append("latest = TRUE")

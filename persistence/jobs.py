@@ -8,8 +8,8 @@ deletes; so a job is never run twice at once, and its progress is exactly what i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import peewee
 
@@ -77,6 +77,9 @@ def _job_from_row(row: Any) -> Job:
         update_time=values["update_time"],
         expire_time=values["expire_time"],
     )
+
+
+T = TypeVar("T")
 
 
 class JobRepository:
@@ -228,7 +231,7 @@ class JobRepository:
     ) -> int:
         """Deletes up to `limit` matching events of the job's scope with the progress update."""
         p = self._p
-        clause, args = _matching(job.owner, condition, self._store.postgres, p)
+        clause, args = _matching(job.owner, condition, self._store.postgres, p, self._columns())
 
         def write(cursor: Any) -> int:
             # RETURNING names what the side tables must forget (see forget_deleted).
@@ -243,7 +246,7 @@ class JobRepository:
             self._renew(cursor, job, owner, lease_us, job.done + deleted, 0)
             return deleted
 
-        deleted: int = await self._store.writer.submit(write)
+        deleted: int = await self._submit(write)
         return deleted
 
     async def change_status_batch(
@@ -259,7 +262,9 @@ class JobRepository:
         their transitions and the job's progress, in one transaction; (events read, events
         changed). An event changed concurrently since it was read keeps that change and is
         read again by the next batch if it still matches."""
-        clause, args = _matching(job.owner, condition, self._store.postgres, self._p)
+        clause, args = _matching(
+            job.owner, condition, self._store.postgres, self._p, self._columns()
+        )
         writes = self._store.writes
 
         def write(cursor: Any) -> tuple[int, int]:
@@ -278,15 +283,36 @@ class JobRepository:
             self._renew(cursor, job, owner, lease_us, job.done + len(transitions), 0)
             return len(found), len(transitions)
 
-        outcome: tuple[int, int] = await self._store.writer.submit(write)
+        outcome: tuple[int, int] = await self._submit(write)
         return outcome
 
+    def _columns(self) -> dict[str, str]:
+        """The ready custom field columns as last read (count_matching reads them again)."""
+        return self._store.custom_indexes.known_columns()
+
+    async def _submit(self, write: Callable[[Any], T]) -> T:
+        try:
+            return await self._store.writer.submit(write)
+        except peewee.ProgrammingError:
+            # Perhaps a column dropped since it was read: the runner's retry reads the JSON.
+            self._store.custom_indexes.forget_columns()
+            raise
+
     async def count_matching(self, principal: Principal, condition: Condition | None) -> int:
+        indexes = self._store.custom_indexes
+
         def read(db: peewee.Database) -> int:
-            clause, args = _matching(principal, condition, self._store.postgres, db.param)
-            return int(
-                db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {clause}", args).fetchone()[0]
-            )
+            columns = indexes.columns(db)
+            clause, args = _matching(principal, condition, self._store.postgres, db.param, columns)
+            try:
+                return int(
+                    db.execute_sql(f"SELECT COUNT(*) FROM events WHERE {clause}", args).fetchone()[
+                        0
+                    ]
+                )
+            except peewee.ProgrammingError:
+                indexes.forget_columns()
+                raise
 
         return await self._store.read(read)
 
@@ -337,10 +363,15 @@ class JobRepository:
 
 
 def _matching(
-    principal: Principal, condition: Condition | None, postgres: bool, p: str
+    principal: Principal,
+    condition: Condition | None,
+    postgres: bool,
+    p: str,
+    columns: Mapping[str, str],
 ) -> tuple[str, list[Any]]:
-    """The events of the principal's scope that match, of any time and version."""
-    sql = SqlBuilder(postgres, p)
+    """The events of the principal's scope that match, of any time and version; `columns`:
+    the ready custom field columns (SqlBuilder)."""
+    sql = SqlBuilder(postgres, p, columns)
     clause = sql.scope(principal)
     if condition is not None:
         clause += f" AND {sql.condition(condition)}"

@@ -6,12 +6,12 @@ correlated events."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import peewee
 
-from persistence.custom_indexes import custom_value_sql
+from persistence.custom_indexes import custom_value_sql, index_name
 from service.domain.access import ROOT_DOMAIN, Principal
 from service.domain.conditions import (
     ANY_RUN,
@@ -96,11 +96,16 @@ class Params:
 
 
 class SqlBuilder(Params):
-    """Renders conditions and scopes with the backend's parameter style."""
+    """Renders conditions and scopes with the backend's parameter style. `columns`: the
+    ready columns of filterable custom fields on PostgreSQL, by field key
+    (persistence/custom_indexes.py); a custom field without one is read from the JSON."""
 
-    def __init__(self, postgres: bool, param: str) -> None:
+    def __init__(
+        self, postgres: bool, param: str, columns: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(param)
         self.postgres = postgres
+        self.columns = columns or {}
 
     def scope(
         self, principal: Principal, *, whole_tenant: bool = False, include_shared: bool = False
@@ -295,9 +300,13 @@ class SqlBuilder(Params):
         guard = ""
         timestamp = bool(inner)
         if self.postgres:
+            # The field's column holds what its JSON has there (custom_indexes.py).
+            column = self.columns.get(index_name(node.field.name, timestamp))
 
             def element(operator: str = "->") -> str:
-                if operator == "->":  # what the field's index holds (custom_indexes.py)
+                if column:
+                    return column if operator == "->" else f"({column} #>> '{{}}')"
+                if operator == "->":
                     return custom_value_sql(node.field.name, timestamp, True)
                 keys = [node.field.name, *inner]
                 arrows = [f" -> {self.bind(k)}" for k in keys[:-1]]

@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,8 +84,13 @@ def _custom_value(name: str) -> st.SearchStrategy[Any]:
     return st.sampled_from(TIMES).map(Instant)
 
 
+# Values a custom field may hold against its declared type (a type that does not declare it,
+# or declares it otherwise, stored them): a filter of the declared type never matches them.
+STRAYS = ["5", 5, 2.5, "P1", True, {"$timestamp": 5}]
+
+
 @st.composite
-def events(draw: st.DrawFn) -> dict[str, Any]:
+def events(draw: st.DrawFn, strays: bool = False) -> dict[str, Any]:
     fields: dict[str, Any] = {
         name: draw(
             st.one_of(st.sampled_from(values), TEXT)
@@ -111,7 +117,11 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         first_occurrence_time=draw(st.one_of(st.none(), st.sampled_from(TIMES))),
         last_occurrence_time=draw(st.one_of(st.none(), st.sampled_from(TIMES))),
         custom_fields={
-            name: draw(_custom_value(name))
+            name: draw(
+                st.one_of(_custom_value(name), st.sampled_from(STRAYS))
+                if strays
+                else _custom_value(name)
+            )
             for name in draw(st.lists(st.sampled_from(sorted(CUSTOM)), unique=True))
         },
     )
@@ -235,18 +245,7 @@ def _in_scope(principal: Principal, event: Event) -> bool:
     return event.tenant_id == principal.tenant_id and compile_matcher(scope, read_event)(event)
 
 
-@settings(
-    max_examples=80,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    database=None,
-)
-@given(
-    stored=st.lists(events(), max_size=8),
-    condition=conditions,
-    domain=st.sampled_from(DOMAINS),
-)
-def test_sql_and_python_select_the_same_events(
+def _select_the_same_events(
     store: Store, stored: list[dict[str, Any]], condition: Condition, domain: str
 ) -> None:
     tenant = f"t-{uuid.uuid4()}"
@@ -265,6 +264,66 @@ def test_sql_and_python_select_the_same_events(
     expected = {e.id for e in created if _in_scope(principal, e) and matcher(e)}
     assert {e.id for e in listed} == expected
     assert total == len(expected)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
+@given(
+    stored=st.lists(events(), max_size=8),
+    condition=conditions,
+    domain=st.sampled_from(DOMAINS),
+)
+def test_sql_and_python_select_the_same_events(
+    store: Store, stored: list[dict[str, Any]], condition: Condition, domain: str
+) -> None:
+    _select_the_same_events(store, stored, condition, domain)
+
+
+@pytest.fixture
+def declared(store: Store) -> Store:
+    """The store after a type declared every custom field filterable: on PostgreSQL their
+    conditions then read the fields' columns, on SQLite their expression indexes serve."""
+    from persistence.event_types import EventTypeRepository
+    from service.domain.custom_fields import FieldDefinition
+    from service.domain.custom_fields import FieldType as Declared
+    from service.domain.event_types import EventTypeManager, EventTypeSpec
+
+    fields = tuple(
+        FieldDefinition(name, Declared(kind.upper()), filterable=True)
+        for name, kind in CUSTOM.items()
+    )
+    admin = Principal("declaring", "k", "admin", Role.ADMIN)
+    types = EventTypeManager(EventTypeRepository(store))
+    asyncio.run(types.create(admin, EventTypeSpec(name="all", fields=fields)))
+
+    async def settle() -> dict[str, str]:
+        await store.custom_indexes.settled()
+        return await store.read(store.custom_indexes.refresh_columns)
+
+    columns = asyncio.run(settle())
+    assert len(columns) == (len(CUSTOM) if store.postgres else 0)
+    return store
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
+@given(
+    stored=st.lists(events(strays=True), max_size=8),
+    condition=conditions,
+    domain=st.sampled_from(DOMAINS),
+)
+def test_sql_and_python_select_the_same_events_of_declared_fields(
+    declared: Store, stored: list[dict[str, Any]], condition: Condition, domain: str
+) -> None:
+    _select_the_same_events(declared, stored, condition, domain)
 
 
 @settings(

@@ -10,12 +10,14 @@ in a child process; the clients run in this process (grpc.aio):
      subscribers). Reported: events written per second, deliveries per second, delivery
      latency p50/p99 from the event's create_time (taken on the server just before its
      commit) to its receipt by the subscriber (same machine, same clock), and whether every
-     subscriber got every event of its domain exactly once, in order.
+     subscriber got every event of its domain exactly once, in order, and the server's CPU
+     time per delivery (a figure less bent by what else the machine runs).
   2. Streamed ingest: --ingest-events (20,000) events in batches of 100 over --streams (4)
      IngestEvents streams (requests serialized before the clock starts), against raw
      sqlite3 executemany of the same rows into the same schema (WAL, synchronous=NORMAL),
      measured right before it with 1,000 rows per transaction (the target's reference:
-     ingest >= 50% of it) and with 100 rows per transaction (one ingest batch each).
+     ingest >= 50% of it) and with 100 rows per transaction (one ingest batch each); and the
+     server's CPU time per ingested event.
 
 The machine has 2 cores shared by server and clients: compare figures of one run.
 """
@@ -39,6 +41,7 @@ from typing import Any
 
 import figures
 import grpc
+from bench import cpu_seconds
 
 from persistence.rows import INSERT_COLUMNS, event_row
 from persistence.store import Store
@@ -354,22 +357,31 @@ def main(argv: list[str]) -> int:
         server.start()
         try:
             target = f"127.0.0.1:{server.port}"
+            assert server.process is not None
+            pid = server.process.pid
+            cpu_before = cpu_seconds(pid) or 0.0
             live = asyncio.run(subscribers_phase(target, key, args))
+            # The server's CPU (every thread: the writes and the deliveries) per delivery.
+            live["cpu_us"] = ((cpu_seconds(pid) or 0.0) - cpu_before) * 1e6 / live["deliveries"]
             raw_rates: list[float] = []
             raw_batch_rates: list[float] = []
             ingest_rates: list[float] = []
+            ingest_cpu: list[float] = []
             for _ in range(3):  # interleaved, median of three: the figures are noisy
                 for rates, size in ((raw_rates, 1000), (raw_batch_rates, BATCH)):
                     rates.append(raw_executemany_rate(work_dir, args.ingest_events, size))
                     for leftover in work_dir.glob("raw.db*"):
                         leftover.unlink()
+                cpu_before = cpu_seconds(pid) or 0.0
                 ingest = asyncio.run(ingest_phase(target, key, args))
+                ingest_cpu.append(((cpu_seconds(pid) or 0.0) - cpu_before) * 1e6 / ingest["events"])
                 ingest_rates.append(ingest["rate"])
         finally:
             server.stop()
 
     raw, rate = statistics.median(raw_rates), statistics.median(ingest_rates)
     raw_batch = statistics.median(raw_batch_rates)
+    cpu_per_event = statistics.median(ingest_cpu)
     print("live delivery")
     print(
         f"  {live['subscribers']} subscribers over {args.domains} domains; "
@@ -380,12 +392,15 @@ def main(argv: list[str]) -> int:
         f"latency commit->receipt p50 {live['p50_ms']:.1f} ms, p99 {live['p99_ms']:.1f} ms; "
         f"every subscriber got its events exactly once: {live['exact']}"
     )
+    print(
+        f"  server CPU per delivery {live['cpu_us']:.0f} us (load average {os.getloadavg()[0]:.1f})"
+    )
     ratio = rate / raw
     verdict = "ok" if ratio >= TARGET_INGEST_VS_RAW else "MISSED"
     print("streamed ingest (median of 3)")
     print(
         f"  IngestEvents, batches of {BATCH}, {args.streams} streams: {rate:,.0f} events/s "
-        f"({ingest['errors']} errors)"
+        f"({ingest['errors']} errors); server CPU {cpu_per_event:.0f} us per event"
     )
     print(f"  raw sqlite3 executemany, same rows and schema, 1000 per commit: {raw:,.0f} rows/s")
     print(f"  raw sqlite3 executemany, {BATCH} per commit: {raw_batch:,.0f} rows/s")
@@ -395,7 +410,8 @@ def main(argv: list[str]) -> int:
         7,
         f"streamed ingest into one process (IngestEvents, {args.streams} streams, "
         f"batches of {BATCH}; Python client)",
-        f"{rate:,.0f} events/s ({ratio:.2f} of raw sqlite3 executemany at {raw:,.0f} rows/s)",
+        f"{rate:,.0f} events/s ({ratio:.2f} of raw sqlite3 executemany at {raw:,.0f} rows/s; "
+        f"server CPU {cpu_per_event:.0f} us per event)",
         f">= {TARGET_INGEST_RATE:,} events/s",
         rate >= TARGET_INGEST_RATE,
     )
@@ -403,7 +419,7 @@ def main(argv: list[str]) -> int:
         7,
         f"live delivery, commit to receipt, {live['subscribers']} subscribers (Python client)",
         f"p99 {live['p99_ms']:.1f} ms, p50 {live['p50_ms']:.1f} ms; every event exactly once: "
-        f"{live['exact']}",
+        f"{live['exact']}; server CPU {live['cpu_us']:.0f} us per delivery",
         f"p99 <= {TARGET_LIVE_P99_MS:g} ms",
         live["p99_ms"] <= TARGET_LIVE_P99_MS and bool(live["exact"]),
     )

@@ -3,6 +3,7 @@ strictly, calls the domain, and answers with the documented JSON and HTTP status
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -13,7 +14,7 @@ from google.api import httpbody_pb2
 from service import cloudevents, rest_json
 from service.auth import current_principal
 from service.domain.errors import invalid
-from service.domain.events import EventManager, check_page_size, parse_sort
+from service.domain.events import Event, EventManager, check_page_size, parse_sort
 from service.domain.filters import parse_time
 from service.domain.listing import ListRequest
 from service.domain.live import (
@@ -49,10 +50,29 @@ def _time_param(text: str, field: str) -> int | None:
     return parse_time(text, field)
 
 
+# Every /liveEvents subscriber that gets an event gets the same bytes for its format and base
+# URL: build and serialize them once (the method table sends bytes as they are).
+_MESSAGE_CACHE_SIZE = 4096
+
+
 class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
     def __init__(self, events: EventManager, feed: LiveFeed) -> None:
         self._events = events
         self._feed = feed
+        # By feed position, format (CloudEvent or not) and base URL.
+        self._messages: OrderedDict[tuple[int, bool, str], bytes] = OrderedDict()
+
+    def _event_message(self, event: Event, as_cloud_event: bool, base: str) -> bytes:
+        key = (event.seq, as_cloud_event, base)
+        message = self._messages.get(key)
+        if message is None:
+            data = rest_json.event_document(event, base)
+            if as_cloud_event:
+                data = cloudevents.structured(event, data)
+            message = self._messages[key] = _sse(event.seq, "event", data).SerializeToString()
+            if len(self._messages) > _MESSAGE_CACHE_SIZE:
+                self._messages.popitem(last=False)
+        return message
 
     async def RestCreateEvent(
         self, request: pb.RestCreateEventRequest, context: grpc.aio.ServicerContext
@@ -165,7 +185,7 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
 
     async def RestSubscribeEvents(
         self, request: pb.RestSubscribeEventsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+    ) -> AsyncIterator[httpbody_pb2.HttpBody | bytes]:
         principal = current_principal()
         event_filter = subscription_filter(
             principal,
@@ -188,10 +208,7 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         notices = self._feed.subscribe(principal, event_filter, after, heartbeat)
         async for notice in notices:
             if isinstance(notice, Delivery):
-                data = rest_json.event_document(notice.event, base)
-                if as_cloud_event:
-                    data = cloudevents.structured(notice.event, data)
-                yield _sse(notice.cursor, "event", data)
+                yield self._event_message(notice.event, as_cloud_event, base)
             elif isinstance(notice, Changed):
                 document = rest_json.transition_document(notice.transition, base)
                 yield _sse(notice.cursor, "transition", document)

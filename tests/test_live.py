@@ -603,6 +603,9 @@ class MqttInbox:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # Closes the loop's wake-up socket pair, which loop_stop leaves open: collected with
+        # the inbox (the callbacks refer to it) it would warn as unclosed.
+        self.client.reinitialise()
 
 
 def test_committed_events_are_published_to_mqtt_by_domain_topic(mqtt_service: Service) -> None:

@@ -593,6 +593,17 @@ def _v38_correlated_only_index(db: peewee.Database) -> None:
     )
 
 
+def _v39_counted(db: peewee.Database) -> None:
+    # Each transition records the alarm's count and last occurrence as it left them, so that
+    # one read back from the store rebuilds the alarm as it was then (an occurrence counted
+    # into an open alarm is a transition too: COUNTED). NULL in transitions stored before.
+    for statement in (
+        "ALTER TABLE event_transitions ADD COLUMN alarm_count BIGINT",
+        "ALTER TABLE event_transitions ADD COLUMN alarm_last_occurrence BIGINT",
+    ):
+        db.execute_sql(statement)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "tenants, api keys and events with their list indexes", _v1_initial),
     (2, "event types; events by type and store time for retention", _v2_event_types),
@@ -617,6 +628,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (36, "event types may turn alarm de-duplication off", _v36_type_alarm_dedup),
     (37, "alarm storms on now, shared by every replica", _v37_alarm_storms),
     (38, "SQLite: the correlation index holds correlated events only", _v38_correlated_only_index),
+    (39, "alarm transitions record the count they left; counted occurrences", _v39_counted),
 ]
 
 

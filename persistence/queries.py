@@ -98,14 +98,21 @@ class Params:
 class SqlBuilder(Params):
     """Renders conditions and scopes with the backend's parameter style. `columns`: the
     ready columns of filterable custom fields on PostgreSQL, by field key
-    (persistence/custom_indexes.py); a custom field without one is read from the JSON."""
+    (persistence/custom_indexes.py); a custom field without one is read from the JSON.
+    `fields` gives the SQL of each standard field (by default its column; an alarm's
+    transition reads some fields as the transition left them)."""
 
     def __init__(
-        self, postgres: bool, param: str, columns: Mapping[str, str] | None = None
+        self,
+        postgres: bool,
+        param: str,
+        columns: Mapping[str, str] | None = None,
+        fields: Mapping[str, str] = COLUMNS,
     ) -> None:
         super().__init__(param)
         self.postgres = postgres
         self.columns = columns or {}
+        self.fields = fields
 
     def scope(
         self, principal: Principal, *, whole_tenant: bool = False, include_shared: bool = False
@@ -155,14 +162,14 @@ class SqlBuilder(Params):
     def _leaf(self, node: Leaf) -> str:
         ref = node.field
         if isinstance(node, Subtree):
-            return subtree_sql(COLUMNS[ref.name], node.root, self.bind) or self.true
+            return subtree_sql(self.fields[ref.name], node.root, self.bind) or self.true
         if ref.type == "json":
             return self._json_leaf(node)
         if ref.custom:
             if not isinstance(node, Compare):
                 raise TypeError(f"no SQL for {node!r}")
             return self._custom(node)
-        column = COLUMNS[ref.name]
+        column = self.fields[ref.name]
         if isinstance(node, Exists):
             return f"{column} <> ''" if ref.type == "string" else f"{column} IS NOT NULL"
         if isinstance(node, Prefix):
@@ -218,13 +225,13 @@ class SqlBuilder(Params):
         """A text field's text, NULL when unset ("" in the store) or, as JSON, no string."""
         if ref.type == "json":
             return self.json_text(ref)
-        value = f"NULLIF({COLUMNS[ref.name]}, '')"
+        value = f"NULLIF({self.fields[ref.name]}, '')"
         return self._lower(value) if ref.lowercase else value
 
     def _json(self, ref: FieldRef) -> tuple[str, str]:
         """(type expression, value expression) of a JSON field; the type is NULL when absent.
         Keys are identifiers (the domain checks them), written into the JSON path."""
-        column, key = ("custom", ref.name) if ref.custom else (COLUMNS[ref.name], ref.key)
+        column, key = ("custom", ref.name) if ref.custom else (self.fields[ref.name], ref.key)
         if self.postgres:
             value = f"({column}::jsonb)" if key is None else f"({column}::jsonb -> '{key}')"
             return f"jsonb_typeof({value})", value
@@ -247,7 +254,7 @@ class SqlBuilder(Params):
                 f"(CASE WHEN {kind} = 'number' THEN ({value} #>> '{{}}')::float8 "
                 f"WHEN {kind} = 'object' THEN {instant} END)"
             )
-        column, key = ("custom", ref.name) if ref.custom else (COLUMNS[ref.name], ref.key)
+        column, key = ("custom", ref.name) if ref.custom else (self.fields[ref.name], ref.key)
         instant = f'(json_extract({column}, \'$."{key}"."$timestamp"\') / 1000)'
         return (
             f"(CASE WHEN {kind} IN ('integer', 'real') THEN {value} "

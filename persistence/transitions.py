@@ -1,7 +1,8 @@
 """Alarm transitions in the database (service/domain/alarm_status.py): each acknowledgement
-or clearing of an alarm is a row of `event_transitions`, written in the transaction of the
-change itself and numbered from the live feed's counter, so that subscribers receive it in
-commit order beside creations and resume it by the same cursor, on any replica."""
+or clearing of an alarm, and each occurrence counted into it, is a row of
+`event_transitions`, written in the transaction of the change itself and numbered from the
+live feed's counter, so that subscribers receive it in commit order beside creations and
+resume it by the same cursor, on any replica."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from persistence.rows import SELECT_EVENT, event_from_row
 from persistence.upkeep import close_alarms
 from service.domain.access import Principal
 from service.domain.alarm_status import Transition, as_left_by
+from service.domain.event_fields import COLUMNS
 from service.domain.events import Event
 
 TRANSITION_COLUMNS = (
@@ -27,6 +29,8 @@ TRANSITION_COLUMNS = (
     "to_status",
     "actor",
     "change_time",
+    "alarm_count",
+    "alarm_last_occurrence",
 )
 _SELECT = f"SELECT {', '.join(TRANSITION_COLUMNS)} FROM event_transitions"
 
@@ -42,21 +46,39 @@ def transition_row(transition: Transition, event_ts: int) -> tuple[Any, ...]:
         transition.to_status,
         transition.by,
         transition.at,
+        transition.count,
+        transition.last_occurrence_time,
     )
 
 
 def insert_transitions(
-    cursor: Any, param: str, transitions: Sequence[Transition], first_seq: int
+    cursor: Any, postgres: bool, transitions: Sequence[Transition], first_seq: int
 ) -> None:
     """Stores transitions (of events in the same transaction) at feed positions from
     `first_seq` on, in order; sets each one's `seq`."""
     for offset, transition in enumerate(transitions):
         transition.seq = first_seq + offset
-    placeholders = ", ".join([param] * len(TRANSITION_COLUMNS))
-    cursor.executemany(
-        f"INSERT INTO event_transitions ({', '.join(TRANSITION_COLUMNS)}) VALUES ({placeholders})",
-        [transition_row(t, t.subject.timestamp) for t in transitions],
-    )
+    insert_numbered(cursor, postgres, transitions)
+
+
+def insert_numbered(cursor: Any, postgres: bool, transitions: Sequence[Transition]) -> None:
+    """Stores transitions that have their feed positions already, in one statement (a storm
+    counts hundreds of occurrences a second, each a COUNTED transition)."""
+    if not transitions:
+        return
+    columns = ", ".join(TRANSITION_COLUMNS)
+    rows = [transition_row(t, t.subject.timestamp) for t in transitions]
+    if postgres:  # one statement for all, as events are inserted
+        from psycopg2.extras import execute_values
+
+        execute_values(
+            cursor, f"INSERT INTO event_transitions ({columns}) VALUES %s", rows, page_size=1000
+        )
+    else:
+        placeholders = ", ".join(["?"] * len(TRANSITION_COLUMNS))
+        cursor.executemany(
+            f"INSERT INTO event_transitions ({columns}) VALUES ({placeholders})", rows
+        )
 
 
 def alarms_cleared(cursor: Any, events: Sequence[Event], postgres: bool) -> None:
@@ -77,6 +99,8 @@ def _transition_from_row(row: Sequence[Any]) -> tuple[Transition, int]:
         by=values["actor"],
         at=values["change_time"],
         seq=values["seq"],
+        count=values["alarm_count"],
+        last_occurrence_time=values["alarm_last_occurrence"],
     )
     return transition, values["event_ts"]
 
@@ -106,6 +130,32 @@ def _with_events(db: peewee.Database, rows: Sequence[Sequence[Any]]) -> list[Tra
     return result
 
 
+def _as_left_columns(postgres: bool) -> dict[str, str]:
+    """The SQL of the fields that as_left_by rebuilds, read inside the EXISTS over the
+    event: the transition's status, count and last occurrence (the event's own where the
+    transition recorded none), and no acknowledgement or clearing made after it."""
+    t = "event_transitions"
+    recorded = f"{t}.alarm_count IS NOT NULL"
+    false = "FALSE" if postgres else "0"
+
+    def before(at: str, value: str, otherwise: str) -> str:
+        return f"(CASE WHEN events.{at} > {t}.change_time THEN {otherwise} ELSE {value} END)"
+
+    return {
+        **COLUMNS,
+        "status": f"{t}.to_status",
+        "count": f"(CASE WHEN {recorded} THEN {t}.alarm_count ELSE events.occurrence_count END)",
+        "last_occurrence_time": (
+            f"(CASE WHEN {recorded} THEN {t}.alarm_last_occurrence ELSE events.last_occurrence END)"
+        ),
+        "cleared_at": before("cleared_at", "events.cleared_at", "NULL"),
+        "cleared_by": before("cleared_at", "events.cleared_by", "''"),
+        "acknowledged": before("acknowledged_at", "events.acknowledged", false),
+        "acknowledged_at": before("acknowledged_at", "events.acknowledged_at", "NULL"),
+        "acknowledged_by": before("acknowledged_at", "events.acknowledged_by", "''"),
+    }
+
+
 def transitions_after(db: peewee.Database, after: int, limit: int) -> list[Transition]:
     """Process-wide: transitions with a feed position above `after`, in feed order."""
     p = db.param
@@ -124,11 +174,12 @@ def transitions_page(
     upto: int,
     limit: int,
 ) -> list[Transition]:
-    """The principal's transitions with positions in (after, upto] whose event, as it is
-    now, lies in the principal's scope and matches `condition`; in feed order."""
+    """The principal's transitions with positions in (after, upto] whose event lies in the
+    principal's scope and, as the transition left it (as_left_by), matches `condition`; in
+    feed order."""
     # Bound in the order they appear in the text. Unqualified names inside EXISTS are the
     # event's columns (the nearest table that has them), as the builder writes them.
-    sql = SqlBuilder(postgres, db.param)
+    sql = SqlBuilder(postgres, db.param, fields=_as_left_columns(postgres))
     where = (
         f"event_transitions.tenant_id = {sql.bind(principal.tenant_id)} "
         f"AND event_transitions.seq > {sql.bind(after)} "

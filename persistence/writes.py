@@ -1,6 +1,7 @@
 """The writes of the events table, applied on the group-commit writer's thread: inserts
 under the feed counter (each event gets the next feed position in its own transaction),
-idempotent batches, replacements checked by etag, alarm status changes with their
+idempotent batches (an alarm counted into its open alarm records a COUNTED transition at the
+next feed position instead), replacements checked by etag, alarm status changes with their
 transitions, and callable work (a job's chunk) that inserts rows of its own; after each
 commit the listeners learn which events it created and which transitions it recorded, in
 feed order."""
@@ -26,9 +27,9 @@ from persistence.rows import (
     keyed_rows,
     rollup_keys,
 )
-from persistence.transitions import alarms_cleared, insert_transitions
+from persistence.transitions import alarms_cleared, insert_numbered, insert_transitions
 from persistence.upkeep import count_inserted, remember_keys
-from service.domain.alarm_status import CLEARED, Transition
+from service.domain.alarm_status import CLEARED, Transition, counted
 from service.domain.events import Event, now_us
 
 # What the live feed carries: created events and alarm transitions, each with its `seq`.
@@ -65,9 +66,11 @@ class InsertBatch:
 
 @dataclass(frozen=True, slots=True)
 class Folded:
-    """A create counted as another occurrence of an open alarm: the alarm afterwards."""
+    """A create counted as another occurrence of an open alarm: the alarm afterwards, and
+    the COUNTED transition recorded for it (numbered in the feed)."""
 
     alarm: Event
+    transition: Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +141,10 @@ class EventWrites:
             next_seq = placing.next_seq
             if placing.folded_keys:  # a resend of a folded create must not count it again
                 remember_keys(cursor, placing.folded_keys, self._postgres)
-            if rows:
-                self._insert_numbered(cursor, rows)
+            if rows or placing.transitions:
+                if rows:
+                    self._insert_numbered(cursor, rows)
+                insert_numbered(cursor, self._postgres, placing.transitions)
                 cursor.execute(
                     f"UPDATE feed_state SET last_seq = {p} WHERE id = 1", (next_seq - 1,)
                 )
@@ -183,7 +188,7 @@ class EventWrites:
         if not transitions:
             return
         first = self._claim_seqs(cursor, len(transitions))
-        insert_transitions(cursor, self._database.param, transitions, first)
+        insert_transitions(cursor, self._postgres, transitions, first)
         cleared = [t.subject for t in transitions if t.to_status == CLEARED != t.from_status]
         if cleared:
             alarms_cleared(cursor, cleared, self._postgres)
@@ -207,7 +212,8 @@ class EventWrites:
     ) -> list[int | Folded]:
         """insert_rows for events that may be alarms to de-duplicate (each with its key, as
         Insert takes it): each is stored with the next feed position, or counted into the open
-        alarm of its key (Folded), as single creates are."""
+        alarm of its key (Folded, its COUNTED transition at the next position), as single
+        creates are."""
         if not events:
             return []
         p = self._database.param
@@ -220,8 +226,10 @@ class EventWrites:
             placed = placing.place(e, event_row(e), key, None)
             assert placed is not None  # only fold_only writes place nothing
             outcomes.append(placed)
-        if rows:
-            self._insert_numbered(cursor, rows)
+        if rows or placing.transitions:
+            if rows:
+                self._insert_numbered(cursor, rows)
+            insert_numbered(cursor, self._postgres, placing.transitions)
             cursor.execute(
                 f"UPDATE feed_state SET last_seq = {p} WHERE id = 1", (placing.next_seq - 1,)
             )
@@ -231,6 +239,8 @@ class EventWrites:
                 )
             if self._recording is not None:
                 self._recording.extend(event_from_row(row) for row in rows)
+                self._recording.extend(placing.transitions)
+                self._recording.sort(key=lambda item: item.seq)
         return outcomes
 
     def insert_row(
@@ -311,11 +321,15 @@ class EventWrites:
             if isinstance(op, Insert) and isinstance(result, int):
                 op.event.seq = result
                 committed.append(op.event)
+            elif isinstance(op, Insert) and isinstance(result, Folded):
+                committed.append(result.transition)
             elif isinstance(op, InsertBatch) and isinstance(result, list):
                 for event, outcome in zip(op.events, result, strict=True):
                     if isinstance(outcome, int):
                         event.seq = outcome
                         committed.append(event)
+                    elif isinstance(outcome, Folded):
+                        committed.append(outcome.transition)
             elif isinstance(op, StatusChange) and result is True:
                 committed.append(op.transition)
             elif callable(op):
@@ -331,7 +345,7 @@ class EventWrites:
 class _Placing:
     """Places one transaction's new events: each gets the next feed position, unless it is an
     alarm whose key names an open alarm (stored, or created earlier in this transaction), into
-    which it is counted instead."""
+    which it is counted instead; the next position then goes to its COUNTED transition."""
 
     def __init__(self, cursor: Any, p: str, rows: list[tuple[Any, ...]], first_seq: int) -> None:
         self._cursor = cursor
@@ -342,6 +356,8 @@ class _Placing:
         self._created: dict[tuple[str, str], int] = {}
         # (tenant, idempotency key, alarm id, alarm ts) of folded creates that carry a key.
         self.folded_keys: list[tuple[str, str, str, int]] = []
+        # The COUNTED transitions of the occurrences counted, numbered in feed order.
+        self.transitions: list[Transition] = []
 
     def place(
         self,
@@ -357,7 +373,11 @@ class _Placing:
             if folded is not None:
                 if key is not None:
                     self.folded_keys.append((event.tenant_id, key, folded.id, folded.timestamp))
-                return Folded(folded)
+                transition = counted(folded)
+                transition.seq = self.next_seq
+                self.next_seq += 1
+                self.transitions.append(transition)
+                return Folded(folded, transition)
             if fold_only:
                 return None
             self._created[(event.tenant_id, dedup_key)] = len(self.rows)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from persistence.store import Store
 from service.domain.access import Principal, Role
+from service.domain.alarm_status import Transition, as_left_by
 from service.domain.conditions import (
     DOMAIN,
     AllOf,
@@ -367,3 +368,70 @@ def test_a_subscriptions_catch_up_query_and_its_live_matching_agree(
 
     expected = {e.id for e in created if _in_scope(principal, e) and event_filter.matches(e)}
     assert {e.id for e in page} == expected
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
+@given(
+    stored=st.lists(
+        st.tuples(
+            events(),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["ACTIVE", "ACKNOWLEDGED", "CLEARED"]),
+                    st.sampled_from(TIMES),
+                    st.one_of(st.none(), st.sampled_from(OCCURRENCES)),
+                    st.one_of(st.none(), st.sampled_from(TIMES)),
+                ),
+                max_size=3,
+            ),
+        ),
+        max_size=5,
+    ),
+    condition=conditions,
+)
+def test_transitions_caught_up_and_transitions_live_match_alike(
+    store: Store, stored: list[tuple[dict[str, Any], list[tuple[Any, ...]]]], condition: Condition
+) -> None:
+    """A subscriber catching up from the store gets exactly the transitions whose alarm, as
+    each left it (its status, count, last occurrence, no later acknowledgement or clearing),
+    matches: what a subscriber listening live was delivered."""
+    tenant = f"t-{uuid.uuid4()}"
+    created = _store(store, tenant, [fields for fields, _ in stored])
+    transitions = [
+        Transition(
+            event_id=event.id,
+            tenant_id=tenant,
+            change="COUNTED",
+            from_status=status,
+            to_status=status,
+            by="",
+            at=moment,
+            event=event,
+            count=count,
+            last_occurrence_time=last,
+        )
+        for event, (_, changes) in zip(created, stored, strict=True)
+        for status, moment, count, last in changes
+    ]
+
+    def record(cursor: Any) -> None:
+        store.writes.lock_feed(cursor)
+        store.writes.record_transitions(cursor, transitions)
+
+    asyncio.run(store.writer.submit(record))
+    principal = Principal(tenant, "k", "tester", Role.READ, domain="/root")
+    event_filter = EventFilter(domain="/", where=condition)
+
+    page = asyncio.run(store.events.feed_page(principal, event_filter, 0, 2**62, 1000))
+
+    expected = [
+        t.seq
+        for t in transitions
+        if _in_scope(principal, t.subject) and event_filter.matches(as_left_by(t.subject, t))
+    ]
+    assert [item.seq for item in page if isinstance(item, Transition)] == expected

@@ -53,6 +53,7 @@ from service.domain.filters import CustomFieldType, custom_field_names
 
 if TYPE_CHECKING:
     from service.domain.listing import ListRequest
+    from service.domain.live import EventFilter
     from service.domain.storms import Storm, StormControl
 
 CLASSIFICATIONS = ("INTERNAL", "ALARM", "WARNING", "NOTIFICATION")
@@ -434,6 +435,8 @@ def _transition(stored: Event, updated: Event, change: str) -> Transition | None
         by=by,
         at=updated.update_time,
         event=updated,
+        count=updated.count,
+        last_occurrence_time=updated.last_occurrence_time,
     )
 
 
@@ -670,6 +673,19 @@ class EventManager:
         if custom_field_type is None:
             custom_field_type = (await self.filterable_fields(principal, request.filter)).get
         return await list_events(self._repository, principal, request, custom_field_type)
+
+    async def live_filter(
+        self, principal: Principal, filter_text: str = "", **typed: Any
+    ) -> EventFilter:
+        """A live subscription's filter (service.domain.live.subscription_filter): the typed
+        filters and a JSON filter of the list language, whose custom fields resolve as a
+        list's do."""
+        from service.domain.live import subscription_filter  # live builds on this module
+
+        custom = await self.filterable_fields(principal, filter_text)
+        return subscription_filter(
+            principal, filter_text=filter_text, custom_field_type=custom.get, **typed
+        )
 
     async def filterable_fields(
         self, principal: Principal, filter_text: str

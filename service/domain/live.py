@@ -1,8 +1,9 @@
 """Live events: resumable subscriptions over the commit-ordered feed.
 
-Every created event, and every transition of an alarm (acknowledged, cleared), gets a feed
-position (`seq`) in commit order; a transition is delivered when its event, as the change
-left it, matches the subscriber's filter. A process keeps the newest positions in memory
+Every created event, and every transition of an alarm (acknowledged, cleared, another
+occurrence counted), gets a feed position (`seq`) in commit order; a transition is delivered
+when its event, as the change left it, matches the subscriber's filter: the typed filters and
+the list filter language (`filter`), one condition. A process keeps the newest positions in memory
 (`LiveFeed`); subscribers read from there, and a caught-up subscriber waits in an index by
 tenant and domain subtree, so that a commit wakes only the subscribers one of its items can
 match. Writers never wait for subscribers and a slow subscriber only delays itself. A
@@ -36,6 +37,7 @@ from service.domain.conditions import (
 from service.domain.custom_fields import canonical_type_id
 from service.domain.errors import FieldViolation, InvalidInput, PermissionDenied, invalid
 from service.domain.events import CLASSIFICATIONS, MAX_SEVERITY, Event
+from service.domain.filters import CustomFieldType, compile_filter, no_custom_fields
 from service.domain.parsing import parse_digits
 
 log = logging.getLogger(__name__)
@@ -59,9 +61,10 @@ FeedItem = Event | Transition
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    """Which events a subscriber wants: a domain subtree and optional sets of values; an
-    empty set matches every value. As a condition (`condition`), which the store renders for
-    catching up and `matches` evaluates on live events, compiled once per subscription."""
+    """Which events a subscriber wants: a domain subtree, optional sets of values (an empty
+    set matches every value) and a condition of the list filter language (`where`), all of
+    them. As one condition (`condition`), which the store renders for catching up and
+    `matches` evaluates on live events, compiled once per subscription."""
 
     domain: str
     type_ids: frozenset[str] = frozenset()
@@ -70,6 +73,7 @@ class EventFilter:
     entity_type: str = ""
     entity_id: str = ""
     statuses: frozenset[str] = frozenset()
+    where: Condition | None = None
     condition: Condition | None = field(init=False, repr=False, compare=False)
     _matcher: Matcher = field(init=False, repr=False, compare=False)
 
@@ -88,6 +92,8 @@ class EventFilter:
         for ref, value in ((_ENTITY_TYPE, self.entity_type), (_ENTITY_ID, self.entity_id)):
             if value:
                 parts.append(Compare(ref, "eq", value))
+        if self.where is not None:
+            parts.append(self.where)
         condition = all_of(parts)
         object.__setattr__(self, "condition", condition)
         object.__setattr__(self, "_matcher", event_matcher(condition))
@@ -110,11 +116,22 @@ def subscription_filter(
     entity_type: str = "",
     entity_id: str = "",
     statuses: Iterable[str] = (),
+    filter_text: str = "",
+    custom_field_type: CustomFieldType = no_custom_fields,
 ) -> EventFilter:
     """Checks a subscription's filter against the caller: Read role, a domain inside the
     key's subtree (the key's own domain when empty), known severities, classifications and
-    alarm statuses."""
+    alarm statuses, and a JSON `filter` of the list filter language (GET /events), parsed
+    and refused as the list does (errors name `filter` paths). The list's 7-day default
+    window is no part of the language and does not apply: a subscription gets what is
+    committed from its cursor on."""
     violations: list[FieldViolation] = []
+    where: Condition | None = None
+    filter_error: InvalidInput | None = None
+    try:
+        where = compile_filter(filter_text, custom_field_type)
+    except InvalidInput as error:
+        filter_error = error
     domain = domain or principal.domain
     try:
         check_domain_path(domain)
@@ -144,7 +161,9 @@ def subscription_filter(
             )
         )
     if violations:
-        raise InvalidInput(violations)
+        raise InvalidInput([*violations, *(filter_error.violations if filter_error else ())])
+    if filter_error is not None:
+        raise filter_error
     if not principal.covers(domain):
         raise PermissionDenied(
             f"domain {domain} is outside this key's domain {principal.domain}",
@@ -158,6 +177,7 @@ def subscription_filter(
         entity_type=entity_type,
         entity_id=entity_id,
         statuses=status_set,
+        where=where,
     )
 
 

@@ -24,7 +24,6 @@ from service.domain.live import (
     LiveFeed,
     check_heartbeat,
     parse_cursor,
-    subscription_filter,
 )
 from service.domain.parsing import is_digits, parse_digits
 from service.servicers import kept_warning
@@ -187,8 +186,9 @@ class EventRestServicer(event_rest_service_pb2_grpc.EventRestServiceServicer):
         self, request: pb.RestSubscribeEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody | bytes]:
         principal = current_principal()
-        event_filter = subscription_filter(
+        event_filter = await self._events.live_filter(
             principal,
+            request.filter,
             domain=request.domain,
             type_ids=request.type_ids,
             severities=request.severities,

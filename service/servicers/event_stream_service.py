@@ -29,7 +29,6 @@ from service.domain.live import (
     check_heartbeat,
     format_cursor,
     parse_cursor,
-    subscription_filter,
 )
 from service.domain.rate_limits import Operation, RateLimits
 from service.errors import to_status_proto
@@ -80,8 +79,9 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
         self, request: pb.SubscribeEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SubscribeEventsResponse | bytes]:
         principal = current_principal()
-        event_filter = subscription_filter(
+        event_filter = await self._events.live_filter(
             principal,
+            request.filter,
             domain=request.domain,
             type_ids=request.type_ids,
             severities=request.severities,

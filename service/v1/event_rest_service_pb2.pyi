@@ -80,7 +80,7 @@ class RestClearEventRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class RestSubscribeEventsRequest(_message.Message):
-    __slots__ = ("cursor", "domain", "type_ids", "severities", "classifications", "entity_type", "entity_id", "heartbeat_seconds", "format", "statuses")
+    __slots__ = ("cursor", "domain", "type_ids", "severities", "classifications", "entity_type", "entity_id", "heartbeat_seconds", "format", "statuses", "filter")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class RestSubscribeEventsRequest(_message.Message):
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     domain: str
     type_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -101,4 +102,5 @@ class RestSubscribeEventsRequest(_message.Message):
     heartbeat_seconds: int
     format: str
     statuses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, cursor: _Optional[str] = ..., domain: _Optional[str] = ..., type_ids: _Optional[_Iterable[str]] = ..., severities: _Optional[_Iterable[int]] = ..., classifications: _Optional[_Iterable[str]] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., format: _Optional[str] = ..., statuses: _Optional[_Iterable[str]] = ...) -> None: ...
+    filter: str
+    def __init__(self, cursor: _Optional[str] = ..., domain: _Optional[str] = ..., type_ids: _Optional[_Iterable[str]] = ..., severities: _Optional[_Iterable[int]] = ..., classifications: _Optional[_Iterable[str]] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., format: _Optional[str] = ..., statuses: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ...) -> None: ...

@@ -27,31 +27,31 @@ from service.v1 import event_pb2 as eventmgmt_dot_v1_dot_event__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'eventmgmt/v1/event_stream_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1d\x65ventmgmt/v1/cloudevent.proto\x1a\x18\x65ventmgmt/v1/event.proto\x1a\x17google/rpc/status.proto\"\xc8\x02\n\x16SubscribeEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x10\n\x08type_ids\x18\x03 \x03(\t\x12*\n\nseverities\x18\x04 \x03(\x0e\x32\x16.eventmgmt.v1.Severity\x12\x35\n\x0f\x63lassifications\x18\x05 \x03(\x0e\x32\x1c.eventmgmt.v1.Classification\x12\x13\n\x0b\x65ntity_type\x18\x06 \x01(\t\x12\x11\n\tentity_id\x18\x07 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x08 \x01(\x05\x12)\n\x06\x66ormat\x18\t \x01(\x0e\x32\x19.eventmgmt.v1.EventFormat\x12+\n\x08statuses\x18\n \x03(\x0e\x32\x19.eventmgmt.v1.AlarmStatus\"\x0b\n\tHeartbeat\"-\n\nFellBehind\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x97\x02\n\x17SubscribeEventsResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x13.eventmgmt.v1.EventH\x00\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.eventmgmt.v1.HeartbeatH\x00\x12/\n\x0b\x66\x65ll_behind\x18\x04 \x01(\x0b\x32\x18.eventmgmt.v1.FellBehindH\x00\x12/\n\x0b\x63loud_event\x18\x05 \x01(\x0b\x32\x18.eventmgmt.v1.CloudEventH\x00\x12.\n\ntransition\x18\x06 \x01(\x0b\x32\x18.eventmgmt.v1.TransitionH\x00\x42\x06\n\x04kind\"I\n\nIngestItem\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\"\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x13.eventmgmt.v1.Event\">\n\x13IngestEventsRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.eventmgmt.v1.IngestItem\"\x7f\n\x0cIngestResult\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x05 \x01(\x08\"C\n\x14IngestEventsResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.eventmgmt.v1.IngestResult*I\n\x0b\x45ventFormat\x12\x1c\n\x18\x45VENT_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45VENT_FORMAT_CLOUDEVENTS\x10\x01\x32\xd1\x01\n\x12\x45ventStreamService\x12`\n\x0fSubscribeEvents\x12$.eventmgmt.v1.SubscribeEventsRequest\x1a%.eventmgmt.v1.SubscribeEventsResponse0\x01\x12Y\n\x0cIngestEvents\x12!.eventmgmt.v1.IngestEventsRequest\x1a\".eventmgmt.v1.IngestEventsResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'eventmgmt/v1/event_stream_service.proto\x12\x0c\x65ventmgmt.v1\x1a\x1d\x65ventmgmt/v1/cloudevent.proto\x1a\x18\x65ventmgmt/v1/event.proto\x1a\x17google/rpc/status.proto\"\xd8\x02\n\x16SubscribeEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x10\n\x08type_ids\x18\x03 \x03(\t\x12*\n\nseverities\x18\x04 \x03(\x0e\x32\x16.eventmgmt.v1.Severity\x12\x35\n\x0f\x63lassifications\x18\x05 \x03(\x0e\x32\x1c.eventmgmt.v1.Classification\x12\x13\n\x0b\x65ntity_type\x18\x06 \x01(\t\x12\x11\n\tentity_id\x18\x07 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x08 \x01(\x05\x12)\n\x06\x66ormat\x18\t \x01(\x0e\x32\x19.eventmgmt.v1.EventFormat\x12+\n\x08statuses\x18\n \x03(\x0e\x32\x19.eventmgmt.v1.AlarmStatus\x12\x0e\n\x06\x66ilter\x18\x0b \x01(\t\"\x0b\n\tHeartbeat\"-\n\nFellBehind\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x97\x02\n\x17SubscribeEventsResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x13.eventmgmt.v1.EventH\x00\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.eventmgmt.v1.HeartbeatH\x00\x12/\n\x0b\x66\x65ll_behind\x18\x04 \x01(\x0b\x32\x18.eventmgmt.v1.FellBehindH\x00\x12/\n\x0b\x63loud_event\x18\x05 \x01(\x0b\x32\x18.eventmgmt.v1.CloudEventH\x00\x12.\n\ntransition\x18\x06 \x01(\x0b\x32\x18.eventmgmt.v1.TransitionH\x00\x42\x06\n\x04kind\"I\n\nIngestItem\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\"\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x13.eventmgmt.v1.Event\">\n\x13IngestEventsRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.eventmgmt.v1.IngestItem\"\x7f\n\x0cIngestResult\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x05 \x01(\x08\"C\n\x14IngestEventsResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.eventmgmt.v1.IngestResult*I\n\x0b\x45ventFormat\x12\x1c\n\x18\x45VENT_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45VENT_FORMAT_CLOUDEVENTS\x10\x01\x32\xd1\x01\n\x12\x45ventStreamService\x12`\n\x0fSubscribeEvents\x12$.eventmgmt.v1.SubscribeEventsRequest\x1a%.eventmgmt.v1.SubscribeEventsResponse0\x01\x12Y\n\x0cIngestEvents\x12!.eventmgmt.v1.IngestEventsRequest\x1a\".eventmgmt.v1.IngestEventsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eventmgmt.v1.event_stream_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTFORMAT']._serialized_start=1149
-  _globals['_EVENTFORMAT']._serialized_end=1222
+  _globals['_EVENTFORMAT']._serialized_start=1165
+  _globals['_EVENTFORMAT']._serialized_end=1238
   _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_start=140
-  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_end=468
-  _globals['_HEARTBEAT']._serialized_start=470
-  _globals['_HEARTBEAT']._serialized_end=481
-  _globals['_FELLBEHIND']._serialized_start=483
-  _globals['_FELLBEHIND']._serialized_end=528
-  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_start=531
-  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_end=810
-  _globals['_INGESTITEM']._serialized_start=812
-  _globals['_INGESTITEM']._serialized_end=885
-  _globals['_INGESTEVENTSREQUEST']._serialized_start=887
-  _globals['_INGESTEVENTSREQUEST']._serialized_end=949
-  _globals['_INGESTRESULT']._serialized_start=951
-  _globals['_INGESTRESULT']._serialized_end=1078
-  _globals['_INGESTEVENTSRESPONSE']._serialized_start=1080
-  _globals['_INGESTEVENTSRESPONSE']._serialized_end=1147
-  _globals['_EVENTSTREAMSERVICE']._serialized_start=1225
-  _globals['_EVENTSTREAMSERVICE']._serialized_end=1434
+  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_end=484
+  _globals['_HEARTBEAT']._serialized_start=486
+  _globals['_HEARTBEAT']._serialized_end=497
+  _globals['_FELLBEHIND']._serialized_start=499
+  _globals['_FELLBEHIND']._serialized_end=544
+  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_start=547
+  _globals['_SUBSCRIBEEVENTSRESPONSE']._serialized_end=826
+  _globals['_INGESTITEM']._serialized_start=828
+  _globals['_INGESTITEM']._serialized_end=901
+  _globals['_INGESTEVENTSREQUEST']._serialized_start=903
+  _globals['_INGESTEVENTSREQUEST']._serialized_end=965
+  _globals['_INGESTRESULT']._serialized_start=967
+  _globals['_INGESTRESULT']._serialized_end=1094
+  _globals['_INGESTEVENTSRESPONSE']._serialized_start=1096
+  _globals['_INGESTEVENTSRESPONSE']._serialized_end=1163
+  _globals['_EVENTSTREAMSERVICE']._serialized_start=1241
+  _globals['_EVENTSTREAMSERVICE']._serialized_end=1450
 # @@protoc_insertion_point(module_scope)

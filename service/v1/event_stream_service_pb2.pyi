@@ -18,7 +18,7 @@ EVENT_FORMAT_UNSPECIFIED: EventFormat
 EVENT_FORMAT_CLOUDEVENTS: EventFormat
 
 class SubscribeEventsRequest(_message.Message):
-    __slots__ = ("cursor", "domain", "type_ids", "severities", "classifications", "entity_type", "entity_id", "heartbeat_seconds", "format", "statuses")
+    __slots__ = ("cursor", "domain", "type_ids", "severities", "classifications", "entity_type", "entity_id", "heartbeat_seconds", "format", "statuses", "filter")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class SubscribeEventsRequest(_message.Message):
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     domain: str
     type_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -39,7 +40,8 @@ class SubscribeEventsRequest(_message.Message):
     heartbeat_seconds: int
     format: EventFormat
     statuses: _containers.RepeatedScalarFieldContainer[_event_pb2.AlarmStatus]
-    def __init__(self, cursor: _Optional[str] = ..., domain: _Optional[str] = ..., type_ids: _Optional[_Iterable[str]] = ..., severities: _Optional[_Iterable[_Union[_event_pb2.Severity, str]]] = ..., classifications: _Optional[_Iterable[_Union[_event_pb2.Classification, str]]] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., format: _Optional[_Union[EventFormat, str]] = ..., statuses: _Optional[_Iterable[_Union[_event_pb2.AlarmStatus, str]]] = ...) -> None: ...
+    filter: str
+    def __init__(self, cursor: _Optional[str] = ..., domain: _Optional[str] = ..., type_ids: _Optional[_Iterable[str]] = ..., severities: _Optional[_Iterable[_Union[_event_pb2.Severity, str]]] = ..., classifications: _Optional[_Iterable[_Union[_event_pb2.Classification, str]]] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., format: _Optional[_Union[EventFormat, str]] = ..., statuses: _Optional[_Iterable[_Union[_event_pb2.AlarmStatus, str]]] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ()

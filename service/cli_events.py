@@ -30,7 +30,7 @@ from service.convert import event_from_proto, fields_to_proto
 from service.domain import times
 from service.domain.custom_fields import STANDARD_EVENT, STANDARD_EVENT_ALIAS
 from service.domain.errors import DomainError, InvalidInput, invalid
-from service.domain.event_fields import BY_ATTRIBUTE, SETTABLE
+from service.domain.event_fields import BY_ATTRIBUTE, FIELDS, SETTABLE
 from service.v1 import (
     event_pb2,
     event_search_service_pb2,
@@ -48,22 +48,10 @@ _SEVERITY_STYLES = {1: "bold white on red", 2: "bold red", 3: "yellow", 4: "cyan
 # Fields a caller may set on create, by JSON name; `acknowledged` and `internal` are the
 # server's to set.
 SETTABLE_JSON_NAMES = tuple(BY_ATTRIBUTE[name].json for name in SETTABLE)
-# Output-only fields of an event's JSON: an import drops them, so that an export loads anywhere.
+# Output-only fields of an event's JSON: an import drops them, so that an export loads anywhere
+# (`internal` stays: the platform's own events are refused on import, by their rule).
 OUTPUT_ONLY_JSON_NAMES = frozenset(
-    {
-        "id",
-        "tenantId",
-        "etag",
-        "_links",
-        "createTime",
-        "updateTime",
-        "acknowledged",
-        "acknowledgedAt",
-        "acknowledgedBy",
-        "status",
-        "clearedAt",
-        "clearedBy",
-    }
+    {"_links", *(f.json for f in FIELDS if not f.settable and f.attribute != "internal")}
 )
 # Reconnection back-off of `tail`, in seconds.
 _RETRY_FIRST_S, _RETRY_MAX_S = 0.5, 10.0

@@ -14,7 +14,7 @@ from service.domain import times
 from service.domain.alarm_status import Transition
 from service.domain.custom_fields import Instant
 from service.domain.errors import FieldViolation, InvalidInput, invalid
-from service.domain.event_fields import FIELDS, JSON_NAMES, Kind
+from service.domain.event_fields import FIELDS, JSON_NAMES, OUTPUT_ONLY, Kind
 from service.domain.events import Event, EventPage, Payload
 from service.domain.find_answer import source_document
 from service.domain.parsing import MAX_JSON_BYTES, loads_json
@@ -157,6 +157,10 @@ def parse_event_document(
         if json_name in extra:
             extras[json_name] = value
             continue
+        if json_name in _OUTPUT_ONLY_JSON:  # a standard field, never a custom one
+            if value is not None:
+                violations.append(FieldViolation(json_name, OUTPUT_ONLY_RULE))
+            continue
         name = _CANONICAL.get(json_name)
         if name is None:
             custom[json_name] = value
@@ -174,20 +178,18 @@ def parse_event_document(
     return fields, extras
 
 
-# Fields of an event's JSON that the server owns. A client that sends back the document it
-# read (GET, modify, PUT) has them accepted and ignored when unchanged (AIP-203); `_links` and
-# `updateTime` are never compared (they depend on the base path and change with every
-# version, which the etag already guards; an alarm's occurrence fields move with every counted
-# occurrence, which changes the etag too), the others must be as read.
-COMPARED_SERVER_OWNED = ("createTime", "acknowledgedAt", "acknowledgedBy", "clearedAt", "clearedBy")
-SERVER_OWNED = (
-    "_links",
-    "updateTime",
-    "count",
-    "firstOccurrenceTime",
-    "lastOccurrenceTime",
-    *COMPARED_SERVER_OWNED,
-)
+# Fields of an event's JSON that the server owns: the output-only fields but `id` and `etag`
+# (an update's own: the path's id, the version it expects), and `_links`. A client that sends
+# back the document it read (GET, modify, PUT) has them accepted and ignored when unchanged
+# (AIP-203); `_links` and the `versioned` fields are never compared (the links depend on the
+# base path; updateTime and an alarm's occurrence fields move with versions, which the etag
+# already guards), the others must be as read.
+_OWNED = tuple(f for f in OUTPUT_ONLY if f.json not in ("id", "etag"))
+COMPARED_SERVER_OWNED = tuple(f.json for f in _OWNED if not f.versioned)
+SERVER_OWNED = ("_links", *(f.json for f in _OWNED))
+# What a create (or an update without them as extras) answers for a field the server owns.
+_OUTPUT_ONLY_JSON = frozenset({"id", "etag", *SERVER_OWNED})
+OUTPUT_ONLY_RULE = "output only: set by the server; leave it out"
 
 
 def check_server_owned(sent: dict[str, Any], stored: dict[str, Any]) -> None:

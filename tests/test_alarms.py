@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 
-from helpers import auth, rows, run
+from helpers import auth, rows, run, violations
 from persistence.event_types import RetentionRepository
 from persistence.store import Store
 from service.domain.access import Principal, Role
@@ -896,3 +896,30 @@ def test_an_alarm_read_and_sent_back_updates(service: Service, keys: Keys) -> No
     body = answer.json()
     assert body["description"] == "pump overheating, fan off"
     assert (body["count"], body["etag"]) == (2, read["etag"] + 1)
+
+
+def test_a_create_that_sends_the_occurrence_fields_is_told_they_are_the_servers(
+    service: Service, keys: Keys
+) -> None:
+    entity = f"pump-{uuid.uuid4().hex[:8]}"
+    read = service.request("POST", "/events", rest_alarm(entity), key=keys.writer).json()
+    # The document read, posted again as a new event: every server-owned field is named.
+    answer = service.request(
+        "POST", "/events", {**read, "entityId": f"{entity}-2"}, key=keys.writer
+    )
+    assert answer.status == 400, answer.body
+    rules = violations(answer)
+    for name in (
+        "count",
+        "firstOccurrenceTime",
+        "lastOccurrenceTime",
+        "createTime",
+        "id",
+        "_links",
+    ):
+        assert rules[name].startswith("output only: set by the server"), rules
+    assert not any("unknown field" in rule for rule in rules.values())
+    listed = service.request(
+        "GET", f"/events?filter=%7B%22entityId%22%3A%22{entity}-2%22%7D", key=keys.read
+    )
+    assert listed.json()["page"]["totalElements"] == 0

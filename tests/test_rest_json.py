@@ -526,3 +526,16 @@ def test_deeply_nested_json_is_bad_input_not_a_crash() -> None:
     reason, field, rule = reason_and_rule(raw)
     assert (reason, field) == ("MALFORMED_JSON", "body")
     assert rule == "must not nest arrays and objects this deeply"
+
+
+@pytest.mark.parametrize(
+    "name", ["count", "firstOccurrenceTime", "lastOccurrenceTime", "updateTime", "clearedBy"]
+)
+def test_a_create_that_sends_a_server_owned_field_is_told_it_is_output_only(name: str) -> None:
+    rule = create_violations({"description": "x", name: 3})[name]
+    assert rule == rest_json.OUTPUT_ONLY_RULE
+    # A document read and sent back (PUT) carries them as extras, compared or ignored there.
+    fields, extras = rest_json.parse_event(
+        body({"description": "x", name: 3}), extra=("id", "etag", *rest_json.SERVER_OWNED)
+    )
+    assert (fields, extras) == ({"description": "x"}, {name: 3})

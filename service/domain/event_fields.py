@@ -49,6 +49,10 @@ class EventField:
     # find matches its words (`match`) rather than its whole text.
     find: tuple[str, ...] = ()
     words: bool = False
+    # Output only, and moved by the server with the event's versions (its update time, an
+    # alarm's occurrence fields, which each counted occurrence changes): a document read and
+    # sent back (PUT) is not compared on it, the etag guards it.
+    versioned: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -152,6 +156,7 @@ FIELDS: tuple[EventField, ...] = (
         filterable=True,
         optional=False,
         find=("updateTime",),
+        versioned=True,
     ),
     EventField("etag", "etag", _I, "etag", filterable=True, optional=False, find=("etag",)),
     EventField(
@@ -312,6 +317,7 @@ FIELDS: tuple[EventField, ...] = (
         sortable=True,
         filterable=True,
         find=("count",),
+        versioned=True,
     ),
     EventField(
         "first_occurrence_time",
@@ -321,6 +327,7 @@ FIELDS: tuple[EventField, ...] = (
         sortable=True,
         filterable=True,
         find=("firstOccurrenceTime",),
+        versioned=True,
     ),
     EventField(
         "last_occurrence_time",
@@ -330,6 +337,7 @@ FIELDS: tuple[EventField, ...] = (
         sortable=True,
         filterable=True,
         find=("lastOccurrenceTime",),
+        versioned=True,
     ),
 )
 
@@ -344,6 +352,9 @@ UPDATABLE = frozenset(f.attribute for f in FIELDS if f.updatable)
 # REST JSON name -> attribute, for the sort keys a list takes.
 SORTABLE = {f.json: f.attribute for f in FIELDS if f.sortable}
 FILTERABLE = tuple(f for f in FIELDS if f.filterable)
+# The fields of an event's document that only the server sets (a client sends none of them on
+# create; an update reads `id` and `etag` as its own and the others as read).
+OUTPUT_ONLY = tuple(f for f in FIELDS if f.shown and not f.accepted)
 # Attribute -> column of every field a filter or sort may name.
 COLUMNS = {f.attribute: f.column for f in FIELDS if f.column is not None}
 # Lists sort an unset optional number or time (an alarm's count on other events) as this,

@@ -11,6 +11,8 @@ per connection, as edge gateways stream (h2load's unary setting, 128 streams at 
 0.5 s the server's and Envoy's RSS are sampled. Reported: the server's RSS after the last event
 (and its peak), Envoy's before, at its highest and at the end, and how much each grew over the
 second half of the load (a bounded process stops growing once its caches and buffers are full).
+The same run's rate is issue 15's streamed-ingest figure as a C client measures it (beside
+bench_live's Python client, which shares the two cores with the server).
 
 Flags: --events 1000000 (BENCH_MEMORY_EVENTS), --frames 10, --connections 4.
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import figures
 from bench import GrpcLoad, Service, env_default, grpc_frame, require_tools, status_kb
+from bench_live import TARGET_INGEST_RATE
 
 from service.v1 import event_pb2, event_stream_service_pb2
 
@@ -146,6 +149,14 @@ def main(argv: list[str]) -> int:
         f"  Envoy RSS {before[2]:.0f} MB before, {envoy_peak:.0f} MB at most, {after[2]:.0f} "
         f"MB at the end ({growth(samples, 2):+.1f} MB over the second half)",
         flush=True,
+    )
+    figures.record(
+        7,
+        f"streamed ingest into one process ({streams:,} IngestEvents streams through Envoy, "
+        "batches of 100; h2load, a C client)",
+        f"{stored / took:,.0f} events/s ({stored:,} events stored in {took:.0f} s)",
+        f">= {TARGET_INGEST_RATE:,} events/s",
+        stored / took >= TARGET_INGEST_RATE and stored >= events,
     )
     figures.record(
         8,

@@ -535,18 +535,25 @@ def grpc_login(
     return "OK"
 
 
-def test_one_address_guessing_many_usernames_is_locked(database_url: str, tmp_path: Path) -> None:
+def address_locking_service(database_url: str, tmp_path: Path, lock_seconds: int) -> Service:
+    """A started server (no gateway) that locks an address after 5 failed logins and
+    believes the X-Forwarded-For of calls carrying GATEWAY_TOKEN."""
     running = Service(
         database_url,
         tmp_path,
         gateway=False,
         env={
             "EVENTMGMT_LOGIN_ADDRESS_LOCK_AFTER": "5",
-            "EVENTMGMT_LOGIN_LOCK_SECONDS": "3",
+            "EVENTMGMT_LOGIN_LOCK_SECONDS": str(lock_seconds),
             "EVENTMGMT_GATEWAY_TOKEN": GATEWAY_TOKEN,
         },
     )
     running.start()
+    return running
+
+
+def test_one_address_guessing_many_usernames_is_locked(database_url: str, tmp_path: Path) -> None:
+    running = address_locking_service(database_url, tmp_path, lock_seconds=3)
     try:
         username, _ = create_user(running, fresh("t"))
         with grpc.insecure_channel(running.grpc_target) as channel:
@@ -571,17 +578,7 @@ def test_a_forwarded_address_without_the_gateways_token_is_not_believed(
 ) -> None:
     # A program on the server's machine reaches the gRPC port directly: were its own
     # X-Forwarded-For believed, each guess could claim a new address and never be locked.
-    running = Service(
-        database_url,
-        tmp_path,
-        gateway=False,
-        env={
-            "EVENTMGMT_LOGIN_ADDRESS_LOCK_AFTER": "5",
-            "EVENTMGMT_LOGIN_LOCK_SECONDS": "60",
-            "EVENTMGMT_GATEWAY_TOKEN": GATEWAY_TOKEN,
-        },
-    )
-    running.start()
+    running = address_locking_service(database_url, tmp_path, lock_seconds=60)
     try:
         username, _ = create_user(running, fresh("t"))
         with grpc.insecure_channel(running.grpc_target) as channel:

@@ -17,7 +17,7 @@ from typing import Any
 import argcomplete
 
 from persistence.store import Store
-from service import cli_events, logs
+from service import cli_events, event_loop, logs
 from service.domain.access import (
     ROLE_PRIVILEGES,
     ROOT_DOMAIN,
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         # Worker processes (service.workers) log as this one does.
         os.environ.update(EVENTMGMT_LOG_LEVEL=args.log_level, EVENTMGMT_LOG_FORMAT=args.log_format)
-        asyncio.run(serve(settings))
+        event_loop.run(serve(settings))
         return 0
     store = Store(args.database)
     try:

@@ -335,7 +335,7 @@ async def _serving(
     if settings.retention_interval > 0:
         retention = RetentionSweeper(RetentionRepository(store), settings.retention_interval)
         tasks.append(loop.create_task(retention.run()))
-    log.info("gRPC listening on %s", settings.grpc_address)
+    log.info("gRPC listening on %s (%s event loop)", settings.grpc_address, type(loop).__module__)
     publisher = None
     if settings.mqtt_url:
         from service.mqtt import MqttPublisher

@@ -17,7 +17,6 @@ the parent dies (even by kill -9), so no orphan keeps the port.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import dataclasses
@@ -33,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from service import event_loop
 from service.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def worker_main(argv: list[str]) -> int:
             os.write(ready_fd, b"ready\n")
             os.close(ready_fd)
 
-    asyncio.run(serve_worker(settings, ready, given["gateway_address"]))
+    event_loop.run(serve_worker(settings, ready, given["gateway_address"]))
     return 0
 
 

@@ -17,7 +17,9 @@ in a child process; the clients run in this process (grpc.aio):
      sqlite3 executemany of the same rows into the same schema (WAL, synchronous=NORMAL),
      measured right before it with 1,000 rows per transaction (the target's reference:
      ingest >= 50% of it) and with 100 rows per transaction (one ingest batch each); and the
-     server's CPU time per ingested event.
+     server's CPU time per ingested event. Its rate is context: this Python client shares the
+     interpreter's cost and the two cores with the server, so issue 15's streamed-ingest
+     target is judged on the memory bench's rate, which h2load (a C client) drives.
 
 The machine has 2 cores shared by server and clients: compare figures of one run.
 """
@@ -409,11 +411,10 @@ def main(argv: list[str]) -> int:
     figures.record(
         7,
         f"streamed ingest into one process (IngestEvents, {args.streams} streams, "
-        f"batches of {BATCH}; Python client)",
+        f"batches of {BATCH}; Python client, context: the target's row is the memory "
+        "bench's C client)",
         f"{rate:,.0f} events/s ({ratio:.2f} of raw sqlite3 executemany at {raw:,.0f} rows/s; "
         f"server CPU {cpu_per_event:.0f} us per event)",
-        f">= {TARGET_INGEST_RATE:,} events/s",
-        rate >= TARGET_INGEST_RATE,
     )
     figures.record(
         7,

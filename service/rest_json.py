@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from json import encoder as json_encoder
 from typing import Any
 
 from google.api import httpbody_pb2
@@ -37,10 +38,23 @@ def loads(raw: bytes, what: str = "body", limit: int = MAX_BODY_BYTES) -> Any:
 
 # Made once: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# And JSONEncoder.encode makes its C encoder anew on every call, with a dict to detect cycles:
+# the same encoder (compact, UTF-8 text as it is), made once; the documents are the service's
+# own, which hold no cycles.
+_make_c_encoder = getattr(json_encoder, "c_make_encoder", None)  # None without the C module
+_C_ENCODE = (
+    None
+    if _make_c_encoder is None
+    else _make_c_encoder(
+        None, _ENCODER.default, json_encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+)
 
 
 def dumps(document: Any) -> bytes:
-    return _ENCODER.encode(document).encode()
+    if _C_ENCODE is None:
+        return _ENCODER.encode(document).encode()
+    return "".join(_C_ENCODE(document, 0)).encode()
 
 
 def json_body(document: Any, content_type: str = "application/json") -> httpbody_pb2.HttpBody:
@@ -216,31 +230,46 @@ def _payload_json(payload: Payload) -> dict[str, Any]:
     return {"contentType": payload.content_type, "data": data}
 
 
-def event_document(event: Event, base_url: str) -> dict[str, Any]:
-    """The REST event (docs/rest-v3.md#read-event): every field an event has, the optional ones
-    only when set, and custom fields at the top level."""
-    doc: dict[str, Any] = {}
-    for attribute, name, sparse, convert in _SHOWN_PLAN:
-        value = getattr(event, attribute)
-        if sparse and (value is None or value is False or value == ""):
-            continue
-        doc[name] = value if convert is None else convert(value)
-    doc["_links"] = {"self": {"href": f"{base_url}/events/{event.id}"}}
-    for name, value in event.custom_fields.items():
-        doc[name] = times.format_micros(value.micros) if isinstance(value, Instant) else value
-    return doc
+def _event_document_function() -> Callable[[Event, str], dict[str, Any]]:
+    """event_document, written out from the field table: one line per shown field (its JSON
+    name, left out when empty, its value's conversion), so that the per-event work is the
+    fields' own and nothing that the table already says is decided per event."""
+    namespace: dict[str, Any] = {"format_micros": times.format_micros, "Instant": Instant}
+    lines = ["def event_document(event, base_url):", "    doc = {}"]
+    for f in _SHOWN:
+        value = f"event.{f.attribute}"
+        convert = _CONVERSIONS.get(f.kind)
+        if convert is not None:
+            namespace[f"convert_{f.attribute}"] = convert
+            shown = f"convert_{f.attribute}(value)"
+        else:
+            shown = "value"
+        lines.append(f"    value = {value}")
+        if f.optional or f.sparse:
+            lines.append('    if not (value is None or value is False or value == ""):')
+            lines.append(f"        doc[{f.json!r}] = {shown}")
+        else:
+            lines.append(f"    doc[{f.json!r}] = {shown}")
+    lines += [
+        '    doc["_links"] = {"self": {"href": f"{base_url}/events/{event.id}"}}',
+        "    for name, value in event.custom_fields.items():",
+        "        doc[name] = format_micros(value.micros) if isinstance(value, Instant) else value",
+        "    return doc",
+    ]
+    # The text above, written from the field table only.
+    exec("\n".join(lines), namespace)
+    function: Callable[[Event, str], dict[str, Any]] = namespace["event_document"]
+    function.__doc__ = """The REST event (docs/rest-v3.md#read-event): every field an event has,
+    the optional ones only when set, and custom fields at the top level."""
+    return function
 
 
 _SHOWN = tuple(f for f in FIELDS if f.shown)
-# Per shown field: attribute, JSON name, left out when empty, the conversion of its value (None:
-# as it is), so that the per-event loop decides nothing that the field table already says.
 _CONVERSIONS: dict[Kind, Callable[[Any], Any]] = {
     Kind.TIME: times.format_micros,
     Kind.PAYLOAD: _payload_json,
 }
-_SHOWN_PLAN = tuple(
-    (f.attribute, f.json, f.optional or f.sparse, _CONVERSIONS.get(f.kind)) for f in _SHOWN
-)
+event_document = _event_document_function()
 # The acknowledge answer (docs/find-api.md#acknowledge) is the search document's acknowledgement
 # part.
 _ACKNOWLEDGE_KEYS = (

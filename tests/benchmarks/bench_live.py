@@ -43,7 +43,7 @@ from typing import Any
 
 import figures
 import grpc
-from bench import cpu_seconds
+from bench import cpu_seconds, free_port
 
 from persistence.rows import INSERT_COLUMNS, event_row
 from persistence.store import Store
@@ -62,12 +62,6 @@ TARGET_INGEST_VS_RAW = 0.50
 TARGET_INGEST_RATE = 20_000
 TARGET_LIVE_P99_MS = 50.0
 BATCH = 100
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Server:

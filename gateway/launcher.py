@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 from types import TracebackType
+from typing import Any
 
 from gateway.routes import (
     http_bindings,
@@ -206,17 +207,21 @@ def method_routes(descriptor_path: Path, services: Iterable[str], console: Path)
     ]
     gets = [*GATEWAY_PATHS, *(route_path for route_path, _ in console_files(console))]
     lines = []
-    for regex, allowed in method_not_allowed([*bindings, *(("GET", path) for path in gets)]):
+    rows = method_not_allowed([*bindings, *(("GET", path) for path in gets)])
+    for regex, literal, allowed in rows:
         message = "method not allowed; use " + " or ".join(allowed)
+        # Every REST request that the transcoder takes is first matched against these routes
+        # on its REST path (and falls through to the 404): so a literal path is compared as a
+        # string, not run through a regex, and the method against each allowed one.
+        path_match: dict[str, Any] = (
+            {"path": literal} if literal is not None else {"safe_regex": {"regex": regex}}
+        )
         route = {
             "match": {
-                "safe_regex": {"regex": regex},
+                **path_match,
                 "headers": [
-                    {
-                        "name": ":method",
-                        "string_match": {"safe_regex": {"regex": "|".join(allowed)}},
-                        "invert_match": True,
-                    }
+                    {"name": ":method", "string_match": {"exact": verb}, "invert_match": True}
+                    for verb in allowed
                 ],
             },
             "direct_response": {

@@ -105,8 +105,11 @@ def _regex(template: str, parts: list[str | None]) -> str:
     return "".join(pieces)
 
 
-def method_not_allowed(bindings: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """For every path template, (a regex of its paths, the methods bound on it): a request on
+def method_not_allowed(
+    bindings: Iterable[tuple[str, str]],
+) -> list[tuple[str, str | None, list[str]]]:
+    """For every path template, (a regex of its paths, the path itself when the template has no
+    variable, the methods bound on it): a request on
     such a path with another method is answered 405 with `Allow` naming those, as the OpenAPI
     document lists them. Templates with fewer variables come first, so that a path finds the
     row of its most literal template (`/events/find` before `/events/{id}`, although a GET of
@@ -117,5 +120,6 @@ def method_not_allowed(bindings: Iterable[tuple[str, str]]) -> list[tuple[str, l
     parts = {template: _segments(template) for template in methods}
     rows = []
     for template in sorted(methods, key=lambda t: sum(p is None or p == "**" for p in parts[t])):
-        rows.append((_regex(template, parts[template]), sorted(methods[template])))
+        literal = template if "{" not in template else None
+        rows.append((_regex(template, parts[template]), literal, sorted(methods[template])))
     return rows

@@ -41,14 +41,38 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # And JSONEncoder.encode makes its C encoder anew on every call, with a dict to detect cycles:
 # the same encoder (compact, UTF-8 text as it is), made once; the documents are the service's
 # own, which hold no cycles.
-_make_c_encoder = getattr(json_encoder, "c_make_encoder", None)  # None without the C module
-_C_ENCODE = (
-    None
-    if _make_c_encoder is None
-    else _make_c_encoder(
-        None, _ENCODER.default, json_encoder.encode_basestring, None, ":", ",", False, False, True
-    )
-)
+
+
+def _c_encoder() -> Callable[[Any, int], Any] | None:
+    """The C encoder (CPython's private `c_make_encoder`), or None: without the C module, or
+    where its signature is not the one this was written for (its answer to a sample must be
+    the public encoder's, byte for byte)."""
+    make = getattr(json_encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    sample = {"a": [1, 2.5, "é\n", None, True], "b": {"c": ""}}
+    try:
+        # markers (no cycle check), default, string encoder, indent, key and item separators,
+        # sort_keys, skipkeys, allow_nan: what _ENCODER says.
+        encode = make(
+            None,
+            _ENCODER.default,
+            json_encoder.encode_basestring,
+            None,
+            ":",
+            ",",
+            False,
+            False,
+            True,
+        )
+        if "".join(encode(sample, 0)) != _ENCODER.encode(sample):
+            return None
+    except Exception:
+        return None
+    return encode
+
+
+_C_ENCODE = _c_encoder()
 
 
 def dumps(document: Any) -> bytes:

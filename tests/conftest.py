@@ -19,6 +19,7 @@ from helpers import (
     Replicas,
     Service,
     admin_connection,
+    mqtt_publishing_service,
     postgres_server_url,
 )
 
@@ -142,3 +143,9 @@ def channel(service: Service) -> Iterator[grpc.Channel]:
     """A gRPC channel to the running service."""
     with grpc.insecure_channel(service.grpc_target) as opened:
         yield opened
+
+
+@pytest.fixture
+def mqtt_service(tmp_path: Path) -> Iterator[Service]:
+    """A server publishing its commits to the test MQTT broker (tests/helpers.py)."""
+    yield from mqtt_publishing_service(tmp_path)

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -128,6 +128,22 @@ def mqtt_broker_url() -> str:
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the MQTT tests: set {MQTT_ENV}")
     pytest.skip(f"no MQTT broker configured: set {MQTT_ENV}=mqtt://host:1883 to run")
+
+
+def mqtt_publishing_service(tmp_path: Path, *serve_args: str) -> Iterator[Service]:
+    """A gRPC-only server on a fresh SQLite file that publishes its commits to the test broker
+    (skipped without one, except in CI), for the life of the test."""
+    running = Service(
+        f"sqlite:///{tmp_path / 'events.db'}",
+        tmp_path,
+        gateway=False,
+        serve_args=("--mqtt-url", mqtt_broker_url(), *serve_args),
+    )
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 def admin_connection(url: str) -> Any:

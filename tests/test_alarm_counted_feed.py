@@ -219,21 +219,6 @@ def test_counted_transitions_caught_up_from_the_store_carry_the_count_they_left(
     )
 
 
-@pytest.fixture
-def mqtt_service(tmp_path: Path) -> Iterator[Service]:
-    from helpers import mqtt_broker_url
-
-    running = Service(
-        f"sqlite:///{tmp_path / 'events.db'}",
-        tmp_path,
-        gateway=False,
-        serve_args=("--mqtt-url", mqtt_broker_url()),
-    )
-    running.start()
-    yield running
-    running.stop()
-
-
 def test_counted_occurrences_are_published_to_mqtt(mqtt_service: Service) -> None:
     from helpers import STANDARD_EVENT_ID, mqtt_broker_url
 

@@ -264,21 +264,6 @@ def test_transitions_made_through_one_replica_reach_subscribers_of_another(
     again.cancel()
 
 
-@pytest.fixture
-def mqtt_service(tmp_path: Path) -> Iterator[Service]:
-    from helpers import mqtt_broker_url
-
-    running = Service(
-        f"sqlite:///{tmp_path / 'events.db'}",
-        tmp_path,
-        gateway=False,
-        serve_args=("--mqtt-url", mqtt_broker_url()),
-    )
-    running.start()
-    yield running
-    running.stop()
-
-
 def test_transitions_are_published_to_mqtt(mqtt_service: Service) -> None:
     from helpers import STANDARD_EVENT_ID, mqtt_broker_url
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from test_live import EventStream, MqttInbox, Subscription, create, fresh_root
 
-from helpers import STANDARD_EVENT_ID, Keys, Service
+from helpers import STANDARD_EVENT_ID, Keys, Service, mqtt_publishing_service
 from service.v1 import event_pb2, event_stream_service_pb2
 
 pytestmark = pytest.mark.integration
@@ -118,17 +118,7 @@ def test_rest_stream_format_cloudevents_is_structured_json(service: Service, key
 
 @pytest.fixture
 def cloudevents_mqtt_service(tmp_path: Path) -> Iterator[Service]:
-    from helpers import mqtt_broker_url
-
-    running = Service(
-        f"sqlite:///{tmp_path / 'events.db'}",
-        tmp_path,
-        gateway=False,
-        serve_args=("--mqtt-url", mqtt_broker_url(), "--mqtt-format", "cloudevents"),
-    )
-    running.start()
-    yield running
-    running.stop()
+    yield from mqtt_publishing_service(tmp_path, "--mqtt-format", "cloudevents")
 
 
 def test_mqtt_format_cloudevents(cloudevents_mqtt_service: Service) -> None:

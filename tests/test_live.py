@@ -561,21 +561,6 @@ def test_subscriber_on_one_replica_gets_events_written_through_another(
 # --- MQTT ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def mqtt_service(tmp_path: Path) -> Iterator[Service]:
-    from helpers import mqtt_broker_url
-
-    running = Service(
-        f"sqlite:///{tmp_path / 'events.db'}",
-        tmp_path,
-        gateway=False,
-        serve_args=("--mqtt-url", mqtt_broker_url()),
-    )
-    running.start()
-    yield running
-    running.stop()
-
-
 class MqttInbox:
     """A paho subscriber on the test broker collecting (topic, JSON payload) pairs."""
 

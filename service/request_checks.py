@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -109,70 +108,27 @@ def _walk(message: Any, path: str, out: list[FieldViolation], skip: str = "") ->
 
 # --- the fast yes-or-no --------------------------------------------------------------------
 
-
-@dataclass(eq=False)
-class _Plan:
-    """The fields of one message type that can hold something to refuse."""
-
-    special: str = ""  # Timestamp and Struct are checked by hand
-    strings: tuple[str, ...] = ()
-    enums: tuple[tuple[str, frozenset[int]], ...] = ()
-    floats: tuple[str, ...] = ()
-    messages: tuple[tuple[str, _Plan], ...] = ()
-    # Repeated fields and maps, by their values: (name, is a map, check its keys, kind,
-    # enum numbers, plan of the values).
-    collections: tuple[tuple[str, bool, bool, str, frozenset[int], _Plan | None], ...] = ()
+# A check answers whether one field's value (as ListFields gives it) is clean.
+_Check = Callable[[Any], bool]
+# Per message type and prefilter: the checks of the fields that can hold something to refuse.
+_plans: dict[tuple[str, bool, bool, str], dict[FieldDescriptor, _Check]] = {}
 
 
-_plans: dict[tuple[str, bool, bool, str], _Plan] = {}
+def _clean(message: Any, checks: dict[FieldDescriptor, _Check]) -> bool:
+    """Looks at the fields that are set only (a request sets few of its fields)."""
+    for f, value in message.ListFields():
+        check = checks.get(f)
+        if check is not None and not check(value):
+            return False
+    return True
 
 
-def _plan(descriptor: Descriptor, strings: bool, floats: bool, skip: str = "") -> _Plan:
-    key = (descriptor.full_name, strings, floats, skip)
-    plan = _plans.get(key)
-    if plan is not None:
-        return plan
-    # Stored before its fields are filled, so that a recursive type finds its own plan.
-    plan = _plans[key] = _Plan()
-    if descriptor.full_name in (_TIMESTAMP, _STRUCT, _VALUE):
-        plan.special = descriptor.full_name
-        return plan
-    singular: dict[str, list[Any]] = {"string": [], "enum": [], "float": [], "message": []}
-    collections = []
-    for f in descriptor.fields:
-        if f.name == skip:
-            continue
-        entry = _map_entry(f)
-        target = entry.fields_by_name["value"] if entry is not None else f
-        string_keys = entry is not None and entry.fields_by_name["key"].type == _STRING
-        kind, numbers, sub = "", frozenset[int](), None
-        if target.type == _STRING and strings:
-            kind = "string"
-        elif target.type == _ENUM:
-            assert target.enum_type is not None
-            kind, numbers = "enum", frozenset(target.enum_type.values_by_number)
-        elif target.type in _FLOATS and floats:
-            kind = "float"
-        elif target.type in _MESSAGES:
-            assert target.message_type is not None
-            kind, sub = "message", _plan(target.message_type, strings, floats)
-        if not kind and not (string_keys and strings):
-            continue
-        if entry is not None or f.is_repeated:
-            is_map = entry is not None
-            collections.append((f.name, is_map, string_keys and strings, kind, numbers, sub))
-        elif kind == "enum":
-            singular["enum"].append((f.name, numbers))
-        elif kind == "message":
-            singular["message"].append((f.name, sub))
-        else:
-            singular[kind].append(f.name)
-    plan.strings = tuple(singular["string"])
-    plan.enums = tuple(singular["enum"])
-    plan.floats = tuple(singular["float"])
-    plan.messages = tuple(singular["message"])
-    plan.collections = tuple(collections)
-    return plan
+def _no_nul(text: str) -> bool:
+    return "\x00" not in text
+
+
+def _clean_timestamp(message: Any) -> bool:
+    return not _timestamp_rules(message)
 
 
 def _clean_value(value: Any) -> bool:
@@ -192,44 +148,68 @@ def _clean_struct(struct: Any) -> bool:
     return all("\x00" not in key and _clean_value(item) for key, item in struct.fields.items())
 
 
-def _clean_item(item: Any, kind: str, numbers: frozenset[int], sub: _Plan | None) -> bool:
-    if sub is not None:
-        return _clean(item, sub)
-    if kind == "string":
-        return "\x00" not in item
-    if kind == "enum":
-        return item in numbers
-    return kind != "float" or math.isfinite(item)
+_SPECIAL_CHECKS: dict[str, _Check] = {
+    _TIMESTAMP: _clean_timestamp,
+    _STRUCT: _clean_struct,
+    _VALUE: _clean_value,
+}
 
 
-def _clean(message: Any, plan: _Plan) -> bool:
-    if plan.special:
-        if plan.special == _TIMESTAMP:
-            return not _timestamp_rules(message)
-        return _clean_struct(message) if plan.special == _STRUCT else _clean_value(message)
-    for name in plan.strings:
-        if "\x00" in getattr(message, name):
-            return False
-    for name, numbers in plan.enums:
-        if getattr(message, name) not in numbers:
-            return False
-    for name in plan.floats:
-        if not math.isfinite(getattr(message, name)):
-            return False
-    for name, plan_of in plan.messages:
-        if message.HasField(name) and not _clean(getattr(message, name), plan_of):
-            return False
-    for name, is_map, check_keys, kind, numbers, items_plan in plan.collections:
-        values = getattr(message, name)
-        if not values:
-            continue
-        if is_map:
-            if check_keys and any("\x00" in key for key in values):
-                return False
-            values = values.values()
-        if kind and not all(_clean_item(item, kind, numbers, items_plan) for item in values):
-            return False
-    return True
+def _message_check(descriptor: Descriptor, strings: bool, floats: bool) -> _Check:
+    special = _SPECIAL_CHECKS.get(descriptor.full_name)
+    if special is not None:
+        return special
+    checks = _plan(descriptor, strings, floats)  # filled later for a recursive type
+    return lambda message: _clean(message, checks)
+
+
+def _value_check(f: FieldDescriptor, strings: bool, floats: bool) -> _Check | None:
+    if f.type == _STRING:
+        return _no_nul if strings else None
+    if f.type == _ENUM:
+        assert f.enum_type is not None
+        return frozenset(f.enum_type.values_by_number).__contains__
+    if f.type in _FLOATS:
+        return math.isfinite if floats else None
+    if f.type in _MESSAGES:
+        assert f.message_type is not None
+        return _message_check(f.message_type, strings, floats)
+    return None
+
+
+def _field_check(f: FieldDescriptor, strings: bool, floats: bool) -> _Check | None:
+    entry = _map_entry(f)
+    if entry is not None:
+        values = _value_check(entry.fields_by_name["value"], strings, floats)
+        keys = strings and entry.fields_by_name["key"].type == _STRING
+        if keys and values is not None:
+            return lambda items: all(map(_no_nul, items)) and all(map(values, items.values()))
+        if keys:
+            return lambda items: all(map(_no_nul, items))
+        if values is not None:
+            return lambda items: all(map(values, items.values()))
+        return None
+    check = _value_check(f, strings, floats)
+    if check is not None and f.is_repeated:
+        each = check
+        return lambda items: all(map(each, items))
+    return check
+
+
+def _plan(
+    descriptor: Descriptor, strings: bool, floats: bool, skip: str = ""
+) -> dict[FieldDescriptor, _Check]:
+    key = (descriptor.full_name, strings, floats, skip)
+    checks = _plans.get(key)
+    if checks is not None:
+        return checks
+    # Stored before it is filled, so that a recursive type finds its own checks.
+    checks = _plans[key] = {}
+    for f in descriptor.fields:
+        check = None if f.name == skip else _field_check(f, strings, floats)
+        if check is not None:
+            checks[f] = check
+    return checks
 
 
 def check_request(message: Message, raw: bytes | None = None) -> None:

@@ -13,7 +13,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -338,72 +338,122 @@ def _depth(value: Any) -> int:
     return 0
 
 
-# The text fields with a length limit, in FIELDS order (violations are named in it).
-_LIMITED = tuple((f, f.limit) for f in FIELDS if f.limit is not None)
+# A rule of one field: the violations of its (non-None) value, on create or on update.
+_Rule = Callable[[Any, bool], Sequence[FieldViolation]]
+_NONE: tuple[FieldViolation, ...] = ()
 
 
-def _check_fields(fields: Mapping[str, Any], creating: bool = True) -> list[FieldViolation]:
-    violations = []
-    for standard, limit in _LIMITED:
-        value = fields.get(standard.attribute)
-        if value is None:
-            continue
-        if not standard.machine_name:
-            if len(value) > limit:
-                violations.append(
-                    FieldViolation(standard.json, f"at most {standard.limit} characters")
-                )
-        elif value and (len(value) > limit or not _MACHINE_NAME.match(value)):
-            violations.append(
-                FieldViolation(
-                    standard.json,
-                    f"a machine name of at most {standard.limit} letters, digits or ._:-",
-                )
-            )
-    severity = fields.get("severity")
-    if severity is not None and not 0 <= severity <= MAX_SEVERITY:
-        violations.append(FieldViolation("severity", f"must be between 0 and {MAX_SEVERITY}"))
-    classification = fields.get("classification")
-    if classification and classification not in CLASSIFICATIONS:
-        violations.append(
-            FieldViolation("classification", f"must be one of {', '.join(CLASSIFICATIONS)}")
+def _length_rule(json_name: str, limit: int, machine_name: bool) -> _Rule:
+    if machine_name:
+        broken = (
+            FieldViolation(json_name, f"a machine name of at most {limit} letters, digits or ._:-"),
         )
-    timestamp = fields.get("timestamp")
-    if timestamp is not None and not 0 <= timestamp <= MAX_TIMESTAMP_US:
-        violations.append(FieldViolation("timestamp", "must lie between 1970 and 9999"))
-    source = fields.get("source")
-    if (
-        source is not None
-        and not isinstance(source, str)
-        and (len(json.dumps(source)) > MAX_SOURCE_BYTES)
-    ):
+        return lambda value, _: (
+            broken if value and (len(value) > limit or not _MACHINE_NAME.match(value)) else _NONE
+        )
+    too_long = (FieldViolation(json_name, f"at most {limit} characters"),)
+    return lambda value, _: too_long if len(value) > limit else _NONE
+
+
+def _severity_rule(severity: int, _: bool) -> Sequence[FieldViolation]:
+    if 0 <= severity <= MAX_SEVERITY:
+        return _NONE
+    return (FieldViolation("severity", f"must be between 0 and {MAX_SEVERITY}"),)
+
+
+def _classification_rule(classification: str, _: bool) -> Sequence[FieldViolation]:
+    if not classification or classification in CLASSIFICATIONS:
+        return _NONE
+    return (FieldViolation("classification", f"must be one of {', '.join(CLASSIFICATIONS)}"),)
+
+
+def _timestamp_rule(timestamp: int, _: bool) -> Sequence[FieldViolation]:
+    if 0 <= timestamp <= MAX_TIMESTAMP_US:
+        return _NONE
+    return (FieldViolation("timestamp", "must lie between 1970 and 9999"),)
+
+
+def _source_rule(source: Any, _: bool) -> Sequence[FieldViolation]:
+    if isinstance(source, str):
+        if len(source) > 1024:
+            return (FieldViolation("source", "at most 1024 characters"),)
+        return _NONE
+    violations = []
+    if len(json.dumps(source)) > MAX_SOURCE_BYTES:
         violations.append(FieldViolation("source", f"at most {MAX_SOURCE_BYTES} bytes of JSON"))
-    if isinstance(source, str) and len(source) > 1024:
-        violations.append(FieldViolation("source", "at most 1024 characters"))
     if isinstance(source, dict | list) and _depth(source) > MAX_SOURCE_DEPTH:
         violations.append(
             FieldViolation("source", f"at most {MAX_SOURCE_DEPTH} levels of nested objects")
         )
-    payload = fields.get("payload")
-    if payload is not None and len(payload.data) > MAX_PAYLOAD_BYTES:
-        violations.append(FieldViolation("payload.data", f"at most {MAX_PAYLOAD_BYTES} bytes"))
-    if fields.get("internal"):
-        violations.append(FieldViolation("internal", "only the platform records internal events"))
-    if fields.get("acknowledged") and creating:
-        violations.append(
-            FieldViolation("acknowledged", "cannot be set on create; acknowledge the event")
-        )
-    status = fields.get("status")
-    if status and creating:
-        violations.append(
+    return violations
+
+
+def _payload_rule(payload: Payload, _: bool) -> Sequence[FieldViolation]:
+    if len(payload.data) <= MAX_PAYLOAD_BYTES:
+        return _NONE
+    return (FieldViolation("payload.data", f"at most {MAX_PAYLOAD_BYTES} bytes"),)
+
+
+def _internal_rule(internal: bool, _: bool) -> Sequence[FieldViolation]:
+    if not internal:
+        return _NONE
+    return (FieldViolation("internal", "only the platform records internal events"),)
+
+
+def _acknowledged_rule(acknowledged: bool, creating: bool) -> Sequence[FieldViolation]:
+    if not (acknowledged and creating):
+        return _NONE
+    return (FieldViolation("acknowledged", "cannot be set on create; acknowledge the event"),)
+
+
+def _status_rule(status: str, creating: bool) -> Sequence[FieldViolation]:
+    if not status:
+        return _NONE
+    if creating:
+        return (
             FieldViolation(
                 "status",
                 "set by the server: an alarm is ACTIVE when created; acknowledge or clear it",
-            )
+            ),
         )
-    elif status and status not in STATUSES:
-        violations.append(FieldViolation("status", f"must be one of {', '.join(STATUSES)}"))
-    return violations
+    if status not in STATUSES:
+        return (FieldViolation("status", f"must be one of {', '.join(STATUSES)}"),)
+    return _NONE
+
+
+# The rules by attribute, in the order their violations are named: the text fields with a
+# length limit in FIELDS order, then the others.
+_RULES: tuple[tuple[str, _Rule], ...] = (
+    *(
+        (f.attribute, _length_rule(f.json, f.limit, f.machine_name))
+        for f in FIELDS
+        if f.limit is not None
+    ),
+    ("severity", _severity_rule),
+    ("classification", _classification_rule),
+    ("timestamp", _timestamp_rule),
+    ("source", _source_rule),
+    ("payload", _payload_rule),
+    ("internal", _internal_rule),
+    ("acknowledged", _acknowledged_rule),
+    ("status", _status_rule),
+)
+_RULE_OF = {attribute: (order, rule) for order, (attribute, rule) in enumerate(_RULES)}
+assert len(_RULE_OF) == len(_RULES), "one rule per attribute"
+
+
+def _check_fields(fields: Mapping[str, Any], creating: bool = True) -> list[FieldViolation]:
+    """The violations of the fields given (an event sets few of them), in _RULES order."""
+    found: list[tuple[int, Sequence[FieldViolation]]] = []
+    for attribute, value in fields.items():
+        ruled = _RULE_OF.get(attribute)
+        if ruled is not None and value is not None:
+            broken = ruled[1](value, creating)
+            if broken:
+                found.append((ruled[0], broken))
+    if len(found) > 1:
+        found.sort(key=lambda item: item[0])
+    return [violation for _, broken in found for violation in broken]
 
 
 _FILTER_TYPES: dict[str, FilterFieldType] = {
@@ -594,22 +644,23 @@ class EventManager:
         violations = _check_fields(fields)
         if entity_required and not fields.get("entity_id"):
             violations.insert(0, FieldViolation("entityId", MISSING_ENTITY_ID))
-        type_id = canonical_type_id(fields.get("type_id") or STANDARD_EVENT)
+        given_type = fields.get("type_id")
+        type_id = canonical_type_id(given_type) if given_type else STANDARD_EVENT
+        given_custom = fields.get("custom_fields") or {}
         custom: dict[str, Any] = {}
         if not any(v.field == "typeId" for v in violations):
             definitions = await self._fields_of(principal, type_id)
             if definitions is None:
                 violations.append(FieldViolation("typeId", f"unknown event type {type_id!r}"))
-            else:
-                custom, custom_violations = check_custom_fields(
-                    type_id, definitions, fields.get("custom_fields") or {}
-                )
+            elif definitions or given_custom:
+                custom, custom_violations = check_custom_fields(type_id, definitions, given_custom)
                 violations.extend(custom_violations)
         domain = fields.get("domain") or principal.domain
-        try:
-            check_domain_path(domain)
-        except InvalidInput as error:
-            violations.extend(error.violations)
+        if domain != principal.domain:  # the principal's own domain is a valid one it covers
+            try:
+                check_domain_path(domain)
+            except InvalidInput as error:
+                violations.extend(error.violations)
         if violations:
             # Alone, the missing entity is reported in the documented words
             # (docs/rest-v3.md#create-jobs).
@@ -621,7 +672,8 @@ class EventManager:
                 reason="NOT_AUTHORIZED_DOMAIN",
             )
         now = now_us()
-        values = {k: v for k, v in fields.items() if k in JSON_NAMES and v is not None}
+        values = {k: v for k, v in fields.items() if v is not None and k in JSON_NAMES}
+        classification = fields.get("classification") or ""
         values.update(
             type_id=type_id,
             domain=domain,
@@ -629,18 +681,17 @@ class EventManager:
             acknowledged=False,
             internal=False,
             custom_fields=custom,
-            status=alarm_status(fields.get("classification") or "", False, False),
+            status=alarm_status(classification, False, False),
         )
-        return occurrence_fields(
-            Event(
-                id=new_event_id(),
-                tenant_id=principal.tenant_id,
-                create_time=now,
-                update_time=now,
-                etag=1,
-                **values,
-            )
+        event = Event(
+            id=new_event_id(),
+            tenant_id=principal.tenant_id,
+            create_time=now,
+            update_time=now,
+            etag=1,
+            **values,
         )
+        return occurrence_fields(event) if classification == ALARM else event
 
     async def get(
         self,

@@ -557,6 +557,7 @@ LABELS = {
     "rest_create": "REST POST /events",
     "rest_get": "REST GET /events/{id}",
     "rest_list": "REST GET /events?size=20",
+    "ingest": "gRPC IngestEvents (per event, batches of 100)",
 }
 ROUND_KINDS = ("health", "grpc_create", "grpc_get", "rest_create", "rest_get")
 # (numerator, denominator, target, what the issue asks)

@@ -16,6 +16,7 @@ from service.domain.event_fields import FIELDS, SETTABLE, Kind
 from service.domain.event_types import EventType, EventTypeSpec, Scope
 from service.domain.events import CLASSIFICATIONS, Event, Payload
 from service.domain.registry import App, Device
+from service.request_checks import Listed
 from service.rest_json import loads
 from service.v1 import device_event_service_pb2, event_pb2, event_type_pb2, registry_pb2
 
@@ -131,11 +132,11 @@ _SETTABLE_NAMES = frozenset(SETTABLE)
 _SOURCE_FIELDS = frozenset({"source_text", "source_object"})
 
 
-def _set_fields(message: event_pb2.Event) -> dict[str, Any]:
+def _set_fields(message: event_pb2.Event, listed: Listed | None = None) -> dict[str, Any]:
     """Every settable field that is set, from ListFields: the hot path of streamed ingest,
     which asks each field once instead of probing every field by name."""
     fields: dict[str, Any] = {}
-    for descriptor, value in message.ListFields():
+    for descriptor, value in message.ListFields() if listed is None else listed:
         name = descriptor.name
         if name in _SOURCE_FIELDS:
             fields["source"] = _field_value(message, "source")
@@ -150,12 +151,15 @@ def _set_fields(message: event_pb2.Event) -> dict[str, Any]:
     return fields
 
 
-def fields_from_proto(message: event_pb2.Event, only: Iterable[str] = ()) -> dict[str, Any]:
-    """The canonical fields a caller set: those named in `only`, else every non-default one.
-    Setting output-only fields (other than etag, read by update) is refused, never ignored."""
+def fields_from_proto(
+    message: event_pb2.Event, only: Iterable[str] = (), listed: Listed | None = None
+) -> dict[str, Any]:
+    """The canonical fields a caller set: those named in `only`, else every non-default one
+    (`listed`: the message's ListFields(), when the caller has it). Setting output-only
+    fields (other than etag, read by update) is refused, never ignored."""
     requested = list(only)
     if not requested:
-        return _set_fields(message)
+        return _set_fields(message, listed)
     fields: dict[str, Any] = {}
     # `custom_fields` names the whole map: its values change as the event's type allows.
     with_custom = "custom_fields" in requested

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -108,15 +108,19 @@ def _walk(message: Any, path: str, out: list[FieldViolation], skip: str = "") ->
 
 # --- the fast yes-or-no --------------------------------------------------------------------
 
+# What a message's ListFields() answered: its set fields and their values.
+Listed = Sequence[tuple[FieldDescriptor, Any]]
 # A check answers whether one field's value (as ListFields gives it) is clean.
 _Check = Callable[[Any], bool]
 # Per message type and prefilter: the checks of the fields that can hold something to refuse.
 _plans: dict[tuple[str, bool, bool, str], dict[FieldDescriptor, _Check]] = {}
 
 
-def _clean(message: Any, checks: dict[FieldDescriptor, _Check]) -> bool:
+def _clean(
+    message: Any, checks: dict[FieldDescriptor, _Check], listed: Listed | None = None
+) -> bool:
     """Looks at the fields that are set only (a request sets few of its fields)."""
-    for f, value in message.ListFields():
+    for f, value in message.ListFields() if listed is None else listed:
         check = checks.get(f)
         if check is not None and not check(value):
             return False
@@ -212,15 +216,16 @@ def _plan(
     return checks
 
 
-def check_request(message: Message, raw: bytes | None = None) -> None:
+def check_request(message: Message, raw: bytes | None = None, listed: Listed | None = None) -> None:
     """Raises InvalidInput naming every value no rpc may receive, except in the items that
     the servicer answers one by one. With the wire bytes at hand, kinds of values that they
-    show cannot be there are not looked at."""
+    show cannot be there are not looked at; `listed`: the message's ListFields(), when the
+    caller has asked it already (it costs as much as the check)."""
     strings = raw is None or b"\x00" in raw
     floats = raw is None or _NON_FINITE.search(raw) is not None
     descriptor: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
     skip = ANSWERED_ONE_BY_ONE.get(descriptor.full_name, "")
-    if _clean(message, _plan(descriptor, strings, floats, skip)):
+    if _clean(message, _plan(descriptor, strings, floats, skip), listed):
         return
     violations: list[FieldViolation] = []
     _walk(message, "", violations, skip)

@@ -91,14 +91,18 @@ def _random_bits(size: int = 10) -> int:
     return int.from_bytes(chunk, "big")
 
 
+# UUIDv7's fixed bits (version 7, variant 0b10) and where its 74 random bits go.
+_UUID7_FIXED = 0x7 << 76 | 0b10 << 62
+_UUID7_RANDOM = 0xFFF << 64 | (1 << 62) - 1
+_MILLIS = (1 << 48) - 1
+
+
 def new_event_id() -> str:
     """A UUIDv7 (RFC 9562): the millisecond time first, then random bits. Ids of new events
     sort after older ones, so the primary-key index grows at its end instead of everywhere."""
-    millis = time.time_ns() // 1_000_000
-    random = _random_bits()
-    value = (millis & (1 << 48) - 1) << 80 | 0x7 << 76 | (random >> 62 & 0xFFF) << 64
-    value |= 0b10 << 62 | random & ((1 << 62) - 1)
-    text = f"{value:032x}"
+    millis = time.time_ns() // 1_000_000 & _MILLIS
+    value = millis << 80 | _UUID7_FIXED | _random_bits() & _UUID7_RANDOM
+    text = value.to_bytes(16, "big").hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
@@ -612,9 +616,12 @@ class EventManager:
             accepted.append((event, draft.idempotency_key))
             storms.append(storm)
             # In a storm an alarm is only counted, whatever its type says (see _in_storm).
-            dedup_keys.append(
-                dedup_key(event) if storm is not None else await self.dedup_key(principal, event)
-            )
+            if not is_alarm(event):
+                dedup_keys.append(None)
+            elif storm is not None:
+                dedup_keys.append(dedup_key(event))
+            else:
+                dedup_keys.append(await self.dedup_key(principal, event))
         if accepted:
             fold_only = [storm is not None for storm in storms]
             stored = iter(
@@ -649,7 +656,9 @@ class EventManager:
         given_custom = fields.get("custom_fields") or {}
         custom: dict[str, Any] = {}
         if not any(v.field == "typeId" for v in violations):
-            definitions = await self._fields_of(principal, type_id)
+            definitions = (
+                {} if type_id == STANDARD_EVENT else await self._fields_of(principal, type_id)
+            )
             if definitions is None:
                 violations.append(FieldViolation("typeId", f"unknown event type {type_id!r}"))
             elif definitions or given_custom:

@@ -175,9 +175,11 @@ class EventStreamServicer(event_stream_service_pb2_grpc.EventStreamServiceServic
         outcomes: list[IngestOutcome | None] = []
         drafts: list[Draft] = []
         for item in items:
+            event = item.event
+            listed = event.ListFields()  # asked once, for the check and the conversion
             try:
-                check_request(item.event)
-                fields = fields_from_proto(item.event)
+                check_request(event, listed=listed)
+                fields = fields_from_proto(event, listed=listed)
             except DomainError as error:
                 outcomes.append(IngestOutcome(error=error))
                 continue

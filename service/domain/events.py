@@ -684,22 +684,20 @@ class EventManager:
         values = {k: v for k, v in fields.items() if v is not None and k in JSON_NAMES}
         classification = fields.get("classification") or ""
         values.update(
+            id=new_event_id(),
+            tenant_id=principal.tenant_id,
             type_id=type_id,
             domain=domain,
             timestamp=fields.get("timestamp") or now,
+            create_time=now,
+            update_time=now,
+            etag=1,
             acknowledged=False,
             internal=False,
             custom_fields=custom,
             status=alarm_status(classification, False, False),
         )
-        event = Event(
-            id=new_event_id(),
-            tenant_id=principal.tenant_id,
-            create_time=now,
-            update_time=now,
-            etag=1,
-            **values,
-        )
+        event = Event(**values)  # one mapping: keywords beside ** cost a merge per call
         return occurrence_fields(event) if classification == ALARM else event
 
     async def get(

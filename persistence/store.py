@@ -12,7 +12,7 @@ import peewee
 
 from persistence.auth import AUTH_CHANNEL, AuthSignal, AuthVersionProbe, version_check
 from persistence.custom_indexes import CustomFieldIndexes
-from persistence.database import is_postgres, open_database
+from persistence.database import is_postgres, open_database, prepare_writer_connection
 from persistence.devices import DeviceEventStore, RegistryStore
 from persistence.events import EventRepository
 from persistence.keys import KeyRepository
@@ -41,7 +41,10 @@ class Store:
         self._readers = GroupedReader(readers, self._run)
         self.writes = EventWrites(self.database, self.postgres)
         self.writer = GroupCommitWriter(
-            self.database, self.writes.apply, on_commit=self.writes.after_commit
+            self.database,
+            self.writes.apply,
+            on_commit=self.writes.after_commit,
+            prepare=lambda: prepare_writer_connection(self.database),
         )
         # Called on the event loop with the events each commit created, in feed order.
         self.commit_listeners = self.writes.commit_listeners

@@ -27,6 +27,21 @@ CommitListener = Callable[[Sequence[Any], Sequence[Any]], None]
 BatchObserver = Callable[[int, float], None]
 
 
+def _tuning(prepare: Callable[[], None] | None) -> Callable[[], None] | None:
+    """`prepare` made harmless: it tunes the connection, and an executor whose initializer
+    raises refuses every later job, so a failure is logged and the writer goes on."""
+    if prepare is None:
+        return None
+
+    def run() -> None:
+        try:
+            prepare()
+        except Exception:
+            log.warning("preparing the writer's connection failed", exc_info=True)
+
+    return run
+
+
 class GroupCommitWriter:
     """Queues write operations and applies them in batches, one transaction per batch."""
 
@@ -37,13 +52,17 @@ class GroupCommitWriter:
         max_batch: int = 1000,
         linger: float = float(os.environ.get("EVENTMGMT_WRITE_LINGER", "0.002")),
         on_commit: CommitListener | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
+        """`prepare`: run once on the writer's thread before its first write."""
         self._on_commit = on_commit
         self._database = database
         self._linger = linger
         self._apply = apply
         self._max_batch = max_batch
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self._executor = ThreadPoolExecutor(
+            1, thread_name_prefix="db-writer", initializer=_tuning(prepare)
+        )
         self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.batch_observers: list[BatchObserver] = []

@@ -129,11 +129,10 @@ class EventRepository:
         include_shared: bool,
         db: peewee.Database,
     ) -> Event | None:
-        sql = SqlBuilder(self._store.postgres, db.param)
-        where = f"id = {sql.bind(event_id)} AND " + sql.scope(
-            principal, whole_tenant=whole_tenant, include_shared=include_shared
+        statement, args = point_sql(
+            principal, event_id, self._store.postgres, db.param, whole_tenant, include_shared
         )
-        row = db.execute_sql(f"{SELECT_EVENT} WHERE {where}", sql.args).fetchone()
+        row = db.execute_sql(statement, args).fetchone()
         return None if row is None else event_from_row(row)
 
     async def query(self, principal: Principal, query: EventQuery) -> tuple[list[Event], int]:
@@ -192,6 +191,33 @@ def _merged(events: list[Event], transitions: list[Transition]) -> list[FeedItem
     items: list[FeedItem] = [*events, *transitions]
     items.sort(key=lambda item: item.seq)
     return items
+
+
+def point_sql(
+    principal: Principal,
+    event_id: str,
+    postgres: bool,
+    param: str,
+    whole_tenant: bool = False,
+    include_shared: bool = False,
+) -> tuple[str, list[Any]]:
+    """The SELECT of one event by its id, inside the principal's scope, and its arguments."""
+    sql = SqlBuilder(postgres, param)
+    by_id = f"id = {sql.bind(event_id)}"
+    scope = sql.scope(principal, whole_tenant=whole_tenant, include_shared=include_shared)
+    if not postgres:
+        return f"{SELECT_EVENT} WHERE {by_id} AND {scope}", sql.args
+    # The row is found by its id alone, through each partition's primary key, and the scope is
+    # checked on it. Given `tenant_id = ... AND id = ...`, a partition without statistics (new,
+    # or never analyzed) may be planned onto a tenant index that holds id as a later column: a
+    # walk over all of the tenant's events (4.5 ms at 20,000). Not prepared, unlike the lists:
+    # a generic plan made while a partition was nearly empty (a sequential scan) would stay
+    # until the partition is analyzed.
+    statement = (
+        f"WITH events AS MATERIALIZED (SELECT * FROM events WHERE {by_id}) "
+        f"{SELECT_EVENT} WHERE {scope}"
+    )
+    return statement, sql.args
 
 
 def list_sql(

@@ -4,6 +4,7 @@ scoped by the calling principal, so no query runs unscoped."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -26,6 +27,7 @@ from persistence.writer import GroupCommitWriter
 from persistence.writes import EventWrites
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Store:
@@ -63,11 +65,19 @@ class Store:
     def migrate(self) -> list[int]:
         """Applies the missing migrations; on PostgreSQL also creates the coming months'
         partitions (persistence/partitions.py), so that a server without retention sweeps
-        still gets them at each start."""
+        still gets them at each start, and warns when autovacuum is off."""
         applied = migrate(self.database)
         if self.postgres:
             with self.database.connection_context(), self.database.atomic():
-                ensure_partitions(self.database.cursor(), time.time_ns() // 1000)
+                cursor = self.database.cursor()
+                ensure_partitions(cursor, time.time_ns() // 1000)
+                cursor.execute("SHOW autovacuum")
+                if cursor.fetchone()[0] != "on":
+                    log.warning(
+                        "PostgreSQL's autovacuum is off: the events' partitions then have no "
+                        "statistics as they fill, and lists are planned onto the wrong indexes "
+                        "(several times slower); turn it on, or run ANALYZE events regularly"
+                    )
         return applied
 
     def watch_credentials(self, on_change: Callable[[], None]) -> Callable[[], bool] | None:

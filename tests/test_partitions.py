@@ -13,7 +13,7 @@ import pytest
 
 from persistence import migrations
 from persistence.event_types import RetentionRepository
-from persistence.events import list_sql
+from persistence.events import list_sql, point_sql
 from persistence.partitions import (
     ensure_partitions,
     month_bounds,
@@ -270,3 +270,25 @@ def test_an_idempotency_key_is_unique_across_partitions(pg: Store) -> None:
     asyncio.run(pg.read(lambda db: insert_key(db, first)))
     with pytest.raises(peewee.IntegrityError):
         asyncio.run(pg.read(lambda db: insert_key(db, second)))
+
+
+def test_a_get_by_id_reads_the_primary_key_of_a_partition_never_analyzed(pg: Store) -> None:
+    """Without statistics (autovacuum off, or a month just begun), `tenant_id = ... AND id = ...`
+    was planned onto a tenant index that holds id as a later column: a walk over all of the
+    tenant's events. The id alone finds the row; the scope is still checked on it."""
+    events = [event(0) for _ in range(400)]
+
+    async def insert_all() -> None:
+        await asyncio.gather(*(pg.events.insert(e) for e in events))
+
+    asyncio.run(insert_all())
+    wanted = events[123]
+    sql, args = point_sql(ACME, wanted.id, True, "%s")
+    shown = plan(pg, sql, args)
+    current = partition_name(*month_of(wanted.timestamp))
+    assert f"{current}_pkey" in shown, shown
+    assert f"Index Scan using {current}_tenant" not in shown, shown
+    found = asyncio.run(pg.events.get(ACME, wanted.id))
+    assert found is not None and found.id == wanted.id
+    stranger = Principal("other", "k2", "key", Role.ADMIN)
+    assert asyncio.run(pg.events.get(stranger, wanted.id)) is None

@@ -258,15 +258,29 @@ def method_routes(descriptor_path: Path, services: Iterable[str], console: Path)
     return "\n".join(lines)
 
 
-def _token_header(token: str) -> str:
-    """The virtual host's header that vouches for the gateway (GatewaySettings.token). The
-    request guard removes every `x-eventmgmt-` header a client sends; the router adds this
-    one after it."""
-    if not token:
-        return ""
-    header = {"key": "x-eventmgmt-gateway", "value": token}
-    entry = {"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-    return f"request_headers_to_add: [{json.dumps(entry)}]"
+# The forwarded headers the service builds links and Location from, set by the router and
+# never taken from the client: a client must not make the service print links to another host
+# or scheme (`X-Forwarded-Proto: https://evil.example/x?`). This listener speaks plain HTTP;
+# the address is the TCP peer's. The request guard has checked the Host header already.
+_FORWARDED_HEADERS = (
+    ("x-forwarded-host", "%REQ(:AUTHORITY)%"),
+    ("x-forwarded-proto", "http"),
+    ("x-forwarded-for", "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%"),
+)
+
+
+def _request_headers(token: str) -> str:
+    """The virtual host's request headers: the forwarded ones, and the header that vouches
+    for the gateway (GatewaySettings.token); the request guard removes every `x-eventmgmt-`
+    header a client sends, and the router adds these after it."""
+    headers = list(_FORWARDED_HEADERS)
+    if token:
+        headers.append(("x-eventmgmt-gateway", token))
+    entries = [
+        {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        for key, value in headers
+    ]
+    return f"request_headers_to_add: {json.dumps(entries)}"
 
 
 def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
@@ -303,7 +317,7 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "max_streams": settings.max_streams,
         "retry_after_seconds": settings.retry_after_seconds,
         "console_routes": console_routes(Path(_package_path("console"))),
-        "gateway_token_header": _token_header(settings.token),
+        "request_headers": _request_headers(settings.token),
         "method_routes": method_routes(
             descriptor_path, settings.services, Path(_package_path("console"))
         ),

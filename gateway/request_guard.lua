@@ -3,11 +3,9 @@
 -- * Path and query values must be UTF-8 once percent-decoded: the transcoder copies the bytes
 --   into protobuf string fields, which the service cannot parse (it would answer 500). A bad
 --   value is a 400 naming the field (the path template's variable or the query parameter).
--- * X-Forwarded-Host, -Proto and -For are set here, never taken from the client: the service
---   builds absolute `_links` and `Location` from them, and a client must not make it print
---   links to another host or scheme (`X-Forwarded-Proto: https://evil.example/x?`). The
---   Host header itself must be host[:port]. This listener speaks plain HTTP, so the scheme is
---   `http`; the address is the TCP peer's.
+-- * The Host header must be host[:port]: the router sets X-Forwarded-Host from it (a client's
+--   own X-Forwarded-* are overwritten there, gateway/launcher.py), and the service builds
+--   absolute `_links` and `Location` from those.
 -- * gRPC control headers (`grpc-timeout`, `grpc-encoding`, ...) and binary `-bin` metadata are
 --   the gRPC protocol's business, not a REST client's: a REST client's `grpc-timeout: 1n`
 --   would otherwise become the call's deadline (504), a `foo-bin: !!!` a metadata error (500).
@@ -146,7 +144,7 @@ end
 -- Envoy's own control headers (retries, timeouts, tracing) are for Envoys, not clients; the
 -- refusal headers are this guard's note to the local reply mappers.
 -- x-eventmgmt-*: the guard's own (refused field and rule) and the gateway token, which the
--- router adds after this filter (launcher._token_header).
+-- router adds after this filter (launcher._request_headers).
 local function untrusted(name)
   return name:find("^x%-envoy%-") ~= nil or name:find("^x%-eventmgmt%-") ~= nil
 end
@@ -160,12 +158,6 @@ end
 -- HTTP/2 layer would fail the whole call (INTERNAL) on such a name, so it is a named 400 here.
 -- Envoy has lowercased the names already.
 local HEADER_NAME_RULE = "a header name may hold only letters, digits, '-', '_' and '.'"
-
--- The TCP peer's address without its port ("127.0.0.1", "::1").
-local function peer_address(handle)
-  local address = handle:streamInfo():downstreamDirectRemoteAddress() or ""
-  return address:match("^%[(.*)%]:%d+$") or address:match("^(.*):%d+$") or address
-end
 
 -- Runs once per request, so the common case costs one pass over the headers: each name is
 -- tested by its first byte before any pattern (most names start with neither x nor g, nor end
@@ -199,14 +191,11 @@ function envoy_on_request(request_handle)
       headers:remove(name)
     end
   end
-  local authority = headers:get(":authority") or ""
-  headers:replace("x-forwarded-host", authority)
-  headers:replace("x-forwarded-proto", "http")
-  headers:replace("x-forwarded-for", peer_address(request_handle))
   if not rest then
     return
   end
 
+  local authority = headers:get(":authority") or ""
   if authority ~= "" and not is_authority(authority) then
     refuse(request_handle, "Host", "must be host or host:port")
     return

@@ -258,29 +258,32 @@ def method_routes(descriptor_path: Path, services: Iterable[str], console: Path)
     return "\n".join(lines)
 
 
-# The forwarded headers the service builds links and Location from, set by the router and
-# never taken from the client: a client must not make the service print links to another host
-# or scheme (`X-Forwarded-Proto: https://evil.example/x?`). This listener speaks plain HTTP;
-# the address is the TCP peer's. The request guard has checked the Host header already.
-_FORWARDED_HEADERS = (
-    ("x-forwarded-host", "%REQ(:AUTHORITY)%"),
-    ("x-forwarded-proto", "http"),
-    ("x-forwarded-for", "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%"),
-)
-
-
-def _request_headers(token: str) -> str:
-    """The virtual host's request headers: the forwarded ones, and the header that vouches
-    for the gateway (GatewaySettings.token); the request guard removes every `x-eventmgmt-`
-    header a client sends, and the router adds these after it."""
-    headers = list(_FORWARDED_HEADERS)
-    if token:
-        headers.append(("x-eventmgmt-gateway", token))
+def _headers_to_add(headers: list[tuple[str, str]]) -> str:
     entries = [
         {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
         for key, value in headers
     ]
     return f"request_headers_to_add: {json.dumps(entries)}"
+
+
+def _forwarded_headers() -> str:
+    """The virtual host's request headers that the service builds links and Location from,
+    set by the router and never taken from the client: a client must not make the service
+    print links to another host or scheme (`X-Forwarded-Proto: https://evil.example/x?`).
+    This listener speaks plain HTTP. The request guard has checked the Host header."""
+    return _headers_to_add([("x-forwarded-host", "%REQ(:AUTHORITY)%"), ("x-forwarded-proto", "http")])
+
+
+def _login_headers(token: str) -> str:
+    """The AuthService route's request headers: the client's address (the TCP peer's), which
+    the login throttle counts, and the header that vouches for the gateway
+    (GatewaySettings.token) and so for that address. The request guard removes every
+    `x-eventmgmt-` header a client sends; the router adds these after it. Only logins read
+    them, and every metadata entry costs the service's event loop on every call."""
+    headers = [("x-forwarded-for", "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%")]
+    if token:
+        headers.append(("x-eventmgmt-gateway", token))
+    return _headers_to_add(headers)
 
 
 def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
@@ -317,7 +320,8 @@ def render_config(settings: GatewaySettings, descriptor_path: Path) -> str:
         "max_streams": settings.max_streams,
         "retry_after_seconds": settings.retry_after_seconds,
         "console_routes": console_routes(Path(_package_path("console"))),
-        "request_headers": _request_headers(settings.token),
+        "forwarded_headers": _forwarded_headers(),
+        "login_headers": _login_headers(settings.token),
         "method_routes": method_routes(
             descriptor_path, settings.services, Path(_package_path("console"))
         ),

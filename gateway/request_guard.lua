@@ -3,9 +3,9 @@
 -- * Path and query values must be UTF-8 once percent-decoded: the transcoder copies the bytes
 --   into protobuf string fields, which the service cannot parse (it would answer 500). A bad
 --   value is a 400 naming the field (the path template's variable or the query parameter).
--- * The Host header must be host[:port]: the router sets X-Forwarded-Host from it (a client's
---   own X-Forwarded-* are overwritten there, gateway/launcher.py), and the service builds
---   absolute `_links` and `Location` from those.
+-- * The Host header must be host[:port]: the router sets X-Forwarded-Host from it, over any
+--   the client sent (gateway/launcher.py), and the service builds absolute `_links` and
+--   `Location` from it.
 -- * gRPC control headers (`grpc-timeout`, `grpc-encoding`, ...) and binary `-bin` metadata are
 --   the gRPC protocol's business, not a REST client's: a REST client's `grpc-timeout: 1n`
 --   would otherwise become the call's deadline (504), a `foo-bin: !!!` a metadata error (500).
@@ -144,7 +144,7 @@ end
 -- Envoy's own control headers (retries, timeouts, tracing) are for Envoys, not clients; the
 -- refusal headers are this guard's note to the local reply mappers.
 -- x-eventmgmt-*: the guard's own (refused field and rule) and the gateway token, which the
--- router adds after this filter (launcher._request_headers).
+-- router adds after this filter (launcher._login_headers).
 local function untrusted(name)
   return name:find("^x%-envoy%-") ~= nil or name:find("^x%-eventmgmt%-") ~= nil
 end

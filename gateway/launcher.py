@@ -271,7 +271,9 @@ def _forwarded_headers() -> str:
     set by the router and never taken from the client: a client must not make the service
     print links to another host or scheme (`X-Forwarded-Proto: https://evil.example/x?`).
     This listener speaks plain HTTP. The request guard has checked the Host header."""
-    return _headers_to_add([("x-forwarded-host", "%REQ(:AUTHORITY)%"), ("x-forwarded-proto", "http")])
+    return _headers_to_add(
+        [("x-forwarded-host", "%REQ(:AUTHORITY)%"), ("x-forwarded-proto", "http")]
+    )
 
 
 def _login_headers(token: str) -> str:

@@ -267,13 +267,12 @@ def _headers_to_add(headers: list[tuple[str, str]]) -> str:
 
 
 def _forwarded_headers() -> str:
-    """The virtual host's request headers that the service builds links and Location from,
+    """The virtual host's request header that the service builds links and Location from,
     set by the router and never taken from the client: a client must not make the service
-    print links to another host or scheme (`X-Forwarded-Proto: https://evil.example/x?`).
-    This listener speaks plain HTTP. The request guard has checked the Host header."""
-    return _headers_to_add(
-        [("x-forwarded-host", "%REQ(:AUTHORITY)%"), ("x-forwarded-proto", "http")]
-    )
+    print links to another host (`X-Forwarded-Host: evil.example`). The request guard has
+    checked the Host header. No X-Forwarded-Proto: this listener speaks plain HTTP, the
+    service's default (a client's is removed, envoy.yaml.tmpl)."""
+    return _headers_to_add([("x-forwarded-host", "%REQ(:AUTHORITY)%")])
 
 
 def _login_headers(token: str) -> str:

@@ -451,7 +451,8 @@ def _print_welcome(
                 f"Development API key (Admin, tenant 'dev'): stored in {dev_key}. Try:",
                 f'  curl -s -X POST {url}/events -H "x-api-key: $(cat {dev_key})" '
                 "-H 'Content-Type: application/json' "
-                '-d \'{"description": "Error happened in the engine", "severity": 2}\'',
+                '-d \'{"description": "Error happened in the engine", "severity": 2, '
+                '"entityId": "pump-1"}\'',
                 f'  curl -s {url}/events -H "x-api-key: $(cat {dev_key})"',
             ]
         if dev_login is not None:

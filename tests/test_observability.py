@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -203,6 +204,25 @@ def test_no_secret_appears_in_any_log_line(service: Service, keys: Keys) -> None
         assert secret not in text
     assert dev_key not in text
     assert wrong not in text
+
+
+def test_the_curl_lines_printed_at_start_work_as_pasted(service: Service) -> None:
+    """A development `serve` (README: `make run`) prints curl lines to try; pasted into a
+    shell, each one answers 2xx."""
+    if shutil.which("curl") is None:
+        pytest.skip("no curl on this machine")
+    log = (service.data_dir / "serve.log").read_text(errors="replace")
+    printed = [line.strip() for line in log.splitlines() if line.strip().startswith("curl ")]
+    assert len(printed) == 3, log
+    for line in printed:
+        done = subprocess.run(
+            ["bash", "-c", f"{line} -o /dev/null -w '%{{http_code}}'"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.stdout.startswith("2"), (line, done.stdout, done.stderr)
 
 
 @pytest.mark.parametrize("log_format", ["json", "text"])
